@@ -1,0 +1,149 @@
+"""
+Decode a station packet into timestamped readings.
+
+Pure code: the arrival time and the previous arrival of the same device are
+given, never read from a clock, so decoding the same packet with the same times
+always gives the same readings (a replay writes the same points).  Times are
+integer nanoseconds since the epoch, so timestamps are exact and repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from weather.devices import DeviceProfile
+from weather.packet import (
+    HEADER_SIZE,
+    Header,
+    PacketRejected,
+    Reason,
+    check_header,
+    read_header,
+)
+
+NANOSECONDS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One converted value of one record, with its timestamp."""
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    field: str
+    value: float
+    time_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedPacket:
+    """What a packet said: its header, the interval used, its readings."""
+
+    header: Header
+    profile: DeviceProfile
+    interval_ns: int
+    measured: bool
+    readings: tuple[Reading, ...]
+
+
+def record_interval(
+    header: Header, arrival_ns: int, previous_arrival_ns: int | None
+) -> tuple[int, bool]:
+    """
+    The time between two records of this packet, in nanoseconds, and whether
+    it was measured from the packet spacing (C{True}) or is the nominal
+    C{measurementEvery} (C{False}).
+
+    Measured when the previous packet arrived within a third of C{wakeEvery}
+    of the expected time: then the spacing absorbs the station's clock drift.
+    """
+    count = header.record_count
+    if previous_arrival_ns is not None and count > 0:
+        spacing = arrival_ns - previous_arrival_ns
+        wake_ns = header.wake_every * NANOSECONDS
+        if 3 * abs(spacing - wake_ns) < wake_ns:
+            return spacing // count, True
+    return header.measurement_every * NANOSECONDS, False
+
+
+def record_times(count: int, arrival_ns: int, interval_ns: int) -> list[int]:
+    """Timestamps of C{count} records, oldest first; the last is the arrival."""
+    return [arrival_ns - (count - 1 - i) * interval_ns for i in range(count)]
+
+
+def check_profile(header: Header, profile: DeviceProfile) -> None:
+    """@raise PacketRejected: the profile does not describe this header."""
+    if header.sensor_count != len(profile.values):
+        raise PacketRejected(
+            Reason.PROFILE_MISMATCH,
+            f"device {header.device_id} sends {header.sensor_count} values per "
+            f"record, its profile has {len(profile.values)}",
+        )
+    if header.bytes_per_measurement != profile.record_size:
+        raise PacketRejected(
+            Reason.PROFILE_MISMATCH,
+            f"device {header.device_id} sends {header.bytes_per_measurement}-byte "
+            f"records, its profile describes {profile.record_size} bytes",
+        )
+
+
+def decode_header(
+    data: bytes, profiles: Mapping[int, DeviceProfile]
+) -> tuple[Header, DeviceProfile]:
+    """
+    Read and check a packet's header and find its device's profile.
+
+    @raise PacketRejected: with the reason the packet cannot be decoded.
+    """
+    header = read_header(data)
+    if len(data) != header.packet_size:
+        raise PacketRejected(
+            Reason.TRUNCATED if len(data) < header.packet_size else Reason.OVERSIZED,
+            f"{len(data)} bytes, the header announces {header.packet_size}",
+        )
+    check_header(header)
+    profile = profiles.get(header.device_id)
+    if profile is None:
+        raise PacketRejected(
+            Reason.UNKNOWN_DEVICE, f"no profile for device {header.device_id}"
+        )
+    check_profile(header, profile)
+    return header, profile
+
+
+def decode_packet(
+    data: bytes,
+    arrival_ns: int,
+    previous_arrival_ns: int | None,
+    profiles: Mapping[int, DeviceProfile],
+) -> DecodedPacket:
+    """
+    Decode one whole packet into readings.
+
+    @param arrival_ns: when the packet's last byte arrived.
+    @param previous_arrival_ns: when the previous accepted packet of the same
+        device arrived, or C{None} if unknown.
+    @raise PacketRejected: with the reason the packet cannot be decoded.
+    """
+    header, profile = decode_header(data, profiles)
+    interval_ns, measured = record_interval(header, arrival_ns, previous_arrival_ns)
+    count = header.record_count
+    times = record_times(count, arrival_ns, interval_ns)
+    tags = profile.tags
+    specs = profile.values
+    readings = []
+    for time_ns, record in zip(
+        times, profile.record.iter_unpack(memoryview(data)[HEADER_SIZE:]), strict=True
+    ):
+        for spec, raw in zip(specs, record, strict=True):
+            readings.append(
+                Reading(spec.name, tags, spec.field, spec.convert(raw), time_ns)
+            )
+    return DecodedPacket(header, profile, interval_ns, measured, tuple(readings))
+
+
+def is_storable(reading: Reading) -> bool:
+    """InfluxDB cannot store NaN or infinity (an f32 value may be either)."""
+    return math.isfinite(reading.value)

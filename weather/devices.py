@@ -1,0 +1,262 @@
+"""
+Station profiles: what each value of a device's records means, and how it is
+stored.
+
+A profile maps a device id to its tags (such as C{place}) and its record
+layout: per value a name, a wire type and a conversion.  Profiles come from a
+TOML devices file (L{load_devices}) or, without one, from L{REFERENCE_DEVICES}:
+the reference station, stored exactly as the original server stored it.
+
+Pure code apart from L{load_devices}, which reads one file.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: Wire types a record value may have, as struct format characters.
+TYPES: Mapping[str, str] = MappingProxyType(
+    {"u8": "B", "i8": "b", "u16": "H", "i16": "h", "u32": "I", "i32": "i", "f32": "f"}
+)
+
+
+def si7021_humidity(code: float) -> float:
+    """Relative humidity in % from an SI7021 humidity code (datasheet 5.1.1)."""
+    return 125.0 * code / 65536.0 - 6.0
+
+
+def si7021_temperature(code: float) -> float:
+    """Temperature in degrees Celsius from an SI7021 code (datasheet 5.1.2)."""
+    return 175.72 * code / 65536.0 - 46.85
+
+
+def _identity(value: float) -> float:
+    return float(value)
+
+
+#: Named conversions a profile may ask for.  C{scale}/C{offset} apply after.
+CONVERSIONS: Mapping[str, Callable[[float], float]] = MappingProxyType(
+    {
+        "raw": _identity,
+        "si7021_humidity": si7021_humidity,
+        "si7021_temperature": si7021_temperature,
+    }
+)
+
+
+class DevicesError(ValueError):
+    """A devices file or profile that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSpec:
+    """
+    One value of a record: its name (the InfluxDB measurement), wire type and
+    conversion.  The stored value is C{conversion(raw) * scale + offset},
+    clamped to C{clamp} if given.
+    """
+
+    name: str
+    type: str = "u16"
+    conversion: str = "raw"
+    scale: float = 1.0
+    offset: float = 0.0
+    clamp: tuple[float, float] | None = None
+    field: str = "value"
+    unit: str = ""
+
+    def convert(self, raw: float) -> float:
+        value = CONVERSIONS[self.conversion](raw) * self.scale + self.offset
+        if self.clamp is not None and not math.isnan(value):
+            low, high = self.clamp
+            value = min(max(value, low), high)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """What a device's packets carry and the tags its points are stored with."""
+
+    device_id: int
+    tags: tuple[tuple[str, str], ...]  # sorted by key
+    values: tuple[ValueSpec, ...]
+    record: struct.Struct = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        layout = "<" + "".join(TYPES[spec.type] for spec in self.values)
+        object.__setattr__(self, "record", struct.Struct(layout))
+
+    @property
+    def record_size(self) -> int:
+        return self.record.size
+
+
+REFERENCE_STATION = DeviceProfile(
+    device_id=1,
+    tags=(("place", "balcony"),),
+    values=(
+        ValueSpec("light", "u16", unit="lx"),
+        ValueSpec("humidity", "u16", "si7021_humidity", unit="%"),
+        ValueSpec("temperature", "u16", "si7021_temperature", unit="°C"),
+    ),
+)
+
+#: The profiles used when no devices file is given.
+REFERENCE_DEVICES: Mapping[int, DeviceProfile] = MappingProxyType(
+    {REFERENCE_STATION.device_id: REFERENCE_STATION}
+)
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise DevicesError(f"{where} must be a non-empty string")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise DevicesError(f"{where} must not contain control characters")
+    if value.endswith("\\"):
+        raise DevicesError(f"{where} must not end with a backslash")
+    return value
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DevicesError(f"{where} must be a number")
+    if not math.isfinite(value):
+        raise DevicesError(f"{where} must be finite")
+    return float(value)
+
+
+_VALUE_KEYS = {"name", "type", "conversion", "scale", "offset", "clamp", "field", "unit"}
+
+
+def _value_spec(table: object, where: str) -> ValueSpec:
+    if not isinstance(table, dict):
+        raise DevicesError(f"{where} must be a table")
+    unknown = sorted(set(table) - _VALUE_KEYS)
+    if unknown:
+        raise DevicesError(
+            f"{where} has unknown key {unknown[0]!r} "
+            f"(known: {', '.join(sorted(_VALUE_KEYS))})"
+        )
+    name = _text(table.get("name"), f"{where}.name")
+    kind = table.get("type", "u16")
+    if kind not in TYPES:
+        raise DevicesError(f"{where}.type is {kind!r}; use one of {', '.join(TYPES)}")
+    conversion = table.get("conversion", "raw")
+    if conversion not in CONVERSIONS:
+        raise DevicesError(
+            f"{where}.conversion is {conversion!r}; use one of {', '.join(CONVERSIONS)}"
+        )
+    clamp = table.get("clamp")
+    if clamp is not None:
+        if not isinstance(clamp, list) or len(clamp) != 2:
+            raise DevicesError(f"{where}.clamp must be [low, high]")
+        low = _number(clamp[0], f"{where}.clamp[0]")
+        high = _number(clamp[1], f"{where}.clamp[1]")
+        if low > high:
+            raise DevicesError(f"{where}.clamp low {low} is above high {high}")
+        clamp = (low, high)
+    unit = table.get("unit", "")
+    if not isinstance(unit, str):
+        raise DevicesError(f"{where}.unit must be a string")
+    return ValueSpec(
+        name=name,
+        type=kind,
+        conversion=conversion,
+        scale=_number(table.get("scale", 1.0), f"{where}.scale"),
+        offset=_number(table.get("offset", 0.0), f"{where}.offset"),
+        clamp=clamp,
+        field=_text(table.get("field", "value"), f"{where}.field"),
+        unit=unit,
+    )
+
+
+def _profile(key: str, table: object) -> DeviceProfile:
+    where = f"devices.{key}"
+    try:
+        device_id = int(key)
+    except ValueError:
+        raise DevicesError(f"{where}: a device id must be a number 0-255") from None
+    if not 0 <= device_id <= 255:
+        raise DevicesError(f"{where}: a device id must be a number 0-255")
+    if not isinstance(table, dict):
+        raise DevicesError(f"{where} must be a table")
+    unknown = sorted(set(table) - {"tags", "values"})
+    if unknown:
+        raise DevicesError(f"{where} has unknown key {unknown[0]!r} (known: tags, values)")
+    tags = table.get("tags", {})
+    if not isinstance(tags, dict):
+        raise DevicesError(f"{where}.tags must be a table of strings")
+    checked_tags = {
+        _text(k, f"{where}.tags key"): _text(v, f"{where}.tags.{k}")
+        for k, v in sorted(tags.items())
+    }
+    values = table.get("values")
+    if not isinstance(values, list) or not values:
+        raise DevicesError(f"{where} needs at least one [[{where}.values]] entry")
+    specs = tuple(_value_spec(v, f"{where}.values[{i}]") for i, v in enumerate(values))
+    names = [(spec.name, spec.field) for spec in specs]
+    if len(set(names)) != len(names):
+        raise DevicesError(f"{where}.values has two values with the same name and field")
+    return DeviceProfile(device_id, tuple(sorted(checked_tags.items())), specs)
+
+
+def parse_devices(text: str) -> Mapping[int, DeviceProfile]:
+    """
+    Build profiles from the text of a devices file.
+
+    @raise DevicesError: saying what to fix.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise DevicesError(f"not valid TOML: {e}") from None
+    unknown = sorted(set(document) - {"devices"})
+    if unknown:
+        raise DevicesError(f"unknown top-level key {unknown[0]!r} (expected [devices.N])")
+    devices = document.get("devices")
+    if not isinstance(devices, dict) or not devices:
+        raise DevicesError("no devices: add at least one [devices.N] table")
+    profiles = {}
+    for key, table in devices.items():
+        profile = _profile(key, table)
+        profiles[profile.device_id] = profile
+    seen: dict[tuple, int] = {}
+    for profile in profiles.values():
+        for spec in profile.values:
+            series = (profile.tags, spec.name, spec.field)
+            other = seen.setdefault(series, profile.device_id)
+            if other != profile.device_id:
+                raise DevicesError(
+                    f"devices {other} and {profile.device_id} both write "
+                    f"{spec.name!r} with the same tags: their points would "
+                    "overwrite each other; give each a distinct tag such as place"
+                )
+    return MappingProxyType(profiles)
+
+
+def load_devices(path: str) -> Mapping[int, DeviceProfile]:
+    """
+    Read a devices file.
+
+    @raise DevicesError: the file is unreadable or invalid; the message names
+        the file and says what to fix.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DevicesError(f"cannot read devices file {path}: {e}") from None
+    try:
+        return parse_devices(text)
+    except DevicesError as e:
+        raise DevicesError(f"devices file {path}: {e}") from None

@@ -1,0 +1,56 @@
+"""
+Rate-limited logging: bad input from the network produces a handful of lines
+and counters, never a flood.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger, LogLevel
+
+
+class RateLimitedLog:
+    """
+    Emit at most one event per key per C{period} seconds.
+
+    The first event of a key is emitted at once; the ones that follow within
+    C{period} are counted, and the count is reported with the next event
+    emitted for that key (field C{suppressed}).  Keys whose period has passed
+    are forgotten, so many distinct keys (peer addresses) cannot grow memory
+    without bound.
+    """
+
+    def __init__(self, log: Logger, clock: IReactorTime, period: float = 60.0) -> None:
+        self.log = log
+        self.clock = clock
+        self.period = period
+        self._keys: dict[object, list] = {}  # key -> [last emitted at, suppressed]
+
+    def emit(self, level: LogLevel, key: object, format: str, **kwargs: Any) -> bool:
+        """Log C{format} unless C{key} was logged in the last period; say if it was."""
+        now = self.clock.seconds()
+        entry = self._keys.get(key)
+        if entry is not None and now - entry[0] < self.period:
+            entry[1] += 1
+            return False
+        suppressed = entry[1] if entry is not None else 0
+        if suppressed:
+            format += " ({suppressed} more like this were not logged)"
+        self.log.emit(level, format, suppressed=suppressed, **kwargs)
+        self._keys[key] = [now, 0]
+        if len(self._keys) > 1024:
+            self._forget(now)
+        return True
+
+    def warn(self, key: object, format: str, **kwargs: Any) -> bool:
+        return self.emit(LogLevel.warn, key, format, **kwargs)
+
+    def error(self, key: object, format: str, **kwargs: Any) -> bool:
+        return self.emit(LogLevel.error, key, format, **kwargs)
+
+    def _forget(self, now: float) -> None:
+        for key, (when, _) in list(self._keys.items()):
+            if now - when >= self.period:
+                del self._keys[key]

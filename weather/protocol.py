@@ -1,0 +1,128 @@
+"""
+The station protocol: one instance per TCP connection.
+
+It accumulates the connection's bytes, cuts them into packets by their headers
+(L{PacketFramer}), stamps each packet with the time its last byte arrived and
+hands it to an L{IPacketSink}.  A connection idle past the timeout is closed;
+one whose header announces more than the maximum packet size is cut.  Bytes
+left when the connection ends are a truncated packet.  Nothing the peer sends
+raises out of here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from weather.packet import MAX_PACKET_SIZE, Packet, PacketFramer, PacketRejected, Reason
+
+
+def describe_peer(address: IAddress) -> str:
+    """C{host:port} for IP peers, the address's text otherwise."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(getattr(address, "name", None) or address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class StationProtocol(Protocol, TimeoutMixin):
+    """Receive one station's packets on one connection."""
+
+    factory: StationFactory
+    log = Logger()
+
+    def connectionMade(self) -> None:
+        self.callLater = self.factory.clock.callLater
+        self.peer = describe_peer(self.transport.getPeer())
+        self.framer = PacketFramer(self.factory.max_packet_size)
+        self.factory.connections.add(self)
+        self.setTimeout(self.factory.idle_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.framer.error is not None:
+            return  # already cut; ignore what was in flight
+        self.resetTimeout()
+        packets = self.framer.feed(data)
+        if packets:
+            arrival_ns = self.factory.now_ns()
+            for raw in packets:
+                self.factory.sink.packet_received(Packet(raw, self.peer, arrival_ns))
+        if self.framer.error is not None:
+            self._reject(self.framer.take_pending(), self.framer.error)
+            self.transport.abortConnection()
+
+    def timeoutConnection(self) -> None:
+        self.factory.stats["connections_timed_out"] += 1
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.setTimeout(None)
+        rest = self.framer.take_pending()
+        if rest:
+            self._reject(
+                rest,
+                PacketRejected(
+                    Reason.TRUNCATED,
+                    f"connection ended after {len(rest)} bytes of a packet",
+                ),
+            )
+        self.factory.connection_closed(self)
+
+    def _reject(self, data: bytes, error: PacketRejected) -> None:
+        packet = Packet(data, self.peer, self.factory.now_ns())
+        self.factory.sink.packet_rejected(packet, error)
+
+
+class StationFactory(Factory):
+    """
+    Build L{StationProtocol}s that hand packets to C{sink}, stamping arrival
+    times from C{clock}, and keep track of open connections.
+    """
+
+    protocol = StationProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        sink,
+        clock: IReactorTime,
+        idle_timeout: float = 30.0,
+        max_packet_size: int = MAX_PACKET_SIZE,
+    ) -> None:
+        self.sink = sink
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.max_packet_size = max_packet_size
+        self.connections: set[StationProtocol] = set()
+        self._drain_waiters: list[Deferred[None]] = []
+        self.stats: Counter[str] = Counter()
+
+    def buildProtocol(self, addr: IAddress) -> StationProtocol:
+        self.stats["connections_accepted"] += 1
+        return super().buildProtocol(addr)
+
+    def drained(self) -> Deferred[None]:
+        """A L{Deferred} that fires once no connection is open."""
+        if not self.connections:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def connection_closed(self, protocol: StationProtocol) -> None:
+        self.connections.discard(protocol)
+        if not self.connections:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def now_ns(self) -> int:
+        """The current time, to the microsecond, in nanoseconds since the epoch."""
+        return round(self.clock.seconds() * 1_000_000) * 1000

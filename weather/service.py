@@ -1,0 +1,110 @@
+"""
+The services that make up the server, and the order they stop in.
+
+On stop (SIGTERM under twistd): stop listening, give open connections a grace
+period to finish their packets, then let the writer flush with its deadline.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from weather.protocol import StationFactory
+
+
+class CannotListen(Exception):
+    """The station listener could not be set up (port in use, no permission)."""
+
+
+class StationListener(Service):
+    """
+    Listen on an endpoint for station connections.
+
+    Listening starts in C{privilegedStartService}, so twistd can bind a
+    privileged port before it drops privileges.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: StationFactory,
+        clock: IReactorTime,
+        description: str,
+        grace: float = 5.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.clock = clock
+        self.description = description
+        self.grace = grace
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        listening = self.endpoint.listen(self.factory)
+        failures: list[Failure] = []
+        listening.addCallbacks(self._listened, failures.append)
+        if failures:
+            raise CannotListen(
+                f"cannot listen on {self.description}: {failures[0].getErrorMessage()}"
+            )
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def _listened(self, port: IListeningPort) -> None:
+        self.port = port
+        self.log.info("Listening for stations on {where}", where=self.description)
+
+    @inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            yield port.stopListening()
+        open_connections = len(self.factory.connections)
+        if open_connections:
+            self.log.info(
+                "Waiting up to {grace} s for {count} open connections to finish",
+                grace=self.grace,
+                count=open_connections,
+            )
+            drained = self.factory.drained()
+            drained.addTimeout(self.grace, self.clock, lambda *_: None)
+            yield drained
+            for protocol in list(self.factory.connections):
+                protocol.transport.abortConnection()
+
+
+class WeatherService(MultiService):
+    """
+    The whole server: a writer and a station listener.  The writer starts
+    first and stops last, so everything received has somewhere to go.
+    """
+
+    def __init__(self, writer: Service, listener: StationListener) -> None:
+        super().__init__()
+        self.writer = writer
+        self.listener = listener
+        writer.setServiceParent(self)
+        listener.setServiceParent(self)
+
+    @inlineCallbacks
+    def stopService(self):
+        Service.stopService(self)
+        try:
+            yield self.listener.stopService()
+        finally:
+            yield self.writer.stopService()

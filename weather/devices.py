@@ -122,8 +122,10 @@ def _text(value: object, where: str) -> str:
         raise DevicesError(f"{where} must be a non-empty string")
     if any(ord(c) < 0x20 or c == "\x7f" for c in value):
         raise DevicesError(f"{where} must not contain control characters")
-    if value.endswith("\\"):
-        raise DevicesError(f"{where} must not end with a backslash")
+    if "\\" in value:
+        # Line protocol cannot tell a literal backslash before an escaped
+        # character from an escape, so names may not hold one.
+        raise DevicesError(f"{where} must not contain a backslash")
     return value
 
 
@@ -149,10 +151,10 @@ def _value_spec(table: object, where: str) -> ValueSpec:
         )
     name = _text(table.get("name"), f"{where}.name")
     kind = table.get("type", "u16")
-    if kind not in TYPES:
+    if not isinstance(kind, str) or kind not in TYPES:
         raise DevicesError(f"{where}.type is {kind!r}; use one of {', '.join(TYPES)}")
     conversion = table.get("conversion", "raw")
-    if conversion not in CONVERSIONS:
+    if not isinstance(conversion, str) or conversion not in CONVERSIONS:
         raise DevicesError(
             f"{where}.conversion is {conversion!r}; use one of {', '.join(CONVERSIONS)}"
         )
@@ -182,11 +184,8 @@ def _value_spec(table: object, where: str) -> ValueSpec:
 
 def _profile(key: str, table: object) -> DeviceProfile:
     where = f"devices.{key}"
-    try:
-        device_id = int(key)
-    except ValueError:
-        raise DevicesError(f"{where}: a device id must be a number 0-255") from None
-    if not 0 <= device_id <= 255:
+    device_id = int(key) if key.isascii() and key.isdigit() else -1
+    if str(device_id) != key or not 0 <= device_id <= 255:
         raise DevicesError(f"{where}: a device id must be a number 0-255")
     if not isinstance(table, dict):
         raise DevicesError(f"{where} must be a table")

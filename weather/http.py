@@ -1,0 +1,54 @@
+"""
+The HTTP client the writer talks to InfluxDB with: treq over a persistent
+connection pool, verifying C{https://} servers' certificates (service-identity)
+against the platform's trust store or a given CA file, unless told not to.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+from treq.client import HTTPClient
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import Certificate, CertificateOptions
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Unverified:
+    """TLS without certificate verification, for when the user asks for it."""
+
+    def __init__(self, hostname: bytes) -> None:
+        self.hostname = hostname
+        self.context = CertificateOptions(verify=False).getContext()
+
+    def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
+        connection = SSL.Connection(self.context, None)
+        connection.set_app_data(tlsProtocol)
+        connection.set_tlsext_host_name(self.hostname)
+        return connection
+
+
+@implementer(IPolicyForHTTPS)
+class UnverifiedPolicy:
+    """Accept any certificate (C{--insecure})."""
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> _Unverified:
+        return _Unverified(hostname)
+
+
+def tls_policy(verify: bool = True, ca_pem: bytes | None = None) -> IPolicyForHTTPS:
+    """How to check InfluxDB's certificate."""
+    if not verify:
+        return UnverifiedPolicy()
+    if ca_pem is not None:
+        return BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(ca_pem))
+    return BrowserLikePolicyForHTTPS()
+
+
+def make_client(reactor, policy: IPolicyForHTTPS) -> HTTPClient:
+    """A treq client keeping its connections to InfluxDB open between writes."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 2
+    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))

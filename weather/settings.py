@@ -1,0 +1,260 @@
+"""
+Command-line options and their validation: the one place defaults live.
+
+Options are parsed as text by L{Options} and checked once, at start-up, by
+L{settings_from_options}, which raises L{ConfigurationError} with a single
+line that says what to change.  Credentials come from files or environment
+variables, never from the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from twisted.python import usage
+
+from weather.devices import REFERENCE_DEVICES, DeviceProfile, DevicesError, load_devices
+from weather.influx import InfluxV1, InfluxV2, IWriteTarget
+from weather.packet import HEADER_SIZE, MAX_PACKET_SIZE
+
+PASSWORD_VARIABLE = "WEATHER_INFLUX_PASSWORD"
+TOKEN_VARIABLE = "WEATHER_INFLUX_TOKEN"
+
+
+class ConfigurationError(ValueError):
+    """An option that cannot be used; the message says what to change."""
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Receive packets from battery-powered weather stations over TCP, decode "
+        "them, timestamp every reading and write the readings to InfluxDB "
+        "(1.x with --database, 2.x/3.x with --bucket). Secrets come from files "
+        f"or the environment: ${PASSWORD_VARIABLE}, ${TOKEN_VARIABLE}."
+    )
+    optParameters = [
+        [
+            "port",
+            "p",
+            "8266",
+            "Where stations connect: a port number or a Twisted endpoint string "
+            "(tcp:8266:interface=127.0.0.1, ssl:..., unix:..., systemd:...).",
+        ],
+        ["influx-url", None, "http://localhost:8086", "InfluxDB's base URL."],
+        ["database", None, "weather", "InfluxDB 1.x database."],
+        ["retention-policy", None, None, "InfluxDB 1.x retention policy (default: the database's)."],
+        ["username", None, None, "InfluxDB 1.x user name."],
+        [
+            "password-file",
+            None,
+            None,
+            f"File holding the InfluxDB 1.x password (or set ${PASSWORD_VARIABLE}).",
+        ],
+        ["bucket", None, None, "InfluxDB 2.x/3.x bucket: writes to /api/v2/write."],
+        ["org", None, None, "InfluxDB 2.x organization."],
+        [
+            "token-file",
+            None,
+            None,
+            f"File holding the InfluxDB 2.x/3.x token (or set ${TOKEN_VARIABLE}).",
+        ],
+        ["ca-file", None, None, "PEM file of the CA that signed InfluxDB's certificate."],
+        [
+            "devices",
+            None,
+            None,
+            "TOML file of station profiles (default: the reference station, device 1).",
+        ],
+        ["batch-size", None, "5000", "Write to InfluxDB once this many points wait..."],
+        ["flush-interval", None, "1", "...or once the oldest has waited this many seconds."],
+        ["request-timeout", None, "30", "Seconds to wait for InfluxDB to answer a write."],
+        ["max-backoff", None, "60", "Longest wait, in seconds, between retries of a write."],
+        ["idle-timeout", None, "30", "Close a station connection idle this many seconds."],
+        [
+            "max-packet-size",
+            None,
+            str(MAX_PACKET_SIZE),
+            "Largest packet accepted, in bytes; a connection announcing more is cut.",
+        ],
+        ["grace", None, "5", "On stop, seconds open connections get to finish."],
+        [
+            "shutdown-timeout",
+            None,
+            "10",
+            "On stop, seconds the writer gets to deliver what it holds.",
+        ],
+    ]
+    optFlags = [
+        ["insecure", None, "Do not verify InfluxDB's TLS certificate (https:// URLs)."],
+    ]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know, checked."""
+
+    port: str
+    target: IWriteTarget
+    profiles: Mapping[int, DeviceProfile]
+    devices_file: str | None = None
+    verify_tls: bool = True
+    ca_pem: bytes | None = None
+    batch_size: int = 5000
+    flush_interval: float = 1.0
+    request_timeout: float = 30.0
+    max_backoff: float = 60.0
+    idle_timeout: float = 30.0
+    max_packet_size: int = MAX_PACKET_SIZE
+    grace: float = 5.0
+    shutdown_timeout: float = 10.0
+    #: Things worth saying at start-up that do not stop it.
+    warnings: tuple[str, ...] = ()
+
+
+def _number(options: Mapping, name: str, kind: type, low: float, high: float):
+    text = options[name]
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        noun = "a whole number" if kind is int else "a number"
+        raise ConfigurationError(f"--{name} {text!r}: give {noun}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"--{name} {text}: give a value from {low} to {high}")
+    return value
+
+
+def port_description(port: str) -> str:
+    """A bare port number means TCP on every interface."""
+    port = port.strip()
+    return f"tcp:{port}" if port.isdigit() else port
+
+
+def _secret(
+    path: str | None,
+    variable: str,
+    environ: Mapping[str, str],
+    what: str,
+    warnings: list[str],
+) -> str | None:
+    """A secret from a file (first line) or an environment variable."""
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.readline().strip()
+            mode = os.stat(path).st_mode
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigurationError(f"cannot read the {what} file {path}: {e}") from None
+        if not text:
+            raise ConfigurationError(f"the {what} file {path} is empty")
+        if mode & stat.S_IROTH:
+            warnings.append(f"the {what} file {path} is readable by every user")
+        return text
+    return environ.get(variable) or None
+
+
+def _url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"--influx-url {text!r}: give an http:// or https:// URL such as "
+            "http://localhost:8086"
+        )
+    if parts.username or parts.password:
+        raise ConfigurationError(
+            "--influx-url must not hold credentials: use --username with "
+            f"--password-file or ${PASSWORD_VARIABLE}"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"--influx-url {text!r}: remove the query or fragment")
+    return text.rstrip("/")
+
+
+def _target(
+    options: Mapping, environ: Mapping[str, str], warnings: list[str]
+) -> IWriteTarget:
+    url = _url(options["influx-url"])
+    if options["bucket"] is not None:
+        if options["username"] or options["password-file"]:
+            raise ConfigurationError(
+                "--bucket writes to InfluxDB 2.x/3.x with a token: use --token-file "
+                f"or ${TOKEN_VARIABLE}, not --username/--password-file"
+            )
+        if not options["bucket"]:
+            raise ConfigurationError("--bucket must not be empty")
+        token = _secret(options["token-file"], TOKEN_VARIABLE, environ, "token", warnings)
+        return InfluxV2(url, options["bucket"], options["org"] or None, token)
+    if options["token-file"] is not None or options["org"] is not None:
+        raise ConfigurationError(
+            "--token-file and --org are for InfluxDB 2.x/3.x: give --bucket too"
+        )
+    if not options["database"]:
+        raise ConfigurationError("--database must not be empty")
+    username = options["username"] or None
+    password = _secret(
+        options["password-file"], PASSWORD_VARIABLE, environ, "password", warnings
+    )
+    if password is not None and username is None:
+        raise ConfigurationError("a password was given without --username")
+    if username is not None and password is None:
+        raise ConfigurationError(
+            f"--username {username} needs a password: --password-file FILE or "
+            f"${PASSWORD_VARIABLE}"
+        )
+    return InfluxV1(url, options["database"], options["retention-policy"], username, password)
+
+
+def _ca_pem(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigurationError(f"cannot read --ca-file {path}: {e}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ConfigurationError(f"--ca-file {path} holds no PEM certificate")
+    return data
+
+
+def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Settings:
+    """
+    Check every option.
+
+    @raise ConfigurationError: the first problem found, in one line.
+    """
+    port = port_description(options["port"] or "")
+    if not port:
+        raise ConfigurationError("--port must not be empty")
+    devices_file = options["devices"]
+    try:
+        profiles = load_devices(devices_file) if devices_file else REFERENCE_DEVICES
+    except DevicesError as e:
+        raise ConfigurationError(str(e)) from None
+    warnings: list[str] = []
+    target = _target(options, environ, warnings)
+    if options["insecure"] and not target.url.startswith("https:"):
+        warnings.append("--insecure has no effect: --influx-url is not https://")
+    return Settings(
+        port=port,
+        target=target,
+        profiles=profiles,
+        devices_file=devices_file,
+        verify_tls=not options["insecure"],
+        ca_pem=_ca_pem(options["ca-file"]),
+        batch_size=_number(options, "batch-size", int, 1, 1_000_000),
+        flush_interval=_number(options, "flush-interval", float, 0.001, 3600),
+        request_timeout=_number(options, "request-timeout", float, 0.1, 3600),
+        max_backoff=_number(options, "max-backoff", float, 1, 86400),
+        idle_timeout=_number(options, "idle-timeout", float, 0.1, 86400),
+        max_packet_size=_number(
+            options, "max-packet-size", int, HEADER_SIZE + 1, MAX_PACKET_SIZE
+        ),
+        grace=_number(options, "grace", float, 0, 3600),
+        shutdown_timeout=_number(options, "shutdown-timeout", float, 0, 86400),
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,74 @@
+"""
+Helpers shared by the tests: reference packets and recording fakes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
+
+from weather.pipeline import IPacketSink
+from weather.writer import PointsRejected
+
+HEADER = struct.Struct("<HHHBBB")
+
+
+def reference_packet(
+    records: int = 30,
+    device_id: int = 1,
+    wake_every: int = 3600,
+    measurement_every: int = 120,
+    start: int = 0,
+) -> bytes:
+    """A reference-station packet: records of (lux, humidity code, temp code)."""
+    body = b"".join(
+        struct.pack("<HHH", 100 + start + i, 30000 + 4 * (start + i), 25000 + 4 * i)
+        for i in range(records)
+    )
+    return HEADER.pack(len(body), wake_every, measurement_every, 6, device_id, 3) + body
+
+
+@implementer(IPacketSink)
+class RecordingSink:
+    """Keeps what a station protocol hands over."""
+
+    def __init__(self) -> None:
+        self.received = []
+        self.rejected = []
+
+    def packet_received(self, packet) -> Deferred:
+        self.received.append(packet)
+        return succeed(None)
+
+    def packet_rejected(self, packet, error) -> None:
+        self.rejected.append((packet, error))
+
+
+class RecordingWriter:
+    """
+    Stands in for the PointWriter: keeps the lines and lets the test decide
+    when (and whether) each write is acknowledged.
+    """
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[list[bytes], Deferred]] = []
+
+    @property
+    def lines(self) -> list[bytes]:
+        return [line for lines, _ in self.writes for line in lines]
+
+    def write(self, lines: list[bytes]) -> Deferred:
+        d: Deferred = Deferred()
+        self.writes.append((lines, d))
+        return d
+
+    def acknowledge_all(self) -> None:
+        for _, d in self.writes:
+            if not d.called:
+                d.callback(None)
+
+    def refuse(self, index: int, status: int = 400, message: str = "bad") -> None:
+        lines, d = self.writes[index]
+        d.errback(PointsRejected(status, message, lines))

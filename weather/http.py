@@ -47,8 +47,11 @@ def tls_policy(verify: bool = True, ca_pem: bytes | None = None) -> IPolicyForHT
     return BrowserLikePolicyForHTTPS()
 
 
-def make_client(reactor, policy: IPolicyForHTTPS) -> HTTPClient:
-    """A treq client keeping its connections to InfluxDB open between writes."""
+def make_client(reactor, policy: IPolicyForHTTPS) -> tuple[HTTPClient, HTTPConnectionPool]:
+    """
+    A treq client keeping its connections to InfluxDB open between writes,
+    and its pool (close its cached connections on stop).
+    """
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 2
-    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool)), pool

@@ -7,6 +7,8 @@ period to finish their packets, then let the writer flush with its deadline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import (
@@ -94,10 +96,20 @@ class WeatherService(MultiService):
     first and stops last, so everything received has somewhere to go.
     """
 
-    def __init__(self, writer: Service, listener: StationListener) -> None:
+    def __init__(
+        self,
+        writer: Service,
+        listener: StationListener,
+        close: Callable[[], object] | None = None,
+    ) -> None:
+        """
+        @param close: called once everything has stopped, to release what
+            the services used (the HTTP connection pool).
+        """
         super().__init__()
         self.writer = writer
         self.listener = listener
+        self.close = close
         writer.setServiceParent(self)
         listener.setServiceParent(self)
 
@@ -108,3 +120,5 @@ class WeatherService(MultiService):
             yield self.listener.stopService()
         finally:
             yield self.writer.stopService()
+            if self.close is not None:
+                yield self.close()

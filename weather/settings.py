@@ -47,7 +47,12 @@ class Options(usage.Options):
         ],
         ["influx-url", None, "http://localhost:8086", "InfluxDB's base URL."],
         ["database", None, "weather", "InfluxDB 1.x database."],
-        ["retention-policy", None, None, "InfluxDB 1.x retention policy (default: the database's)."],
+        [
+            "retention-policy",
+            None,
+            None,
+            "InfluxDB 1.x retention policy (default: the database's).",
+        ],
         ["username", None, None, "InfluxDB 1.x user name."],
         [
             "password-file",
@@ -71,9 +76,19 @@ class Options(usage.Options):
             "TOML file of station profiles (default: the reference station, device 1).",
         ],
         ["batch-size", None, "5000", "Write to InfluxDB once this many points wait..."],
-        ["flush-interval", None, "1", "...or once the oldest has waited this many seconds."],
+        [
+            "flush-interval",
+            None,
+            "1",
+            "...or once the oldest has waited this many seconds.",
+        ],
         ["request-timeout", None, "30", "Seconds to wait for InfluxDB to answer a write."],
-        ["max-backoff", None, "60", "Longest wait, in seconds, between retries of a write."],
+        [
+            "max-backoff",
+            None,
+            "60",
+            "Longest wait, in seconds, between retries of a write.",
+        ],
         ["idle-timeout", None, "30", "Close a station connection idle this many seconds."],
         [
             "max-packet-size",
@@ -205,7 +220,9 @@ def _target(
             f"--username {username} needs a password: --password-file FILE or "
             f"${PASSWORD_VARIABLE}"
         )
-    return InfluxV1(url, options["database"], options["retention-policy"], username, password)
+    return InfluxV1(
+        url, options["database"], options["retention-policy"], username, password
+    )
 
 
 def _ca_pem(path: str | None) -> bytes | None:

@@ -32,8 +32,12 @@ def build_service(settings: Settings, reactor: Any, client: Any = None) -> Weath
         endpoint = serverFromString(reactor, settings.port)
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigurationError(f"--port {settings.port}: {e}") from None
+    close = None
     if client is None:
-        client = make_client(reactor, tls_policy(settings.verify_tls, settings.ca_pem))
+        client, pool = make_client(
+            reactor, tls_policy(settings.verify_tls, settings.ca_pem)
+        )
+        close = pool.closeCachedConnections
     writer = PointWriter(
         settings.target,
         client,
@@ -52,7 +56,7 @@ def build_service(settings: Settings, reactor: Any, client: Any = None) -> Weath
         max_packet_size=settings.max_packet_size,
     )
     listener = StationListener(endpoint, factory, reactor, settings.port, settings.grace)
-    service = WeatherService(writer, listener)
+    service = WeatherService(writer, listener, close)
     service.pipeline = pipeline
     service.settings = settings
     return service

@@ -1,0 +1,28 @@
+# make run   set up a virtualenv and run the server (private InfluxDB if influxd is installed)
+# make test  set up a virtualenv and run the whole test suite (lint, unit, integration)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m weather.quickstart
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m twisted.trial tests
+
+clean:
+	rm -rf $(VENV) _trial_temp build *.egg-info twisted/plugins/dropin.cache

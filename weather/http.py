@@ -6,10 +6,17 @@ against the platform's trust store or a given CA file, unless told not to.
 
 from __future__ import annotations
 
+from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL.crypto import X509
 from treq.client import HTTPClient
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.internet.ssl import Certificate, CertificateOptions
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    trustRootFromCertificates,
+)
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -26,7 +33,9 @@ class _Unverified:
     def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         connection = SSL.Connection(self.context, None)
         connection.set_app_data(tlsProtocol)
-        connection.set_tlsext_host_name(self.hostname)
+        name = self.hostname.decode("ascii", "replace")
+        if not (isIPAddress(name) or isIPv6Address(name)):
+            connection.set_tlsext_host_name(self.hostname)  # SNI: names only
         return connection
 
 
@@ -43,7 +52,12 @@ def tls_policy(verify: bool = True, ca_pem: bytes | None = None) -> IPolicyForHT
     if not verify:
         return UnverifiedPolicy()
     if ca_pem is not None:
-        return BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(ca_pem))
+        # Every certificate of the file: a bundle may hold several CAs.
+        certificates = [
+            Certificate(X509.from_cryptography(c))
+            for c in x509.load_pem_x509_certificates(ca_pem)
+        ]
+        return BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certificates))
     return BrowserLikePolicyForHTTPS()
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from cryptography import x509
 from twisted.python import usage
 
 from weather.devices import REFERENCE_DEVICES, DeviceProfile, DevicesError, load_devices
@@ -233,8 +234,12 @@ def _ca_pem(path: str | None) -> bytes | None:
             data = f.read()
     except OSError as e:
         raise ConfigurationError(f"cannot read --ca-file {path}: {e}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise ConfigurationError(f"--ca-file {path} holds no PEM certificate")
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigurationError(
+            f"--ca-file {path} holds no valid PEM certificate"
+        ) from None
     return data
 
 

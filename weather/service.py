@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorTime,
@@ -50,29 +50,42 @@ class StationListener(Service):
         self.description = description
         self.grace = grace
         self.port: IListeningPort | None = None
+        self._listening: Deferred[None] | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        listening = self.endpoint.listen(self.factory)
+        if self._listening is not None:
+            return
         failures: list[Failure] = []
-        listening.addCallbacks(self._listened, failures.append)
+        self._listening = self.endpoint.listen(self.factory).addCallbacks(
+            self._listened, failures.append
+        )
         if failures:
+            self._listening = None
             raise CannotListen(
                 f"cannot listen on {self.description}: {failures[0].getErrorMessage()}"
             )
+        self._listening.addErrback(self._cannot_listen_later)
 
     def startService(self) -> None:
-        if self.port is None:
-            self.privilegedStartService()
+        self.privilegedStartService()
         super().startService()
 
     def _listened(self, port: IListeningPort) -> None:
         self.port = port
         self.log.info("Listening for stations on {where}", where=self.description)
 
+    def _cannot_listen_later(self, failure: Failure) -> None:
+        self.log.critical(
+            "Cannot listen on {where}: {why}; no station can connect",
+            where=self.description,
+            why=failure.getErrorMessage(),
+        )
+
     @inlineCallbacks
     def stopService(self):
         super().stopService()
+        self._listening = None
         if self.port is not None:
             port, self.port = self.port, None
             yield port.stopListening()

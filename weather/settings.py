@@ -109,6 +109,14 @@ class Options(usage.Options):
         ["insecure", None, "Do not verify InfluxDB's TLS certificate (https:// URLs)."],
     ]
 
+    def opt_password(self, value: str) -> None:
+        """Refused: use --password-file or $WEATHER_INFLUX_PASSWORD."""
+        self["secret-on-command-line"] = "--password"
+
+    def opt_token(self, value: str) -> None:
+        """Refused: use --token-file or $WEATHER_INFLUX_TOKEN."""
+        self["secret-on-command-line"] = "--token"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -175,16 +183,23 @@ def _secret(
 
 def _url(text: str) -> str:
     parts = urlsplit(text)
+    if "@" in parts.netloc:
+        # Checked first, so that no message below repeats a password.
+        raise ConfigurationError(
+            "--influx-url must not hold credentials: use --username with "
+            f"--password-file or ${PASSWORD_VARIABLE}"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"--influx-url {text!r}: give an http:// or https:// URL such as "
             "http://localhost:8086"
         )
-    if parts.username or parts.password:
-        raise ConfigurationError(
-            "--influx-url must not hold credentials: use --username with "
-            f"--password-file or ${PASSWORD_VARIABLE}"
-        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        raise ConfigurationError(f"--influx-url {text!r}: the port must be 1-65535")
     if parts.query or parts.fragment:
         raise ConfigurationError(f"--influx-url {text!r}: remove the query or fragment")
     return text.rstrip("/")
@@ -249,6 +264,13 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
 
     @raise ConfigurationError: the first problem found, in one line.
     """
+    refused = options.get("secret-on-command-line")
+    if refused:
+        raise ConfigurationError(
+            f"{refused} is refused: a secret on the command line can be read by "
+            "every user of the machine; put it in a file (--password-file, "
+            f"--token-file) or in ${PASSWORD_VARIABLE} / ${TOKEN_VARIABLE}"
+        )
     port = port_description(options["port"] or "")
     if not port:
         raise ConfigurationError("--port must not be empty")

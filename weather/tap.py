@@ -30,8 +30,10 @@ def build_service(settings: Settings, reactor: Any, client: Any = None) -> Weath
     """
     try:
         endpoint = serverFromString(reactor, settings.port)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigurationError(f"--port {settings.port}: {e}") from None
+    except Exception as e:  # each endpoint parser raises its own kinds
+        raise ConfigurationError(
+            f"--port {settings.port}: {e or type(e).__name__}"
+        ) from None
     close = None
     if client is None:
         client, pool = make_client(
@@ -72,7 +74,7 @@ def makeService(options: Options) -> IService:
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
     for warning in settings.warnings:
-        log.warn("Configuration: {warning}", warning=warning)
+        log.warn("Configuration: {problem}", problem=warning)
     log.info(
         "Writing readings to {target}; {count} station profiles{source}",
         target=settings.target.describe(),

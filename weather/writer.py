@@ -23,7 +23,13 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    TimeoutError,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -194,7 +200,13 @@ class PointWriter(Service):
 
     def _schedule(self) -> None:
         """Send a batch if one is due and nothing stands in the way."""
-        if self._sending is not None or self._backoff_call is not None or self._gave_up:
+        if self._gave_up:
+            return
+        if self._queue and not self._due and self._flush_call is None:
+            # The oldest queued point's wait starts now, even if a request
+            # or a backoff keeps it from being sent yet.
+            self._flush_call = self.clock.callLater(self.flush_interval, self._flush_due)
+        if self._sending is not None or self._backoff_call is not None:
             return
         if self._drained is not None and not self._drained.called and not self.pending:
             self._drained.callback(None)
@@ -205,8 +217,6 @@ class PointWriter(Service):
             or (self._queue and (self._due or self._stopping))
         ):
             self._send(self._next_batch())
-        elif self._queue and self._flush_call is None:
-            self._flush_call = self.clock.callLater(self.flush_interval, self._flush_due)
 
     def _flush_due(self) -> None:
         self._flush_call = None
@@ -233,14 +243,16 @@ class PointWriter(Service):
         self.stats["requests"] += 1
         started = self.clock.seconds()
         body = b"\n".join(line for line, _ in batch)
-        request = self.client.post(
+        request = maybeDeferred(
+            self.client.post,
             self.target.url,
             data=body,
             params=self.target.params,
             headers=self.target.headers,
         )
-        request.addTimeout(self.request_timeout, self.clock)
         request.addCallback(self._read_response)
+        # After the body is read, so that the timeout covers the whole answer.
+        request.addTimeout(self.request_timeout, self.clock)
         request.addCallbacks(
             self._answered,
             self._unreachable,
@@ -330,11 +342,11 @@ class PointWriter(Service):
         self.stats["points_refused"] += len(batch)
         self._limited.error(
             ("refused", status),
-            "InfluxDB refused {count} points for good (HTTP {status}): {message}; "
+            "InfluxDB refused {count} points for good (HTTP {status}): {why}; "
             "first point: {line}",
             count=len(batch),
             status=status,
-            message=message,
+            why=message,
             line=batch[0][0][:200].decode("utf-8", "replace"),
         )
         for line, delivery in batch:
@@ -374,6 +386,7 @@ class PointWriter(Service):
     def _give_up(self) -> None:
         """The shutdown deadline passed: stop trying, say what is left."""
         self._gave_up = True
+        self._cancel_flush_call()
         if self._backoff_call is not None and self._backoff_call.active():
             self._backoff_call.cancel()
         self._backoff_call = None

@@ -62,9 +62,10 @@ class StationListener(Service):
         )
         if failures:
             self._listening = None
-            raise CannotListen(
-                f"cannot listen on {self.description}: {failures[0].getErrorMessage()}"
-            )
+            # Short: twistd shows the first 100 bytes when daemonizing.
+            error = failures[0].value
+            why = getattr(getattr(error, "socketError", None), "strerror", None)
+            raise CannotListen(f"{self.description}: {why or error}")
         self._listening.addErrback(self._cannot_listen_later)
 
     def startService(self) -> None:

@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint clean
 
-$(STAMP): setup.cfg pyproject.toml
+# Strict editable installs link each file: new modules need a reinstall.
+$(STAMP): setup.cfg pyproject.toml $(wildcard weather/*.py twisted/plugins/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict

@@ -9,7 +9,7 @@ import struct
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from weather.pipeline import IPacketSink
+from weather.interfaces import IPacketSink
 from weather.writer import PointsRejected
 
 HEADER = struct.Struct("<HHHBBB")

@@ -179,7 +179,6 @@ class StartTests(ServiceTestCase):
         self.assertEqual(list(service), [service.writer, service.listener])
         self.assertIs(service.pipeline.writer, service.writer)
         self.assertIs(service.listener.factory.sink, service.pipeline)
-        self.assertIs(service.settings, self.settings)
         self.assertEqual(service.listener.grace, 5.0)
         self.assertEqual(service.listener.description, "tcp:8266")
         self.assertEqual(service.writer.flush_interval, 600.0)

@@ -839,8 +839,7 @@ class MakeServiceTests(SettingsTestCase):
     def test_service(self) -> None:
         service = tap.makeService(parse("--port", "tcp:0:interface=127.0.0.1"))
         self.assertIsInstance(service, WeatherService)
-        self.assertEqual(service.settings.port, "tcp:0:interface=127.0.0.1")
-        self.assertEqual(service.settings, settings("--port", "tcp:0:interface=127.0.0.1"))
+        self.assertEqual(service.listener.description, "tcp:0:interface=127.0.0.1")
         self.assertFalse(service.running)
 
     def test_warningsLogged(self) -> None:

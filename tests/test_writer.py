@@ -872,7 +872,11 @@ class ShutdownTests(WriterTestCase):
         self.assertEqual(self.sent, 1)
         self.assertBackoff(1.0, others=1)
         self.assertNoResult(stopped)
-        self.assertBackoff(2.0, others=1)
+        # While stopping, no wait is longer than STOPPING_BACKOFF: the
+        # deadline is near, and a long backoff would waste it.
+        delay = self.next_try(1)
+        self.assertAlmostEqual(delay, min(self.expected_delay(2.0), 1.0), places=9)
+        self.assertRetriedAfter(delay)
         self.assertIsNone(self.successResultOf(stopped))
         self.assertEqual(self.stamps(), [1])
         self.assertEqual(self.at(events, LogLevel.error), [])

@@ -105,10 +105,10 @@ def error_message(body: bytes, limit: int = 500) -> str:
     InfluxDB's own words from an error response body: C{{"error": ...}} (1.x)
     or C{{"message": ...}} (2.x/3.x), else the body as text, shortened.
     """
-    text = body.decode("utf-8", "replace").strip()
+    text = body[:65536].decode("utf-8", "replace").strip()
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or a proxy's oddity
         document = None
     if isinstance(document, dict):
         for key in ("error", "message"):

@@ -17,24 +17,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
-from weather.decode import decode_packet, is_storable
+from weather.decode import NANOSECONDS, decode_packet, is_storable
 from weather.devices import DeviceProfile
+from weather.interfaces import IPacketSink
 from weather.lineprotocol import LineEncoder
 from weather.logs import RateLimitedLog
-from weather.packet import Packet, PacketRejected, Reason
-from weather.writer import PointsRejected
-
-
-class IPacketSink(Interface):
-    """Where the station protocol hands what it received."""
-
-    def packet_received(packet: Packet) -> Deferred:
-        """A whole packet arrived; the result fires when it is dealt with."""
-
-    def packet_rejected(packet: Packet, error: PacketRejected) -> None:
-        """Bytes that cannot be a packet (truncated, oversized) arrived."""
+from weather.packet import Header, Packet, PacketRejected, Reason
+from weather.writer import PointsRejected, PointWriter
 
 
 @implementer(IPacketSink)
@@ -44,7 +35,10 @@ class PacketPipeline:
     log = Logger()
 
     def __init__(
-        self, profiles: Mapping[int, DeviceProfile], writer, clock: IReactorTime
+        self,
+        profiles: Mapping[int, DeviceProfile],
+        writer: PointWriter,
+        clock: IReactorTime,
     ) -> None:
         self.profiles = profiles
         self.writer = writer
@@ -52,6 +46,7 @@ class PacketPipeline:
         self.stats: Counter[str] = Counter()
         #: device id -> arrival time (ns) of its last accepted packet
         self.last_arrival: dict[int, int] = {}
+        self._unknown_devices: set[int | None] = set()
         self._limited = RateLimitedLog(self.log, clock)
 
     def packet_received(self, packet: Packet) -> Deferred[None]:
@@ -66,6 +61,9 @@ class PacketPipeline:
         except PacketRejected as error:
             self.packet_rejected(packet, error)
             return succeed(None)
+        previous = self.last_arrival.get(decoded.header.device_id)
+        if previous is not None:
+            self._check_spacing(decoded.header, packet.arrival_ns - previous)
         self.last_arrival[decoded.header.device_id] = packet.arrival_ns
         self.stats["packets_accepted"] += 1
         self.stats["records_decoded"] += decoded.header.record_count
@@ -85,12 +83,43 @@ class PacketPipeline:
         result.addErrback(self._points_rejected, packet)
         return result
 
+    def _check_spacing(self, header: Header, spacing_ns: int) -> None:
+        """
+        Two packets of one device much closer than its upload interval:
+        two stations share an id, or one retried.  Their readings can land
+        on the same timestamps and overwrite each other, so say so.
+        """
+        if 3 * spacing_ns < header.wake_every * NANOSECONDS:
+            self.stats["packets_too_close"] += 1
+            self._limited.warn(
+                ("too-close", header.device_id),
+                "Device {device} sent a packet {seconds:.1f} s after its previous "
+                "one, though it uploads every {wake} s: do two stations share "
+                "this id? Their readings may overwrite each other",
+                device=header.device_id,
+                seconds=spacing_ns / NANOSECONDS,
+                wake=header.wake_every,
+            )
+
     def packet_rejected(self, packet: Packet, error: PacketRejected) -> None:
         self.stats["packets_rejected"] += 1
         self.stats[f"packets_rejected_{error.reason}"] += 1
-        device = packet.device_id if error.reason != Reason.TRUNCATED else None
+        if error.reason == Reason.UNKNOWN_DEVICE:
+            if packet.device_id in self._unknown_devices:
+                return
+            # Once per device: at most 256 lines, however many packets.
+            self._unknown_devices.add(packet.device_id)
+            self.log.warn(
+                "Rejected a packet from {peer}: {detail}; describe device "
+                "{device} in the --devices file to store its readings",
+                peer=packet.peer,
+                detail=error.detail,
+                device=packet.device_id,
+                reason=error.reason,
+            )
+            return
         self._limited.warn(
-            (error.reason, device),
+            error.reason,
             "Rejected a {size}-byte packet from {peer}: {reason} ({detail})",
             size=len(packet.data),
             peer=packet.peer,

@@ -16,10 +16,12 @@ from collections import Counter
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from weather.interfaces import IPacketSink
+from weather.logs import RateLimitedLog
 from weather.packet import MAX_PACKET_SIZE, Packet, PacketFramer, PacketRejected, Reason
 
 
@@ -44,6 +46,20 @@ class StationProtocol(Protocol, TimeoutMixin):
         self.framer = PacketFramer(self.factory.max_packet_size)
         self.factory.connections.add(self)
         self.setTimeout(self.factory.idle_timeout)
+        if self.factory.paused:
+            self.pause(True)
+
+    def pause(self, paused: bool) -> None:
+        """
+        Stop reading this connection, or start again.  A paused connection
+        is not idle: its timeout waits too, so nothing the station sent is cut.
+        """
+        if paused:
+            self.setTimeout(None)
+            self.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
+            self.setTimeout(self.factory.idle_timeout)
 
     def dataReceived(self, data: bytes) -> None:
         if self.framer.error is not None:
@@ -53,7 +69,7 @@ class StationProtocol(Protocol, TimeoutMixin):
         if packets:
             arrival_ns = self.factory.now_ns()
             for raw in packets:
-                self.factory.sink.packet_received(Packet(raw, self.peer, arrival_ns))
+                self.factory.deliver(Packet(raw, self.peer, arrival_ns))
         if self.framer.error is not None:
             self._reject(self.framer.take_pending(), self.framer.error)
             self.transport.abortConnection()
@@ -89,9 +105,11 @@ class StationFactory(Factory):
     protocol = StationProtocol
     noisy = False
 
+    log = Logger()
+
     def __init__(
         self,
-        sink,
+        sink: IPacketSink,
         clock: IReactorTime,
         idle_timeout: float = 30.0,
         max_packet_size: int = MAX_PACKET_SIZE,
@@ -101,12 +119,35 @@ class StationFactory(Factory):
         self.idle_timeout = idle_timeout
         self.max_packet_size = max_packet_size
         self.connections: set[StationProtocol] = set()
+        #: True while connections are not read (the writer is overloaded).
+        self.paused = False
+        self._limited = RateLimitedLog(self.log, clock)
         self._drain_waiters: list[Deferred[None]] = []
         self.stats: Counter[str] = Counter()
 
     def buildProtocol(self, addr: IAddress) -> StationProtocol:
         self.stats["connections_accepted"] += 1
         return super().buildProtocol(addr)
+
+    def deliver(self, packet: Packet) -> None:
+        """Hand a packet to the sink; a bug there must not lose the next ones."""
+        try:
+            self.sink.packet_received(packet)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            self._limited.emit(
+                LogLevel.critical,
+                "deliver",
+                "Internal error handling a packet from {peer}",
+                peer=packet.peer,
+                log_failure=Failure(),
+            )
+
+    def pause(self, paused: bool) -> None:
+        """Stop reading every connection (and those to come), or start again."""
+        self.paused = paused
+        for protocol in list(self.connections):
+            protocol.pause(paused)
 
     def drained(self) -> Deferred[None]:
         """A L{Deferred} that fires once no connection is open."""

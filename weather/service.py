@@ -19,7 +19,9 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from weather.pipeline import PacketPipeline
 from weather.protocol import StationFactory
+from weather.writer import PointWriter
 
 
 class CannotListen(Exception):
@@ -76,6 +78,18 @@ class StationListener(Service):
         self.port = port
         self.log.info("Listening for stations on {where}", where=self.description)
 
+    def pause(self, paused: bool) -> None:
+        """
+        Stop accepting and reading station connections, or start again.
+        Stations that cannot send keep their records for their next upload.
+        """
+        self.factory.pause(paused)
+        if self.port is not None and hasattr(self.port, "stopReading"):
+            if paused:
+                self.port.stopReading()
+            else:
+                self.port.startReading()
+
     def _cannot_listen_later(self, failure: Failure) -> None:
         self.log.critical(
             "Cannot listen on {where}: {why}; no station can connect",
@@ -90,6 +104,8 @@ class StationListener(Service):
         if self.port is not None:
             port, self.port = self.port, None
             yield port.stopListening()
+        # What stations already sent must be read, overloaded or not.
+        self.factory.pause(False)
         open_connections = len(self.factory.connections)
         if open_connections:
             self.log.info(
@@ -110,10 +126,13 @@ class WeatherService(MultiService):
     first and stops last, so everything received has somewhere to go.
     """
 
+    log = Logger()
+
     def __init__(
         self,
-        writer: Service,
+        writer: PointWriter,
         listener: StationListener,
+        pipeline: PacketPipeline,
         close: Callable[[], object] | None = None,
     ) -> None:
         """
@@ -123,7 +142,9 @@ class WeatherService(MultiService):
         super().__init__()
         self.writer = writer
         self.listener = listener
+        self.pipeline = pipeline
         self.close = close
+        writer.overload_observers.append(listener.pause)
         writer.setServiceParent(self)
         listener.setServiceParent(self)
 
@@ -136,3 +157,17 @@ class WeatherService(MultiService):
             yield self.writer.stopService()
             if self.close is not None:
                 yield self.close()
+            self.log_totals()
+
+    def log_totals(self) -> None:
+        """One line with what this run did."""
+        packets, points = self.pipeline.stats, self.writer.stats
+        self.log.info(
+            "Totals: {accepted} packets accepted, {rejected} rejected; {written} "
+            "points written, {refused} refused by InfluxDB, {pending} not delivered",
+            accepted=packets["packets_accepted"],
+            rejected=packets["packets_rejected"],
+            written=points["points_written"],
+            refused=points["points_refused"],
+            pending=self.writer.pending,
+        )

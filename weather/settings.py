@@ -97,6 +97,12 @@ class Options(usage.Options):
             str(MAX_PACKET_SIZE),
             "Largest packet accepted, in bytes; a connection announcing more is cut.",
         ],
+        [
+            "max-pending",
+            None,
+            "1000000",
+            "Points kept in memory for InfluxDB; past this, stop reading stations.",
+        ],
         ["grace", None, "5", "On stop, seconds open connections get to finish."],
         [
             "shutdown-timeout",
@@ -136,6 +142,7 @@ class Settings:
     max_packet_size: int = MAX_PACKET_SIZE
     grace: float = 5.0
     shutdown_timeout: float = 10.0
+    max_pending: int = 1_000_000
     #: Things worth saying at start-up that do not stop it.
     warnings: tuple[str, ...] = ()
 
@@ -155,7 +162,11 @@ def _number(options: Mapping, name: str, kind: type, low: float, high: float):
 def port_description(port: str) -> str:
     """A bare port number means TCP on every interface."""
     port = port.strip()
-    return f"tcp:{port}" if port.isdigit() else port
+    if port.isdigit():
+        if not 0 <= int(port) <= 65535:
+            raise ConfigurationError(f"--port {port}: a port number is 0-65535")
+        return f"tcp:{port}"
+    return port
 
 
 def _secret(
@@ -300,5 +311,6 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
         ),
         grace=_number(options, "grace", float, 0, 3600),
         shutdown_timeout=_number(options, "shutdown-timeout", float, 0, 86400),
+        max_pending=_number(options, "max-pending", int, 1000, 100_000_000),
         warnings=tuple(warnings),
     )

@@ -49,6 +49,7 @@ def build_service(settings: Settings, reactor: Any, client: Any = None) -> Weath
         request_timeout=settings.request_timeout,
         max_backoff=settings.max_backoff,
         shutdown_timeout=settings.shutdown_timeout,
+        max_pending=settings.max_pending,
     )
     pipeline = PacketPipeline(settings.profiles, writer, reactor)
     factory = StationFactory(
@@ -58,10 +59,7 @@ def build_service(settings: Settings, reactor: Any, client: Any = None) -> Weath
         max_packet_size=settings.max_packet_size,
     )
     listener = StationListener(endpoint, factory, reactor, settings.port, settings.grace)
-    service = WeatherService(writer, listener, close)
-    service.pipeline = pipeline
-    service.settings = settings
-    return service
+    return WeatherService(writer, listener, pipeline, close)
 
 
 def makeService(options: Options) -> IService:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -43,6 +44,10 @@ RETRY_AS_IS = frozenset({401, 403, 404, 408, 429})
 REFUSED = frozenset({400, 422})
 #: The longest C{Retry-After} honoured, in seconds.
 MAX_RETRY_AFTER = 3600.0
+#: The longest wait between retries once the service is stopping, in seconds.
+STOPPING_BACKOFF = 1.0
+#: Below this fraction of C{max_pending}, an overloaded writer takes points again.
+RESUME_FRACTION = 0.8
 
 
 class PointsRejected(Exception):
@@ -89,7 +94,7 @@ def retry_after_seconds(value: bytes | None, now: float) -> float | None:
     text = value.decode("latin-1").strip()
     try:
         return max(0.0, float(int(text)))
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     try:
         return max(0.0, parsedate_to_datetime(text).timestamp() - now)
@@ -117,6 +122,7 @@ class PointWriter(Service):
         initial_backoff: float = 1.0,
         max_backoff: float = 60.0,
         shutdown_timeout: float = 10.0,
+        max_pending: int = 1_000_000,
         rng: random.Random | None = None,
     ) -> None:
         self.target = target
@@ -128,6 +134,11 @@ class PointWriter(Service):
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.shutdown_timeout = shutdown_timeout
+        self.max_pending = max_pending
+        #: True while more than C{max_pending} points wait: stop taking more.
+        self.overloaded = False
+        #: Called with the new value of L{overloaded} when it changes.
+        self.overload_observers: list[Callable[[bool], object]] = []
         self.random = rng if rng is not None else random.Random()
         self.stats: Counter[str] = Counter()
         #: When the current run of failed requests began (None: all is well).
@@ -159,6 +170,27 @@ class PointWriter(Service):
         self.stats["points_queued"] += len(lines)
         self._schedule()
         return delivery.deferred
+
+    def _check_load(self) -> None:
+        """Say when the backlog passes C{max_pending}, and when it is back under."""
+        pending = self.pending
+        if not self.overloaded and pending >= self.max_pending:
+            self.overloaded = True
+            self.log.warn(
+                "{count} points wait for InfluxDB (limit {limit}): taking no more "
+                "packets from stations until it catches up; stations keep theirs",
+                count=pending,
+                limit=self.max_pending,
+            )
+        elif self.overloaded and pending <= self.max_pending * RESUME_FRACTION:
+            self.overloaded = False
+            self.log.info(
+                "{count} points wait for InfluxDB: taking packets again", count=pending
+            )
+        else:
+            return
+        for observer in list(self.overload_observers):
+            observer(self.overloaded)
 
     @property
     def pending(self) -> int:
@@ -200,6 +232,7 @@ class PointWriter(Service):
 
     def _schedule(self) -> None:
         """Send a batch if one is due and nothing stands in the way."""
+        self._check_load()
         if self._gave_up:
             return
         if self._queue and not self._due and self._flush_call is None:
@@ -274,8 +307,15 @@ class PointWriter(Service):
 
     def _answered(self, answer: tuple, batch: _Batch, started: float) -> None:
         status, body, headers = answer
+        ok = 200 <= status < 300
+        # Read everything from the answer before settling anything, so that a
+        # surprise here leaves the batch in flight for _bug to keep.
+        message = "" if ok else error_message(body)
+        delay = retry_after_seconds(
+            (headers.getRawHeaders(b"retry-after") or [None])[0], self.clock.seconds()
+        )
         self._done()
-        if 200 <= status < 300:
+        if ok:
             self._succeeded(batch, started)
         elif status == 413 and len(batch) > 1:
             self._split(batch)
@@ -290,13 +330,9 @@ class PointWriter(Service):
         elif status in REFUSED and len(batch) > 1:
             self._split(batch)
         elif status in REFUSED or status == 413:
-            self._refuse(batch, status, error_message(body))
+            self._refuse(batch, status, message)
         else:
-            delay = retry_after_seconds(
-                (headers.getRawHeaders(b"retry-after") or [None])[0],
-                self.clock.seconds(),
-            )
-            self._failed(batch, f"HTTP {status}: {error_message(body)}", delay)
+            self._failed(batch, f"HTTP {status}: {message}", delay)
         self._schedule()
 
     def _unreachable(self, failure: Failure, batch: _Batch) -> None:
@@ -370,6 +406,8 @@ class PointWriter(Service):
         delay = ceiling / 2 + self.random.uniform(0, ceiling / 2)
         if retry_after is not None:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        if self._stopping:
+            delay = min(delay, STOPPING_BACKOFF)  # the shutdown deadline is near
         self._limited.warn(
             "write-failed",
             "InfluxDB write failed ({why}); {count} points kept, next try in {delay:.1f} s",

@@ -489,3 +489,41 @@ class LoadDevicesTests(SynchronousTestCase):
             load_devices(path)
         self.assertIn(path, str(caught.exception))
         self.assertIn("devices.1", str(caught.exception))
+
+
+class ReservedNameTests(SynchronousTestCase):
+    """Names InfluxDB drops, refuses or keeps for itself are refused at load."""
+
+    def assertRefused(self, values: str, words: str) -> None:
+        error = self.assertRaises(
+            DevicesError, parse_devices, f"[devices.1]\nvalues = [{values}]\n"
+        )
+        self.assertIn(words, str(error))
+
+    def test_measurementStartingWithHash(self) -> None:
+        """InfluxDB takes such a line for a comment: 204, and nothing stored."""
+        self.assertRefused('{ name = "#temp" }', "must not start with '#'")
+
+    def test_measurementStartingWithUnderscore(self) -> None:
+        self.assertRefused('{ name = "_temp" }', "underscore")
+
+    def test_fieldNamedTime(self) -> None:
+        self.assertRefused('{ name = "t", field = "time" }', "reserved by InfluxDB")
+
+    def test_fieldStartingWithUnderscore(self) -> None:
+        self.assertRefused('{ name = "t", field = "_field" }', "reserved by InfluxDB")
+
+    def test_tagKeyNamedTime(self) -> None:
+        error = self.assertRaises(
+            DevicesError,
+            parse_devices,
+            '[devices.1]\ntags = { time = "x" }\nvalues = [{ name = "t" }]\n',
+        )
+        self.assertIn("reserved by InfluxDB", str(error))
+
+    def test_tagValuesAreFree(self) -> None:
+        """Tag values may be anything printable, even 'time' or '#1'."""
+        profiles = parse_devices(
+            '[devices.1]\ntags = { place = "#1 time" }\nvalues = [{ name = "t" }]\n'
+        )
+        self.assertEqual(profiles[1].tags, (("place", "#1 time"),))

@@ -306,6 +306,8 @@ class TwistdPluginTests(InfluxTestCase):
         self.assertIn("Listening for stations on", log)
         self.assertIn("InfluxDB 1.x at", log)
         self.assertIn("Main loop terminated.", log)
+        self.assertIn("Totals: 1 packets accepted, 0 rejected; 90 points written", log)
+        self.assertNotIn("Starting factory", log)
         self.assertFalse(os.path.exists(pidfile))
 
 

@@ -129,6 +129,31 @@ def _text(value: object, where: str) -> str:
     return value
 
 
+def _key(value: object, where: str) -> str:
+    """
+    A tag key or field key InfluxDB will store: not C{time} (refused) nor
+    starting with an underscore (2.x keeps C{_field}, C{_measurement}...).
+    """
+    key = _text(value, where)
+    if key == "time" or key.startswith("_"):
+        raise DevicesError(
+            f"{where} {key!r} is reserved by InfluxDB (time, or a leading underscore)"
+        )
+    return key
+
+
+def _measurement(value: object, where: str) -> str:
+    """A measurement name InfluxDB will store."""
+    name = _text(value, where)
+    if name.startswith("#"):
+        # InfluxDB reads such a line as a comment: it answers 204 and
+        # stores nothing.
+        raise DevicesError(f"{where} {name!r} must not start with '#'")
+    if name.startswith("_"):
+        raise DevicesError(f"{where} {name!r} must not start with an underscore")
+    return name
+
+
 def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DevicesError(f"{where} must be a number")
@@ -137,7 +162,9 @@ def _number(value: object, where: str) -> float:
     return float(value)
 
 
-_VALUE_KEYS = {"name", "type", "conversion", "scale", "offset", "clamp", "field", "unit"}
+_VALUE_KEYS = frozenset(
+    {"name", "type", "conversion", "scale", "offset", "clamp", "field", "unit"}
+)
 
 
 def _value_spec(table: object, where: str) -> ValueSpec:
@@ -149,7 +176,7 @@ def _value_spec(table: object, where: str) -> ValueSpec:
             f"{where} has unknown key {unknown[0]!r} "
             f"(known: {', '.join(sorted(_VALUE_KEYS))})"
         )
-    name = _text(table.get("name"), f"{where}.name")
+    name = _measurement(table.get("name"), f"{where}.name")
     kind = table.get("type", "u16")
     if not isinstance(kind, str) or kind not in TYPES:
         raise DevicesError(f"{where}.type is {kind!r}; use one of {', '.join(TYPES)}")
@@ -177,7 +204,7 @@ def _value_spec(table: object, where: str) -> ValueSpec:
         scale=_number(table.get("scale", 1.0), f"{where}.scale"),
         offset=_number(table.get("offset", 0.0), f"{where}.offset"),
         clamp=clamp,
-        field=_text(table.get("field", "value"), f"{where}.field"),
+        field=_key(table.get("field", "value"), f"{where}.field"),
         unit=unit,
     )
 
@@ -196,7 +223,7 @@ def _profile(key: str, table: object) -> DeviceProfile:
     if not isinstance(tags, dict):
         raise DevicesError(f"{where}.tags must be a table of strings")
     checked_tags = {
-        _text(k, f"{where}.tags key"): _text(v, f"{where}.tags.{k}")
+        _key(k, f"{where}.tags key"): _text(v, f"{where}.tags.{k}")
         for k, v in sorted(tags.items())
     }
     values = table.get("values")

@@ -17,7 +17,12 @@ from twisted.internet.ssl import (
     CertificateOptions,
     trustRootFromCertificates,
 )
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    _HTTP11ClientFactory,
+)
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -61,11 +66,26 @@ def tls_policy(verify: bool = True, ca_pem: bytes | None = None) -> IPolicyForHT
     return BrowserLikePolicyForHTTPS()
 
 
+class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
+    """Twisted's own, without two log lines for every new connection."""
+
+    noisy = False
+
+
+class QuietConnectionPool(HTTPConnectionPool):
+    """
+    A connection pool that does not log each connection it opens: one
+    InfluxDB retry a minute during an outage would otherwise add two lines.
+    """
+
+    _factory = _QuietHTTP11ClientFactory
+
+
 def make_client(reactor, policy: IPolicyForHTTPS) -> tuple[HTTPClient, HTTPConnectionPool]:
     """
     A treq client keeping its connections to InfluxDB open between writes,
     and its pool (close its cached connections on stop).
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = QuietConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 2
     return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool)), pool

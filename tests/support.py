@@ -15,6 +15,41 @@ from weather.writer import PointsRejected
 HEADER = struct.Struct("<HHHBBB")
 
 
+def header_bytes(
+    bytes_ready: int,
+    wake_every: int = 3600,
+    measurement_every: int = 120,
+    bytes_per_measurement: int = 6,
+    device_id: int = 1,
+    sensor_count: int = 3,
+) -> bytes:
+    """A packet header; the defaults are the reference station's."""
+    return HEADER.pack(
+        bytes_ready,
+        wake_every,
+        measurement_every,
+        bytes_per_measurement,
+        device_id,
+        sensor_count,
+    )
+
+
+def reference_devices_toml(**places: str) -> str:
+    """A devices file of reference-layout stations: device id -> place."""
+    return "".join(
+        f"""
+[devices.{device}]
+tags = {{ place = "{place}" }}
+values = [
+  {{ name = "light" }},
+  {{ name = "humidity", conversion = "si7021_humidity" }},
+  {{ name = "temperature", conversion = "si7021_temperature" }},
+]
+"""
+        for device, place in places.items()
+    )
+
+
 def reference_packet(
     records: int = 30,
     device_id: int = 1,

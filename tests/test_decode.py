@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import header_bytes
 from weather.decode import (
     NANOSECONDS,
     DecodedPacket,
@@ -31,25 +32,6 @@ from weather.packet import Header, PacketRejected, Reason
 S = NANOSECONDS
 T = 1_700_000_000 * S  # an arrival time
 BALCONY = (("place", "balcony"),)
-
-
-def header_bytes(
-    bytes_ready: int,
-    wake_every: int = 3600,
-    measurement_every: int = 120,
-    bytes_per_measurement: int = 6,
-    device_id: int = 1,
-    sensor_count: int = 3,
-) -> bytes:
-    return struct.pack(
-        "<HHHBBB",
-        bytes_ready,
-        wake_every,
-        measurement_every,
-        bytes_per_measurement,
-        device_id,
-        sensor_count,
-    )
 
 
 def records(count: int) -> list[tuple[int, int, int]]:

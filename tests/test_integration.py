@@ -25,28 +25,13 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.influxd import InfluxServer, free_port, require_influxd
-from tests.support import reference_packet
+from tests.support import reference_devices_toml, reference_packet
 from weather.devices import si7021_humidity, si7021_temperature
 from weather.settings import Options, settings_from_options
 from weather.tap import build_service
 
 S = 1_000_000_000
-DEVICES = """
-[devices.1]
-tags = { place = "balcony" }
-values = [
-  { name = "light" },
-  { name = "humidity", conversion = "si7021_humidity" },
-  { name = "temperature", conversion = "si7021_temperature" },
-]
-[devices.2]
-tags = { place = "garden, north" }
-values = [
-  { name = "light" },
-  { name = "humidity", conversion = "si7021_humidity" },
-  { name = "temperature", conversion = "si7021_temperature" },
-]
-"""
+DEVICES = reference_devices_toml(**{"1": "balcony", "2": "garden, north"})
 
 
 def twistd() -> str:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import header_bytes
 from weather.packet import (
     HEADER_SIZE,
     MAX_PACKET_SIZE,
@@ -20,25 +21,6 @@ from weather.packet import (
     check_header,
     read_header,
 )
-
-
-def header_bytes(
-    bytes_ready: int,
-    wake_every: int = 3600,
-    measurement_every: int = 120,
-    bytes_per_measurement: int = 6,
-    device_id: int = 1,
-    sensor_count: int = 3,
-) -> bytes:
-    return struct.pack(
-        "<HHHBBB",
-        bytes_ready,
-        wake_every,
-        measurement_every,
-        bytes_per_measurement,
-        device_id,
-        sensor_count,
-    )
 
 
 def make_packet(records: int = 30, device_id: int = 1, fill: int = 0) -> bytes:

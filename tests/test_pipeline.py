@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import HEADER, RecordingWriter, reference_packet
+from tests.support import HEADER, RecordingWriter, reference_devices_toml, reference_packet
 from weather.devices import REFERENCE_DEVICES, parse_devices
 from weather.packet import Packet, PacketRejected, Reason
 from weather.pipeline import PacketPipeline
@@ -19,24 +19,7 @@ from weather.pipeline import PacketPipeline
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
 
-TWO_STATIONS = parse_devices(
-    """
-[devices.1]
-tags = { place = "balcony" }
-values = [
-  { name = "light" },
-  { name = "humidity", conversion = "si7021_humidity" },
-  { name = "temperature", conversion = "si7021_temperature" },
-]
-[devices.2]
-tags = { place = "garden" }
-values = [
-  { name = "light" },
-  { name = "humidity", conversion = "si7021_humidity" },
-  { name = "temperature", conversion = "si7021_temperature" },
-]
-"""
-)
+TWO_STATIONS = parse_devices(reference_devices_toml(**{"1": "balcony", "2": "garden"}))
 
 
 def times(lines: list[bytes]) -> list[int]:

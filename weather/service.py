@@ -82,7 +82,10 @@ class StationListener(Service):
         """
         Stop accepting and reading station connections, or start again.
         Stations that cannot send keep their records for their next upload.
+        Once stopping, what stations already sent is read whatever the load.
         """
+        if paused and not self.running:
+            return
         self.factory.pause(paused)
         if self.port is not None and hasattr(self.port, "stopReading"):
             if paused:

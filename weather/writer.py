@@ -92,10 +92,14 @@ def retry_after_seconds(value: bytes | None, now: float) -> float | None:
     if not value:
         return None
     text = value.decode("latin-1").strip()
-    try:
-        return max(0.0, float(int(text)))
-    except (ValueError, OverflowError):
-        pass
+    digits = text.removeprefix("-").removeprefix("+")
+    if digits.isascii() and digits.isdigit():
+        if text.startswith("-"):
+            return 0.0
+        try:
+            return float(int(digits))
+        except (ValueError, OverflowError):
+            return float("inf")  # longer than any wait; the caller caps it
     try:
         return max(0.0, parsedate_to_datetime(text).timestamp() - now)
     except (TypeError, ValueError, IndexError, OverflowError):

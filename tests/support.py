@@ -5,8 +5,11 @@ Helpers shared by the tests: reference packets and recording fakes.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from weather.interfaces import IPacketSink
@@ -107,3 +110,32 @@ class RecordingWriter:
     def refuse(self, index: int, status: int = 400, message: str = "bad") -> None:
         lines, d = self.writes[index]
         d.errback(PointsRejected(status, message, lines))
+
+
+class Gate(Resource):
+    """
+    Passes requests to C{inner}, or, while C{closed}, holds them until the
+    test calls L{release}: a request that is in flight for as long as the
+    test wants.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource) -> None:
+        super().__init__()
+        self.inner = inner
+        self.closed = False
+        self.held: list[Request] = []
+
+    def render(self, request: Request) -> Any:
+        if not self.closed:
+            return self.inner.render(request)
+        self.held.append(request)
+        return NOT_DONE_YET
+
+    def release(self) -> None:
+        request = self.held.pop(0)
+        body = self.inner.render(request)
+        if body:
+            request.write(body)
+        request.finish()

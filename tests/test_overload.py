@@ -20,12 +20,10 @@ from twisted.internet.testing import (
 )
 from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from tests.fakeinflux import FakeInfluxDB
-from tests.support import RecordingSink, reference_packet
+from tests.support import Gate, RecordingSink, reference_packet
 from weather.influx import InfluxV1
 from weather.protocol import StationFactory
 from weather.service import StationListener
@@ -45,34 +43,6 @@ POINTS_PER_PACKET = 90
 def line(i: int) -> bytes:
     """A valid point whose timestamp is C{i}."""
     return b"m f=%d %d" % (i, i)
-
-
-class Gate(Resource):
-    """
-    Passes requests to C{inner}, or, while C{closed}, holds them until the
-    test calls L{release}.
-    """
-
-    isLeaf = True
-
-    def __init__(self, inner: Resource) -> None:
-        super().__init__()
-        self.inner = inner
-        self.closed = False
-        self.held: list[Request] = []
-
-    def render(self, request: Request) -> Any:
-        if not self.closed:
-            return self.inner.render(request)
-        self.held.append(request)
-        return NOT_DONE_YET
-
-    def release(self) -> None:
-        request = self.held.pop(0)
-        body = self.inner.render(request)
-        if body:
-            request.write(body)
-        request.finish()
 
 
 @implementer(IListeningPort)

@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.fakeinflux import FakeInfluxDB
+from tests.support import Gate
 from weather.influx import InfluxV1, InfluxV2
 from weather.writer import PointsRejected, PointWriter, retry_after_seconds
 
@@ -47,35 +48,6 @@ def line(i: int) -> bytes:
 def fixed(i: int) -> bytes:
     """A valid point of exactly 14 bytes whose timestamp is C{i}."""
     return b"m f=1 %08d" % i
-
-
-class Gate(Resource):
-    """
-    Passes requests to C{inner}, or, while C{closed}, holds them until the
-    test calls L{release}: a request that is in flight for as long as the
-    test wants.
-    """
-
-    isLeaf = True
-
-    def __init__(self, inner: Resource) -> None:
-        super().__init__()
-        self.inner = inner
-        self.closed = False
-        self.held: list[Request] = []
-
-    def render(self, request: Request) -> Any:
-        if not self.closed:
-            return self.inner.render(request)
-        self.held.append(request)
-        return NOT_DONE_YET
-
-    def release(self) -> None:
-        request = self.held.pop(0)
-        body = self.inner.render(request)
-        if body:
-            request.write(body)
-        request.finish()
 
 
 class Stall(Resource):

@@ -14,6 +14,19 @@ from weather.influx import InfluxV1, InfluxV2, IWriteTarget, error_message
 CONTENT_TYPE = {"Content-Type": ["text/plain; charset=utf-8"]}
 
 
+def write_one_point(case, fake, target):
+    """POST one point as the target describes; it must be stored. The request."""
+    response = case.successResultOf(
+        StubTreq(fake).post(
+            target.url, data=b"m f=1 5", params=target.params, headers=target.headers
+        )
+    )
+    case.assertEqual(response.code, 204)
+    case.assertEqual([p.timestamp for p in fake.points_in("weather")], [5])
+    [request] = fake.requests
+    return request
+
+
 class InfluxV1Tests(SynchronousTestCase):
     def test_providesInterface(self) -> None:
         self.assertTrue(verifyObject(IWriteTarget, InfluxV1("http://h:8086", "weather")))
@@ -88,14 +101,7 @@ class InfluxV1Tests(SynchronousTestCase):
         """The request the target describes is one InfluxDB 1.x accepts."""
         fake = FakeInfluxDB(username="writer", password="s3cret")
         target = InfluxV1("http://h:8086", "weather", "autogen", "writer", "s3cret")
-        response = self.successResultOf(
-            StubTreq(fake).post(
-                target.url, data=b"m f=1 5", params=target.params, headers=target.headers
-            )
-        )
-        self.assertEqual(response.code, 204)
-        self.assertEqual([p.timestamp for p in fake.points_in("weather")], [5])
-        [request] = fake.requests
+        request = write_one_point(self, fake, target)
         self.assertEqual(request.path, "/write")
         self.assertEqual(
             request.args, {"db": ["weather"], "precision": ["ns"], "rp": ["autogen"]}
@@ -173,14 +179,7 @@ class InfluxV2Tests(SynchronousTestCase):
         """The request the target describes is one InfluxDB 2.x accepts."""
         fake = FakeInfluxDB(orgs=["home"], buckets=["weather"], token="t0k3n")
         target = InfluxV2("http://h:8086", "weather", org="home", token="t0k3n")
-        response = self.successResultOf(
-            StubTreq(fake).post(
-                target.url, data=b"m f=1 5", params=target.params, headers=target.headers
-            )
-        )
-        self.assertEqual(response.code, 204)
-        self.assertEqual([p.timestamp for p in fake.points_in("weather")], [5])
-        [request] = fake.requests
+        request = write_one_point(self, fake, target)
         self.assertEqual(request.path, "/api/v2/write")
         self.assertEqual(
             request.args, {"bucket": ["weather"], "precision": ["ns"], "org": ["home"]}

@@ -27,8 +27,12 @@ class IWriteTarget(Interface):
         """Where points go, for log lines: never any credential."""
 
 
-def _auth_headers(scheme: str, credential: str) -> dict[str, list[str]]:
-    return {"Authorization": [f"{scheme} {credential}"]}
+def _headers(authorization: str | None) -> dict[str, list[str]]:
+    """A write request's headers, with its C{Authorization} if any."""
+    headers = {"Content-Type": ["text/plain; charset=utf-8"]}
+    if authorization is not None:
+        headers["Authorization"] = [authorization]
+    return headers
 
 
 @implementer(IWriteTarget)
@@ -55,11 +59,10 @@ class InfluxV1:
 
     @property
     def headers(self) -> dict[str, list[str]]:
-        headers = {"Content-Type": ["text/plain; charset=utf-8"]}
-        if self.username is not None:
-            token = f"{self.username}:{self.password or ''}".encode()
-            headers.update(_auth_headers("Basic", base64.b64encode(token).decode()))
-        return headers
+        if self.username is None:
+            return _headers(None)
+        token = f"{self.username}:{self.password or ''}".encode()
+        return _headers("Basic " + base64.b64encode(token).decode())
 
     def describe(self) -> str:
         user = f" as user {self.username}" if self.username else ""
@@ -90,10 +93,7 @@ class InfluxV2:
 
     @property
     def headers(self) -> dict[str, list[str]]:
-        headers = {"Content-Type": ["text/plain; charset=utf-8"]}
-        if self.token:
-            headers.update(_auth_headers("Token", self.token))
-        return headers
+        return _headers(f"Token {self.token}" if self.token else None)
 
     def describe(self) -> str:
         org = f" org {self.org}" if self.org else ""

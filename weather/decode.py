@@ -113,6 +113,24 @@ def decode_header(
     return header, profile
 
 
+def timed_device(data: bytes) -> int | None:
+    """
+    The device whose timing state this packet advances, or C{None}.
+
+    A packet counts as its device's upload when its header is whole and sane,
+    whether or not the devices file knows the device yet: the timing state
+    then does not depend on the devices file, and a packet quarantined for an
+    unknown device decodes later, once described, with the times it would
+    have had.
+    """
+    try:
+        header = read_header(data)
+        check_header(header)
+    except PacketRejected:
+        return None
+    return header.device_id if len(data) == header.packet_size else None
+
+
 def decode_packet(
     data: bytes,
     arrival_ns: int,

@@ -14,7 +14,10 @@ class IPacketSink(Interface):
     """Where the station protocol hands what it received."""
 
     def packet_received(packet: Packet) -> Deferred:
-        """A whole packet arrived; the result fires when it is dealt with."""
+        """
+        A whole packet arrived; the result fires once it is kept durably
+        (the station may delete its copy then).
+        """
 
     def packet_rejected(packet: Packet, error: PacketRejected) -> None:
-        """Bytes that cannot be a packet (truncated, oversized) arrived."""
+        """Bytes that cannot be a packet (truncated, oversized) arrived: keep them."""

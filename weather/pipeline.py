@@ -1,11 +1,17 @@
 """
-The packet pipeline: a received packet is decoded with its device's timing
-state, turned into points and handed to the writer.
+The packet pipeline: journal, then decode, then write; the journal forgets a
+packet only once InfluxDB has all its points.
 
-Rejected packets are logged (one line per reason and device per minute) and
-counted.  The per-device timing state (the previous accepted arrival) is read
-and updated in the same synchronous step as the decode, so packets that arrive
-at the same moment, from one device or many, each see a consistent state.
+A received packet is journaled first; once it is on disk the station may be
+told so (the protocol's acknowledgement byte) and the packet is decoded with
+the timing state the journal recorded for it, and its points go to the writer.
+A packet that cannot be decoded, or whose points InfluxDB refuses for good,
+goes to quarantine with the reason.
+
+While the writer is overloaded, and at start-up, packets are not decoded as
+they arrive: they wait in the journal, and the pipeline reads them back in
+order, a chunk at a time, as the writer has room.  Memory holds at most a few
+chunks; the backlog is on disk.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -22,66 +29,193 @@ from zope.interface import implementer
 from weather.decode import NANOSECONDS, decode_packet, is_storable
 from weather.devices import DeviceProfile
 from weather.interfaces import IPacketSink
+from weather.journal import JournalEntry
+from weather.journalservice import Journal
 from weather.lineprotocol import LineEncoder
 from weather.logs import RateLimitedLog
 from weather.packet import Header, Packet, PacketRejected, Reason
 from weather.writer import PointsRejected, PointWriter
 
+#: The reason recorded for packets whose points InfluxDB refused.
+REFUSED = "refused_by_influxdb"
+
 
 @implementer(IPacketSink)
-class PacketPipeline:
-    """Decode packets and pass their points to C{writer} (a L{PointWriter})."""
+class PacketPipeline(Service):
+    """Journal packets, decode them and pass their points to C{writer}."""
 
     log = Logger()
 
     def __init__(
         self,
         profiles: Mapping[int, DeviceProfile],
+        journal: Journal,
         writer: PointWriter,
         clock: IReactorTime,
+        *,
+        chunk: int = 500,
+        retry_interval: float = 5.0,
     ) -> None:
         self.profiles = profiles
+        self.journal = journal
         self.writer = writer
+        self.clock = clock
+        self.chunk = chunk
+        self.retry_interval = retry_interval
         self.encoder = LineEncoder()
         self.stats: Counter[str] = Counter()
-        #: device id -> arrival time (ns) of its last accepted packet
-        self.last_arrival: dict[int, int] = {}
-        self._unknown_devices: set[int | None] = set()
+        #: Packets handed to the writer and not yet settled.
+        self.in_flight = 0
         self._limited = RateLimitedLog(self.log, clock)
+        self._unknown_devices: set[int | None] = set()
+        #: The last journal id decoded; later ones are read back from the journal.
+        self._cursor = 0
+        #: True while new packets wait in the journal rather than being decoded.
+        self._backlog = True
+        self._reading = False
+
+    # -- life cycle ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._read_backlog()
+
+    def stopService(self) -> None:
+        """Stop decoding: what is left stays in the journal for the next start."""
+        super().stopService()
+        self._backlog = True
+
+    def writer_overloaded(self, overloaded: bool) -> None:
+        """The writer holds too many points (True) or has room again (False)."""
+        if overloaded:
+            self._backlog = True
+        else:
+            self._read_backlog()
+
+    # -- IPacketSink -----------------------------------------------------------
 
     def packet_received(self, packet: Packet) -> Deferred[None]:
-        device_id = packet.device_id
+        """Journal C{packet}; the result fires once it is durable."""
+        durable = self.journal.append(packet)
+        durable.addCallback(self._journaled)
+        return durable
+
+    def packet_rejected(self, packet: Packet, error: PacketRejected) -> None:
+        """Bytes that are not a whole packet: into quarantine, with why."""
+        self._count_rejection(error)
+        self.journal.append_rejected(packet, error)
+        self._log_rejection(packet, error)
+
+    # -- decoding --------------------------------------------------------------
+
+    def _journaled(self, entry: JournalEntry) -> None:
+        if self._backlog:
+            return  # read back from the journal in order, when there is room
+        self._cursor = entry.id
+        self._process(entry)
+
+    def _process(self, entry: JournalEntry) -> None:
+        """Decode and send; a bug here leaves the packet in the journal."""
+        try:
+            self._decode_and_send(entry)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            self.log.failure(
+                "Internal error decoding packet {id}; it stays in the journal",
+                id=entry.id,
+            )
+
+    def _read_backlog(self) -> None:
+        if self._reading or not self.running or self.writer.overloaded:
+            return
+        self._reading = True
+        self._backlog = True
+        reading = self.journal.pending(self._cursor, self.chunk)
+        reading.addCallbacks(self._backlog_read, self._backlog_failed)
+
+    def _backlog_read(self, entries: list[JournalEntry]) -> None:
+        self._reading = False
+        if entries and self._cursor == 0:
+            self.log.info(
+                "Sending packets kept in the journal, oldest from {peer}",
+                peer=entries[0].packet.peer,
+            )
+        for entry in entries:
+            self._cursor = entry.id
+            self.stats["packets_from_journal"] += 1
+            self._process(entry)
+        if not self.running or self.writer.overloaded:
+            return  # writer_overloaded(False) or the next start reads on
+        if len(entries) < self.chunk:
+            # Caught up: every packet journaled after this read was made
+            # becomes durable after it, and is decoded as it comes.
+            self._backlog = False
+        else:
+            self._read_backlog()
+
+    def _backlog_failed(self, failure: Failure) -> None:
+        self._reading = False
+        self.log.error(
+            "Cannot read the journal ({why}); trying again in {delay} s",
+            why=failure.getErrorMessage(),
+            delay=self.retry_interval,
+        )
+        self.clock.callLater(self.retry_interval, self._read_backlog)
+
+    def _decode_and_send(self, entry: JournalEntry) -> None:
+        """Decode one journaled packet and send its points."""
+        packet = entry.packet
         try:
             decoded = decode_packet(
-                packet.data,
-                packet.arrival_ns,
-                self.last_arrival.get(device_id) if device_id is not None else None,
-                self.profiles,
+                packet.data, packet.arrival_ns, entry.previous_arrival_ns, self.profiles
             )
         except PacketRejected as error:
-            self.packet_rejected(packet, error)
-            return succeed(None)
-        previous = self.last_arrival.get(decoded.header.device_id)
-        if previous is not None:
-            self._check_spacing(decoded.header, packet.arrival_ns - previous)
-        self.last_arrival[decoded.header.device_id] = packet.arrival_ns
+            self._count_rejection(error)
+            self.journal.quarantine(entry.id, error.reason, error.detail)
+            self._log_rejection(packet, error)
+            return
+        header = decoded.header
+        if entry.previous_arrival_ns is not None:
+            self._check_spacing(header, packet.arrival_ns - entry.previous_arrival_ns)
         self.stats["packets_accepted"] += 1
-        self.stats["records_decoded"] += decoded.header.record_count
+        self.stats["records_decoded"] += header.record_count
         readings = [r for r in decoded.readings if is_storable(r)]
         self.stats["readings_decoded"] += len(readings)
         if len(readings) < len(decoded.readings):
             skipped = len(decoded.readings) - len(readings)
             self.stats["readings_not_finite"] += skipped
             self._limited.warn(
-                ("not-finite", decoded.header.device_id),
+                ("not-finite", header.device_id),
                 "Device {device} sent {count} values that are NaN or infinite; "
                 "InfluxDB cannot store them",
-                device=decoded.header.device_id,
+                device=header.device_id,
                 count=skipped,
             )
-        result = self.writer.write(self.encoder.encode(readings))
-        result.addErrback(self._points_rejected, packet)
-        return result
+        self.in_flight += 1
+        written = self.writer.write(self.encoder.encode(readings))
+        written.addCallbacks(
+            self._delivered,
+            self._refused,
+            callbackArgs=(entry.id,),
+            errbackArgs=(entry.id,),
+        )
+
+    def _delivered(self, _: None, entry_id: int) -> None:
+        self.in_flight -= 1
+        self.journal.delivered(entry_id)
+
+    def _refused(self, failure: Failure, entry_id: int) -> None:
+        self.in_flight -= 1
+        failure.trap(PointsRejected)
+        refused: PointsRejected = failure.value
+        self.stats["points_refused"] += len(refused.lines)
+        self.stats["packets_quarantined_refused"] += 1
+        self.journal.quarantine(
+            entry_id,
+            REFUSED,
+            f"HTTP {refused.status}: {refused.message}",
+            tuple(refused.lines),
+        )
 
     def _check_spacing(self, header: Header, spacing_ns: int) -> None:
         """
@@ -101,32 +235,34 @@ class PacketPipeline:
                 wake=header.wake_every,
             )
 
-    def packet_rejected(self, packet: Packet, error: PacketRejected) -> None:
+    # -- rejections ------------------------------------------------------------
+
+    def _count_rejection(self, error: PacketRejected) -> None:
         self.stats["packets_rejected"] += 1
         self.stats[f"packets_rejected_{error.reason}"] += 1
+
+    def _log_rejection(self, packet: Packet, error: PacketRejected) -> None:
         if error.reason == Reason.UNKNOWN_DEVICE:
             if packet.device_id in self._unknown_devices:
                 return
             # Once per device: at most 256 lines, however many packets.
             self._unknown_devices.add(packet.device_id)
             self.log.warn(
-                "Rejected a packet from {peer}: {detail}; describe device "
-                "{device} in the --devices file to store its readings",
+                "Device {device} (from {peer}) is not in the devices file: its "
+                "packets are kept in quarantine in {data_dir}. Describe it as "
+                "[devices.{device}] in the --devices file, restart, then run "
+                "'weather replay --data-dir {data_dir}' to store them",
                 peer=packet.peer,
-                detail=error.detail,
                 device=packet.device_id,
+                data_dir=self.journal.directory,
                 reason=error.reason,
             )
             return
         self._limited.warn(
             error.reason,
-            "Rejected a {size}-byte packet from {peer}: {reason} ({detail})",
+            "Quarantined a {size}-byte packet from {peer}: {reason} ({detail})",
             size=len(packet.data),
             peer=packet.peer,
             reason=error.reason,
             detail=error.detail,
         )
-
-    def _points_rejected(self, failure: Failure, packet: Packet) -> None:
-        failure.trap(PointsRejected)
-        self.stats["points_refused"] += len(failure.value.lines)

@@ -7,6 +7,10 @@ hands it to an L{IPacketSink}.  A connection idle past the timeout is closed;
 one whose header announces more than the maximum packet size is cut.  Bytes
 left when the connection ends are a truncated packet.  Nothing the peer sends
 raises out of here.
+
+Once a packet is durable in the journal, the protocol writes one byte,
+L{ACK} (0x06), back on the connection if it is still open: firmware that
+waits for it can delete its records knowing the server has them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from twisted.python.failure import Failure
 from weather.interfaces import IPacketSink
 from weather.logs import RateLimitedLog
 from weather.packet import MAX_PACKET_SIZE, Packet, PacketFramer, PacketRejected, Reason
+
+#: Written back once a packet is durable (ASCII ACK).
+ACK = b"\x06"
 
 
 def describe_peer(address: IAddress) -> str:
@@ -69,16 +76,25 @@ class StationProtocol(Protocol, TimeoutMixin):
         if packets:
             arrival_ns = self.factory.now_ns()
             for raw in packets:
-                self.factory.deliver(Packet(raw, self.peer, arrival_ns))
+                durable = self.factory.deliver(Packet(raw, self.peer, arrival_ns))
+                if durable is not None:
+                    durable.addCallback(self._acknowledge)
         if self.framer.error is not None:
             self._reject(self.framer.take_pending(), self.framer.error)
             self.transport.abortConnection()
+
+    def _acknowledge(self, _: object) -> None:
+        """The packet is durable: tell the station, if it still listens."""
+        if self.connected and not self.transport.disconnecting:
+            self.transport.write(ACK)
+            self.factory.stats["packets_acknowledged"] += 1
 
     def timeoutConnection(self) -> None:
         self.factory.stats["connections_timed_out"] += 1
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:
+        self.connected = False
         self.setTimeout(None)
         rest = self.framer.take_pending()
         if rest:
@@ -129,10 +145,13 @@ class StationFactory(Factory):
         self.stats["connections_accepted"] += 1
         return super().buildProtocol(addr)
 
-    def deliver(self, packet: Packet) -> None:
-        """Hand a packet to the sink; a bug there must not lose the next ones."""
+    def deliver(self, packet: Packet) -> Deferred | None:
+        """
+        Hand a packet to the sink; a bug there must not lose the next ones.
+        The result fires once the packet is durable (None after a bug).
+        """
         try:
-            self.sink.packet_received(packet)
+            return self.sink.packet_received(packet)
         except Exception:
             self.stats["internal_errors"] += 1
             self._limited.emit(
@@ -142,6 +161,7 @@ class StationFactory(Factory):
                 peer=packet.peer,
                 log_failure=Failure(),
             )
+            return None
 
     def pause(self, paused: bool) -> None:
         """Stop reading every connection (and those to come), or start again."""

@@ -2,7 +2,9 @@
 The services that make up the server, and the order they stop in.
 
 On stop (SIGTERM under twistd): stop listening, give open connections a grace
-period to finish their packets, then let the writer flush with its deadline.
+period to finish their packets, stop decoding, let the writer flush with its
+deadline, then commit and close the journal.  Whatever InfluxDB has not
+acknowledged stays in the journal for the next start.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from weather.journalservice import Journal
 from weather.pipeline import PacketPipeline
 from weather.protocol import StationFactory
 from weather.writer import PointWriter
@@ -125,17 +128,19 @@ class StationListener(Service):
 
 class WeatherService(MultiService):
     """
-    The whole server: a writer and a station listener.  The writer starts
-    first and stops last, so everything received has somewhere to go.
+    The whole server: journal, writer, pipeline and station listener.  They
+    start in that order and stop in the reverse, so everything received has
+    somewhere to go.
     """
 
     log = Logger()
 
     def __init__(
         self,
+        journal: Journal,
         writer: PointWriter,
-        listener: StationListener,
         pipeline: PacketPipeline,
+        listener: StationListener,
         close: Callable[[], object] | None = None,
     ) -> None:
         """
@@ -143,13 +148,15 @@ class WeatherService(MultiService):
             the services used (the HTTP connection pool).
         """
         super().__init__()
+        self.journal = journal
         self.writer = writer
-        self.listener = listener
         self.pipeline = pipeline
+        self.listener = listener
         self.close = close
-        writer.overload_observers.append(listener.pause)
-        writer.setServiceParent(self)
-        listener.setServiceParent(self)
+        journal.full_observers.append(listener.pause)
+        writer.overload_observers.append(pipeline.writer_overloaded)
+        for service in (journal, writer, pipeline, listener):
+            service.setServiceParent(self)
 
     @inlineCallbacks
     def stopService(self):
@@ -157,20 +164,23 @@ class WeatherService(MultiService):
         try:
             yield self.listener.stopService()
         finally:
-            yield self.writer.stopService()
-            if self.close is not None:
-                yield self.close()
-            self.log_totals()
+            try:
+                self.pipeline.stopService()
+                yield self.writer.stopService()
+                if self.close is not None:
+                    yield self.close()
+            finally:
+                yield self.journal.stopService()
+                self.log_totals()
 
     def log_totals(self) -> None:
         """One line with what this run did."""
         packets, points = self.pipeline.stats, self.writer.stats
         self.log.info(
-            "Totals: {accepted} packets accepted, {rejected} rejected; {written} "
-            "points written, {refused} refused by InfluxDB, {pending} not delivered",
+            "Totals: {accepted} packets accepted, {rejected} quarantined on arrival "
+            "or decoding; {written} points written, {refused} refused by InfluxDB",
             accepted=packets["packets_accepted"],
             rejected=packets["packets_rejected"],
             written=points["points_written"],
             refused=points["points_refused"],
-            pending=self.writer.pending,
         )

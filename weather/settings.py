@@ -22,6 +22,7 @@ from weather.devices import REFERENCE_DEVICES, DeviceProfile, DevicesError, load
 from weather.influx import InfluxV1, InfluxV2, IWriteTarget
 from weather.packet import HEADER_SIZE, MAX_PACKET_SIZE
 
+DATA_DIR_VARIABLE = "WEATHER_DATA_DIR"
 PASSWORD_VARIABLE = "WEATHER_INFLUX_PASSWORD"
 TOKEN_VARIABLE = "WEATHER_INFLUX_TOKEN"
 
@@ -103,6 +104,27 @@ class Options(usage.Options):
             "1000000",
             "Points kept in memory for InfluxDB; past this, stop reading stations.",
         ],
+        [
+            "data-dir",
+            "d",
+            None,
+            "Directory of the journal and the quarantine (default: "
+            f"${DATA_DIR_VARIABLE}, else $XDG_STATE_HOME/weather, else "
+            "~/.local/state/weather).",
+        ],
+        [
+            "journal-max-size",
+            None,
+            "1G",
+            "High-water mark of the journal (K, M, G suffixes): past it, stop "
+            "accepting stations until the backlog is delivered.",
+        ],
+        [
+            "journal-min-free",
+            None,
+            "32M",
+            "Stop accepting stations when the data directory's disk has less free.",
+        ],
         ["grace", None, "5", "On stop, seconds open connections get to finish."],
         [
             "shutdown-timeout",
@@ -143,6 +165,9 @@ class Settings:
     grace: float = 5.0
     shutdown_timeout: float = 10.0
     max_pending: int = 1_000_000
+    data_dir: str = "weather-data"
+    journal_max_bytes: int = 1 << 30
+    journal_min_free_bytes: int = 32 << 20
     #: Things worth saying at start-up that do not stop it.
     warnings: tuple[str, ...] = ()
 
@@ -157,6 +182,42 @@ def _number(options: Mapping, name: str, kind: type, low: float, high: float):
     if not low <= value <= high:
         raise ConfigurationError(f"--{name} {text}: give a value from {low} to {high}")
     return value
+
+
+SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(options: Mapping, name: str, low: int) -> int:
+    """A size in bytes, with an optional K, M, G or T suffix (powers of 1024)."""
+    text = str(options[name]).strip()
+    number = text.upper().removesuffix("B").removesuffix("I")
+    suffix = number[-1:] if number[-1:] in SIZE_SUFFIXES else ""
+    digits = number.removesuffix(suffix) if suffix else number
+    if not (digits.isascii() and digits.isdigit()):
+        raise ConfigurationError(
+            f"--{name} {text!r}: give a size in bytes such as 500M or 2G"
+        )
+    value = int(digits) * SIZE_SUFFIXES[suffix]
+    if value < low:
+        raise ConfigurationError(f"--{name} {text}: give at least {low} bytes")
+    return value
+
+
+def default_data_dir(environ: Mapping[str, str]) -> str:
+    """Where the journal lives when --data-dir is not given."""
+    if environ.get(DATA_DIR_VARIABLE):
+        return environ[DATA_DIR_VARIABLE]
+    state = environ.get("XDG_STATE_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(state, "weather")
+
+
+def data_dir(value: str | None, environ: Mapping[str, str]) -> str:
+    """The data directory, absolute (twistd may change directory later)."""
+    if value is not None and not value.strip():
+        raise ConfigurationError("--data-dir must not be empty")
+    return os.path.abspath(os.path.expanduser(value or default_data_dir(environ)))
 
 
 def port_description(port: str) -> str:
@@ -312,5 +373,8 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
         grace=_number(options, "grace", float, 0, 3600),
         shutdown_timeout=_number(options, "shutdown-timeout", float, 0, 86400),
         max_pending=_number(options, "max-pending", int, 1000, 100_000_000),
+        data_dir=data_dir(options["data-dir"], environ),
+        journal_max_bytes=_size(options, "journal-max-size", 1 << 20),
+        journal_min_free_bytes=_size(options, "journal-min-free", 0),
         warnings=tuple(warnings),
     )

@@ -12,6 +12,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from weather.http import make_client, tls_policy
+from weather.journal import JournalError, JournalFile
+from weather.journalservice import IDiskWorker, Journal, ThreadDiskWorker, check_lock
 from weather.pipeline import PacketPipeline
 from weather.protocol import StationFactory
 from weather.service import StationListener, WeatherService
@@ -23,10 +25,16 @@ __all__ = ["Options", "makeService", "build_service"]
 log = Logger()
 
 
-def build_service(settings: Settings, reactor: Any, client: Any = None) -> WeatherService:
+def build_service(
+    settings: Settings,
+    reactor: Any,
+    client: Any = None,
+    worker: IDiskWorker | None = None,
+) -> WeatherService:
     """
     Assemble the server from checked settings; C{reactor} times and listens,
-    C{client} (treq-like) talks to InfluxDB.
+    C{client} (treq-like) talks to InfluxDB, C{worker} does the journal's
+    disk I/O (a thread of its own by default).
     """
     try:
         endpoint = serverFromString(reactor, settings.port)
@@ -51,7 +59,15 @@ def build_service(settings: Settings, reactor: Any, client: Any = None) -> Weath
         shutdown_timeout=settings.shutdown_timeout,
         max_pending=settings.max_pending,
     )
-    pipeline = PacketPipeline(settings.profiles, writer, reactor)
+    journal = Journal(
+        settings.data_dir,
+        reactor,
+        worker if worker is not None else ThreadDiskWorker(reactor),
+        max_bytes=settings.journal_max_bytes,
+        min_free_bytes=settings.journal_min_free_bytes,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    pipeline = PacketPipeline(settings.profiles, journal, writer, reactor)
     factory = StationFactory(
         pipeline,
         reactor,
@@ -59,7 +75,19 @@ def build_service(settings: Settings, reactor: Any, client: Any = None) -> Weath
         max_packet_size=settings.max_packet_size,
     )
     listener = StationListener(endpoint, factory, reactor, settings.port, settings.grace)
-    return WeatherService(writer, listener, pipeline, close)
+    return WeatherService(journal, writer, pipeline, listener, close)
+
+
+def check_data_dir(directory: str) -> None:
+    """
+    Fail now, in one line, if the journal cannot be used, rather than once
+    daemonized.  @raise ConfigurationError: it cannot.
+    """
+    try:
+        check_lock(directory)
+        JournalFile(directory).close()
+    except JournalError as e:
+        raise ConfigurationError(str(e)) from None
 
 
 def makeService(options: Options) -> IService:
@@ -68,13 +96,16 @@ def makeService(options: Options) -> IService:
 
     try:
         settings = settings_from_options(options, os.environ)
+        check_data_dir(settings.data_dir)
         service = build_service(settings, reactor)
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
     for warning in settings.warnings:
         log.warn("Configuration: {problem}", problem=warning)
     log.info(
-        "Writing readings to {target}; {count} station profiles{source}",
+        "Writing readings to {target}; journal in {data_dir}; {count} station "
+        "profiles{source}",
+        data_dir=settings.data_dir,
         target=settings.target.describe(),
         count=len(settings.profiles),
         source=f" from {settings.devices_file}"

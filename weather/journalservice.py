@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -67,18 +67,24 @@ class IDiskWorker(Interface):
 class ThreadDiskWorker:
     """One thread of its own: calls run in the order given."""
 
-    def __init__(self, reactor: IReactorFromThreads) -> None:
+    def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self.pool = ThreadPool(minthreads=1, maxthreads=1, name="weather-journal")
 
     def start(self) -> None:
         self.pool.start()
+        # Its thread must not outlive the reactor, stopped cleanly or not.
+        self._trigger = self.reactor.addSystemEventTrigger(
+            "during", "shutdown", self.pool.stop
+        )
 
     def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self.reactor, self.pool, f, *args)
 
     def stop(self) -> None:
-        self.pool.stop()
+        if self.pool.started:
+            self.reactor.removeSystemEventTrigger(self._trigger)
+            self.pool.stop()
 
 
 @implementer(IDiskWorker)

@@ -179,6 +179,7 @@ class Journal(Service):
             quarantined=status.quarantined,
         )
         self._check_water(self.used_bytes)
+        self._commit_next()  # anything appended before the start
 
     def stopService(self) -> Deferred[None]:
         """Commit what is left (retrying until C{shutdown_timeout}), then close."""

@@ -4,6 +4,7 @@ C{make run}: the server in the foreground, with an InfluxDB to write to.
 Uses the InfluxDB answering at http://localhost:8086 if there is one; else
 starts a private one (Debian's C{influxd}) on 127.0.0.1:8086 with its data in
 C{./weather-data/influxdb}; else runs anyway and says where readings wait.
+The server's journal is in C{./weather-data/journal}.
 Extra arguments go to C{twistd weather}.
 """
 
@@ -67,6 +68,8 @@ def main(argv: list[str]) -> int:
         url or URL,
         "--database",
         DATABASE,
+        "--data-dir",
+        os.path.abspath("weather-data/journal"),
         *argv,
     ]
     print("Running:", " ".join(command), "(Ctrl-C stops it)", flush=True)

@@ -13,6 +13,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from weather.interfaces import IPacketSink
+from weather.journalservice import IDiskWorker, ImmediateDiskWorker, Journal
 from weather.writer import PointsRejected
 
 HEADER = struct.Struct("<HHHBBB")
@@ -92,6 +93,7 @@ class RecordingWriter:
 
     def __init__(self) -> None:
         self.writes: list[tuple[list[bytes], Deferred]] = []
+        self.overloaded = False
 
     @property
     def lines(self) -> list[bytes]:
@@ -139,3 +141,62 @@ class Gate(Resource):
         if body:
             request.write(body)
         request.finish()
+
+
+@implementer(IDiskWorker)
+class ManualDiskWorker:
+    """
+    A disk worker that runs nothing until the test says so: a disk as slow
+    as the test wants.  L{step} runs the oldest waiting call.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Any, tuple, Deferred]] = []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def run(self, f, *args) -> Deferred:
+        d: Deferred = Deferred()
+        self.waiting.append((f, args, d))
+        return d
+
+    def step(self) -> None:
+        f, args, d = self.waiting.pop(0)
+        try:
+            result = f(*args)
+        except BaseException as e:
+            d.errback(e)
+        else:
+            d.callback(result)
+
+    def run_all(self) -> None:
+        while self.waiting:
+            self.step()
+
+
+def started_journal(testcase, clock, worker: IDiskWorker | None = None, **kwargs) -> Journal:
+    """A started L{Journal} in a fresh directory, stopped when the test ends."""
+    journal = Journal(
+        testcase.mktemp(),
+        clock,
+        worker if worker is not None else ImmediateDiskWorker(),
+        **kwargs,
+    )
+    journal.startService()
+    testcase.addCleanup(_stop_journal, journal)
+    return journal
+
+
+def _stop_journal(journal: Journal) -> None:
+    if journal.running:
+        if isinstance(journal.worker, ManualDiskWorker):
+            journal.worker.run_all()
+        journal.stopService()
+        if isinstance(journal.worker, ManualDiskWorker):
+            journal.worker.run_all()
+    if journal.file is not None:
+        journal._close()

@@ -102,7 +102,7 @@ class Options(usage.Options):
             "max-pending",
             None,
             "1000000",
-            "Points kept in memory for InfluxDB; past this, stop reading stations.",
+            "Points held in memory for InfluxDB; past this, packets wait in the journal.",
         ],
         [
             "data-dir",

@@ -13,7 +13,11 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from weather.interfaces import IPacketSink
+from weather.journal import JournalFile, JournalStatus, QuarantinedPacket
 from weather.journalservice import IDiskWorker, ImmediateDiskWorker, Journal
+from weather.service import WeatherService
+from weather.settings import Options, Settings, settings_from_options
+from weather.tap import build_service
 from weather.writer import PointsRejected
 
 HEADER = struct.Struct("<HHHBBB")
@@ -71,15 +75,24 @@ def reference_packet(
 
 @implementer(IPacketSink)
 class RecordingSink:
-    """Keeps what a station protocol hands over."""
+    """
+    Keeps what a station protocol hands over.  Each packet is durable at
+    once, unless C{hold} is set: then the test fires C{self.durable[i]}.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, hold: bool = False) -> None:
         self.received = []
         self.rejected = []
+        self.hold = hold
+        self.durable: list[Deferred] = []
 
     def packet_received(self, packet) -> Deferred:
         self.received.append(packet)
-        return succeed(None)
+        if not self.hold:
+            return succeed(None)
+        durable: Deferred = Deferred()
+        self.durable.append(durable)
+        return durable
 
     def packet_rejected(self, packet, error) -> None:
         self.rejected.append((packet, error))
@@ -178,7 +191,9 @@ class ManualDiskWorker:
             self.step()
 
 
-def started_journal(testcase, clock, worker: IDiskWorker | None = None, **kwargs) -> Journal:
+def started_journal(
+    testcase, clock, worker: IDiskWorker | None = None, **kwargs
+) -> Journal:
     """A started L{Journal} in a fresh directory, stopped when the test ends."""
     journal = Journal(
         testcase.mktemp(),
@@ -200,3 +215,57 @@ def _stop_journal(journal: Journal) -> None:
             journal.worker.run_all()
     if journal.file is not None:
         journal._close()
+
+
+def make_settings(testcase, *args: str, environ: dict[str, str] | None = None) -> Settings:
+    """
+    Settings from command-line C{args}, with the journal in a fresh
+    directory of the test's own (an explicit --data-dir in C{args} wins).
+    """
+    options = Options()
+    options.parseOptions(["--data-dir", testcase.mktemp(), *args])
+    return settings_from_options(options, environ if environ is not None else {})
+
+
+def build_test_service(
+    testcase,
+    settings: Settings,
+    reactor: Any,
+    client: Any,
+    worker: IDiskWorker | None = None,
+) -> WeatherService:
+    """
+    L{build_service} for fake reactors: the journal's disk I/O runs in the
+    caller's thread, and the journal is closed when the test ends.
+    """
+    service = build_service(
+        settings,
+        reactor,
+        client=client,
+        worker=worker if worker is not None else ImmediateDiskWorker(),
+    )
+    testcase.addCleanup(_close_journal, service.journal)
+    return service
+
+
+def _close_journal(journal: Journal) -> None:
+    if journal.file is not None:
+        journal._close()
+
+
+def journal_status(directory: str) -> JournalStatus:
+    """What the journal in C{directory} holds (the server must be stopped)."""
+    journal = JournalFile(directory, create=False)
+    try:
+        return journal.status()
+    finally:
+        journal.close()
+
+
+def journal_quarantined(directory: str) -> list[QuarantinedPacket]:
+    """The packets in quarantine in C{directory} (the server must be stopped)."""
+    journal = JournalFile(directory, create=False)
+    try:
+        return journal.quarantined()
+    finally:
+        journal.close()

@@ -25,8 +25,9 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.influxd import InfluxServer, free_port, require_influxd
-from tests.support import reference_devices_toml, reference_packet
+from tests.support import journal_status, reference_devices_toml, reference_packet
 from weather.devices import si7021_humidity, si7021_temperature
+from weather.protocol import ACK
 from weather.settings import Options, settings_from_options
 from weather.tap import build_service
 
@@ -54,19 +55,29 @@ class SetTime:
 
 
 class Sender(Protocol):
-    """Writes a packet in given pieces, like a station (never reads)."""
+    """
+    Writes a packet in given pieces, like a station, and closes once the
+    server acknowledges it.
+    """
 
     def __init__(self, pieces: list[bytes]) -> None:
         self.pieces = pieces
-        self.done: Deferred = Deferred()
+        self.received = b""
+        # Cancelled (by a timeout): give up on the connection.
+        self.done: Deferred = Deferred(
+            lambda _: self.transport and self.transport.abortConnection()
+        )
 
     def connectionMade(self) -> None:
         for piece in self.pieces:
             self.transport.write(piece)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
         self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
-        self.done.callback(None)
+        self.done.callback(self.received)
 
 
 def expected(packet: bytes, arrival_ns: int, interval_ns: int) -> dict[str, list]:
@@ -124,9 +135,13 @@ class ServiceIntoInfluxDBTests(InfluxTestCase):
                 devices,
                 "--flush-interval",
                 "0.05",
+                "--data-dir",
+                self.mktemp(),
             ]
         )
-        service = build_service(settings_from_options(options, {}), reactor)
+        settings = settings_from_options(options, {})
+        # The real thing: the journal commits in a thread of its own.
+        service = build_service(settings, reactor)
         t0 = float(int(time.time()) - 7200)
         clock = SetTime(t0)
         service.listener.factory.clock = clock
@@ -143,7 +158,8 @@ class ServiceIntoInfluxDBTests(InfluxTestCase):
                 seen = stats["packets_accepted"]
                 sender = Sender(pieces)
                 connectProtocol(endpoint, sender)
-                yield sender.done
+                acknowledged = yield sender.done.addTimeout(10, reactor)
+                self.assertEqual(acknowledged, ACK)
                 for _ in range(1000):
                     if stats["packets_accepted"] > seen:
                         return
@@ -179,6 +195,9 @@ class ServiceIntoInfluxDBTests(InfluxTestCase):
         )
         self.assertEqual(service.pipeline.stats["packets_accepted"], 3)
         self.assertEqual(service.writer.stats["points_written"], 270)
+        self.assertEqual(service.listener.factory.stats["packets_acknowledged"], 3)
+        status = journal_status(settings.data_dir)
+        self.assertEqual((status.pending, status.quarantined), (0, 0))
 
 
 def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
@@ -189,9 +208,11 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> Non
         time.sleep(0.05)
 
 
-def send_packet(port: int, data: bytes) -> None:
+def send_packet(port: int, data: bytes) -> bytes:
+    """Send C{data} like a station; return what the server answered."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
         connection.sendall(data)
+        return connection.recv(16)
 
 
 class TwistdPluginTests(InfluxTestCase):
@@ -203,12 +224,17 @@ class TwistdPluginTests(InfluxTestCase):
         self.addCleanup(shutil.rmtree, self.workdir, True)
 
     def run_twistd(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        # Should a test forget --data-dir, the default is not the real home's.
+        environ = {**os.environ, "HOME": self.workdir}
+        for name in ("WEATHER_DATA_DIR", "XDG_STATE_HOME"):
+            environ.pop(name, None)
         return subprocess.run(
             [twistd(), *args],
             cwd=self.workdir,
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=environ,
         )
 
     def test_helpFromAnywhere(self) -> None:
@@ -220,7 +246,9 @@ class TwistdPluginTests(InfluxTestCase):
         self.assertIn("[default: 8266]", result.stdout)
 
     def test_badOptionOneLine(self) -> None:
-        result = self.run_twistd("-n", "weather", "--batch-size", "lots")
+        result = self.run_twistd(
+            "-n", "weather", "--data-dir", self.workdir, "--batch-size", "lots"
+        )
         self.assertEqual(result.returncode, 1)
         self.assertEqual(
             result.stderr.strip(), "weather: --batch-size 'lots': give a whole number"
@@ -239,6 +267,7 @@ class TwistdPluginTests(InfluxTestCase):
         os.chmod(password_file, 0o600)
         logfile = os.path.join(self.workdir, "weather.log")
         pidfile = os.path.join(self.workdir, "weather.pid")
+        data_dir = os.path.join(self.workdir, "data")
         result = self.run_twistd(
             "--logfile",
             logfile,
@@ -257,6 +286,8 @@ class TwistdPluginTests(InfluxTestCase):
             password_file,
             "--flush-interval",
             "0.1",
+            "--data-dir",
+            data_dir,
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         wait_until(lambda: os.path.exists(pidfile), what="pid file")
@@ -274,7 +305,7 @@ class TwistdPluginTests(InfluxTestCase):
         wait_until(listening, what="daemon listening")
         packet = reference_packet(30)
         before = time.time_ns()
-        send_packet(port, packet)
+        self.assertEqual(send_packet(port, packet), ACK)
         wait_until(
             lambda: len(self.stored("temperature", "balcony")) == 30,
             what="30 temperatures in InfluxDB",
@@ -291,7 +322,15 @@ class TwistdPluginTests(InfluxTestCase):
         self.assertIn("Listening for stations on", log)
         self.assertIn("InfluxDB 1.x at", log)
         self.assertIn("Main loop terminated.", log)
-        self.assertIn("Totals: 1 packets accepted, 0 rejected; 90 points written", log)
+        self.assertIn(
+            "Totals: 1 packets accepted, 0 quarantined on arrival or decoding; "
+            "90 points written",
+            log,
+        )
+        self.assertIn(f"journal in {data_dir}", log)
+        self.assertIn("Journal closed: 0 packets to deliver", log)
+        status = journal_status(data_dir)
+        self.assertEqual((status.pending, status.quarantined), (0, 0))
         self.assertNotIn("Starting factory", log)
         self.assertFalse(os.path.exists(pidfile))
 

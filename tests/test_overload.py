@@ -1,11 +1,14 @@
 """
-Back-pressure: a writer with too many points waiting says so, and the
-station side stops reading until InfluxDB has caught up.
+Back-pressure: a writer with too many points waiting says so, and new packets
+wait in the journal until InfluxDB has caught up; a journal that is full (past
+its high-water mark, short of disk space, or failing to write) stops the
+station side reading until it has room again.
 """
 
 from __future__ import annotations
 
 import random
+import sqlite3
 from typing import Any
 
 from treq.testing import StubTreq
@@ -23,12 +26,19 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.fakeinflux import FakeInfluxDB
-from tests.support import Gate, RecordingSink, reference_packet
+from tests.support import (
+    Gate,
+    RecordingSink,
+    build_test_service,
+    journal_status,
+    make_settings,
+    reference_packet,
+)
+from weather import journalservice
 from weather.influx import InfluxV1
-from weather.protocol import StationFactory
+from weather.journal import JournalFile
+from weather.protocol import ACK, StationFactory
 from weather.service import StationListener
-from weather.settings import Options, settings_from_options
-from weather.tap import build_service
 from weather.writer import PointWriter
 
 SEED = 20240601
@@ -191,7 +201,7 @@ class WriterOverloadTests(SynchronousTestCase):
         [info] = self.overload_events(LogLevel.info)
         self.assertEqual(info["count"], 80)
         self.assertEqual(
-            formatEvent(info), "80 points wait for InfluxDB: taking packets again"
+            formatEvent(info), "80 points wait for InfluxDB: decoding packets again"
         )
 
     def test_failuresKeepItOverloaded(self) -> None:
@@ -402,28 +412,34 @@ class ListenerPauseTests(SynchronousTestCase):
         self.assertEqual(self.sink.rejected, [])
 
 
-def make_settings(*args: str):
-    options = Options()
-    options.parseOptions(list(args))
-    return settings_from_options(options, {})
-
-
 class ServiceOverloadTests(SynchronousTestCase):
-    """The writer's overload pauses the listener of a whole service."""
+    """
+    A whole service: the writer's overload makes new packets wait in the
+    journal (stations are still read and acknowledged); the journal's being
+    full pauses the listener.
+    """
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.reactor.advance(T0)
+        #: What the journal's file system has free, as the journal sees it.
+        self.free = 1 << 40
+        self.patch(journalservice, "_free_bytes", lambda directory: self.free)
+        self.start("--max-pending", "1000", "--flush-interval", "600", "--max-backoff", "4")
+
+    def start(self, *args: str) -> None:
         self.fake = FakeInfluxDB(clock=lambda: 0)
-        settings = make_settings(
-            "--max-pending", "1000", "--flush-interval", "600", "--max-backoff", "4"
+        self.settings = make_settings(self, *args)
+        self.service = build_test_service(
+            self, self.settings, self.reactor, client=StubTreq(self.fake)
         )
-        self.service = build_service(settings, self.reactor, client=StubTreq(self.fake))
         self.service.startService()
         self.port = RecordingPort()
         self.service.listener.port = self.port
         self.factory = self.service.listener.factory
         self.writer = self.service.writer
+        self.journal = self.service.journal
+        self.pipeline = self.service.pipeline
 
     def connect(self, peer=PEER):
         protocol = self.factory.buildProtocol(peer)
@@ -432,74 +448,124 @@ class ServiceOverloadTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
-    def send_packets(self, protocol, count: int) -> None:
+    def send_packets(self, protocol, count: int, first: int = 0) -> None:
+        """Send C{count} packets, numbered from C{first} by their first light value."""
         with capturedLogs():  # "too close" warnings: same device, same moment
-            protocol.dataReceived(reference_packet() * count)
+            protocol.dataReceived(
+                b"".join(
+                    reference_packet(start=100 * i) for i in range(first, first + count)
+                )
+            )
+
+    def sent(self) -> list[int]:
+        """The packets InfluxDB has, by number, in the order written."""
+        return [
+            int(p.fields["value"] - 100) // 100
+            for p in self.fake.points
+            if p.measurement == "light" and (p.fields["value"] - 100) % 100 == 0
+        ]
+
+    def pending(self) -> int:
+        """Packets in the journal not yet acknowledged by InfluxDB."""
+        return self.journal.file.status().pending
+
+    def assertPaused(self, paused: bool, *transports) -> None:
+        self.assertEqual(self.factory.paused, paused)
+        state = "paused" if paused else "producing"
+        for transport in transports:
+            self.assertEqual(transport.producerState, state)
 
     def test_wired(self) -> None:
         self.assertEqual(self.writer.max_pending, 1000)
-        self.assertIn(self.service.listener.pause, self.writer.overload_observers)
+        self.assertEqual(self.writer.overload_observers, [self.pipeline.writer_overloaded])
+        self.assertEqual(self.journal.full_observers, [self.service.listener.pause])
 
-    def test_overloadPausesStations(self) -> None:
+    def test_overloadKeepsPacketsInTheJournal(self) -> None:
+        """
+        Past --max-pending, packets are still read and acknowledged, and wait
+        in the journal rather than in memory; no station is paused.
+        """
         first, first_transport = self.connect(PEER)
         _, second_transport = self.connect(OTHER_PEER)
         self.send_packets(first, 11)
         self.assertEqual(self.writer.pending, 11 * POINTS_PER_PACKET)
         self.assertFalse(self.writer.overloaded)
-        self.assertFalse(self.factory.paused)
-        self.assertEqual(self.port.calls, [])
-        self.send_packets(first, 1)
+        self.send_packets(first, 1, first=11)
         self.assertEqual(self.writer.pending, 12 * POINTS_PER_PACKET)
         self.assertTrue(self.writer.overloaded)
-        self.assertTrue(self.factory.paused)
-        self.assertEqual(self.port.calls, ["stopReading"])
-        self.assertEqual(first_transport.producerState, "paused")
-        self.assertEqual(second_transport.producerState, "paused")
+        self.send_packets(first, 3, first=12)
+        self.assertEqual(first_transport.value(), ACK * 15)
+        self.assertEqual(self.writer.pending, 12 * POINTS_PER_PACKET)
+        self.assertEqual(self.pipeline.stats["packets_accepted"], 12)
+        self.assertEqual(self.pending(), 15)
+        self.assertPaused(False, first_transport, second_transport)
+        self.assertEqual(self.port.calls, [])
         _, third_transport = self.connect(PEER)
-        self.assertEqual(third_transport.producerState, "paused")
+        self.assertPaused(False, third_transport)
 
-    def test_resumesOnceInfluxAcknowledges(self) -> None:
+    def test_sentOnceInfluxAcknowledges(self) -> None:
+        """
+        Once the writer has room again, the packets that waited in the
+        journal are sent, in the order they arrived.
+        """
         protocol, transport = self.connect()
-        self.send_packets(protocol, 12)
-        self.assertTrue(self.factory.paused)
+        self.send_packets(protocol, 15)
+        self.assertTrue(self.writer.overloaded)
         self.fake.fail_next(503, {"error": "busy"})
         self.writer.flush()
         self.assertEqual(len(self.fake.requests), 1)
         self.assertEqual(self.writer.pending, 12 * POINTS_PER_PACKET)
-        self.assertTrue(self.factory.paused)
-        self.assertEqual(transport.producerState, "paused")
-        self.assertEqual(self.port.calls, ["stopReading"])
+        self.assertTrue(self.writer.overloaded)
+        self.assertEqual(self.pending(), 15)
         self.reactor.advance(4)
         self.assertEqual(len(self.fake.requests), 2)
-        self.assertEqual(len(self.fake.points), 12 * POINTS_PER_PACKET)
-        self.assertEqual(self.writer.pending, 0)
+        self.assertEqual(self.sent(), list(range(12)))
         self.assertFalse(self.writer.overloaded)
-        self.assertFalse(self.factory.paused)
-        self.assertEqual(transport.producerState, "producing")
-        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+        # The three that waited are read back from the journal.
+        self.assertEqual(self.pipeline.stats["packets_from_journal"], 3)
+        self.assertEqual(self.writer.pending, 3 * POINTS_PER_PACKET)
+        self.assertEqual(self.pending(), 3)
+        self.writer.flush()
+        self.assertEqual(self.sent(), list(range(15)))
+        self.assertEqual(self.pending(), 0)
+        self.assertEqual(self.pipeline.stats["packets_accepted"], 15)
+        self.assertEqual(self.port.calls, [])
+        self.assertPaused(False, transport)
 
-    def test_stopWhileOverloadedReadsWhatWasSent(self) -> None:
+    def test_stopWhileOverloadedKeepsTheRestInTheJournal(self) -> None:
+        """
+        Stopping while overloaded: what stations already sent is read during
+        the grace period and journaled; what was not sent to InfluxDB is
+        sent by the next start.
+        """
         protocol, transport = self.connect()
         self.send_packets(protocol, 12)
-        packet = reference_packet(start=1000)
+        self.assertTrue(self.writer.overloaded)
+        packet = reference_packet(start=1200)
         protocol.dataReceived(packet[:20])
-        self.assertTrue(self.factory.paused)
         stopped = self.service.stopService()
-        self.assertFalse(self.factory.paused)
-        self.assertEqual(transport.producerState, "producing")
+        self.assertPaused(False, transport)
         self.reactor.advance(1)
         protocol.dataReceived(packet[20:])
+        self.assertEqual(transport.value(), ACK * 13)
         transport.loseConnection()
         self.assertIsNone(self.successResultOf(stopped))
-        self.assertEqual(self.service.pipeline.stats["packets_accepted"], 13)
-        self.assertEqual(len(self.fake.points), 13 * POINTS_PER_PACKET)
+        self.assertEqual(self.pipeline.stats["packets_accepted"], 12)
+        self.assertEqual(self.sent(), list(range(12)))
         self.assertEqual(self.writer.pending, 0)
+        self.assertEqual(journal_status(self.settings.data_dir).pending, 1)
+
+        self.start("--data-dir", self.settings.data_dir)
+        self.assertEqual(self.pipeline.stats["packets_from_journal"], 1)
+        self.successResultOf(self.service.stopService())
+        self.assertEqual(self.sent(), [12])
+        self.assertEqual(journal_status(self.settings.data_dir).pending, 0)
 
     def test_overloadDuringGraceDoesNotPause(self) -> None:
         """
         Once stopping, what stations already sent must be read, overloaded or
-        not: a backlog that reaches --max-pending during the grace period must
-        not pause the connections again.
+        not: a backlog that reaches --max-pending during the grace period does
+        not pause the connections.
         """
         protocol, transport = self.connect()
         self.send_packets(protocol, 11)
@@ -509,10 +575,147 @@ class ServiceOverloadTests(SynchronousTestCase):
         self.addCleanup(self.reactor.advance, 60)
         self.assertNoResult(stopped)
         self.assertEqual(self.port.calls, ["stopListening"])
-        self.send_packets(protocol, 1)
+        self.send_packets(protocol, 1, first=11)
         self.assertTrue(self.writer.overloaded)
-        self.assertFalse(self.factory.paused)
-        self.assertEqual(transport.producerState, "producing")
+        self.assertPaused(False, transport)
         transport.loseConnection()
         self.assertIsNone(self.successResultOf(stopped))
         self.assertEqual(len(self.fake.points), 12 * POINTS_PER_PACKET)
+
+    def fill_journal(self) -> None:
+        """Make the next commit find the journal over its high-water mark."""
+        used = self.journal.file.used_bytes()
+        self.patch(JournalFile, "used_bytes", lambda file: max(used, 1 << 30))
+
+    def empty_journal(self) -> None:
+        """Make the next commit find the journal under its low-water mark."""
+        self.patch(JournalFile, "used_bytes", lambda file: 1 << 20)
+
+    def test_highWaterPausesStations(self) -> None:
+        """
+        A journal past --journal-max-size pauses every connection and the
+        port; InfluxDB's taking the backlog brings it under the low-water
+        mark, and stations are read again.
+        """
+        first, first_transport = self.connect(PEER)
+        _, second_transport = self.connect(OTHER_PEER)
+        self.send_packets(first, 1)
+        self.assertPaused(False, first_transport, second_transport)
+        self.fill_journal()
+        with capturedLogs() as events:
+            self.send_packets(first, 1, first=1)
+        self.assertTrue(self.journal.full)
+        self.assertPaused(True, first_transport, second_transport)
+        self.assertEqual(self.port.calls, ["stopReading"])
+        # The packet that filled it is kept and acknowledged.
+        self.assertEqual(first_transport.value(), ACK * 2)
+        [critical] = [e for e in events if e["log_level"] == LogLevel.critical]
+        self.assertIn("taking no more packets from stations", formatEvent(critical))
+        _, third_transport = self.connect(PEER)
+        self.assertPaused(True, third_transport)
+        self.empty_journal()
+        with capturedLogs():
+            self.writer.flush()  # InfluxDB acknowledges: the journal shrinks
+        self.assertEqual(self.sent(), [0, 1])
+        self.assertFalse(self.journal.full)
+        self.assertPaused(False, first_transport, second_transport, third_transport)
+        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+
+    def test_lowWaterMark(self) -> None:
+        """Below the high-water mark but above the low-water mark: still full."""
+        protocol, transport = self.connect()
+        self.fill_journal()
+        with capturedLogs():
+            self.send_packets(protocol, 1)
+        self.assertPaused(True, transport)
+        limit = self.journal.max_bytes
+        self.patch(JournalFile, "used_bytes", lambda file: int(limit * 0.95))
+        with capturedLogs():
+            self.writer.flush()
+        self.assertEqual(self.pending(), 0)
+        self.assertTrue(self.journal.full)
+        self.assertPaused(True, transport)
+
+    def test_diskShortOfSpacePausesStations(self) -> None:
+        """
+        Less than --journal-min-free left on the disk pauses the stations,
+        until twice that is free again.
+        """
+        protocol, transport = self.connect()
+        self.send_packets(protocol, 1)
+        self.free = 16 << 20
+        with capturedLogs():
+            self.send_packets(protocol, 1, first=1)
+        self.assertTrue(self.journal.full)
+        self.assertPaused(True, transport)
+        self.assertEqual(self.port.calls, ["stopReading"])
+        self.free = 48 << 20  # more than the minimum, less than twice it
+        self.fake.fail_next(503, {"error": "busy"})
+        with capturedLogs():
+            self.writer.flush()
+        self.assertEqual(self.pending(), 2)
+        self.assertTrue(self.journal.full)
+        self.free = 64 << 20
+        with capturedLogs():
+            self.reactor.advance(4)
+        self.assertEqual(self.sent(), [0, 1])
+        self.assertFalse(self.journal.full)
+        self.assertPaused(False, transport)
+        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+
+    def test_journalWriteErrorPausesStations(self) -> None:
+        """
+        A journal that cannot be written pauses the stations; the packets
+        are not acknowledged until a retry writes them, and nothing is lost.
+        """
+        protocol, transport = self.connect()
+        commit = JournalFile.commit
+        broken = [True]
+
+        def failing_commit(file, changes):
+            if broken[0]:
+                raise sqlite3.OperationalError("disk I/O error")
+            return commit(file, changes)
+
+        self.patch(JournalFile, "commit", failing_commit)
+        with capturedLogs() as events:
+            self.send_packets(protocol, 2)
+        self.assertTrue(self.journal.full)
+        self.assertPaused(True, transport)
+        self.assertEqual(self.port.calls, ["stopReading"])
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.writer.pending, 0)
+        [critical] = [e for e in events if e["log_level"] == LogLevel.critical]
+        self.assertIn("disk I/O error", formatEvent(critical))
+        with capturedLogs():
+            self.reactor.advance(self.journal.retry_interval)
+        self.assertTrue(self.journal.full)
+        self.assertEqual(transport.value(), b"")
+        broken[0] = False
+        with capturedLogs():
+            self.reactor.advance(self.journal.retry_interval)
+        self.assertFalse(self.journal.full)
+        self.assertPaused(False, transport)
+        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+        self.assertEqual(transport.value(), ACK * 2)
+        self.assertEqual(self.pending(), 2)
+        self.writer.flush()
+        self.assertEqual(self.sent(), [0, 1])
+        self.assertEqual(self.pending(), 0)
+
+    def test_journalFullDuringGraceDoesNotPause(self) -> None:
+        """Once stopping, a full journal does not pause what stations already sent."""
+        protocol, transport = self.connect()
+        stopped = self.service.stopService()
+        self.addCleanup(self.reactor.advance, 60)
+        self.assertNoResult(stopped)
+        self.fill_journal()
+        with capturedLogs():
+            self.send_packets(protocol, 2)
+        self.assertTrue(self.journal.full)
+        self.assertPaused(False, transport)
+        self.assertEqual(self.port.calls, ["stopListening"])
+        self.assertEqual(transport.value(), ACK * 2)
+        transport.loseConnection()
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(self.sent(), [0, 1])

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import HEADER, RecordingSink, reference_packet
 from weather.packet import Reason
-from weather.protocol import StationFactory, describe_peer
+from weather.protocol import ACK, StationFactory, describe_peer
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40123)
 
@@ -41,6 +41,8 @@ class StationProtocolTests(SynchronousTestCase):
         self.assertEqual(received.peer, "192.0.2.7:40123")
         self.assertEqual(received.arrival_ns, 1_700_000_000_250_000_000)
         self.assertFalse(transport.disconnecting)
+        # The sink kept it at once: the station is told.
+        self.assertEqual(transport.value(), ACK)
 
     def test_splitAtEveryOffset(self) -> None:
         """Wherever TCP splits the packet, it arrives whole, stamped at its last byte."""
@@ -68,11 +70,12 @@ class StationProtocolTests(SynchronousTestCase):
         self.assertEqual([p.data for p in self.sink.received], [packet])
 
     def test_manyPacketsOneConnection(self) -> None:
-        protocol, _ = self.connect()
+        protocol, transport = self.connect()
         packets = [reference_packet(records=n, start=n) for n in (1, 30, 58, 2)]
         stream = b"".join(packets)
         protocol.dataReceived(stream[:100])
         protocol.dataReceived(stream[100:])
+        self.assertEqual(transport.value(), ACK * 4)
         protocol.connectionLost(None)
         self.assertEqual([p.data for p in self.sink.received], packets)
         self.assertEqual(self.sink.rejected, [])
@@ -162,6 +165,75 @@ class StationProtocolTests(SynchronousTestCase):
             for _ in range(rng.randrange(1, 5)):
                 protocol.dataReceived(rng.randbytes(rng.randrange(0, 300)))
             protocol.connectionLost(None)
+
+
+class AcknowledgementTests(SynchronousTestCase):
+    """One ACK byte per packet, once the sink has it durably."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sink = RecordingSink(hold=True)
+        self.factory = StationFactory(
+            self.sink, self.clock, idle_timeout=30.0, max_packet_size=400
+        )
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = StringTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+
+    def test_ackByte(self) -> None:
+        self.assertEqual(ACK, b"\x06")
+
+    def test_writtenOnceDurable(self) -> None:
+        self.protocol.dataReceived(reference_packet())
+        [durable] = self.sink.durable
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.factory.stats["packets_acknowledged"], 0)
+        durable.callback(None)
+        self.assertEqual(self.transport.value(), ACK)
+        self.assertEqual(self.factory.stats["packets_acknowledged"], 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_notWrittenBeforeTheWholePacket(self) -> None:
+        packet = reference_packet()
+        self.protocol.dataReceived(packet[:-1])
+        self.assertEqual(self.sink.durable, [])
+        self.assertEqual(self.transport.value(), b"")
+        self.protocol.dataReceived(packet[-1:])
+        self.sink.durable[0].callback(None)
+        self.assertEqual(self.transport.value(), ACK)
+
+    def test_notWrittenAfterConnectionLost(self) -> None:
+        self.protocol.dataReceived(reference_packet())
+        self.protocol.connectionLost(None)
+        self.sink.durable[0].callback(None)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.factory.stats["packets_acknowledged"], 0)
+
+    def test_notWrittenWhileClosing(self) -> None:
+        self.protocol.dataReceived(reference_packet())
+        self.transport.loseConnection()
+        self.sink.durable[0].callback(None)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_onePerPacket(self) -> None:
+        """Two packets on one connection: one ACK each, as each is durable."""
+        packets = reference_packet(start=0) + reference_packet(start=30)
+        self.protocol.dataReceived(packets[:100])
+        self.protocol.dataReceived(packets[100:])
+        first, second = self.sink.durable
+        self.assertEqual(self.transport.value(), b"")
+        second.callback(None)
+        self.assertEqual(self.transport.value(), ACK)
+        first.callback(None)
+        self.assertEqual(self.transport.value(), ACK * 2)
+        self.assertEqual(self.factory.stats["packets_acknowledged"], 2)
+
+    def test_rejectedBytesNotAcknowledged(self) -> None:
+        """An oversized packet is cut, not acknowledged."""
+        self.protocol.dataReceived(HEADER.pack(60000, 3600, 120, 6, 1, 3) + b"x" * 500)
+        self.assertEqual(len(self.sink.rejected), 1)
+        self.assertEqual(self.sink.durable, [])
+        self.assertEqual(self.transport.value(), b"")
 
 
 class DescribePeerTests(SynchronousTestCase):

@@ -22,15 +22,23 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.fakeinflux import FakeInfluxDB
-from tests.support import HEADER, RecordingSink, RecordingWriter, reference_packet
+from tests.support import (
+    HEADER,
+    RecordingSink,
+    RecordingWriter,
+    build_test_service,
+    journal_quarantined,
+    journal_status,
+    make_settings,
+    reference_packet,
+    started_journal,
+)
 from weather.devices import REFERENCE_DEVICES
 from weather.influx import InfluxV1, error_message
 from weather.interfaces import IPacketSink
-from weather.packet import Packet
+from weather.packet import Packet, Reason
 from weather.pipeline import PacketPipeline
-from weather.protocol import StationFactory
-from weather.settings import Options, settings_from_options
-from weather.tap import build_service
+from weather.protocol import ACK, StationFactory
 from weather.writer import (
     MAX_RETRY_AFTER,
     STOPPING_BACKOFF,
@@ -248,7 +256,10 @@ class PipelineTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.writer = RecordingWriter()
-        self.pipeline = PacketPipeline(PROFILES, self.writer, self.clock)
+        self.journal = started_journal(self, self.clock)
+        self.pipeline = PacketPipeline(PROFILES, self.journal, self.writer, self.clock)
+        self.pipeline.startService()
+        self.addCleanup(self.pipeline.stopService)
 
     def receive(self, data: bytes, arrival_ns: int) -> Deferred:
         return self.pipeline.packet_received(Packet(data, "192.0.2.7:1", arrival_ns))
@@ -313,7 +324,10 @@ class UnknownDeviceTests(PipelineTestCase):
         self.assertEqual(len(events), 1)
         [first] = self.warnings(events)
         self.assertEqual(first["device"], 9)
-        self.assertIn("device 9", formatEvent(first))
+        self.assertIn("Device 9", formatEvent(first))
+        self.assertIn(
+            f"'weather replay --data-dir {self.journal.directory}'", formatEvent(first)
+        )
         with capturedLogs() as more:
             for i in range(3):
                 self.receive(self.unknown(10), T0 * S + i * S)
@@ -326,6 +340,9 @@ class UnknownDeviceTests(PipelineTestCase):
         self.assertEqual(stats["packets_rejected"], 1006)
         self.assertEqual(stats["packets_accepted"], 0)
         self.assertEqual(self.writer.writes, [])
+        # Every one is kept, to be replayed once the device is described.
+        status = self.journal.file.status()
+        self.assertEqual((status.pending, status.quarantined), (0, 1006))
 
 
 @implementer(IPacketSink)
@@ -364,6 +381,8 @@ class DeliverTests(SynchronousTestCase):
         self.assertEqual([p.data for p in sink.received], [second])
         self.assertEqual(self.factory.stats["internal_errors"], 1)
         self.assertFalse(transport.disconnecting)
+        # Only the packet the sink kept is acknowledged.
+        self.assertEqual(transport.value(), ACK)
         [critical] = [e for e in events if e["log_level"] == LogLevel.critical]
         self.assertTrue(critical["log_failure"].check(ZeroDivisionError))
         self.assertEqual(critical["peer"], "192.0.2.7:40123")
@@ -384,21 +403,16 @@ class DeliverTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
-def make_settings(*args: str):
-    options = Options()
-    options.parseOptions(list(args))
-    return settings_from_options(options, {})
-
-
 class TotalsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.reactor.advance(T0)
         self.fake = FakeInfluxDB(clock=lambda: 0)
-        self.service = build_service(
-            make_settings("--flush-interval", "600", "--shutdown-timeout", "3"),
-            self.reactor,
-            client=StubTreq(self.fake),
+        self.settings = make_settings(
+            self, "--flush-interval", "600", "--shutdown-timeout", "3"
+        )
+        self.service = build_test_service(
+            self, self.settings, self.reactor, client=StubTreq(self.fake)
         )
         self.service.startService()
 
@@ -431,18 +445,21 @@ class TotalsTests(SynchronousTestCase):
         self.assertEqual(totals["log_level"], LogLevel.info)
         self.assertEqual(
             formatEvent(totals),
-            "Totals: 1 packets accepted, 1 rejected; 90 points written, "
-            "0 refused by InfluxDB, 0 not delivered",
+            "Totals: 1 packets accepted, 1 quarantined on arrival or decoding; "
+            "90 points written, 0 refused by InfluxDB",
         )
+        [kept] = journal_quarantined(self.settings.data_dir)
+        self.assertEqual(kept.quarantine.reason, Reason.UNKNOWN_DEVICE)
 
     def test_totalsWhenInfluxIsDown(self) -> None:
+        """What InfluxDB did not take is not in the totals: it is in the journal."""
         self.fake.fail_next(503, {"error": "busy"}, count=1000)
         self.send(reference_packet())
         [totals] = self.stop()
         self.assertIsNone(self.successResultOf(self.stopped))
-        self.assertEqual(
-            (totals["accepted"], totals["written"], totals["pending"]), (1, 0, 90)
-        )
+        self.assertEqual((totals["accepted"], totals["written"]), (1, 0))
+        self.assertEqual(self.service.writer.pending, 90)
+        self.assertEqual(journal_status(self.settings.data_dir).pending, 1)
 
     def test_totalsWhenTheListenerFails(self) -> None:
         self.service.listener.port.stopListening = lambda: fail(RuntimeError("boom"))
@@ -450,6 +467,6 @@ class TotalsTests(SynchronousTestCase):
         self.failureResultOf(self.stopped, RuntimeError)
         self.assertEqual(
             formatEvent(totals),
-            "Totals: 0 packets accepted, 0 rejected; 0 points written, "
-            "0 refused by InfluxDB, 0 not delivered",
+            "Totals: 0 packets accepted, 0 quarantined on arrival or decoding; "
+            "0 points written, 0 refused by InfluxDB",
         )

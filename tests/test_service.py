@@ -1,10 +1,12 @@
 """
 The assembled server on a fake reactor: listening, start order, and the stop
-sequence (stop listening, grace period, abort, flush the writer).
+sequence (stop listening, grace period, abort, stop decoding, flush the
+writer, close the journal), and what the journal keeps for the next start.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 from treq.testing import StubTreq
@@ -17,22 +19,24 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.fakeinflux import FakeInfluxDB
-from tests.support import reference_packet
+from tests.support import (
+    build_test_service,
+    journal_quarantined,
+    journal_status,
+    make_settings,
+    reference_packet,
+)
+from weather.journalservice import Journal, JournalLocked
+from weather.packet import Reason
+from weather.pipeline import PacketPipeline
+from weather.protocol import ACK
 from weather.service import CannotListen, StationListener, WeatherService
-from weather.settings import Options, settings_from_options
-from weather.tap import build_service
 from weather.writer import PointWriter
 
 T0 = 1_700_000_000
 S = 1_000_000_000
 PEER = IPv4Address("TCP", "192.0.2.7", 40123)
 OTHER_PEER = IPv4Address("TCP", "192.0.2.8", 40124)
-
-
-def make_settings(*args: str):
-    options = Options()
-    options.parseOptions(list(args))
-    return settings_from_options(options, {})
 
 
 class RecordingClient:
@@ -107,19 +111,25 @@ class ServiceTestCase(SynchronousTestCase):
         self.reactor.advance(T0)
         self.events: list[str] = []
         self.fake = FakeInfluxDB(clock=lambda: 0)
-        self.settings = make_settings(*self.ARGS, *args)
-        self.service = build_service(
+        self.settings = make_settings(self, *self.ARGS, *args)
+        self.service = build_test_service(
+            self,
             self.settings,
             self.reactor,
             client=RecordingClient(StubTreq(self.fake), self.events),
         )
-        writer_stop = self.service.writer.stopService
+        for name in ("pipeline", "writer", "journal"):
+            self.note_stop(name, getattr(self.service, name))
 
-        def stop_writer():
-            self.events.append("writer stop")
-            return writer_stop()
+    def note_stop(self, name: str, service) -> None:
+        """Note C{"<name> stop"} in the events when C{service} is stopped."""
+        stop = service.stopService
 
-        self.service.writer.stopService = stop_writer
+        def noted():
+            self.events.append(f"{name} stop")
+            return stop()
+
+        service.stopService = noted
 
     def start(self) -> None:
         self.service.startService()
@@ -161,9 +171,14 @@ class StartTests(ServiceTestCase):
         factory = self.service.listener.factory
         self.assertEqual(self.reactor.tcpServers, [(8266, factory, 50, "")])
         self.assertTrue(self.service.running)
+        self.assertTrue(self.service.journal.running)
         self.assertTrue(self.service.writer.running)
+        self.assertTrue(self.service.pipeline.running)
         self.assertTrue(self.service.listener.running)
         self.assertIsNotNone(self.service.listener.port)
+        self.assertTrue(
+            os.path.exists(os.path.join(self.settings.data_dir, "journal.sqlite3"))
+        )
 
     def test_listensOnInterface(self) -> None:
         self.build("--port", "tcp:8300:interface=127.0.0.1")
@@ -174,11 +189,24 @@ class StartTests(ServiceTestCase):
     def test_assembly(self) -> None:
         service = self.service
         self.assertIsInstance(service, WeatherService)
+        self.assertIsInstance(service.journal, Journal)
         self.assertIsInstance(service.writer, PointWriter)
+        self.assertIsInstance(service.pipeline, PacketPipeline)
         self.assertIsInstance(service.listener, StationListener)
-        self.assertEqual(list(service), [service.writer, service.listener])
+        self.assertEqual(
+            list(service),
+            [service.journal, service.writer, service.pipeline, service.listener],
+        )
         self.assertIs(service.pipeline.writer, service.writer)
+        self.assertIs(service.pipeline.journal, service.journal)
         self.assertIs(service.listener.factory.sink, service.pipeline)
+        self.assertEqual(service.journal.directory, self.settings.data_dir)
+        self.assertEqual(service.journal.max_bytes, 1 << 30)
+        self.assertEqual(service.journal.min_free_bytes, 32 << 20)
+        self.assertEqual(service.journal.full_observers, [service.listener.pause])
+        self.assertEqual(
+            service.writer.overload_observers, [service.pipeline.writer_overloaded]
+        )
         self.assertEqual(service.listener.grace, 5.0)
         self.assertEqual(service.listener.description, "tcp:8266")
         self.assertEqual(service.writer.flush_interval, 600.0)
@@ -202,6 +230,10 @@ class StartTests(ServiceTestCase):
             "300",
             "--grace",
             "2",
+            "--journal-max-size",
+            "64M",
+            "--journal-min-free",
+            "1G",
         )
         writer = self.service.writer
         self.assertEqual(
@@ -216,6 +248,11 @@ class StartTests(ServiceTestCase):
         factory = self.service.listener.factory
         self.assertEqual((factory.idle_timeout, factory.max_packet_size), (11.0, 300))
         self.assertEqual(self.service.listener.grace, 2.0)
+        journal = self.service.journal
+        self.assertEqual(
+            (journal.max_bytes, journal.min_free_bytes, journal.shutdown_timeout),
+            (64 << 20, 1 << 30, 4.0),
+        )
 
     def test_privilegedStartListensOnce(self) -> None:
         """twistd calls privilegedStartService, then startService: one listen."""
@@ -225,18 +262,32 @@ class StartTests(ServiceTestCase):
         self.service.startService()
         self.assertEqual(self.reactor.tcpServers, [(8266, factory, 50, "")])
 
-    def test_writerStartsFirst(self) -> None:
+    def test_listenerStartsLast(self) -> None:
+        """Journal, writer and pipeline run before the first station connects."""
         running = []
+        service = self.service
 
         def listen():
-            running.append((self.service.writer.running, self.service.listener.running))
+            running.append(
+                [s.running for s in (service.journal, service.writer, service.pipeline)]
+                + [service.listener.running]
+            )
             return succeed(FakePort(self.events))
 
         self.service.listener.endpoint = FakeEndpoint(listen)
         self.assertFalse(self.service.writer.running)
         self.service.startService()
-        self.assertEqual(running, [(True, False)])
+        self.assertEqual(running, [[True, True, True, False]])
         self.assertTrue(self.service.listener.running)
+
+    def test_dataDirInUse(self) -> None:
+        """A second server on the same --data-dir does not start."""
+        self.service.startService()
+        other = build_test_service(
+            self, self.settings, MemoryReactorClock(), client=StubTreq(self.fake)
+        )
+        error = self.assertRaises(JournalLocked, other.startService)
+        self.assertIn(self.settings.data_dir, str(error))
 
     def test_cannotListen(self) -> None:
         """An endpoint whose listen fails at once: CannotListen, saying why."""
@@ -275,7 +326,9 @@ class StartTests(ServiceTestCase):
         self.assertEqual(len(endpoint.factories), 1)
         pending.callback(FakePort(self.events))
         self.successResultOf(self.service.stopService())
-        self.assertEqual(self.events, ["stopListening", "writer stop"])
+        self.assertEqual(
+            self.events, ["stopListening", "pipeline stop", "writer stop", "journal stop"]
+        )
 
 
 class StopTests(ServiceTestCase):
@@ -288,24 +341,37 @@ class StopTests(ServiceTestCase):
         protocol, transport = self.connect()
         self.reactor.advance(3)
         protocol.dataReceived(reference_packet(records=3))
+        # Durable in the journal: the station is told before InfluxDB has it.
+        self.assertEqual(transport.value(), ACK)
         transport.loseConnection()
         self.assertEqual(self.service.writer.pending, 9)
         self.assertEqual(self.fake.requests, [])
         stopped = self.service.stopService()
         self.assertIsNone(self.successResultOf(stopped))
-        self.assertEqual(self.events, ["stopListening", "writer stop", "POST"])
+        self.assertEqual(
+            self.events,
+            ["stopListening", "pipeline stop", "writer stop", "POST", "journal stop"],
+        )
         self.assertEqual(self.reactor.seconds(), T0 + 3)
         self.assertDelivered(T0 + 3)
         self.assertEqual(self.service.writer.pending, 0)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertFalse(self.service.running)
         self.assertFalse(self.service.listener.running)
+        self.assertFalse(self.service.pipeline.running)
         self.assertFalse(self.service.writer.running)
+        self.assertFalse(self.service.journal.running)
+        # Delivered: nothing is left in the journal, which is closed.
+        self.assertIsNone(self.service.journal.file)
+        status = journal_status(self.settings.data_dir)
+        self.assertEqual((status.pending, status.quarantined), (0, 0))
 
     def test_nothingToDo(self) -> None:
         self.start()
         self.assertIsNone(self.successResultOf(self.service.stopService()))
-        self.assertEqual(self.events, ["stopListening", "writer stop"])
+        self.assertEqual(
+            self.events, ["stopListening", "pipeline stop", "writer stop", "journal stop"]
+        )
         self.assertEqual(self.fake.requests, [])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
@@ -333,7 +399,15 @@ class StopTests(ServiceTestCase):
         self.reactor.advance(0.001)
         self.assertIsNone(self.successResultOf(stopped))
         self.assertEqual(
-            self.events, ["stopListening", "abort 192.0.2.7", "writer stop", "POST"]
+            self.events,
+            [
+                "stopListening",
+                "abort 192.0.2.7",
+                "pipeline stop",
+                "writer stop",
+                "POST",
+                "journal stop",
+            ],
         )
         self.assertTrue(transport.aborted)
         self.assertEqual(self.service.listener.factory.connections, set())
@@ -343,6 +417,11 @@ class StopTests(ServiceTestCase):
         self.assertEqual(stats["packets_rejected_truncated"], 1)
         self.assertDelivered(T0)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+        # The partial packet is kept in quarantine, whole, with why.
+        [kept] = journal_quarantined(self.settings.data_dir)
+        self.assertEqual(kept.entry.packet.data, packet[:10])
+        self.assertEqual(kept.quarantine.reason, Reason.TRUNCATED)
+        self.assertEqual(journal_status(self.settings.data_dir).pending, 0)
 
     def test_finishedDuringGrace(self) -> None:
         """
@@ -364,7 +443,10 @@ class StopTests(ServiceTestCase):
 
         transport.loseConnection()
         self.assertEqual(delivered_when_stopped, [9])
-        self.assertEqual(self.events, ["stopListening", "writer stop", "POST"])
+        self.assertEqual(
+            self.events,
+            ["stopListening", "pipeline stop", "writer stop", "POST", "journal stop"],
+        )
         self.assertFalse(transport.aborted)
         self.assertEqual(self.service.pipeline.stats["packets_rejected"], 0)
         self.assertEqual(self.service.pipeline.stats["packets_accepted"], 1)
@@ -389,7 +471,15 @@ class StopTests(ServiceTestCase):
         self.reactor.advance(0.001)
         self.assertIsNone(self.successResultOf(stopped))
         self.assertEqual(
-            self.events, ["stopListening", "abort 192.0.2.7", "writer stop", "POST"]
+            self.events,
+            [
+                "stopListening",
+                "abort 192.0.2.7",
+                "pipeline stop",
+                "writer stop",
+                "POST",
+                "journal stop",
+            ],
         )
         self.assertEqual(self.service.pipeline.stats["packets_rejected"], 0)
         self.assertDelivered(T0 + 1)
@@ -409,7 +499,15 @@ class StopTests(ServiceTestCase):
         self.reactor.advance(4)
         self.assertIsNone(self.successResultOf(stopped))
         self.assertEqual(
-            self.events, ["stopListening", "abort 192.0.2.8", "writer stop", "POST"]
+            self.events,
+            [
+                "stopListening",
+                "abort 192.0.2.8",
+                "pipeline stop",
+                "writer stop",
+                "POST",
+                "journal stop",
+            ],
         )
         self.assertFalse(first_transport.aborted)
         self.assertTrue(second_transport.aborted)
@@ -427,7 +525,16 @@ class StopTests(ServiceTestCase):
         stopped = self.service.stopService()
         self.reactor.advance(0)
         self.assertIsNone(self.successResultOf(stopped))
-        self.assertEqual(self.events, ["stopListening", "abort 192.0.2.7", "writer stop"])
+        self.assertEqual(
+            self.events,
+            [
+                "stopListening",
+                "abort 192.0.2.7",
+                "pipeline stop",
+                "writer stop",
+                "journal stop",
+            ],
+        )
         self.assertEqual(self.service.pipeline.stats["packets_rejected_truncated"], 1)
         self.assertEqual(self.reactor.seconds(), T0)
 
@@ -439,12 +546,24 @@ class StopTests(ServiceTestCase):
         protocol.dataReceived(reference_packet(records=3))
         transport.loseConnection()
         stopped = self.service.stopService()
-        self.assertEqual(self.events, ["stopListening", "writer stop", "POST"])
+        self.assertEqual(
+            self.events, ["stopListening", "pipeline stop", "writer stop", "POST"]
+        )
         self.assertNoResult(stopped)
         self.assertEqual(self.fake.points, [])
         self.reactor.advance(1)
         self.assertIsNone(self.successResultOf(stopped))
-        self.assertEqual(self.events, ["stopListening", "writer stop", "POST", "POST"])
+        self.assertEqual(
+            self.events,
+            [
+                "stopListening",
+                "pipeline stop",
+                "writer stop",
+                "POST",
+                "POST",
+                "journal stop",
+            ],
+        )
         self.assertDelivered(T0)
 
     def test_writerShutdownTimeout(self) -> None:
@@ -461,6 +580,42 @@ class StopTests(ServiceTestCase):
         self.assertIsNone(self.successResultOf(stopped))
         self.assertEqual(self.fake.points, [])
         self.assertEqual(self.service.writer.pending, 9)
+        # Not lost: the packet stays in the journal for the next start.
+        self.assertEqual(journal_status(self.settings.data_dir).pending, 1)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_nextStartSendsWhatWasLeft(self) -> None:
+        """
+        What InfluxDB did not acknowledge before the stop is sent by the next
+        server on the same --data-dir, with the timestamps it first had.
+        """
+        self.build("--shutdown-timeout", "3")
+        self.start()
+        self.fake.fail_next(503, {"error": "busy"}, count=100)
+        protocol, transport = self.connect()
+        protocol.dataReceived(reference_packet(records=3))
+        transport.loseConnection()
+        stopped = self.service.stopService()
+        self.reactor.advance(3)
+        self.successResultOf(stopped)
+        self.assertEqual(self.fake.points, [])
+
+        self.build("--data-dir", self.settings.data_dir)  # InfluxDB works again
+        self.start()
+        self.assertEqual(self.service.pipeline.stats["packets_from_journal"], 1)
+        self.assertEqual(self.service.writer.pending, 9)
+        self.successResultOf(self.service.stopService())
+        self.assertDelivered(T0)
+        self.assertEqual(journal_status(self.settings.data_dir).pending, 0)
+
+    def test_journalClosedWhenTheWriterFails(self) -> None:
+        self.start()
+        self.service.writer.stopService = lambda: fail(RuntimeError("boom"))
+        stopped = self.service.stopService()
+        self.failureResultOf(stopped, RuntimeError)
+        self.assertEqual(self.events, ["stopListening", "pipeline stop", "journal stop"])
+        self.assertFalse(self.service.journal.running)
+        self.assertIsNone(self.service.journal.file)
 
     def test_writerStopsWhenListenerFails(self) -> None:
         self.start()
@@ -468,6 +623,9 @@ class StopTests(ServiceTestCase):
         self.service.writer.write([b"light,place=balcony value=1 1700000000000000000"])
         stopped = self.service.stopService()
         self.failureResultOf(stopped, RuntimeError)
-        self.assertEqual(self.events, ["writer stop", "POST"])
+        self.assertEqual(
+            self.events, ["pipeline stop", "writer stop", "POST", "journal stop"]
+        )
         self.assertEqual(len(self.fake.points), 1)
         self.assertFalse(self.service.writer.running)
+        self.assertIsNone(self.service.journal.file)

@@ -6,6 +6,7 @@ points (makeService, the plugin).
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 
 from treq.testing import StubTreq
@@ -23,9 +24,17 @@ from weather import tap
 from weather.devices import REFERENCE_DEVICES
 from weather.http import UnverifiedPolicy, tls_policy
 from weather.influx import InfluxV1, InfluxV2
+from weather.journal import FILENAME, JournalFile
+from weather.journalservice import (
+    LOCKNAME,
+    ImmediateDiskWorker,
+    ThreadDiskWorker,
+    check_lock,
+)
 from weather.packet import MAX_PACKET_SIZE
 from weather.service import WeatherService
 from weather.settings import (
+    DATA_DIR_VARIABLE,
     PASSWORD_VARIABLE,
     TOKEN_VARIABLE,
     ConfigurationError,
@@ -79,7 +88,7 @@ class SettingsTestCase(SynchronousTestCase):
 
 class DefaultTests(SettingsTestCase):
     def test_defaults(self) -> None:
-        result = settings()
+        result = settings(environ={"HOME": "/home/station"})
         self.assertEqual(
             result,
             Settings(
@@ -97,6 +106,10 @@ class DefaultTests(SettingsTestCase):
                 max_packet_size=MAX_PACKET_SIZE,
                 grace=5.0,
                 shutdown_timeout=10.0,
+                max_pending=1_000_000,
+                data_dir="/home/station/.local/state/weather",
+                journal_max_bytes=1 << 30,
+                journal_min_free_bytes=32 << 20,
                 warnings=(),
             ),
         )
@@ -110,7 +123,13 @@ class DefaultTests(SettingsTestCase):
 
     def test_numberTypes(self) -> None:
         result = settings()
-        for name in ("batch_size", "max_packet_size"):
+        for name in (
+            "batch_size",
+            "max_packet_size",
+            "max_pending",
+            "journal_max_bytes",
+            "journal_min_free_bytes",
+        ):
             self.assertIs(type(getattr(result, name)), int, name)
         for name in (
             "flush_interval",
@@ -181,9 +200,10 @@ class BuildServicePortTests(SynchronousTestCase):
         error = self.assertRaises(
             ConfigurationError,
             tap.build_service,
-            settings("--port", port),
+            settings("--port", port, "--data-dir", self.mktemp()),
             reactor,
             client=StubTreq(Resource()),
+            worker=ImmediateDiskWorker(),
         )
         message = str(error)
         self.assertTrue(message.startswith(f"--port {port}: "), message)
@@ -225,9 +245,10 @@ class BuildServicePortTests(SynchronousTestCase):
     def test_goodPort(self) -> None:
         reactor = MemoryReactorClock()
         service = tap.build_service(
-            settings("--port", "tcp:8300:interface=127.0.0.1"),
+            settings("--port", "tcp:8300:interface=127.0.0.1", "--data-dir", self.mktemp()),
             reactor,
             client=StubTreq(Resource()),
+            worker=ImmediateDiskWorker(),
         )
         self.assertIsInstance(service, WeatherService)
         self.assertEqual(service.listener.description, "tcp:8300:interface=127.0.0.1")
@@ -360,6 +381,142 @@ class NumberTests(SettingsTestCase):
         )
         self.assertEqual(
             (result.flush_interval, result.batch_size, result.grace), (0.25, 250, 2.5)
+        )
+
+
+class DataDirTests(SettingsTestCase):
+    """Where the journal lives: --data-dir, else the environment's choice."""
+
+    def data_dir(self, *args: str, **environ: str) -> str:
+        return settings(*args, environ=environ).data_dir
+
+    def test_variable(self) -> None:
+        self.assertEqual(
+            self.data_dir(
+                WEATHER_DATA_DIR="/srv/weather",
+                XDG_STATE_HOME="/home/station/state",
+                HOME="/home/station",
+            ),
+            "/srv/weather",
+        )
+
+    def test_xdgStateHome(self) -> None:
+        self.assertEqual(
+            self.data_dir(XDG_STATE_HOME="/home/station/state", HOME="/home/station"),
+            "/home/station/state/weather",
+        )
+
+    def test_home(self) -> None:
+        self.assertEqual(
+            self.data_dir(HOME="/home/station"), "/home/station/.local/state/weather"
+        )
+
+    def test_emptyVariablesIgnored(self) -> None:
+        self.assertEqual(
+            self.data_dir(WEATHER_DATA_DIR="", XDG_STATE_HOME="", HOME="/home/station"),
+            "/home/station/.local/state/weather",
+        )
+
+    def test_noHome(self) -> None:
+        """Without $HOME in the environment given, the user's home directory."""
+        self.patch(os, "environ", {"HOME": "/home/elsewhere"})
+        self.assertEqual(self.data_dir(), "/home/elsewhere/.local/state/weather")
+
+    def test_optionWins(self) -> None:
+        self.assertEqual(
+            self.data_dir(
+                "--data-dir",
+                "/var/lib/weather",
+                WEATHER_DATA_DIR="/srv/weather",
+                XDG_STATE_HOME="/state",
+                HOME="/home/station",
+            ),
+            "/var/lib/weather",
+        )
+        self.assertEqual(self.data_dir("-d", "/var/lib/weather"), "/var/lib/weather")
+
+    def test_madeAbsolute(self) -> None:
+        """twistd changes directory when it daemonizes: the path must not depend on it."""
+        self.assertEqual(self.data_dir("--data-dir", "wx"), os.path.abspath("wx"))
+        self.assertEqual(
+            self.data_dir(WEATHER_DATA_DIR="relative"), os.path.abspath("relative")
+        )
+
+    def test_tildeExpanded(self) -> None:
+        self.patch(os, "environ", {"HOME": "/home/station"})
+        self.assertEqual(self.data_dir("--data-dir", "~/wx"), "/home/station/wx")
+
+    def test_empty(self) -> None:
+        for value in ("", "   "):
+            self.assertEqual(
+                self.assertConfigurationError("--data-dir", value),
+                "--data-dir must not be empty",
+            )
+
+    def test_variableName(self) -> None:
+        self.assertEqual(DATA_DIR_VARIABLE, "WEATHER_DATA_DIR")
+        self.assertIn("$WEATHER_DATA_DIR", Options().__str__())
+
+
+class JournalSizeTests(SettingsTestCase):
+    def test_defaults(self) -> None:
+        result = settings()
+        self.assertEqual(result.journal_max_bytes, 1 << 30)
+        self.assertEqual(result.journal_min_free_bytes, 32 << 20)
+
+    def test_maxSize(self) -> None:
+        cases = {
+            "500M": 500 << 20,
+            "2G": 2 << 30,
+            "1GiB": 1 << 30,
+            "1GB": 1 << 30,
+            "2g": 2 << 30,
+            "1048576": 1 << 20,
+            "4096K": 4 << 20,
+            "1T": 1 << 40,
+            " 64M ": 64 << 20,
+        }
+        for text, expected in cases.items():
+            self.assertEqual(
+                settings("--journal-max-size", text).journal_max_bytes, expected, text
+            )
+
+    def test_notASize(self) -> None:
+        for text in ("lots", "", "1.5G", "-1G", "M", "1X", "1 G", "G1", "0x100000"):
+            self.assertEqual(
+                self.assertConfigurationError("--journal-max-size", text),
+                f"--journal-max-size {text.strip()!r}: give a size in bytes such as "
+                "500M or 2G",
+            )
+
+    def test_minimum(self) -> None:
+        """At least a mebibyte."""
+        self.assertEqual(settings("--journal-max-size", "1M").journal_max_bytes, 1 << 20)
+        self.assertEqual(
+            self.assertConfigurationError("--journal-max-size", "1048575"),
+            "--journal-max-size 1048575: give at least 1048576 bytes",
+        )
+        self.assertEqual(
+            self.assertConfigurationError("--journal-max-size", "1023K"),
+            "--journal-max-size 1023K: give at least 1048576 bytes",
+        )
+        self.assertEqual(
+            self.assertConfigurationError("--journal-max-size", "0"),
+            "--journal-max-size 0: give at least 1048576 bytes",
+        )
+
+    def test_minFree(self) -> None:
+        for text, expected in {"0": 0, "100M": 100 << 20, "1G": 1 << 30}.items():
+            self.assertEqual(
+                settings("--journal-min-free", text).journal_min_free_bytes, expected
+            )
+        self.assertEqual(
+            self.assertConfigurationError("--journal-min-free", "plenty"),
+            "--journal-min-free 'plenty': give a size in bytes such as 500M or 2G",
+        )
+        self.assertEqual(
+            self.assertConfigurationError("--journal-min-free", "-1"),
+            "--journal-min-free '-1': give a size in bytes such as 500M or 2G",
         )
 
 
@@ -791,10 +948,15 @@ class TlsTests(SettingsTestCase):
 
 class MakeServiceTests(SettingsTestCase):
     def setUp(self) -> None:
-        self.patch(os, "environ", {})
+        # Should a test forget --data-dir, the default is not the real home's.
+        self.patch(os, "environ", {"HOME": os.path.abspath(self.mktemp())})
+        self.data_dir = os.path.abspath(self.mktemp())
+
+    def make(self, *args: str):
+        return tap.makeService(parse("--data-dir", self.data_dir, *args))
 
     def assertExits(self, *args: str) -> str:
-        error = self.assertRaises(SystemExit, tap.makeService, parse(*args))
+        error = self.assertRaises(SystemExit, self.make, *args)
         message = error.code
         self.assertIsInstance(message, str)
         self.assertTrue(message.startswith("weather: "), message)
@@ -837,10 +999,65 @@ class MakeServiceTests(SettingsTestCase):
         self.assertIn(path, message)
 
     def test_service(self) -> None:
-        service = tap.makeService(parse("--port", "tcp:0:interface=127.0.0.1"))
+        service = self.make("--port", "tcp:0:interface=127.0.0.1")
         self.assertIsInstance(service, WeatherService)
         self.assertEqual(service.listener.description, "tcp:0:interface=127.0.0.1")
         self.assertFalse(service.running)
+        self.assertEqual(service.journal.directory, self.data_dir)
+        # The journal's thread starts with the service, under twistd, not here.
+        self.assertIsInstance(service.journal.worker, ThreadDiskWorker)
+        self.assertFalse(service.journal.worker.pool.started)
+        self.assertIsNone(service.journal.file)
+
+    def test_dataDirNotCreated(self) -> None:
+        """
+        Before twistd daemonizes (and perhaps switches user with --uid), the
+        data directory is checked but nothing is created: the user the
+        server runs as must own what the journal creates.
+        """
+        self.make()
+        self.assertFalse(os.path.exists(self.data_dir))
+
+    def test_existingJournalChecked(self) -> None:
+        """An existing journal is opened once and its lock let go."""
+        JournalFile(self.data_dir).close()
+        check_lock(self.data_dir)
+        self.make()
+        fd = os.open(os.path.join(self.data_dir, LOCKNAME), os.O_RDWR)
+        self.addCleanup(os.close, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def test_unreadableJournal(self) -> None:
+        os.makedirs(self.data_dir)
+        with open(os.path.join(self.data_dir, FILENAME), "wb") as f:
+            f.write(b"not SQLite at all" * 200)
+        self.assertTrue(self.assertExits().startswith("weather: cannot open the journal"))
+
+    def test_dataDirInUse(self) -> None:
+        os.makedirs(self.data_dir)
+        fd = os.open(os.path.join(self.data_dir, LOCKNAME), os.O_RDWR | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.assertEqual(
+            self.assertExits(),
+            f"weather: another weather server is using --data-dir {self.data_dir}",
+        )
+
+    def test_dataDirUnusable(self) -> None:
+        """A --data-dir that cannot be a directory: one line, saying why."""
+        with open(self.data_dir, "w"):
+            pass
+        message = self.assertExits()
+        self.assertTrue(
+            message.startswith(f"weather: --data-dir {self.data_dir}: "),
+            message,
+        )
+
+    def test_dataDirFromEnvironment(self) -> None:
+        """makeService reads the real environment: $WEATHER_DATA_DIR is honoured."""
+        os.environ[DATA_DIR_VARIABLE] = self.data_dir
+        service = tap.makeService(parse())
+        self.assertEqual(service.journal.directory, self.data_dir)
 
     def test_warningsLogged(self) -> None:
         """
@@ -849,7 +1066,7 @@ class MakeServiceTests(SettingsTestCase):
         with that key for Python warnings and fails on them.)
         """
         with capturedLogs() as events:
-            tap.makeService(parse("--insecure"))
+            self.make("--insecure")
         warnings = [e for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(len(warnings), 1)
         self.assertIn(

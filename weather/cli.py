@@ -29,7 +29,7 @@ from weather.journal import (
     Quarantine,
     QuarantinedPacket,
 )
-from weather.journalservice import JournalLocked, check_lock
+from weather.journalservice import server_running
 from weather.lineprotocol import LineEncoder
 from weather.packet import PacketRejected
 from weather.pipeline import REFUSED
@@ -225,11 +225,9 @@ def journal_status(directory: str, out: TextIO, now: float) -> int:
         status = file.status()
     finally:
         file.close()
-    try:
-        check_lock(directory)
-        server = "no server is using it"
-    except JournalLocked:
-        server = "a server is using it"
+    server = (
+        "a server is using it" if server_running(directory) else "no server is using it"
+    )
     oldest = (
         f"{age(now - status.oldest_pending_ns / 1e9)} old "
         f"(arrived {utc(status.oldest_pending_ns)} UTC)"
@@ -439,6 +437,8 @@ def main(
         if command == "quarantine":
             q = sub.subOptions
             return quarantine_list(q.data_dir(), q["reason"], q["hex"], out)
+        sub.settings()  # the InfluxDB options and devices file, checked before starting
+        JournalFile(sub.data_dir(), create=False).close()
         return _react(lambda reactor: replay(reactor, sub, out, err))
     except (JournalError, ConfigurationError, usage.UsageError) as e:
         err.write(f"weather: {e}\n")

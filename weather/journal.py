@@ -135,6 +135,11 @@ class JournalFile:
                 raise JournalError(f"cannot create {directory}: {e.strerror}") from None
         elif not os.path.exists(self.path):
             raise JournalError(f"no journal in {directory} (is --data-dir right?)")
+        if create and not os.path.exists(self.path):
+            try:  # private: SQLite gives its -wal and -shm files the same mode
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as e:
+                raise JournalError(f"cannot create {self.path}: {e.strerror}") from None
         try:
             self.connection = sqlite3.connect(
                 self.path,
@@ -219,7 +224,9 @@ class JournalFile:
         """Give the space of delivered packets back once there is a lot of it."""
         page_size, _, free = self._pages()
         if free * page_size > RECLAIM_BYTES:
-            self.connection.execute("PRAGMA incremental_vacuum")
+            # It frees one page per step; execute() steps once, executescript()
+            # to the end.  (No transaction is open here.)
+            self.connection.executescript("PRAGMA incremental_vacuum;")
 
     # -- reading -------------------------------------------------------------
 
@@ -283,9 +290,12 @@ class JournalFile:
         )
 
     def used_bytes(self) -> int:
-        """Live data: the database's used pages and the write-ahead log."""
+        """
+        Live data: the database's used pages (those still in the write-ahead
+        log included; the log file itself is capped by C{journal_size_limit}).
+        """
         page_size, count, free = self._pages()
-        return (count - free) * page_size + _size(self.path + "-wal")
+        return (count - free) * page_size
 
     def file_bytes(self) -> int:
         return sum(_size(self.path + suffix) for suffix in ("", "-wal", "-shm"))

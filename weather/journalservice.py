@@ -150,6 +150,7 @@ class Journal(Service):
         self._committing = False
         self._retry_call: IDelayedCall | None = None
         self._over_water = False
+        self._measure_call: IDelayedCall | None = None
         self._idle: list[Deferred[None]] = []
 
     # -- life cycle ------------------------------------------------------------
@@ -179,11 +180,16 @@ class Journal(Service):
             quarantined=status.quarantined,
         )
         self._check_water(self.used_bytes)
+        if self._over_water:
+            self._schedule_measure()
         self._commit_next()  # anything appended before the start
 
     def stopService(self) -> Deferred[None]:
         """Commit what is left (retrying until C{shutdown_timeout}), then close."""
         super().stopService()
+        if self._measure_call is not None:
+            self._measure_call.cancel()
+            self._measure_call = None
         if self.file is None:
             return succeed(None)
         idle = self._when_idle()
@@ -383,6 +389,7 @@ class Journal(Service):
         if not self._over_water:
             if used >= self.max_bytes or free < self.min_free_bytes:
                 self._over_water = True
+                self._schedule_measure()
                 self.log.critical(
                     "The journal holds {used} bytes (limit {limit}) and the disk has "
                     "{free} bytes free (minimum {minimum}): taking no more packets "
@@ -396,6 +403,33 @@ class Journal(Service):
             self._over_water = False
             self.log.info("The journal holds {used} bytes: taking packets again", used=used)
         self._set_full(self._over_water or self.failing is not None)
+
+    def _schedule_measure(self) -> None:
+        """
+        While over the mark, measure again now and then: with no station
+        accepted there may be no commit to measure after.
+        """
+        if self._measure_call is None and self.running:
+            self._measure_call = self.clock.callLater(self.retry_interval, self._measure)
+
+    def _measure(self) -> None:
+        self._measure_call = None
+        if not self._over_water or self.file is None:
+            return
+        file = self.file
+        measured = self.worker.run(lambda: (file.used_bytes(), _free_bytes(self.directory)))
+
+        def check(sizes: tuple[int, int]) -> None:
+            if self.file is not None:
+                self._check_water(*sizes)
+                if self._over_water:
+                    self._schedule_measure()
+
+        measured.addCallbacks(check, self._measure_failed)
+
+    def _measure_failed(self, failure: Failure) -> None:
+        self.log.error("Cannot measure the journal: {why}", why=failure.getErrorMessage())
+        self._schedule_measure()
 
     def _set_full(self, full: bool) -> None:
         if full == self.full:
@@ -412,6 +446,21 @@ def _free_bytes(directory: str) -> int:
     except OSError:
         return 0
     return stats.f_bavail * stats.f_frsize
+
+
+def server_running(directory: str) -> bool:
+    """Whether a server holds C{directory}'s lock; creates nothing."""
+    try:
+        fd = os.open(os.path.join(directory, LOCKNAME), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def check_lock(directory: str) -> None:

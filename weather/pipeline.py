@@ -134,7 +134,6 @@ class PacketPipeline(Service):
         reading.addCallbacks(self._backlog_read, self._backlog_failed)
 
     def _backlog_read(self, entries: list[JournalEntry]) -> None:
-        self._reading = False
         if entries and self._cursor == 0:
             self.log.info(
                 "Sending packets kept in the journal, oldest from {peer}",
@@ -144,6 +143,9 @@ class PacketPipeline(Service):
             self._cursor = entry.id
             self.stats["packets_from_journal"] += 1
             self._process(entry)
+        # Only now: a writer that has room again while this chunk is sent
+        # must not start a second read from the middle of it.
+        self._reading = False
         if not self.running or self.writer.overloaded:
             return  # writer_overloaded(False) or the next start reads on
         if len(entries) < self.chunk:

@@ -158,6 +158,11 @@ class WeatherService(MultiService):
         for service in (journal, writer, pipeline, listener):
             service.setServiceParent(self)
 
+    def startService(self) -> None:
+        super().startService()
+        if self.journal.full:  # full already: the listener was not running to hear it
+            self.listener.pause(True)
+
     @inlineCallbacks
     def stopService(self):
         Service.stopService(self)

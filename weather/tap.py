@@ -12,8 +12,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from weather.http import make_client, tls_policy
-from weather.journal import JournalError, JournalFile
-from weather.journalservice import IDiskWorker, Journal, ThreadDiskWorker, check_lock
+from weather.journal import FILENAME, JournalError, JournalFile
+from weather.journalservice import (
+    LOCKNAME,
+    IDiskWorker,
+    Journal,
+    ThreadDiskWorker,
+    check_lock,
+)
 from weather.pipeline import PacketPipeline
 from weather.protocol import StationFactory
 from weather.service import StationListener, WeatherService
@@ -81,13 +87,23 @@ def build_service(
 def check_data_dir(directory: str) -> None:
     """
     Fail now, in one line, if the journal cannot be used, rather than once
-    daemonized.  @raise ConfigurationError: it cannot.
+    daemonized.  Creates nothing: twistd may still switch to another user
+    (--uid), who must own what the journal creates.
+
+    @raise ConfigurationError: it cannot be used.
     """
     try:
-        check_lock(directory)
-        JournalFile(directory).close()
+        if os.path.exists(os.path.join(directory, LOCKNAME)):
+            check_lock(directory)
+        if os.path.exists(os.path.join(directory, FILENAME)):
+            JournalFile(directory, create=False).close()
     except JournalError as e:
         raise ConfigurationError(str(e)) from None
+    existing = directory
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigurationError(f"--data-dir {directory}: {existing} is not a directory")
 
 
 def makeService(options: Options) -> IService:

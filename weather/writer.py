@@ -181,15 +181,15 @@ class PointWriter(Service):
         if not self.overloaded and pending >= self.max_pending:
             self.overloaded = True
             self.log.warn(
-                "{count} points wait for InfluxDB (limit {limit}): taking no more "
-                "packets from stations until it catches up; stations keep theirs",
+                "{count} points wait for InfluxDB (limit {limit}): new packets wait "
+                "in the journal until it catches up",
                 count=pending,
                 limit=self.max_pending,
             )
         elif self.overloaded and pending <= self.max_pending * RESUME_FRACTION:
             self.overloaded = False
             self.log.info(
-                "{count} points wait for InfluxDB: taking packets again", count=pending
+                "{count} points wait for InfluxDB: decoding packets again", count=pending
             )
         else:
             return

@@ -269,3 +269,18 @@ def journal_quarantined(directory: str) -> list[QuarantinedPacket]:
         return journal.quarantined()
     finally:
         journal.close()
+
+
+class SetTime:
+    """A reactor whose clock reads what the test says (timers stay real)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def seconds(self) -> float:
+        return self.now
+
+    def callLater(self, *args, **kwargs):
+        from twisted.internet import reactor
+
+        return reactor.callLater(*args, **kwargs)

@@ -25,7 +25,12 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.influxd import InfluxServer, free_port, require_influxd
-from tests.support import journal_status, reference_devices_toml, reference_packet
+from tests.support import (
+    SetTime,
+    journal_status,
+    reference_devices_toml,
+    reference_packet,
+)
 from weather.devices import si7021_humidity, si7021_temperature
 from weather.protocol import ACK
 from weather.settings import Options, settings_from_options
@@ -39,19 +44,6 @@ def twistd() -> str:
     """The twistd of the Python running the tests."""
     here = os.path.join(os.path.dirname(sys.executable), "twistd")
     return here if os.path.exists(here) else shutil.which("twistd")
-
-
-class SetTime:
-    """A reactor whose clock reads what the test says (timers stay real)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def seconds(self) -> float:
-        return self.now
-
-    def callLater(self, *args, **kwargs):
-        return reactor.callLater(*args, **kwargs)
 
 
 class Sender(Protocol):

@@ -58,7 +58,7 @@ from tests.fleet import (
     send_upload,
 )
 from tests.influxd import InfluxServer, start_influxd
-from tests.support import reference_devices_toml
+from tests.support import SetTime, reference_devices_toml
 from weather.journal import JournalFile
 from weather.settings import Options, settings_from_options
 from weather.tap import build_service
@@ -77,19 +77,6 @@ def tuesday_noon_last_week(now: float | None = None) -> int:
     monday = calendar.timegm((1970, 1, 5, 0, 0, 0))  # a Monday 00:00 UTC
     this_monday = monday + (int(now) - monday) // WEEK * WEEK
     return this_monday - WEEK + 36 * 3600
-
-
-class FixedClock:
-    """A reactor whose clock reads what the test says (timers stay real)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def seconds(self) -> float:
-        return self.now
-
-    def callLater(self, *args, **kwargs):
-        return reactor.callLater(*args, **kwargs)
 
 
 def sleep(seconds: float) -> Deferred:
@@ -208,7 +195,7 @@ class InfluxDBOutageTests(InProcessMixin, TestCase):
             "1",
         )
         t0 = tuesday_noon_last_week()
-        clock = FixedClock(t0)
+        clock = SetTime(t0)
         service.listener.factory.clock = clock
         service.startService()
         port = self.port_of(service)
@@ -609,7 +596,7 @@ class InfluxFaultTests(InProcessMixin, TestCase):
         service = self.build(
             proxy_url, devices, "--flush-interval", "0.05", "--max-backoff", "1"
         )
-        clock = FixedClock(t0)
+        clock = SetTime(t0)
         service.listener.factory.clock = clock
         service.startService()
         port = self.port_of(service)
@@ -852,7 +839,7 @@ class DiskFullTests(InProcessMixin, TestCase):
         )
         journal.retry_interval = self.retry_interval
         t0 = tuesday_noon_last_week()
-        clock = FixedClock(t0)
+        clock = SetTime(t0)
         factory.clock = clock
         service.startService()
         port = self.port_of(service)

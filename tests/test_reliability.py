@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -312,7 +313,10 @@ class ServerProcess(ProcessProtocol):
 
     def kill(self, name: str = "KILL") -> Deferred:
         if self.running:
-            self.transport.signalProcess(name)
+            try:
+                self.transport.signalProcess(name)
+            except ProcessExitedAlready:
+                pass  # exited; processEnded has not been called yet
         return self.ended
 
 

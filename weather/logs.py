@@ -10,6 +10,9 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
+#: The key shared by new keys while the table is full.
+_OVERFLOW = object()
+
 
 class RateLimitedLog:
     """
@@ -18,19 +21,30 @@ class RateLimitedLog:
     The first event of a key is emitted at once; the ones that follow within
     C{period} are counted, and the count is reported with the next event
     emitted for that key (field C{suppressed}).  Keys whose period has passed
-    are forgotten, so many distinct keys (peer addresses) cannot grow memory
-    without bound.
+    are forgotten, and past C{max_keys} live keys (a flood from many peer
+    addresses) new keys share one: memory stays bounded and the log quiet.
     """
 
-    def __init__(self, log: Logger, clock: IReactorTime, period: float = 60.0) -> None:
+    def __init__(
+        self,
+        log: Logger,
+        clock: IReactorTime,
+        period: float = 60.0,
+        max_keys: int = 1024,
+    ) -> None:
         self.log = log
         self.clock = clock
         self.period = period
+        self.max_keys = max_keys
         self._keys: dict[object, list] = {}  # key -> [last emitted at, suppressed]
 
     def emit(self, level: LogLevel, key: object, format: str, **kwargs: Any) -> bool:
         """Log C{format} unless C{key} was logged in the last period; say if it was."""
         now = self.clock.seconds()
+        if key not in self._keys and len(self._keys) >= self.max_keys:
+            self._forget(now)
+            if len(self._keys) >= self.max_keys:
+                key = _OVERFLOW
         entry = self._keys.get(key)
         if entry is not None and now - entry[0] < self.period:
             entry[1] += 1
@@ -40,8 +54,6 @@ class RateLimitedLog:
             format += " ({suppressed} more like this were not logged)"
         self.log.emit(level, format, suppressed=suppressed, **kwargs)
         self._keys[key] = [now, 0]
-        if len(self._keys) > 1024:
-            self._forget(now)
         return True
 
     def warn(self, key: object, format: str, **kwargs: Any) -> bool:

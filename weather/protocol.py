@@ -16,6 +16,7 @@ waits for it can delete its records knowing the server has them.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -24,12 +25,15 @@ from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from weather.admission import NOT_ALLOWED, Admission
 from weather.interfaces import IPacketSink
 from weather.logs import RateLimitedLog
 from weather.packet import MAX_PACKET_SIZE, Packet, PacketFramer, PacketRejected, Reason
 
 #: Written back once a packet is durable (ASCII ACK).
 ACK = b"\x06"
+#: Addresses outside the allow-list are logged once each, up to this many.
+MAX_LOGGED_ADDRESSES = 4096
 
 
 def describe_peer(address: IAddress) -> str:
@@ -49,9 +53,11 @@ class StationProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.callLater = self.factory.clock.callLater
-        self.peer = describe_peer(self.transport.getPeer())
+        address = self.transport.getPeer()
+        self.host = getattr(address, "host", None)
+        self.peer = describe_peer(address)
         self.framer = PacketFramer(self.factory.max_packet_size)
-        self.factory.connections.add(self)
+        self.factory.connection_opened(self)
         self.setTimeout(self.factory.idle_timeout)
         if self.factory.paused:
             self.pause(True)
@@ -112,10 +118,18 @@ class StationProtocol(Protocol, TimeoutMixin):
         self.factory.sink.packet_rejected(packet, error)
 
 
+class RefusedProtocol(Protocol):
+    """A connection the server does not take: closed at once, nothing read."""
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()
+
+
 class StationFactory(Factory):
     """
     Build L{StationProtocol}s that hand packets to C{sink}, stamping arrival
-    times from C{clock}, and keep track of open connections.
+    times from C{clock}, and keep track of open connections; refuse the
+    connections L{Admission} says no to.
     """
 
     protocol = StationProtocol
@@ -129,21 +143,61 @@ class StationFactory(Factory):
         clock: IReactorTime,
         idle_timeout: float = 30.0,
         max_packet_size: int = MAX_PACKET_SIZE,
+        admission: Admission | None = None,
     ) -> None:
         self.sink = sink
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.max_packet_size = max_packet_size
+        self.admission = admission if admission is not None else Admission(clock)
         self.connections: set[StationProtocol] = set()
-        #: True while connections are not read (the writer is overloaded).
+        #: True while connections are not read (the journal is full).
         self.paused = False
+        #: Called with L{Admission.at_capacity} when it changes.
+        self.capacity_observers: list[Callable[[bool], object]] = []
         self._limited = RateLimitedLog(self.log, clock)
+        self._logged_addresses: set[str] = set()
         self._drain_waiters: list[Deferred[None]] = []
         self.stats: Counter[str] = Counter()
 
-    def buildProtocol(self, addr: IAddress) -> StationProtocol:
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        host = getattr(addr, "host", None)
+        reason = self.admission.refusal(host)
+        if reason is not None:
+            self._refused(host, describe_peer(addr), reason)
+            protocol: Protocol = RefusedProtocol()
+            protocol.factory = self
+            return protocol
         self.stats["connections_accepted"] += 1
         return super().buildProtocol(addr)
+
+    def _refused(self, host: str | None, peer: str, reason: str) -> None:
+        self.stats["connections_refused"] += 1
+        self.stats[f"connections_refused_{reason}"] += 1
+        if reason == NOT_ALLOWED:
+            if host in self._logged_addresses:
+                return
+            if len(self._logged_addresses) >= MAX_LOGGED_ADDRESSES:
+                return
+            self._logged_addresses.add(host)
+            more = len(self._logged_addresses) == MAX_LOGGED_ADDRESSES
+            self.log.warn(
+                "Refused a connection from {host}: not in the --allow networks "
+                "(logged once per address{more})",
+                host=host,
+                more="; no more addresses will be logged" if more else "",
+                reason=reason,
+            )
+            return
+        self._limited.warn(
+            (reason, host),
+            "Refused a connection from {peer} ({reason}): {open} connections open "
+            "from that address, {total} in all",
+            peer=peer,
+            reason=reason,
+            open=self.admission.open_from(host),
+            total=self.admission.open,
+        )
 
     def deliver(self, packet: Packet) -> Deferred | None:
         """
@@ -177,12 +231,33 @@ class StationFactory(Factory):
         self._drain_waiters.append(waiter)
         return waiter
 
+    def connection_opened(self, protocol: StationProtocol) -> None:
+        self.connections.add(protocol)
+        self.admission.opened(protocol.host)
+        if self.admission.open == self.admission.max_connections:
+            self._limited.warn(
+                "capacity",
+                "{count} station connections are open, the --max-connections "
+                "limit: not accepting more until some close",
+                count=self.admission.open,
+            )
+            self._capacity_changed(True)
+
     def connection_closed(self, protocol: StationProtocol) -> None:
+        if protocol not in self.connections:
+            return
         self.connections.discard(protocol)
+        self.admission.closed(protocol.host)
+        if self.admission.open == self.admission.max_connections - 1:
+            self._capacity_changed(False)
         if not self.connections:
             waiters, self._drain_waiters = self._drain_waiters, []
             for waiter in waiters:
                 waiter.callback(None)
+
+    def _capacity_changed(self, at_capacity: bool) -> None:
+        for observer in list(self.capacity_observers):
+            observer(at_capacity)
 
     def now_ns(self) -> int:
         """The current time, to the microsecond, in nanoseconds since the epoch."""

@@ -55,7 +55,11 @@ class StationListener(Service):
         self.description = description
         self.grace = grace
         self.port: IListeningPort | None = None
+        #: True while the journal is full: nothing is accepted or read.
+        self.paused = False
+        self._accept_stopped = False
         self._listening: Deferred[None] | None = None
+        factory.capacity_observers.append(self.at_capacity)
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -79,7 +83,9 @@ class StationListener(Service):
 
     def _listened(self, port: IListeningPort) -> None:
         self.port = port
+        self._accept_stopped = False
         self.log.info("Listening for stations on {where}", where=self.description)
+        self._update_accepting()
 
     def pause(self, paused: bool) -> None:
         """
@@ -89,12 +95,32 @@ class StationListener(Service):
         """
         if paused and not self.running:
             return
+        self.paused = paused
         self.factory.pause(paused)
-        if self.port is not None and hasattr(self.port, "stopReading"):
-            if paused:
-                self.port.stopReading()
-            else:
-                self.port.startReading()
+        self._update_accepting()
+
+    def at_capacity(self, full: bool) -> None:
+        """The connection limit was reached (True), or there is room again."""
+        self._update_accepting()
+
+    @property
+    def accepting(self) -> bool:
+        """True while new connections are accepted."""
+        return self.port is not None and not self._accept_stopped
+
+    def _update_accepting(self) -> None:
+        """
+        Call accept() only while the journal has room and the connection
+        limit is not reached: other connections wait in the listen queue.
+        """
+        stop = self.paused or self.factory.admission.at_capacity
+        if self.port is None or not hasattr(self.port, "stopReading"):
+            return
+        if stop and not self._accept_stopped:
+            self.port.stopReading()
+        elif not stop and self._accept_stopped:
+            self.port.startReading()
+        self._accept_stopped = stop
 
     def _cannot_listen_later(self, failure: Failure) -> None:
         self.log.critical(
@@ -111,6 +137,7 @@ class StationListener(Service):
             port, self.port = self.port, None
             yield port.stopListening()
         # What stations already sent must be read, overloaded or not.
+        self.paused = False
         self.factory.pause(False)
         open_connections = len(self.factory.connections)
         if open_connections:

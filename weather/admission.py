@@ -1,0 +1,182 @@
+"""
+Which station connections the server takes: the allow-list, the per-address
+connection and rate limits, and the overall limit.
+
+Refusing means accepting and closing at once, which a station whose firmware
+writes without waiting for the acknowledgement byte may take for a
+successful upload.  So the overall limit is not enforced that way: when it
+is reached the listener stops calling accept(), and new connections wait in
+the kernel's listen queue (or are not established at all) until there is
+room.  Refusal is kept for addresses outside the allow-list and for one
+address holding more than its share.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Why a connection was refused (the label of the refused-connections counter).
+NOT_ALLOWED = "not_allowed"
+PEER_LIMIT = "peer_limit"
+RATE_LIMITED = "rate_limited"
+SERVER_LIMIT = "server_limit"
+REASONS = (NOT_ALLOWED, PEER_LIMIT, RATE_LIMITED, SERVER_LIMIT)
+
+
+def parse_network(text: str) -> Network:
+    """
+    A network of the allow-list: C{192.168.1.0/24}, C{2001:db8::/32}, or one
+    address.  @raise ValueError: with what is wrong.
+    """
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not an address or a network ({e})") from None
+
+
+def peer_address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The peer's IP address (IPv4-mapped IPv6 addresses as IPv4), or None."""
+    if host is None:
+        return None
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most C{connections} new connections per address per C{period} seconds."""
+
+    connections: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """C{N/s}, C{N/min} or C{N/h}.  @raise ValueError: with what is wrong."""
+        count, _, unit = text.strip().partition("/")
+        periods = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
+        if not (count.isascii() and count.isdigit()) or unit not in periods:
+            raise ValueError(f"{text!r}: give connections per time, such as 30/min")
+        if int(count) < 1:
+            raise ValueError(f"{text!r}: give at least 1 connection")
+        return cls(int(count), periods[unit])
+
+
+class AddressBuckets:
+    """
+    One token bucket per address, holding at most C{max_addresses} of them.
+
+    A bucket that has filled up again says nothing an empty table would not,
+    so full buckets are dropped when the table is full.  If it is still full
+    (a flood from more addresses than that within one period), new addresses
+    are let through: the connection limits still hold, and real stations
+    must not be refused because of someone else's flood.
+    """
+
+    def __init__(
+        self, limit: RateLimit, clock: IReactorTime, max_addresses: int = 65536
+    ) -> None:
+        self.limit = limit
+        self.clock = clock
+        self.max_addresses = max_addresses
+        self._buckets: dict[object, tuple[float, float]] = {}  # tokens, when
+
+    def take(self, address: object) -> bool:
+        """Count one connection from C{address}; False if it is over its rate."""
+        now = self.clock.seconds()
+        capacity = float(self.limit.connections)
+        rate = capacity / self.limit.period
+        tokens, when = self._buckets.get(address, (capacity, now))
+        tokens = min(capacity, tokens + (now - when) * rate)
+        if tokens < 1.0:
+            self._buckets[address] = (tokens, now)
+            return False
+        if address not in self._buckets and len(self._buckets) >= self.max_addresses:
+            self._drop_full(now, capacity, rate)
+            if len(self._buckets) >= self.max_addresses:
+                return True
+        self._buckets[address] = (tokens - 1.0, now)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _drop_full(self, now: float, capacity: float, rate: float) -> None:
+        for address, (tokens, when) in list(self._buckets.items()):
+            if tokens + (now - when) * rate >= capacity:
+                del self._buckets[address]
+
+
+class Admission:
+    """
+    Decide, connection by connection, whether a peer may talk to the server,
+    and keep count of what is open per address.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        max_connections: int = 512,
+        max_per_peer: int = 32,
+        allow: Iterable[Network] = (),
+        rate: RateLimit | None = None,
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_per_peer = max_per_peer
+        self.allow = tuple(allow)
+        self.rate = AddressBuckets(rate, clock) if rate is not None else None
+        self.open = 0
+        self._per_peer: Counter[object] = Counter()
+
+    @property
+    def at_capacity(self) -> bool:
+        """True while the overall limit is reached: stop accepting."""
+        return self.open >= self.max_connections
+
+    def refusal(self, host: str | None) -> str | None:
+        """Why a connection from C{host} is refused, or None to take it."""
+        address = peer_address(host)
+        if self.allow and address is not None:
+            if not any(address in network for network in self.allow):
+                return NOT_ALLOWED
+        if self.open >= self.max_connections:
+            # Only the connections accepted in the same read as the last one
+            # that fitted: accepting has stopped by now.
+            return SERVER_LIMIT
+        if self._per_peer[address] >= self.max_per_peer:
+            return PEER_LIMIT
+        if self.rate is not None and address is not None and not self.rate.take(address):
+            return RATE_LIMITED
+        return None
+
+    def opened(self, host: str | None) -> None:
+        self.open += 1
+        self._per_peer[peer_address(host)] += 1
+
+    def closed(self, host: str | None) -> None:
+        self.open -= 1
+        address = peer_address(host)
+        self._per_peer[address] -= 1
+        if self._per_peer[address] <= 0:
+            del self._per_peer[address]
+
+    def open_from(self, host: str | None) -> int:
+        """Connections open from C{host}'s address."""
+        return self._per_peer.get(peer_address(host), 0)
+
+    @property
+    def peers(self) -> int:
+        """Addresses with at least one open connection."""
+        return len(self._per_peer)

@@ -142,6 +142,8 @@ class Journal(Service):
         self.used_bytes = 0
         #: Why the last commit failed, while it does.
         self.failing: str | None = None
+        #: What the last L{refresh_status} counted (None: never asked).
+        self.last_status: JournalStatus | None = None
         self._lock: int | None = None
         self._next_id = 1
         self._arrivals: dict[int, int] = {}
@@ -287,6 +289,28 @@ class Journal(Service):
 
     def status(self) -> Deferred[JournalStatus]:
         return self.worker.run(self._file().status)
+
+    def refresh_status(self) -> Deferred[JournalStatus]:
+        """Count what the journal holds, on the disk worker; kept as L{last_status}."""
+
+        def keep(status: JournalStatus) -> JournalStatus:
+            self.last_status = status
+            return status
+
+        return self.status().addCallback(keep)
+
+    @property
+    def full_reason(self) -> str | None:
+        """Why the journal takes no more packets, while it does not."""
+        if not self.full:
+            return None
+        if self.failing is not None:
+            return f"the journal cannot be written: {self.failing}"
+        return (
+            f"the journal holds {self.used_bytes} bytes (high-water mark "
+            f"{self.max_bytes}) or its disk has less than {self.min_free_bytes} "
+            "bytes free"
+        )
 
     def _file(self) -> JournalFile:
         if self.file is None:

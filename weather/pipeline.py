@@ -34,6 +34,7 @@ from weather.journalservice import Journal
 from weather.lineprotocol import LineEncoder
 from weather.logs import RateLimitedLog
 from weather.packet import Header, Packet, PacketRejected, Reason
+from weather.stations import StationBook
 from weather.writer import PointsRejected, PointWriter
 
 #: The reason recorded for packets whose points InfluxDB refused.
@@ -64,6 +65,8 @@ class PacketPipeline(Service):
         self.retry_interval = retry_interval
         self.encoder = LineEncoder()
         self.stats: Counter[str] = Counter()
+        #: Per-station figures, for the metrics and the status page.
+        self.stations = StationBook()
         #: Packets handed to the writer and not yet settled.
         self.in_flight = 0
         self._limited = RateLimitedLog(self.log, clock)
@@ -73,6 +76,15 @@ class PacketPipeline(Service):
         #: True while new packets wait in the journal rather than being decoded.
         self._backlog = True
         self._reading = False
+
+    def set_profiles(self, profiles: Mapping[int, DeviceProfile]) -> None:
+        """
+        Decode with these profiles from now on (the devices file was
+        re-read).  Packets already in quarantine stay there: replay them.
+        """
+        self.profiles = profiles
+        self._unknown_devices.clear()
+        self.stations.forget_undescribed(profiles)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -102,7 +114,7 @@ class PacketPipeline(Service):
 
     def packet_rejected(self, packet: Packet, error: PacketRejected) -> None:
         """Bytes that are not a whole packet: into quarantine, with why."""
-        self._count_rejection(error)
+        self._count_rejection(packet, error)
         self.journal.append_rejected(packet, error)
         self._log_rejection(packet, error)
 
@@ -172,7 +184,7 @@ class PacketPipeline(Service):
                 packet.data, packet.arrival_ns, entry.previous_arrival_ns, self.profiles
             )
         except PacketRejected as error:
-            self._count_rejection(error)
+            self._count_rejection(packet, error)
             self.journal.quarantine(entry.id, error.reason, error.detail)
             self._log_rejection(packet, error)
             return
@@ -181,6 +193,9 @@ class PacketPipeline(Service):
             self._check_spacing(header, packet.arrival_ns - entry.previous_arrival_ns)
         self.stats["packets_accepted"] += 1
         self.stats["records_decoded"] += header.record_count
+        self.stations.packet_decoded(
+            decoded, packet.peer, packet.arrival_ns, entry.previous_arrival_ns
+        )
         readings = [r for r in decoded.readings if is_storable(r)]
         self.stats["readings_decoded"] += len(readings)
         if len(readings) < len(decoded.readings):
@@ -239,9 +254,11 @@ class PacketPipeline(Service):
 
     # -- rejections ------------------------------------------------------------
 
-    def _count_rejection(self, error: PacketRejected) -> None:
+    def _count_rejection(self, packet: Packet, error: PacketRejected) -> None:
         self.stats["packets_rejected"] += 1
         self.stats[f"packets_rejected_{error.reason}"] += 1
+        if packet.device_id is not None:
+            self.stations.packet_rejected(self.profiles.get(packet.device_id))
 
     def _log_rejection(self, packet: Packet, error: PacketRejected) -> None:
         if error.reason == Reason.UNKNOWN_DEVICE:

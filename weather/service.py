@@ -180,10 +180,30 @@ class WeatherService(MultiService):
         self.pipeline = pipeline
         self.listener = listener
         self.close = close
+        #: Side services for the operator (HTTP endpoint, timers): they start
+        #: after the station path and stop before it.
+        self.monitoring: list[Service] = []
+        #: Called with the twistd application this service is added to, before
+        #: twistd starts logging (see L{setServiceParent}).
+        self.application_hooks: list[Callable[[object], object]] = []
         journal.full_observers.append(listener.pause)
         writer.overload_observers.append(pipeline.writer_overloaded)
         for service in (journal, writer, pipeline, listener):
             service.setServiceParent(self)
+
+    def add_monitoring(self, service: Service) -> None:
+        """Add a side service: started last, stopped first."""
+        self.monitoring.append(service)
+        service.setServiceParent(self)
+
+    def setServiceParent(self, parent) -> None:
+        """
+        twistd adds the service to its application before it starts logging:
+        the one moment to give the application our own log observer.
+        """
+        super().setServiceParent(parent)
+        for hook in self.application_hooks:
+            hook(parent)
 
     def startService(self) -> None:
         super().startService()
@@ -193,6 +213,11 @@ class WeatherService(MultiService):
     @inlineCallbacks
     def stopService(self):
         Service.stopService(self)
+        for service in reversed(self.monitoring):
+            try:
+                yield service.stopService()
+            except Exception:
+                self.log.failure("Stopping {service}", service=service)
         try:
             yield self.listener.stopService()
         finally:

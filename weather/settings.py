@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from twisted.python import usage
 
+from weather.admission import Network, RateLimit, parse_network
 from weather.devices import REFERENCE_DEVICES, DeviceProfile, DevicesError, load_devices
 from weather.influx import InfluxV1, InfluxV2, IWriteTarget
 from weather.packet import HEADER_SIZE, MAX_PACKET_SIZE
@@ -125,6 +126,54 @@ class Options(usage.Options):
             "32M",
             "Stop accepting stations when the data directory's disk has less free.",
         ],
+        [
+            "max-connections",
+            None,
+            "512",
+            "Station connections open at once; at the limit, stop accepting until "
+            "one closes (new ones wait in the kernel's queue).",
+        ],
+        [
+            "max-connections-per-peer",
+            None,
+            "32",
+            "Connections open at once from one address; more are closed at once.",
+        ],
+        [
+            "rate-limit",
+            None,
+            None,
+            "New connections per address, such as 30/min (default: no limit).",
+        ],
+        [
+            "metrics-port",
+            None,
+            None,
+            "Serve /metrics (Prometheus) and /health here: a port number (bound to "
+            "127.0.0.1) or an endpoint string such as tcp:9266:interface=0.0.0.0.",
+        ],
+        [
+            "unhealthy-after",
+            None,
+            "300",
+            "Seconds of failing InfluxDB writes after which /health answers 503.",
+        ],
+        [
+            "self-stats-interval",
+            None,
+            "0",
+            "Write the server's own figures to InfluxDB (measurement "
+            "weather_internal) every this many seconds; 0: never.",
+        ],
+        [
+            "log-max-bytes",
+            None,
+            "10M",
+            "With --logfile: rotate the log at this size (K, M, G suffixes); 0: never "
+            "(for an external logrotate).",
+        ],
+        ["log-keep", None, "10", "With --logfile: rotated logs to keep."],
+        ["log-format", None, "text", "Log lines as text or json (one object per line)."],
         ["grace", None, "5", "On stop, seconds open connections get to finish."],
         [
             "shutdown-timeout",
@@ -136,6 +185,17 @@ class Options(usage.Options):
     optFlags = [
         ["insecure", None, "Do not verify InfluxDB's TLS certificate (https:// URLs)."],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["allow"] = []
+
+    def opt_allow(self, network: str) -> None:
+        """
+        Only take connections from this network (192.168.1.0/24, 2001:db8::/32
+        or an address); repeat for more.  Default: from anywhere.
+        """
+        self["allow"].append(network)
 
     def opt_password(self, value: str) -> None:
         """Refused: use --password-file or $WEATHER_INFLUX_PASSWORD."""
@@ -168,6 +228,17 @@ class Settings:
     data_dir: str = "weather-data"
     journal_max_bytes: int = 1 << 30
     journal_min_free_bytes: int = 32 << 20
+    max_connections: int = 512
+    max_connections_per_peer: int = 32
+    allow: tuple[Network, ...] = ()
+    rate_limit: RateLimit | None = None
+    #: Where /metrics and /health are served (None: nowhere).
+    metrics_port: str | None = None
+    unhealthy_after: float = 300.0
+    self_stats_interval: float = 0.0
+    log_max_bytes: int = 10 << 20
+    log_keep: int = 10
+    log_json: bool = False
     #: Things worth saying at start-up that do not stop it.
     warnings: tuple[str, ...] = ()
 
@@ -228,6 +299,59 @@ def port_description(port: str) -> str:
             raise ConfigurationError(f"--port {port}: a port number is 0-65535")
         return f"tcp:{port}"
     return port
+
+
+def metrics_port(value: str | None) -> str | None:
+    """A bare port number means TCP on the loopback interface only."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise ConfigurationError("--metrics-port must not be empty")
+    if value.isdigit():
+        if not 0 <= int(value) <= 65535:
+            raise ConfigurationError(f"--metrics-port {value}: a port number is 0-65535")
+        return f"tcp:{value}:interface=127.0.0.1"
+    return value
+
+
+def _allow(networks: list[str]) -> tuple[Network, ...]:
+    try:
+        return tuple(parse_network(text) for text in networks)
+    except ValueError as e:
+        raise ConfigurationError(f"--allow {e}") from None
+
+
+def _rate_limit(text: str | None) -> RateLimit | None:
+    if text is None:
+        return None
+    try:
+        return RateLimit.parse(text)
+    except ValueError as e:
+        raise ConfigurationError(f"--rate-limit {e}") from None
+
+
+def _log_format(text: str) -> bool:
+    """True for JSON lines."""
+    if text not in ("text", "json"):
+        raise ConfigurationError(f"--log-format {text!r}: give text or json")
+    return text == "json"
+
+
+def _self_stats_interval(options: Mapping) -> float:
+    value = _number(options, "self-stats-interval", float, 0, 86400)
+    if 0 < value < 1:
+        raise ConfigurationError(
+            f"--self-stats-interval {options['self-stats-interval']}: give 0 (never) "
+            "or at least 1 second"
+        )
+    return value
+
+
+def _log_max_bytes(options: Mapping) -> int:
+    if str(options["log-max-bytes"]).strip() == "0":
+        return 0
+    return _size(options, "log-max-bytes", 1024)
 
 
 def _secret(
@@ -376,5 +500,17 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
         data_dir=data_dir(options["data-dir"], environ),
         journal_max_bytes=_size(options, "journal-max-size", 1 << 20),
         journal_min_free_bytes=_size(options, "journal-min-free", 0),
+        max_connections=_number(options, "max-connections", int, 1, 1_000_000),
+        max_connections_per_peer=_number(
+            options, "max-connections-per-peer", int, 1, 1_000_000
+        ),
+        allow=_allow(options.get("allow") or []),
+        rate_limit=_rate_limit(options["rate-limit"]),
+        metrics_port=metrics_port(options["metrics-port"]),
+        unhealthy_after=_number(options, "unhealthy-after", float, 0, 86400 * 7),
+        self_stats_interval=_self_stats_interval(options),
+        log_max_bytes=_log_max_bytes(options),
+        log_keep=_number(options, "log-keep", int, 0, 100_000),
+        log_json=_log_format(options["log-format"]),
         warnings=tuple(warnings),
     )

@@ -7,10 +7,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import IService
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from weather.admission import Admission
 from weather.http import make_client, tls_policy
 from weather.journal import FILENAME, JournalError, JournalFile
 from weather.journalservice import (
@@ -20,8 +25,11 @@ from weather.journalservice import (
     ThreadDiskWorker,
     check_lock,
 )
+from weather.metrics import ServerMetrics
 from weather.pipeline import PacketPipeline
 from weather.protocol import StationFactory
+from weather.reload import DevicesReloader, HangupService
+from weather.selfstats import SelfStatsReporter
 from weather.service import StationListener, WeatherService
 from weather.settings import ConfigurationError, Options, Settings, settings_from_options
 from weather.writer import PointWriter
@@ -74,14 +82,73 @@ def build_service(
         shutdown_timeout=settings.shutdown_timeout,
     )
     pipeline = PacketPipeline(settings.profiles, journal, writer, reactor)
+    admission = Admission(
+        reactor,
+        max_connections=settings.max_connections,
+        max_per_peer=settings.max_connections_per_peer,
+        allow=settings.allow,
+        rate=settings.rate_limit,
+    )
     factory = StationFactory(
         pipeline,
         reactor,
         idle_timeout=settings.idle_timeout,
         max_packet_size=settings.max_packet_size,
+        admission=admission,
     )
     listener = StationListener(endpoint, factory, reactor, settings.port, settings.grace)
-    return WeatherService(journal, writer, pipeline, listener, close)
+    service = WeatherService(journal, writer, pipeline, listener, close)
+    service.reloader = DevicesReloader(
+        settings.devices_file, pipeline.set_profiles, settings.profiles
+    )
+    if settings.metrics_port is not None or settings.self_stats_interval:
+        add_monitoring(service, settings, reactor)
+    return service
+
+
+#: Seconds between counts of the journal's pending packets, for the metrics.
+JOURNAL_STATUS_INTERVAL = 10.0
+
+
+def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) -> None:
+    """The HTTP endpoint, the self-statistics and the journal counts they show."""
+    metrics = ServerMetrics(service, reactor)
+    service.metrics = metrics
+    if settings.metrics_port is not None:
+        from weather.web import monitoring_site
+
+        site = monitoring_site(service, metrics, reactor, settings.unhealthy_after)
+        try:
+            http = strports.service(settings.metrics_port, site, reactor=reactor)
+        except Exception as e:
+            raise ConfigurationError(
+                f"--metrics-port {settings.metrics_port}: {e or type(e).__name__}"
+            ) from None
+        service.add_monitoring(http)
+    service.add_monitoring(
+        _timer(JOURNAL_STATUS_INTERVAL, _refresh_journal_status, reactor, service)
+    )
+    if settings.self_stats_interval:
+        reporter = SelfStatsReporter(metrics.registry, service.writer, reactor)
+        service.add_monitoring(
+            _timer(settings.self_stats_interval, reporter.report, reactor)
+        )
+
+
+def _timer(interval: float, call: Any, reactor: Any, *args: Any) -> TimerService:
+    timer = TimerService(interval, call, *args)
+    timer.clock = reactor
+    return timer
+
+
+def _refresh_journal_status(service: WeatherService) -> None:
+    """Count the journal's packets; a failure is logged, the timer goes on."""
+
+    def failed(failure: Failure) -> None:
+        log.warn("Cannot count the journal's packets: {why}", why=failure.getErrorMessage())
+
+    if service.journal.running:
+        maybeDeferred(service.journal.refresh_status).addErrback(failed)
 
 
 def check_data_dir(directory: str) -> None:
@@ -116,6 +183,7 @@ def makeService(options: Options) -> IService:
         service = build_service(settings, reactor)
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
+    service.add_monitoring(HangupService(reactor, service.reloader.reload))
     for warning in settings.warnings:
         log.warn("Configuration: {problem}", problem=warning)
     log.info(

@@ -147,6 +147,10 @@ class PointWriter(Service):
         self.stats: Counter[str] = Counter()
         #: When the current run of failed requests began (None: all is well).
         self.failing_since: float | None = None
+        #: Why the last request failed, while they fail.
+        self.last_failure: str | None = None
+        #: Called with (points, seconds) for every successful request.
+        self.write_observers: list[Callable[[int, float], object]] = []
         self._limited = RateLimitedLog(self.log, clock)
         self._batch_limit = batch_size
         self._queue: deque[tuple[bytes, _Delivery]] = deque()
@@ -363,6 +367,8 @@ class PointWriter(Service):
         self.stats["points_written"] += len(batch)
         self.stats["batches_written"] += 1
         self.last_write_seconds = self.clock.seconds() - started
+        for observer in list(self.write_observers):
+            observer(len(batch), self.last_write_seconds)
         if self._failures:
             self.log.info(
                 "InfluxDB writes work again after {failures} failed attempts",
@@ -370,6 +376,7 @@ class PointWriter(Service):
             )
         self._failures = 0
         self.failing_since = None
+        self.last_failure = None
         for _, delivery in batch:
             delivery.settle(1)
 
@@ -400,6 +407,7 @@ class PointWriter(Service):
         self._failures += 1
         self.stats["requests_failed"] += 1
         self.stats["points_retried"] += len(batch)
+        self.last_failure = why
         if self.failing_since is None:
             self.failing_since = self.clock.seconds()
         if self._gave_up:

@@ -1,0 +1,153 @@
+"""
+What the server knows about each station, kept in memory: when it was last
+heard from, how much it sent, whether it missed uploads, and how its clock
+compares with the server's.
+
+An ATtiny's clock drifts by a few percent.  The station measures every
+C{measurementEvery} seconds by its own clock, so the real time between two
+uploads, divided by the records of the second, is its true record interval;
+summed over every upload whose spacing was measured, the ratio to the
+nominal interval is its drift, with the Wi-Fi connection's jitter averaged
+out.  Pure bookkeeping: the caller passes every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from weather.decode import NANOSECONDS, DecodedPacket
+from weather.devices import DeviceProfile
+
+#: An upload counts as missed when the spacing passes this many wake intervals.
+OVERDUE_FACTOR = 1.5
+
+
+@dataclass
+class LatestReading:
+    """The newest value of one of a station's measurements."""
+
+    value: float
+    time_ns: int
+    unit: str
+
+
+@dataclass
+class StationRecord:
+    """One station's figures since the server started."""
+
+    device_id: int
+    tags: tuple[tuple[str, str], ...] = ()
+    peer: str | None = None
+    last_seen_ns: int | None = None
+    packets: int = 0
+    records: int = 0
+    readings: int = 0
+    rejected: int = 0
+    missed_uploads: int = 0
+    #: The intervals the station's last header announced, in seconds.
+    wake_every: int | None = None
+    measurement_every: int | None = None
+    latest: dict[str, LatestReading] = field(default_factory=dict)
+    _measured_ns: int = 0
+    _measured_records: int = 0
+
+    @property
+    def place(self) -> str | None:
+        return dict(self.tags).get("place")
+
+    @property
+    def measured_interval(self) -> float | None:
+        """The mean true time between records, in seconds, if ever measured."""
+        if not self._measured_records:
+            return None
+        return self._measured_ns / self._measured_records / NANOSECONDS
+
+    @property
+    def drift_ppm(self) -> float | None:
+        """How much slower (+) or faster (-) than nominal the station's clock runs."""
+        measured = self.measured_interval
+        if measured is None or not self.measurement_every:
+            return None
+        return (measured / self.measurement_every - 1.0) * 1e6
+
+    def overdue(self, now_ns: int) -> bool:
+        """No packet for more than L{OVERDUE_FACTOR} wake intervals."""
+        if self.last_seen_ns is None or not self.wake_every:
+            return False
+        return now_ns - self.last_seen_ns > OVERDUE_FACTOR * self.wake_every * NANOSECONDS
+
+
+class StationBook:
+    """
+    The L{StationRecord}s of the stations the devices file describes (one
+    byte of device id: at most 256 records, whatever arrives).
+    """
+
+    def __init__(self) -> None:
+        self._stations: dict[int, StationRecord] = {}
+
+    def __iter__(self) -> Iterator[StationRecord]:
+        return iter(sorted(self._stations.values(), key=lambda s: s.device_id))
+
+    def __len__(self) -> int:
+        return len(self._stations)
+
+    def get(self, device_id: int) -> StationRecord | None:
+        return self._stations.get(device_id)
+
+    def _record(self, profile: DeviceProfile) -> StationRecord:
+        station = self._stations.get(profile.device_id)
+        if station is None:
+            station = self._stations[profile.device_id] = StationRecord(profile.device_id)
+        station.tags = profile.tags
+        return station
+
+    def packet_decoded(
+        self,
+        decoded: DecodedPacket,
+        peer: str,
+        arrival_ns: int,
+        previous_arrival_ns: int | None,
+    ) -> StationRecord:
+        """Count a decoded packet of its station."""
+        header = decoded.header
+        station = self._record(decoded.profile)
+        station.packets += 1
+        station.records += header.record_count
+        station.readings += len(decoded.readings)
+        station.wake_every = header.wake_every
+        station.measurement_every = header.measurement_every
+        if station.last_seen_ns is None or arrival_ns >= station.last_seen_ns:
+            station.last_seen_ns = arrival_ns
+            station.peer = peer
+        if previous_arrival_ns is not None and header.wake_every > 0:
+            spacing = arrival_ns - previous_arrival_ns
+            wake_ns = header.wake_every * NANOSECONDS
+            if spacing > OVERDUE_FACTOR * wake_ns:
+                station.missed_uploads += max(1, round(spacing / wake_ns) - 1)
+            if decoded.measured:
+                station._measured_ns += spacing
+                station._measured_records += header.record_count
+        units = {spec.name: spec.unit for spec in decoded.profile.values}
+        for reading in decoded.readings:
+            latest = station.latest.get(reading.measurement)
+            if latest is None or reading.time_ns >= latest.time_ns:
+                station.latest[reading.measurement] = LatestReading(
+                    reading.value, reading.time_ns, units.get(reading.measurement, "")
+                )
+        return station
+
+    def packet_rejected(self, profile: DeviceProfile | None) -> None:
+        """Count a rejected packet of a described station (others are not kept)."""
+        if profile is not None:
+            self._record(profile).rejected += 1
+
+    def forget_undescribed(self, profiles: Mapping[int, DeviceProfile]) -> None:
+        """After a devices reload: drop stations no longer described, retag the rest."""
+        for device_id in list(self._stations):
+            profile = profiles.get(device_id)
+            if profile is None:
+                del self._stations[device_id]
+            else:
+                self._stations[device_id].tags = profile.tags

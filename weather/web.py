@@ -1,0 +1,93 @@
+"""
+The operator's HTTP endpoint (C{--metrics-port}): C{/metrics} for Prometheus,
+C{/health} for checks.
+
+Everything is rendered in the reactor thread from what the services hold in
+memory: a scrape reads no disk and waits for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from prometheus_client.exposition import choose_encoder
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from weather.health import check_health
+from weather.metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from weather.service import WeatherService
+
+
+class MetricsPage(Resource):
+    """Prometheus' text format (or OpenMetrics, if the scraper asks for it)."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        accept = (request.getHeader("accept") or "").strip()
+        encoder, content_type = choose_encoder(accept)
+        request.setHeader("content-type", content_type)
+        request.setHeader("cache-control", "no-store")
+        return encoder(self.metrics.registry)
+
+
+class HealthPage(Resource):
+    """200 with C{"status": "ok"}, or 503 with the reasons, as JSON."""
+
+    isLeaf = True
+
+    def __init__(
+        self, server: WeatherService, clock: IReactorTime, unreachable_after: float
+    ) -> None:
+        super().__init__()
+        self.server = server
+        self.clock = clock
+        self.unreachable_after = unreachable_after
+
+    def render_GET(self, request: Request) -> bytes:
+        report = check_health(self.server, self.clock.seconds(), self.unreachable_after)
+        request.setResponseCode(200 if report.healthy else 503)
+        request.setHeader("content-type", "application/json")
+        request.setHeader("cache-control", "no-store")
+        return json.dumps(report.as_dict(), indent=1).encode() + b"\n"
+
+
+class IndexPage(Resource):
+    """What this endpoint serves."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        if request.postpath not in ([], [b""]):
+            request.setResponseCode(404)
+            request.setHeader("content-type", "text/plain; charset=utf-8")
+            return b"Not found: try /metrics or /health\n"
+        request.setHeader("content-type", "text/plain; charset=utf-8")
+        return b"weather: /metrics (Prometheus), /health\n"
+
+
+def monitoring_site(
+    server: WeatherService,
+    metrics: ServerMetrics,
+    clock: IReactorTime,
+    unreachable_after: float,
+) -> Site:
+    """The site served on C{--metrics-port}."""
+    root = Resource()
+    index = IndexPage()
+    root.putChild(b"", index)
+    root.putChild(b"metrics", MetricsPage(metrics))
+    root.putChild(b"health", HealthPage(server, clock, unreachable_after))
+    site = Site(root)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

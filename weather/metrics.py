@@ -226,7 +226,7 @@ class ServerCollector(Collector):
                 (
                     "missed_uploads",
                     CounterMetricFamily,
-                    "Uploads missing between two packets (spacing past 1.5 wake intervals).",
+                    "Uploads missed (packet spacing over 1.5 wake intervals).",
                 ),
                 (
                     "nominal_interval_seconds",

@@ -114,12 +114,13 @@ class StationListener(Service):
         limit is not reached: other connections wait in the listen queue.
         """
         stop = self.paused or self.factory.admission.at_capacity
-        if self.port is None or not hasattr(self.port, "stopReading"):
+        if self.port is None:
             return
-        if stop and not self._accept_stopped:
-            self.port.stopReading()
-        elif not stop and self._accept_stopped:
-            self.port.startReading()
+        if hasattr(self.port, "stopReading"):  # not every port can (unix: can)
+            if stop and not self._accept_stopped:
+                self.port.stopReading()
+            elif not stop and self._accept_stopped:
+                self.port.startReading()
         self._accept_stopped = stop
 
     def _cannot_listen_later(self, failure: Failure) -> None:

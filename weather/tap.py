@@ -5,6 +5,7 @@ The twistd plugin's service maker: C{twistd weather [options]}.
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from twisted.application import strports
@@ -25,6 +26,7 @@ from weather.journalservice import (
     ThreadDiskWorker,
     check_lock,
 )
+from weather.logfile import attach
 from weather.metrics import ServerMetrics
 from weather.pipeline import PacketPipeline
 from weather.protocol import StationFactory
@@ -173,6 +175,30 @@ def check_data_dir(directory: str) -> None:
         raise ConfigurationError(f"--data-dir {directory}: {existing} is not a directory")
 
 
+def _log_to(
+    application: Any, twistd_options: Any, settings: Settings, reactor: Any
+) -> None:
+    """
+    Give twistd our log observer: size rotation, retention, SIGUSR1, JSON.
+    Without a log file of ours, SIGUSR1 is answered with a line rather than
+    ending the process.
+    """
+    log_file = attach(
+        application,
+        twistd_options,
+        max_bytes=settings.log_max_bytes,
+        keep=settings.log_keep,
+        json=settings.log_json,
+        reactor=reactor,
+    )
+    if log_file is None:
+
+        def nothing_to_rotate() -> None:
+            log.info("SIGUSR1: this server does not write a log file; nothing to rotate")
+
+        signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(nothing_to_rotate))
+
+
 def makeService(options: Options) -> IService:
     """twistd's entry point: check the options, build the server."""
     from twisted.internet import reactor
@@ -184,6 +210,11 @@ def makeService(options: Options) -> IService:
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
     service.add_monitoring(HangupService(reactor, service.reloader.reload))
+    twistd_options = getattr(options, "parent", None)
+    if twistd_options is not None:
+        service.application_hooks.append(
+            lambda application: _log_to(application, twistd_options, settings, reactor)
+        )
     for warning in settings.warnings:
         log.warn("Configuration: {problem}", problem=warning)
     log.info(

@@ -49,12 +49,14 @@ class HealthPage(Resource):
         self, server: WeatherService, clock: IReactorTime, unreachable_after: float
     ) -> None:
         super().__init__()
-        self.server = server
+        self.weather_service = server
         self.clock = clock
         self.unreachable_after = unreachable_after
 
     def render_GET(self, request: Request) -> bytes:
-        report = check_health(self.server, self.clock.seconds(), self.unreachable_after)
+        report = check_health(
+            self.weather_service, self.clock.seconds(), self.unreachable_after
+        )
         request.setResponseCode(200 if report.healthy else 503)
         request.setHeader("content-type", "application/json")
         request.setHeader("cache-control", "no-store")
@@ -75,6 +77,13 @@ class IndexPage(Resource):
         return b"weather: /metrics (Prometheus), /health\n"
 
 
+class QuietSite(Site):
+    """A site that does not log each request: a scrape every 15 s is no news."""
+
+    def log(self, request: Request) -> None:
+        pass
+
+
 def monitoring_site(
     server: WeatherService,
     metrics: ServerMetrics,
@@ -87,7 +96,7 @@ def monitoring_site(
     root.putChild(b"", index)
     root.putChild(b"metrics", MetricsPage(metrics))
     root.putChild(b"health", HealthPage(server, clock, unreachable_after))
-    site = Site(root)
+    site = QuietSite(root)
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -1081,3 +1081,71 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(len(makers), 1)
         self.assertIs(makers[0].options, Options)
         self.assertIs(makers[0].makeService, tap.makeService)
+
+
+class OperationsOptionsTests(SettingsTestCase):
+    """Limits, the monitoring endpoint, self-statistics and logs."""
+
+    def test_defaults(self) -> None:
+        result = settings()
+        self.assertEqual(
+            (
+                result.max_connections,
+                result.max_connections_per_peer,
+                result.allow,
+                result.rate_limit,
+                result.metrics_port,
+                result.unhealthy_after,
+                result.self_stats_interval,
+                result.log_max_bytes,
+                result.log_keep,
+                result.log_json,
+            ),
+            (512, 32, (), None, None, 300.0, 0.0, 10 << 20, 10, False),
+        )
+
+    def test_metricsPortNumberIsLoopback(self) -> None:
+        self.assertEqual(
+            settings("--metrics-port", "9266").metrics_port, "tcp:9266:interface=127.0.0.1"
+        )
+        endpoint = "tcp:9266:interface=0.0.0.0"
+        self.assertEqual(settings("--metrics-port", endpoint).metrics_port, endpoint)
+        self.assertIn("0-65535", self.assertConfigurationError("--metrics-port", "70000"))
+        self.assertConfigurationError("--metrics-port", " ")
+
+    def test_allowRepeatable(self) -> None:
+        result = settings("--allow", "192.168.1.0/24", "--allow", "2001:db8::1")
+        self.assertEqual(
+            [str(n) for n in result.allow], ["192.168.1.0/24", "2001:db8::1/128"]
+        )
+        message = self.assertConfigurationError("--allow", "192.168.1.0/33")
+        self.assertTrue(message.startswith("--allow '192.168.1.0/33'"), message)
+
+    def test_rateLimit(self) -> None:
+        limit = settings("--rate-limit", "30/min").rate_limit
+        self.assertEqual((limit.connections, limit.period), (30, 60.0))
+        for bad in ("30", "lots/min", "0/s", "30/fortnight"):
+            self.assertIn(
+                "--rate-limit", self.assertConfigurationError("--rate-limit", bad)
+            )
+
+    def test_logOptions(self) -> None:
+        result = settings("--log-max-bytes", "0", "--log-keep", "3", "--log-format", "json")
+        self.assertEqual(
+            (result.log_max_bytes, result.log_keep, result.log_json), (0, 3, True)
+        )
+        self.assertEqual(settings("--log-max-bytes", "1M").log_max_bytes, 1 << 20)
+        self.assertConfigurationError("--log-format", "xml")
+        self.assertConfigurationError("--log-max-bytes", "12")
+
+    def test_selfStatsInterval(self) -> None:
+        self.assertEqual(settings("--self-stats-interval", "60").self_stats_interval, 60.0)
+        self.assertIn(
+            "at least 1 second",
+            self.assertConfigurationError("--self-stats-interval", "0.5"),
+        )
+
+    def test_connectionLimits(self) -> None:
+        result = settings("--max-connections", "10", "--max-connections-per-peer", "2")
+        self.assertEqual((result.max_connections, result.max_connections_per_peer), (10, 2))
+        self.assertConfigurationError("--max-connections", "0")

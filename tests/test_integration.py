@@ -69,7 +69,8 @@ class Sender(Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
-        self.done.callback(self.received)
+        if not self.done.called:  # cancelled by a timeout already
+            self.done.callback(self.received)
 
 
 def expected(packet: bytes, arrival_ns: int, interval_ns: int) -> dict[str, list]:
@@ -207,8 +208,8 @@ def send_packet(port: int, data: bytes) -> bytes:
         return connection.recv(16)
 
 
-class TwistdPluginTests(InfluxTestCase):
-    """The installed plugin, run as users run it."""
+class TwistdTestCase(InfluxTestCase):
+    """Runs the installed twistd in a work directory of its own."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -228,6 +229,10 @@ class TwistdPluginTests(InfluxTestCase):
             timeout=timeout,
             env=environ,
         )
+
+
+class TwistdPluginTests(TwistdTestCase):
+    """The installed plugin, run as users run it."""
 
     def test_helpFromAnywhere(self) -> None:
         """twistd finds the plugin from the installed package, not the source tree."""

@@ -9,6 +9,7 @@ acknowledged stays in the journal for the next start.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from twisted.application.service import MultiService, Service
@@ -29,6 +30,33 @@ from weather.writer import PointWriter
 
 class CannotListen(Exception):
     """The station listener could not be set up (port in use, no permission)."""
+
+
+FAMILY_NAMES = {socket.AF_INET: "INET", socket.AF_INET6: "INET6", socket.AF_UNIX: "UNIX"}
+
+
+def check_family(port: IListeningPort, description: str) -> None:
+    """
+    An adopted socket (C{systemd:domain=...}) is taken to be of the family
+    the string names; read as another, every peer address is garbage.
+
+    @raise CannotListen: the socket is of another family.
+    """
+    listening = getattr(port, "socket", None)
+    so_domain = getattr(socket, "SO_DOMAIN", None)
+    if listening is None or so_domain is None:
+        return
+    try:
+        actual = listening.getsockopt(socket.SOL_SOCKET, so_domain)
+    except OSError:
+        return
+    if actual != listening.family:
+        port.stopListening()
+        raise CannotListen(
+            f"{description}: the socket is {FAMILY_NAMES.get(actual, actual)}, not "
+            f"{FAMILY_NAMES.get(listening.family, listening.family)}: change domain= "
+            "(in a socket unit, ListenStream=0.0.0.0:8266 is INET, a bare 8266 INET6)"
+        )
 
 
 class StationListener(Service):
@@ -66,22 +94,32 @@ class StationListener(Service):
         if self._listening is not None:
             return
         failures: list[Failure] = []
-        self._listening = self.endpoint.listen(self.factory).addCallbacks(
-            self._listened, failures.append
-        )
+
+        def failed(failure: Failure) -> None:
+            if failures is not None and self._listening is listening:
+                failures.append(failure)  # at once: raised below
+            else:
+                self._cannot_listen_later(failure)
+
+        listening = self.endpoint.listen(self.factory).addCallback(self._listened)
+        self._listening = listening
+        listening.addErrback(failed)
         if failures:
             self._listening = None
             # Short: twistd shows the first 100 bytes when daemonizing.
             error = failures[0].value
+            if isinstance(error, CannotListen):
+                raise error
             why = getattr(getattr(error, "socketError", None), "strerror", None)
             raise CannotListen(f"{self.description}: {why or error}")
-        self._listening.addErrback(self._cannot_listen_later)
+        failures = None  # from now on, failures are logged
 
     def startService(self) -> None:
         self.privilegedStartService()
         super().startService()
 
     def _listened(self, port: IListeningPort) -> None:
+        check_family(port, self.description)
         self.port = port
         self._accept_stopped = False
         self.log.info("Listening for stations on {where}", where=self.description)

@@ -55,9 +55,14 @@ def build_service(
     try:
         endpoint = serverFromString(reactor, settings.port)
     except Exception as e:  # each endpoint parser raises its own kinds
-        raise ConfigurationError(
-            f"--port {settings.port}: {e or type(e).__name__}"
-        ) from None
+        why = str(e) or type(e).__name__
+        if settings.port.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+            why = (
+                "systemd passed no such socket to this process: start the server "
+                "through its socket unit (weather.socket), or by hand with "
+                "systemd-socket-activate --fdname=weather.socket"
+            )
+        raise ConfigurationError(f"--port {settings.port}: {why}") from None
     close = None
     if client is None:
         client, pool = make_client(

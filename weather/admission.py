@@ -77,11 +77,13 @@ class AddressBuckets:
     """
     One token bucket per address, holding at most C{max_addresses} of them.
 
-    A bucket that has filled up again says nothing an empty table would not,
-    so full buckets are dropped when the table is full.  If it is still full
-    (a flood from more addresses than that within one period), new addresses
-    are let through: the connection limits still hold, and real stations
-    must not be refused because of someone else's flood.
+    Buckets are kept in the order they were last used.  When the table is
+    full, the least recently used bucket is dropped if it has filled up
+    again (it says nothing an empty table would not); if it has not, every
+    address in the table is busy: a flood from more addresses than that
+    within one period.  New addresses are then let through: the connection
+    limits still hold, and real stations must not be refused because of
+    someone else's flood.  Each decision costs the same, whatever the size.
     """
 
     def __init__(
@@ -97,25 +99,30 @@ class AddressBuckets:
         now = self.clock.seconds()
         capacity = float(self.limit.connections)
         rate = capacity / self.limit.period
-        tokens, when = self._buckets.get(address, (capacity, now))
-        tokens = min(capacity, tokens + (now - when) * rate)
-        if tokens < 1.0:
-            self._buckets[address] = (tokens, now)
-            return False
-        if address not in self._buckets and len(self._buckets) >= self.max_addresses:
-            self._drop_full(now, capacity, rate)
-            if len(self._buckets) >= self.max_addresses:
+        bucket = self._buckets.pop(address, None)
+        if bucket is None:
+            if len(self._buckets) >= self.max_addresses and not self._drop_oldest(
+                now, capacity, rate
+            ):
                 return True
-        self._buckets[address] = (tokens - 1.0, now)
-        return True
+            tokens = capacity
+        else:
+            tokens = min(capacity, bucket[0] + (now - bucket[1]) * rate)
+        allowed = tokens >= 1.0
+        self._buckets[address] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def _drop_full(self, now: float, capacity: float, rate: float) -> None:
-        for address, (tokens, when) in list(self._buckets.items()):
-            if tokens + (now - when) * rate >= capacity:
-                del self._buckets[address]
+    def _drop_oldest(self, now: float, capacity: float, rate: float) -> bool:
+        """Drop the least recently used bucket if it is full again."""
+        oldest = next(iter(self._buckets))
+        tokens, when = self._buckets[oldest]
+        if tokens + (now - when) * rate < capacity:
+            return False
+        del self._buckets[oldest]
+        return True
 
 
 class Admission:
@@ -155,19 +162,25 @@ class Admission:
             # Only the connections accepted in the same read as the last one
             # that fitted: accepting has stopped by now.
             return SERVER_LIMIT
+        if address is None:
+            return None  # a UNIX socket: no address to share out
         if self._per_peer[address] >= self.max_per_peer:
             return PEER_LIMIT
-        if self.rate is not None and address is not None and not self.rate.take(address):
+        if self.rate is not None and not self.rate.take(address):
             return RATE_LIMITED
         return None
 
     def opened(self, host: str | None) -> None:
         self.open += 1
-        self._per_peer[peer_address(host)] += 1
+        address = peer_address(host)
+        if address is not None:
+            self._per_peer[address] += 1
 
     def closed(self, host: str | None) -> None:
         self.open -= 1
         address = peer_address(host)
+        if address is None:
+            return
         self._per_peer[address] -= 1
         if self._per_peer[address] <= 0:
             del self._per_peer[address]

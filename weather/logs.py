@@ -63,6 +63,21 @@ class RateLimitedLog:
         return self.emit(LogLevel.error, key, format, **kwargs)
 
     def _forget(self, now: float) -> None:
-        for key, (when, _) in list(self._keys.items()):
-            if now - when >= self.period:
+        """
+        Drop the keys whose period has passed, and say how many lines they
+        held back.  The overflow key stays: its count goes on its next line.
+        """
+        unreported = sources = 0
+        for key, (when, suppressed) in list(self._keys.items()):
+            if now - when >= self.period and key is not _OVERFLOW:
                 del self._keys[key]
+                if suppressed:
+                    unreported += suppressed
+                    sources += 1
+        if unreported:
+            self.log.warn(
+                "{count} more rate-limited log lines, from {sources} sources, were "
+                "not logged",
+                count=unreported,
+                sources=sources,
+            )

@@ -156,6 +156,8 @@ class StationFactory(Factory):
         #: Called with L{Admission.at_capacity} when it changes.
         self.capacity_observers: list[Callable[[bool], object]] = []
         self._limited = RateLimitedLog(self.log, clock)
+        # Its own table: a flood of refusals must not crowd out other lines.
+        self._refusals = RateLimitedLog(self.log, clock)
         self._logged_addresses: set[str] = set()
         self._drain_waiters: list[Deferred[None]] = []
         self.stats: Counter[str] = Counter()
@@ -189,7 +191,7 @@ class StationFactory(Factory):
                 reason=reason,
             )
             return
-        self._limited.warn(
+        self._refusals.warn(
             (reason, host),
             "Refused a connection from {peer} ({reason}): {open} connections open "
             "from that address, {total} in all",

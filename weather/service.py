@@ -123,7 +123,28 @@ class StationListener(Service):
         self.port = port
         self._accept_stopped = False
         self.log.info("Listening for stations on {where}", where=self.description)
+        self._accept_only_room(port)
         self._update_accepting()
+
+    def _accept_only_room(self, port: IListeningPort) -> None:
+        """
+        Twisted's TCP port accepts up to C{numberAccepts} connections each
+        time its socket is readable, and does not look at its own reading
+        state in between: past the connection limit, the rest of a burst
+        would be accepted only to be closed.  So before each round, cap the
+        round to the room left.
+        """
+        if not hasattr(port, "numberAccepts") or not hasattr(port, "doRead"):
+            return
+        admission = self.factory.admission
+        accept_round = port.doRead
+
+        def doRead():
+            room = admission.max_connections - admission.open
+            port.numberAccepts = max(1, min(port.numberAccepts, room))
+            return accept_round()
+
+        port.doRead = doRead
 
     def pause(self, paused: bool) -> None:
         """

@@ -1,0 +1,451 @@
+"""
+An abusive peer opening 10,000 idle connections: what the server holds, what
+it refuses, how much memory that costs, and how long a real station waits
+for its acknowledgement meanwhile.  Run by hand:
+
+    python bench/abuse.py [--connections 10000] [--scenario NAME ...]
+
+Each scenario starts the server as `twistd -n weather` in a subprocess,
+writing to a private influxd (L{weather.localinflux}), with --metrics-port
+for the counts.  A station on 127.0.0.1 sends a reference packet and waits
+for the ACK byte; the server's resident memory (VmRSS) is read; the abuser
+opens its connections from other loopback addresses (127.0.0.2 and up),
+never sending a byte; once the server has settled, its memory is read
+again and the station sends another packet, timed from connect to ACK.
+The abuser opens its connections in batches of 40, each once the server has
+taken the last (it polls /metrics, whose cost is in the server CPU figure):
+faster, the kernel's listen queue overflows and the rest trickle in over a
+minute of SYN-ACK retries.
+
+Scenarios:
+
+  one-address    default limits, every connection from 127.0.0.2
+  many-addresses default limits, the connections spread over 400 addresses
+                 (25 each, under the per-address limit): --max-connections
+                 is reached, accepting stops, and the station waits for the
+                 idle timeout (30 s) to free room
+  all-accepted   --max-connections 10100 --max-connections-per-peer 10000
+                 --idle-timeout 600: the worst case, every connection held;
+                 gives the memory per connection
+  partial-packets  default limits, 480 connections from 15 addresses (32
+                 each), every one sending all but the last byte of a packet
+                 of the largest size (65,541 bytes) and then nothing: the
+                 most a connection can make the server hold
+
+Loopback addresses only; needs `ulimit -n` above the connection count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.support import header_bytes, reference_packet  # noqa: E402
+from weather.localinflux import InfluxServer, free_port  # noqa: E402
+
+ACK = b"\x06"
+DATABASE = "weather"
+
+SCENARIOS: dict[str, dict] = {
+    "one-address": {"args": [], "sources": 1},
+    "many-addresses": {"args": [], "sources": 400},
+    "partial-packets": {"args": [], "sources": 15, "count": 480, "partial": True},
+    "all-accepted": {
+        "args": [
+            "--max-connections",
+            "10100",
+            "--max-connections-per-peer",
+            "10000",
+            "--idle-timeout",
+            "600",
+        ],
+        "sources": 1,
+    },
+}
+
+
+def twistd() -> str:
+    here = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return here if os.path.exists(here) else shutil.which("twistd")
+
+
+def source_addresses(count: int) -> list[str]:
+    """127.0.0.2, 127.0.0.3, ... (loopback only)."""
+    addresses = []
+    for i in range(2, 2 + count):
+        addresses.append(f"127.0.{i >> 8}.{i & 255}")
+    return addresses
+
+
+def rss_kib(pid: int) -> int:
+    """The process's resident memory in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tcp_socket_bytes() -> int | None:
+    """The size of the kernel's TCP socket object (/proc/slabinfo), if readable."""
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                fields = line.split()
+                if fields and fields[0] == "TCP":
+                    return int(fields[3])
+    except OSError:
+        pass
+    return None
+
+
+def metrics(port: int) -> dict[str, float]:
+    """The server's /metrics, as {name or name{labels}: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        match = re.match(r"^(weather_[a-z_]+(?:\{[^}]*\})?) (\S+)$", line)
+        if match:
+            values[match.group(1)] = float(match.group(2))
+    return values
+
+
+def station(port: int, packet: bytes, timeout: float = 120.0) -> float:
+    """Connect from 127.0.0.1, send C{packet}, wait for the ACK: seconds taken."""
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(packet)
+        answer = s.recv(1)
+    if answer != ACK:
+        raise RuntimeError(f"the station got {answer!r}, not the ACK")
+    return time.perf_counter() - started
+
+
+class Abuser:
+    """Idle connections from given source addresses, made without blocking."""
+
+    def __init__(
+        self, port: int, sources: list[str], count: int, payload: bytes = b""
+    ) -> None:
+        self.port = port
+        self.sources = sources
+        self.count = count
+        self.payload = payload
+        self.sockets: list[socket.socket] = []
+
+    def connect_one(self, i: int) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Closed with a reset at the end: no TIME_WAIT left behind.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.bind((self.sources[i % len(self.sources)], 0))
+        if self.payload:
+            s.settimeout(30)
+            s.connect(("127.0.0.1", self.port))
+            s.sendall(self.payload)
+            s.setblocking(False)
+        else:
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", self.port))
+        self.sockets.append(s)
+
+    def open(self, server: Server, batch: int = 40) -> float:
+        """
+        Open every connection, C{batch} at a time, each batch once the server
+        has taken the previous one (accepted or refused it): faster, the
+        kernel's listen queue (50) overflows and the rest trickle in over a
+        minute of SYN-ACK retries.  Once the server stops accepting (the
+        overall limit), the rest are opened at once.  Seconds it took.
+        """
+        started = time.perf_counter()
+        base = seen(metrics(server.metrics_port))
+        opened = 0
+        while opened < self.count:
+            for _ in range(min(batch, self.count - opened)):
+                self.connect_one(opened)
+                opened += 1
+            deadline = time.monotonic() + 30
+            while True:
+                figures = metrics(server.metrics_port)
+                if seen(figures) - base >= opened or not figures["weather_accepting"]:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the server stopped taking connections")
+                time.sleep(0.002)
+            if not figures["weather_accepting"]:
+                while opened < self.count:
+                    self.connect_one(opened)
+                    opened += 1
+        return time.perf_counter() - started
+
+    def states(self) -> dict[str, int]:
+        """How many are connected, reset, or still connecting."""
+        counts = {"connected": 0, "reset": 0, "connecting": 0}
+        for s in self.sockets:
+            error = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                counts["reset"] += 1
+                continue
+            try:
+                s.getpeername()
+            except OSError:
+                counts["connecting"] += 1
+                continue
+            try:
+                data = s.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                counts["connected"] += 1
+            except OSError:
+                counts["reset"] += 1
+            else:
+                counts["connected" if data else "reset"] += 1
+        return counts
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()
+        self.sockets = []
+
+
+class Server:
+    """`twistd -n weather` in a subprocess, on loopback ports of its own."""
+
+    def __init__(self, influx_url: str, args: list[str], workdir: str) -> None:
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.workdir = workdir
+        self.log_path = os.path.join(workdir, "weather.log")
+        command = [
+            twistd(),
+            "-n",
+            "--pidfile=",
+            "weather",
+            "--port",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            "--influx-url",
+            influx_url,
+            "--database",
+            DATABASE,
+            "--data-dir",
+            os.path.join(workdir, "data"),
+            "--metrics-port",
+            str(self.metrics_port),
+            *args,
+        ]
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("WEATHER_")}
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=environ,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"twistd exited:\n{self.log_tail()}")
+            try:
+                metrics(self.metrics_port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"twistd did not start:\n{self.log_tail()}"
+                    ) from None
+                time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 20) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+
+    def log_lines(self) -> list[str]:
+        with open(self.log_path, errors="replace") as f:
+            return f.readlines()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def seen(figures: dict[str, float]) -> int:
+    """Connections the server has taken: accepted or refused."""
+    return int(
+        figures.get("weather_connections_accepted_total", 0)
+        + sum(
+            v
+            for k, v in figures.items()
+            if k.startswith("weather_connections_refused_total")
+        )
+    )
+
+
+def run(name: str, influx: InfluxServer, connections: int) -> dict:
+    scenario = SCENARIOS[name]
+    workdir = tempfile.mkdtemp(prefix=f"weather-abuse-{name}-")
+    server = Server(influx.url, scenario["args"], workdir)
+    abuser = None
+    try:
+        packet = reference_packet(30)
+        first_ack = station(server.port, packet)
+        station(server.port, reference_packet(30, start=30))
+        time.sleep(0.5)
+        rss_before = rss_kib(server.pid)
+        cpu_before = cpu_seconds(server.pid)
+        sources = source_addresses(scenario["sources"])
+        count = scenario.get("count", connections)
+        payload = b""
+        if scenario.get("partial"):
+            # The largest packet of the reference layout (10,922 records of
+            # 6 bytes: 65,541 bytes with the header), less its last byte.
+            payload = header_bytes(10922 * 6) + bytes(10922 * 6 - 1)
+        abuser = Abuser(server.port, sources, count, payload)
+        opening = abuser.open(server)
+        time.sleep(2.0)
+        rss_after = rss_kib(server.pid)
+        cpu_flood = cpu_seconds(server.pid) - cpu_before
+        states = abuser.states()
+        figures = metrics(server.metrics_port)
+        ack = station(server.port, reference_packet(30, start=60))
+        after_station = metrics(server.metrics_port)
+        refused = {
+            k.split('"')[1]: int(v)
+            for k, v in after_station.items()
+            if k.startswith("weather_connections_refused_total") and v
+        }
+        return {
+            "name": name,
+            "args": " ".join(scenario["args"]) or "(defaults)",
+            "sources": len(sources),
+            "connections": count,
+            "partial": len(payload),
+            "opening": opening,
+            "active": int(figures.get("weather_connections_active", 0)),
+            "accepting": int(figures.get("weather_accepting", -1)),
+            "refused": refused,
+            "timed_out": int(after_station.get("weather_connections_timed_out_total", 0)),
+            "client_states": states,
+            "rss_before": rss_before,
+            "rss_after": rss_after,
+            "cpu_flood": cpu_flood,
+            "first_ack": first_ack,
+            "ack": ack,
+            "log_lines": sum("Refused a connection" in line for line in server.log_lines()),
+            "log_lines_total": len(server.log_lines()),
+        }
+    finally:
+        if abuser is not None:
+            abuser.close()
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(result: dict) -> None:
+    grown = result["rss_after"] - result["rss_before"]
+    print(f"\n== {result['name']}: {result['args']}")
+    print(
+        f"abuser: {result['connections']:,} idle connections"
+        + (f" holding {result['partial']:,} bytes of a packet" if result["partial"] else "")
+        + " from "
+        f"{result['sources']} address(es), started in {result['opening']:.2f} s; "
+        f"server CPU for them {result['cpu_flood']:.2f} s"
+    )
+    states = result["client_states"]
+    print(
+        f"server holds {result['active']:,} connections (accepting: "
+        f"{'yes' if result['accepting'] else 'no'}); refused {result['refused'] or 0}; "
+        f"abuser sees {states['connected']:,} connected, {states['reset']:,} reset, "
+        f"{states['connecting']:,} still connecting (listen queue or SYN retries)"
+    )
+    per = ""
+    if result["active"] > 100:
+        per = f", {grown * 1024 / result['active']:,.0f} bytes per held connection"
+    print(
+        f"server RSS {result['rss_before'] / 1024:.1f} MiB before, "
+        f"{result['rss_after'] / 1024:.1f} MiB after (+{grown / 1024:.1f} MiB{per})"
+    )
+    print(
+        f"station ACK: {result['first_ack'] * 1000:.1f} ms before the flood, "
+        f"{result['ack'] * 1000:.1f} ms during it"
+        + (
+            f" ({result['timed_out']} idle connections timed out meanwhile)"
+            if result["timed_out"]
+            else ""
+        )
+    )
+    print(
+        f"log: {result['log_lines']} 'Refused a connection' lines, "
+        f"{result['log_lines_total']} lines in all"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="run only these (repeatable; default: all)",
+    )
+    args = parser.parse_args()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < args.connections + 200:
+        raise SystemExit(
+            f"ulimit -n is {soft}: raise it above {args.connections + 200} "
+            "(the abuser and the server each hold that many sockets)"
+        )
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.machine()}, "
+        f"Linux {platform.release()}, Python {platform.python_version()}"
+    )
+    slab = tcp_socket_bytes()
+    if slab:
+        print(
+            f"kernel: each TCP socket is a {slab:,}-byte slab object, not in the "
+            "RSS below (idle sockets hold no buffers)"
+        )
+    influx = InfluxServer()
+    influx.start()
+    try:
+        influx.create_database(DATABASE)
+        for name in args.scenario or list(SCENARIOS):
+            report(run(name, influx, args.connections))
+    finally:
+        influx.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
+#: Seconds between two looks for expired keys while the table is full.
+FORGET_EVERY = 1.0
 #: The key shared by new keys while the table is full.
 _OVERFLOW = object()
 
@@ -37,12 +39,15 @@ class RateLimitedLog:
         self.period = period
         self.max_keys = max_keys
         self._keys: dict[object, list] = {}  # key -> [last emitted at, suppressed]
+        self._last_forget = float("-inf")
 
     def emit(self, level: LogLevel, key: object, format: str, **kwargs: Any) -> bool:
         """Log C{format} unless C{key} was logged in the last period; say if it was."""
         now = self.clock.seconds()
         if key not in self._keys and len(self._keys) >= self.max_keys:
-            self._forget(now)
+            if now - self._last_forget >= FORGET_EVERY:  # a flood scans once a second
+                self._last_forget = now
+                self._forget(now)
             if len(self._keys) >= self.max_keys:
                 key = _OVERFLOW
         entry = self._keys.get(key)

@@ -25,7 +25,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from weather.admission import NOT_ALLOWED, Admission
+from weather.admission import NOT_ALLOWED, Admission, peer_address
 from weather.interfaces import IPacketSink
 from weather.logs import RateLimitedLog
 from weather.packet import MAX_PACKET_SIZE, Packet, PacketFramer, PacketRejected, Reason
@@ -177,11 +177,12 @@ class StationFactory(Factory):
         self.stats["connections_refused"] += 1
         self.stats[f"connections_refused_{reason}"] += 1
         if reason == NOT_ALLOWED:
-            if host in self._logged_addresses:
+            address = str(peer_address(host) or host)  # one form per address
+            if address in self._logged_addresses:
                 return
             if len(self._logged_addresses) >= MAX_LOGGED_ADDRESSES:
                 return
-            self._logged_addresses.add(host)
+            self._logged_addresses.add(address)
             more = len(self._logged_addresses) == MAX_LOGGED_ADDRESSES
             self.log.warn(
                 "Refused a connection from {host}: not in the --allow networks "

@@ -82,25 +82,38 @@ def _ids(devices: list[int]) -> str:
 
 class HangupService(Service):
     """
-    While running, SIGHUP calls C{action} in the reactor thread.  The
-    previous handler is put back on stop.
+    While running, SIGHUP calls C{action} in the reactor thread.  Once
+    stopped, SIGHUP is ignored rather than handed back to the default action,
+    which would end the process in the middle of its stop (a flush, the
+    journal's last commit); L{restore} puts the previous handler back.
     """
+
+    log = Logger()
 
     def __init__(self, reactor: Any, action: Callable[[], object]) -> None:
         self.reactor = reactor
         self.action = action
         self._previous: Any = None
+        self._installed = False
 
     def startService(self) -> None:
         super().startService()
-        self._previous = signal.signal(signal.SIGHUP, self.hangup)
+        if not self._installed:
+            self._previous = signal.signal(signal.SIGHUP, self.hangup)
+            self._installed = True
 
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
+    def restore(self) -> None:
+        """Give SIGHUP back to the handler it had before."""
+        if self._installed:
             signal.signal(signal.SIGHUP, self._previous)
-            self._previous = None
+            self._installed = False
 
     def hangup(self, signum: int, frame: object) -> None:
         """The signal handler: run the action soon, in the reactor thread."""
-        self.reactor.callFromThread(self.action)
+        self.reactor.callFromThread(self._hungup)
+
+    def _hungup(self) -> None:
+        if self.running:
+            self.action()
+        else:
+            self.log.info("SIGHUP while stopping: ignored")

@@ -96,6 +96,36 @@ class RotatingLogFileTests(LogFileTestMixin, SynchronousTestCase):
         self.assertEqual(read(self.path + ".1"), b"line 2 of ten..\nline 3 of ten..\n")
         self.assertEqual(read(self.path), b"line 4 of ten..\n")
 
+    def test_failedRotationSaysSoOnce(self) -> None:
+        """
+        A rotation that fails says so in the file itself, and is tried again
+        only once the file has grown by max_bytes more: not on every line.
+        """
+        os.makedirs(os.path.join(self.path + ".1", "in-the-way"))
+        log_file = self.open(max_bytes=100, keep=1)
+        for n in range(20):
+            log_file.write(f"line {n:02} ....\n")  # 14 bytes: 280 in all
+        text = read(self.path).decode()
+        self.assertEqual(
+            text.count("cannot rotate"), 2, text
+        )  # per 100 bytes, not per line
+        self.assertIn(f"cannot rotate {self.path} (", text)
+        self.assertIn("line 19 ....", text)
+        os.rmdir(os.path.join(self.path + ".1", "in-the-way"))
+        os.rmdir(self.path + ".1")
+        for n in range(10):
+            log_file.write("more .......\n")
+        self.assertEqual(self.rotated(), ["weather.log.1"])
+
+    def test_strayNumberedFileIgnored(self) -> None:
+        """weather.log.01 is not ours: it neither blocks rotation nor is deleted."""
+        with open(self.path + ".01", "w") as f:
+            f.write("someone else's\n")
+        log_file = self.open(max_bytes=20, keep=1)
+        for n in range(3):
+            log_file.write(f"line {n} of ten..\n")
+        self.assertEqual(self.rotated(), ["weather.log.01", "weather.log.1"])
+
     def test_retention(self) -> None:
         """Only keep rotated files remain; older ones (a bigger keep's) are deleted."""
         with open(self.path + ".7", "wb") as f:

@@ -149,7 +149,11 @@ class RotatingLogFile(LogFile):
         return os.fstat(self._file.fileno()).st_size
 
     def shouldRotate(self) -> bool:
-        return bool(self.max_bytes) and self._size() >= self.max_bytes
+        if not self.max_bytes:
+            return False
+        size = self._size()
+        # After a failed rotation, try again once it has grown as much again.
+        return size >= self.max_bytes and size >= getattr(self, "_retry_at_size", 0)
 
     def write(self, data: str | bytes) -> None:
         """Append C{data} (text as UTF-8; unencodable characters escaped)."""
@@ -178,7 +182,13 @@ class RotatingLogFile(LogFile):
         numbers = []
         for entry in os.listdir(self.directory):
             suffix = entry[len(prefix) :]
-            if entry.startswith(prefix) and suffix.isdigit() and int(suffix) > 0:
+            if (
+                entry.startswith(prefix)
+                and suffix.isascii()
+                and suffix.isdigit()
+                and suffix == str(int(suffix))  # not "01": ours are name.1, name.2
+                and int(suffix) > 0
+            ):
                 numbers.append(int(suffix))
         return sorted(numbers)
 
@@ -215,8 +225,17 @@ class RotatingLogFile(LogFile):
         """
         try:
             self.rotate_or_reopen()
-        except OSError:
-            pass
+        except OSError as e:
+            # Into the file itself: the logging system is what is writing.
+            line = (
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} [weather.logfile] cannot "
+                f"rotate {self.path} ({e.strerror or e}): it keeps growing; trying "
+                f"again once {self.max_bytes} more bytes are written\n"
+            )
+            self._file.write(line.encode("utf-8", "backslashreplace"))
+            self._retry_at_size = self._size() + self.max_bytes
+        else:
+            self._retry_at_size = 0
 
     def reopen(self) -> None:
         """Open C{path} afresh; if that fails the open file stays in use."""

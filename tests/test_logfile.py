@@ -113,7 +113,7 @@ class RotatingLogFileTests(LogFileTestMixin, SynchronousTestCase):
         self.assertIn("line 19 ....", text)
         os.rmdir(os.path.join(self.path + ".1", "in-the-way"))
         os.rmdir(self.path + ".1")
-        for n in range(10):
+        for _ in range(10):
             log_file.write("more .......\n")
         self.assertEqual(self.rotated(), ["weather.log.1"])
 

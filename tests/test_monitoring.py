@@ -302,3 +302,76 @@ class SelfStatsTests(MonitoringTestCase):
         self.assertIn("journal_full", names)
         self.assertTrue(all(r.time_ns == 5 for r in readings))
         self.assertTrue(all(v for r in readings for _, v in r.tags))
+
+
+class StationsWhileInfluxDown(MonitoringTestCase):
+    def test_lastSeenAtArrival(self) -> None:
+        """A station whose packets wait in the journal is still seen alive."""
+        self.service.startService()
+        self.fake.fail_next(503, count=1000)
+        self.send(reference_packet())
+        self.deliver()
+        samples = self.metrics()
+        key = (("device", "1"), ("place", "balcony"))
+        self.assertEqual(
+            samples["weather_station_last_seen_timestamp_seconds"][key],
+            self.reactor.seconds(),
+        )
+
+    def test_lastSeenAcrossRestart(self) -> None:
+        """After a restart, a station heard from before is known, and can be overdue."""
+        self.service.startService()
+        self.send(reference_packet())
+        self.deliver()
+        heard = self.reactor.seconds()
+        self.stop()
+        self.build("--data-dir", self.settings.data_dir)
+        self.service.startService()
+        samples = self.metrics()
+        key = (("device", "1"), ("place", "balcony"))
+        self.assertEqual(samples["weather_station_last_seen_timestamp_seconds"][key], heard)
+
+
+class SelfStatsWhileFailing(MonitoringTestCase):
+    ARGS = MonitoringTestCase.ARGS + ("--self-stats-interval", "60")
+
+    def test_skippedWhileWritesFail(self) -> None:
+        """Failing writes: no self-statistics pile up in memory."""
+        self.service.startService()
+        self.deliver()
+        self.fake.fail_next(503, count=1000)
+        self.send(reference_packet())
+        self.deliver()
+        pending = self.service.writer.pending
+        for _ in range(10):
+            self.reactor.advance(60)
+        self.assertEqual(self.service.writer.pending, pending)
+        self.assertGreaterEqual(self.service.writer.stats["self_stats_skipped"], 9)
+
+
+class OpenFilesTests(SynchronousTestCase):
+    """--max-connections must fit the open-files limit (see tap.open_files_plan)."""
+
+    def test_fits(self) -> None:
+        from weather.tap import open_files_plan
+
+        self.assertEqual(open_files_plan(512, 1024, 4096), (1024, 512))
+
+    def test_softRaised(self) -> None:
+        from weather.tap import open_files_plan
+
+        self.assertEqual(open_files_plan(10_000, 1024, 1 << 20), (10_064, 10_000))
+
+    def test_clampedToHard(self) -> None:
+        from weather.tap import open_files_plan
+
+        self.assertEqual(open_files_plan(10_000, 1024, 4096), (4096, 4032))
+
+    def test_infinite(self) -> None:
+        import resource
+
+        from weather.tap import open_files_plan
+
+        infinite = resource.RLIM_INFINITY
+        self.assertEqual(open_files_plan(10_000, 1024, infinite), (10_064, 10_000))
+        self.assertEqual(open_files_plan(10_000, infinite, infinite), (infinite, 10_000))

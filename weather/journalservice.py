@@ -290,6 +290,10 @@ class Journal(Service):
     def status(self) -> Deferred[JournalStatus]:
         return self.worker.run(self._file().status)
 
+    def last_arrivals(self) -> dict[int, int]:
+        """Each device's last whole packet's arrival, in nanoseconds."""
+        return dict(self._arrivals)
+
     def refresh_status(self) -> Deferred[JournalStatus]:
         """Count what the journal holds, on the disk worker; kept as L{last_status}."""
 

@@ -90,6 +90,12 @@ class PacketPipeline(Service):
 
     def startService(self) -> None:
         super().startService()
+        # The stations heard from before this start are known by their last
+        # arrival: one silent since then shows as silent.
+        for device, arrival_ns in self.journal.last_arrivals().items():
+            profile = self.profiles.get(device)
+            if profile is not None:
+                self.stations.packet_arrived(profile, None, arrival_ns)
         self._read_backlog()
 
     def stopService(self) -> None:
@@ -108,6 +114,11 @@ class PacketPipeline(Service):
 
     def packet_received(self, packet: Packet) -> Deferred[None]:
         """Journal C{packet}; the result fires once it is durable."""
+        profile = (
+            self.profiles.get(packet.device_id) if packet.device_id is not None else None
+        )
+        if profile is not None:
+            self.stations.packet_arrived(profile, packet.peer, packet.arrival_ns)
         durable = self.journal.append(packet)
         durable.addCallback(self._journaled)
         return durable

@@ -59,10 +59,12 @@ class SelfStatsReporter:
 
     def report(self) -> None:
         """
-        Queue one point per figure; skipped while the writer is overloaded
-        (station readings come first, and these say nothing new after).
+        Queue one point per figure; skipped while writes fail or the writer
+        is overloaded: they would pile up in memory ahead of the readings
+        waiting in the journal, and say nothing new once InfluxDB is back.
         """
-        if self.writer.overloaded or not self.writer.running:
+        writer = self.writer
+        if writer.overloaded or not writer.running or writer.failing_since is not None:
             self.writer.stats["self_stats_skipped"] += 1
             return
         time_ns = round(self.clock.seconds() * 1e6) * 1000

@@ -103,6 +103,19 @@ class StationBook:
         station.tags = profile.tags
         return station
 
+    def packet_arrived(
+        self, profile: DeviceProfile, peer: str | None, arrival_ns: int
+    ) -> None:
+        """
+        A packet of a described station arrived (decoded or not yet): it is
+        alive, even while its packets wait in the journal for InfluxDB.
+        """
+        station = self._record(profile)
+        if station.last_seen_ns is None or arrival_ns >= station.last_seen_ns:
+            station.last_seen_ns = arrival_ns
+            if peer is not None:
+                station.peer = peer
+
     def packet_decoded(
         self,
         decoded: DecodedPacket,

@@ -4,12 +4,13 @@ The twistd plugin's service maker: C{twistd weather [options]}.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import resource
 import signal
 from typing import Any
 
-from twisted.application import strports
-from twisted.application.internet import TimerService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IService
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import serverFromString
@@ -27,12 +28,13 @@ from weather.journalservice import (
     check_lock,
 )
 from weather.logfile import attach
+from weather.logs import RateLimitedLog
 from weather.metrics import ServerMetrics
 from weather.pipeline import PacketPipeline
 from weather.protocol import StationFactory
 from weather.reload import DevicesReloader, HangupService
 from weather.selfstats import SelfStatsReporter
-from weather.service import StationListener, WeatherService
+from weather.service import CannotListen, StationListener, WeatherService
 from weather.settings import ConfigurationError, Options, Settings, settings_from_options
 from weather.writer import PointWriter
 
@@ -113,6 +115,22 @@ def build_service(
     return service
 
 
+class MonitoringEndpoint(StreamServerEndpointService):
+    """The --metrics-port listener: a port in use stops the start in one line."""
+
+    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            why = getattr(getattr(e, "socketError", None), "strerror", None) or e
+            raise CannotListen(f"--metrics-port {self.description}: {why}") from None
+
+
 #: Seconds between counts of the journal's pending packets, for the metrics.
 JOURNAL_STATUS_INTERVAL = 10.0
 
@@ -126,14 +144,15 @@ def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) ->
 
         site = monitoring_site(service, metrics, reactor, settings.unhealthy_after)
         try:
-            http = strports.service(settings.metrics_port, site, reactor=reactor)
+            endpoint = serverFromString(reactor, settings.metrics_port)
         except Exception as e:
             raise ConfigurationError(
                 f"--metrics-port {settings.metrics_port}: {e or type(e).__name__}"
             ) from None
-        service.add_monitoring(http)
+        service.add_monitoring(MonitoringEndpoint(endpoint, site, settings.metrics_port))
+    limited = RateLimitedLog(log, reactor, period=3600)
     service.add_monitoring(
-        _timer(JOURNAL_STATUS_INTERVAL, _refresh_journal_status, reactor, service)
+        _timer(JOURNAL_STATUS_INTERVAL, _refresh_journal_status, reactor, service, limited)
     )
     if settings.self_stats_interval:
         reporter = SelfStatsReporter(metrics.registry, service.writer, reactor)
@@ -148,14 +167,61 @@ def _timer(interval: float, call: Any, reactor: Any, *args: Any) -> TimerService
     return timer
 
 
-def _refresh_journal_status(service: WeatherService) -> None:
-    """Count the journal's packets; a failure is logged, the timer goes on."""
+def _refresh_journal_status(service: WeatherService, limited: RateLimitedLog) -> None:
+    """Count the journal's packets; a failure is logged (rarely), the timer goes on."""
+    journal = service.journal
 
     def failed(failure: Failure) -> None:
-        log.warn("Cannot count the journal's packets: {why}", why=failure.getErrorMessage())
+        journal.last_status = None  # no figures rather than stale ones
+        limited.warn(
+            "journal-count",
+            "Cannot count the journal's packets: {why}",
+            why=failure.getErrorMessage(),
+        )
 
-    if service.journal.running:
-        maybeDeferred(service.journal.refresh_status).addErrback(failed)
+    if journal.running:
+        maybeDeferred(journal.refresh_status).addErrback(failed)
+
+
+#: Descriptors beyond station connections: journal, log, InfluxDB, HTTP.
+SPARE_DESCRIPTORS = 64
+
+
+def open_files_plan(max_connections: int, soft: int, hard: int) -> tuple[int, int]:
+    """
+    The soft open-files limit to ask for and the connection limit it allows.
+    Out of descriptors, Twisted accepts each connection and closes it at
+    once: stations that do not wait for the acknowledgement would take it
+    for a successful upload.  So the connection limit must fit.
+    """
+    infinite = resource.RLIM_INFINITY
+    need = max_connections + SPARE_DESCRIPTORS
+    if soft == infinite or soft >= need:
+        return soft, max_connections
+    new_soft = need if hard == infinite else min(hard, need)
+    return new_soft, min(max_connections, new_soft - SPARE_DESCRIPTORS)
+
+
+def fit_open_files(settings: Settings) -> Settings:
+    """Raise the open-files limit for --max-connections, or lower the limit to fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    new_soft, allowed = open_files_plan(settings.max_connections, soft, hard)
+    if new_soft != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+    if allowed < settings.max_connections:
+        if allowed < 1:
+            raise ConfigurationError(
+                f"the open-files limit ({hard}) leaves no room for station connections"
+            )
+        log.warn(
+            "--max-connections {wanted} does not fit the open-files limit ({hard}): "
+            "using {allowed}; raise it (ulimit -n, LimitNOFILE=) for more",
+            wanted=settings.max_connections,
+            hard=hard,
+            allowed=allowed,
+        )
+        return dataclasses.replace(settings, max_connections=allowed)
+    return settings
 
 
 def check_data_dir(directory: str) -> None:
@@ -209,7 +275,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     try:
-        settings = settings_from_options(options, os.environ)
+        settings = fit_open_files(settings_from_options(options, os.environ))
         check_data_dir(settings.data_dir)
         service = build_service(settings, reactor)
     except ConfigurationError as e:

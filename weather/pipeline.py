@@ -280,7 +280,7 @@ class PacketPipeline(Service):
             self.log.warn(
                 "Device {device} (from {peer}) is not in the devices file: its "
                 "packets are kept in quarantine in {data_dir}. Describe it as "
-                "[devices.{device}] in the --devices file, restart, then run "
+                "[devices.{device}] in the --devices file, reload it (SIGHUP), then run "
                 "'weather replay --data-dir {data_dir}' to store them",
                 peer=packet.peer,
                 device=packet.device_id,

@@ -7,7 +7,9 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -284,3 +286,27 @@ class SetTime:
         from twisted.internet import reactor
 
         return reactor.callLater(*args, **kwargs)
+
+
+@implementer(IListeningPort)
+class RecordingPort:
+    """A listening port that notes stopReading, startReading and stopListening."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def startListening(self) -> None:
+        pass
+
+    def stopReading(self) -> None:
+        self.calls.append("stopReading")
+
+    def startReading(self) -> None:
+        self.calls.append("startReading")
+
+    def stopListening(self) -> Deferred:
+        self.calls.append("stopListening")
+        return succeed(None)
+
+    def getHost(self):
+        return IPv4Address("TCP", "0.0.0.0", 8266)

@@ -25,7 +25,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import (
@@ -39,6 +39,7 @@ from zope.interface import implementer
 
 from tests.fakeinflux import FakeInfluxDB
 from tests.support import (
+    RecordingPort,
     RecordingSink,
     build_test_service,
     make_settings,
@@ -107,30 +108,6 @@ def capture_logs(testcase, namespace: str = "weather.") -> list[dict]:
     globalLogPublisher.addObserver(observer)
     testcase.addCleanup(globalLogPublisher.removeObserver, observer)
     return events
-
-
-@implementer(IListeningPort)
-class RecordingPort:
-    """A listening port that notes stopReading, startReading and stopListening."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def startListening(self) -> None:
-        pass
-
-    def stopReading(self) -> None:
-        self.calls.append("stopReading")
-
-    def startReading(self) -> None:
-        self.calls.append("startReading")
-
-    def stopListening(self) -> Deferred:
-        self.calls.append("stopListening")
-        return succeed(None)
-
-    def getHost(self):
-        return IPv4Address("TCP", "0.0.0.0", 8266)
 
 
 class AcceptRoundPort(RecordingPort):

@@ -14,7 +14,7 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
     MemoryReactorClock,
@@ -28,6 +28,7 @@ from zope.interface import implementer
 from tests.fakeinflux import FakeInfluxDB
 from tests.support import (
     Gate,
+    RecordingPort,
     RecordingSink,
     build_test_service,
     journal_status,
@@ -53,30 +54,6 @@ POINTS_PER_PACKET = 90
 def line(i: int) -> bytes:
     """A valid point whose timestamp is C{i}."""
     return b"m f=%d %d" % (i, i)
-
-
-@implementer(IListeningPort)
-class RecordingPort:
-    """A listening port that notes stopReading, startReading and stopListening."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def startListening(self) -> None:
-        pass
-
-    def stopReading(self) -> None:
-        self.calls.append("stopReading")
-
-    def startReading(self) -> None:
-        self.calls.append("startReading")
-
-    def stopListening(self) -> Deferred:
-        self.calls.append("stopListening")
-        return succeed(None)
-
-    def getHost(self):
-        return IPv4Address("TCP", "0.0.0.0", 8266)
 
 
 @implementer(IStreamServerEndpoint)

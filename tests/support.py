@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -310,3 +311,32 @@ class RecordingPort:
 
     def getHost(self):
         return IPv4Address("TCP", "0.0.0.0", 8266)
+
+
+class Station(Protocol):
+    """
+    Writes C{packet} on connecting, closes once the server answers; C{done}
+    fires with what the server wrote when the connection is gone.
+    """
+
+    def __init__(self, packet: bytes) -> None:
+        self.packet = packet
+        self.received = b""
+        self.reason = None
+        # Cancelled by the timeout: give up on the connection.
+        self.done: Deferred = Deferred(
+            lambda _: self.transport and self.transport.abortConnection()
+        )
+
+    def connectionMade(self) -> None:
+        # Over TLS this is before the handshake; the bytes wait for it.
+        self.transport.write(self.packet)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        self.reason = reason
+        if not self.done.called:  # not after a timeout
+            self.done.callback(self.received)

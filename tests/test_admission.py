@@ -41,6 +41,7 @@ from tests.fakeinflux import FakeInfluxDB
 from tests.support import (
     RecordingPort,
     RecordingSink,
+    Station,
     build_test_service,
     make_settings,
     reference_packet,
@@ -1011,31 +1012,6 @@ class Idle(Protocol):
 
     def connectionLost(self, reason) -> None:
         self.lost.callback(None)
-
-
-class Station(Protocol):
-    """
-    Writes C{packet} on connecting and closes once the server answers;
-    C{done} fires with what the server wrote when the connection is gone.
-    """
-
-    def __init__(self, packet: bytes) -> None:
-        self.packet = packet
-        self.received = b""
-        self.done: Deferred = Deferred(
-            lambda _: self.transport and self.transport.abortConnection()
-        )
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.packet)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason) -> None:
-        if not self.done.called:
-            self.done.callback(self.received)
 
 
 @inlineCallbacks

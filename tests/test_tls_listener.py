@@ -21,46 +21,16 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     connectProtocol,
 )
-from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import TestCase
 
 from tests import test_tls
 from tests.fakeinflux import FakeInfluxDB
-from tests.support import build_test_service, make_settings, reference_packet
+from tests.support import Station, build_test_service, make_settings, reference_packet
 from weather.protocol import ACK
 
 #: Seconds a station gets for its whole exchange with the server.
 TIMEOUT = 10
-
-
-class Station(Protocol):
-    """
-    Writes C{packet} on connecting, closes once the server answers; C{done}
-    fires with what the server wrote when the connection is gone.
-    """
-
-    def __init__(self, packet: bytes) -> None:
-        self.packet = packet
-        self.received = b""
-        self.reason = None
-        # Cancelled by the timeout: give up on the connection.
-        self.done: Deferred = Deferred(
-            lambda _: self.transport and self.transport.abortConnection()
-        )
-
-    def connectionMade(self) -> None:
-        # Over TLS this is before the handshake; the bytes wait for it.
-        self.transport.write(self.packet)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason) -> None:
-        self.reason = reason
-        if not self.done.called:  # not after a timeout
-            self.done.callback(self.received)
 
 
 class TLSListenerTests(TestCase):

@@ -5,13 +5,17 @@ quarantined packets.
     weather journal status     packets to deliver, the oldest one's age, disk use
     weather quarantine list    what is in quarantine, and why
     weather replay             decode quarantined packets again and send them
+    weather decode PACKET      show a packet's header and readings (hex, file, log line)
+    weather simulate           stations sending to a server, as the firmware does
 
-Every subcommand takes C{--data-dir} (the server's default when not given).
+The journal commands take C{--data-dir} (the server's default when not given).
 """
 
 from __future__ import annotations
 
+import getopt
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +27,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from weather.decode import decode_packet, is_storable
+from weather.devices import REFERENCE_DEVICES, DevicesError, load_devices
+from weather.dump import NotAPacket, describe_packet, packet_from_text
 from weather.journal import (
     JournalError,
     JournalFile,
@@ -42,6 +48,7 @@ from weather.settings import (
 from weather.settings import (
     Options as ServerOptions,
 )
+from weather.simulate import Simulation, StationModel, devices_toml, tcp_connector
 from weather.writer import PointsRejected, PointWriter
 
 #: The server's options that say where and how to write to InfluxDB.
@@ -143,21 +150,168 @@ class ReplayOptions(DataDirOptions):
         return settings_from_options(server, os.environ)
 
 
+def parse_time(value: str, name: str) -> int:
+    """
+    A time given on the command line, in nanoseconds: seconds since the epoch,
+    or ISO 8601 (UTC unless it carries an offset).
+    """
+    try:
+        return int(float(value) * 1e9)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise usage.UsageError(
+            f"--{name} {value!r}: give seconds since 1970 or a time such as "
+            "2026-11-21T12:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+class DecodeOptions(usage.Options):
+    synopsis = "Usage: weather decode [options] [PACKET ...]"
+    longdesc = (
+        "Show a packet's header and its readings with the timestamps the server "
+        "would give them. PACKET is hex (b4001000...), decimal bytes (180 0 16 "
+        "...), or a whole line pasted from the original server's log (Received "
+        "raw data = 180 0 16 ...); without PACKET or --file, the text is read "
+        "from standard input."
+    )
+    optParameters = [
+        ["file", "f", None, "Read the packet's raw bytes from this file (- for stdin)."],
+        ["devices", None, None, "The devices file (default: the reference station)."],
+        ["arrival", "a", None, "When its last byte arrived (default: now)."],
+        [
+            "previous",
+            "p",
+            None,
+            "When the device's previous packet arrived (gives a measured interval).",
+        ],
+        ["base", None, "auto", "Read PACKET as hex, decimal or auto."],
+    ]
+    optFlags = [["lines", "l", "Also print the line protocol the server would write."]]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Options may also follow the packet (a pasted log line is long)."""
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            found, rest = getopt.gnu_getopt(list(options), self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e)) from None
+        ordered = [part for pair in found for part in pair if part]
+        super().parseOptions([*ordered, "--", *rest])
+
+    def parseArgs(self, *packet: str) -> None:
+        self["packet"] = " ".join(packet)
+
+    def postOptions(self) -> None:
+        if self["base"] not in ("auto", "hex", "decimal"):
+            raise usage.UsageError("--base: give hex, decimal or auto")
+        if self["packet"] and self["file"]:
+            raise usage.UsageError("give PACKET or --file, not both")
+        for name in ("arrival", "previous"):
+            if self[name] is not None:
+                self[name] = parse_time(self[name], name)
+
+
+class SimulateOptions(usage.Options):
+    synopsis = "Usage: weather simulate [--host H] [--port P] [--stations N] [--packets K]"
+    longdesc = (
+        "Simulated reference stations sending to a server as the firmware does: "
+        "connect, write one packet, close (never reading unless --wait-ack). "
+        "Each station wakes --packets times, the first at once with the "
+        "--wake-every seconds before it, then every --wake-every seconds by its "
+        "own drifting clock. Prints each upload and each reading with its true "
+        "time (UTC), to compare with what the server stored. Stations are "
+        "devices --first-id, --first-id + 1, ...: give the server a devices "
+        "file that describes them (--devices-toml prints one)."
+    )
+    optParameters = [
+        ["host", "H", "127.0.0.1", "The server's address or name."],
+        ["port", "P", 8266, "The server's port.", int],
+        ["stations", "n", 1, "How many stations.", int],
+        ["packets", "k", 1, "Uploads per station.", int],
+        ["first-id", None, 1, "The first station's device id.", int],
+        ["wake-every", "w", 3600, "Seconds between uploads (wakeEvery).", int],
+        ["measure-every", "m", 120, "Seconds between records (measurementEvery).", int],
+        ["drift", None, 2.0, "Each clock runs up to this many percent off.", float],
+        ["miss", None, 0.0, "Probability that a station misses an upload.", float],
+        ["segments", None, 1, "Write each packet in this many TCP segments.", int],
+        ["segment-delay", None, 0.05, "Seconds between segments.", float],
+        ["ack-timeout", None, 5.0, "With --wait-ack: seconds to wait.", float],
+        ["spread", None, 0.0, "Spread the first uploads over this many seconds.", float],
+        ["seed", None, 0, "Seed for drift, weather and missed uploads.", int],
+    ]
+    optFlags = [
+        ["wait-ack", None, "Wait for the server's acknowledgement before closing."],
+        ["quiet", "q", "Print uploads only, not every reading."],
+        ["devices-toml", None, "Print a devices file for these stations and exit."],
+    ]
+
+    def postOptions(self) -> None:
+        if not 1 <= self["first-id"] <= 255:
+            raise usage.UsageError("--first-id: device ids are 1 to 255")
+        if self["stations"] < 1 or self["first-id"] + self["stations"] - 1 > 255:
+            raise usage.UsageError(
+                f"--stations: 1 to {256 - self['first-id']} (device ids end at 255)"
+            )
+        if self["packets"] < 1:
+            raise usage.UsageError("--packets: at least 1")
+        if not 0 <= self["miss"] < 1:
+            raise usage.UsageError("--miss: a probability, 0 to below 1")
+        if not 0 <= self["drift"] < 50:
+            raise usage.UsageError("--drift: a percentage, 0 to below 50")
+        if self["segments"] < 1:
+            raise usage.UsageError("--segments: at least 1")
+        if not 0 < self["wake-every"] <= 0xFFFF or not 0 < self["measure-every"] <= 0xFFFF:
+            raise usage.UsageError("--wake-every and --measure-every: 1 to 65535 s")
+        try:
+            self.stations()
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def device_ids(self) -> list[int]:
+        return list(range(self["first-id"], self["first-id"] + self["stations"]))
+
+    def stations(self) -> list[StationModel]:
+        chance = random.Random(self["seed"])
+        drift = self["drift"] / 100
+        return [
+            StationModel(
+                device,
+                wake_every=self["wake-every"],
+                measure_every=self["measure-every"],
+                drift=chance.uniform(-drift, drift),
+                seed=self["seed"],
+            )
+            for device in self.device_ids()
+        ]
+
+
 class Options(usage.Options):
     synopsis = "Usage: weather <command> [options]"
     longdesc = (
-        "Look into the server's journal and quarantine, and replay quarantined "
-        "packets. Every command takes --data-dir (default: the server's)."
+        "Look into the server's journal and quarantine, replay quarantined "
+        "packets, decode a packet by hand, or simulate stations. The journal "
+        "commands take --data-dir (default: the server's)."
     )
     subCommands = [
         ["journal", None, JournalOptions, "The journal: weather journal status."],
         ["quarantine", None, QuarantineOptions, "The quarantine: weather quarantine list."],
         ["replay", None, ReplayOptions, "Decode quarantined packets again and send them."],
+        ["decode", None, DecodeOptions, "Show a packet's header and readings."],
+        ["simulate", None, SimulateOptions, "Stations sending to a server."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("give a command: journal, quarantine or replay")
+            raise usage.UsageError(
+                "give a command: journal, quarantine, replay, decode or simulate"
+            )
 
 
 # -- presentation -------------------------------------------------------------
@@ -418,6 +572,58 @@ def _send(reactor, settings, ready, options, err, client) -> Any:
     return delivered, refused
 
 
+def decode(options: DecodeOptions, out: TextIO, stdin: TextIO, now_ns: int) -> int:
+    """C{weather decode}: 0 if the packet decodes, 1 if the server would reject it."""
+    profiles = load_devices(options["devices"]) if options["devices"] else REFERENCE_DEVICES
+    try:
+        if options["file"] == "-":
+            data = stdin.buffer.read()
+        elif options["file"]:
+            with open(options["file"], "rb") as f:
+                data = f.read()
+        else:
+            data = packet_from_text(options["packet"] or stdin.read(), options["base"])
+    except OSError as e:
+        raise usage.UsageError(f"--file: {e.strerror}: {e.filename}") from None
+    except NotAPacket as e:
+        raise usage.UsageError(f"not a packet: {e}") from None
+    arrival = options["arrival"] if options["arrival"] is not None else now_ns
+    return describe_packet(
+        data, arrival, options["previous"], profiles, out, lines=options["lines"]
+    )
+
+
+@inlineCallbacks
+def simulate(reactor: Any, options: SimulateOptions, out: TextIO) -> Any:
+    """C{weather simulate}: 0 once every record of every station was sent."""
+    stations = options.stations()
+    simulation = Simulation(
+        reactor,
+        tcp_connector(reactor, options["host"], options["port"]),
+        stations,
+        options["packets"],
+        out,
+        miss=options["miss"],
+        segments=options["segments"],
+        segment_delay=options["segment-delay"],
+        ack_timeout=options["ack-timeout"] if options["wait-ack"] else None,
+        spread=options["spread"],
+        quiet=options["quiet"],
+        seed=options["seed"],
+    )
+    totals = yield simulation.run()
+    held = sum(len(s.held) for s in stations)
+    dropped = sum(s.dropped for s in stations)
+    acknowledged = f" ({totals.acknowledged} acknowledged)" if options["wait-ack"] else ""
+    out.write(
+        f"{len(stations)} stations sent {totals.packets} packets{acknowledged} with "
+        f"{totals.records} records; {totals.failed} uploads failed, {totals.missed} "
+        f"missed; {held} records still on the stations, {dropped} dropped by full rings.\n"
+    )
+    not_acknowledged = options["wait-ack"] and totals.acknowledged < totals.packets
+    return 1 if held or dropped or not_acknowledged else 0
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
@@ -432,6 +638,13 @@ def main(
     command = options.subCommand
     sub = options.subOptions
     try:
+        if command == "decode":
+            return decode(sub, out, sys.stdin, time.time_ns())
+        if command == "simulate":
+            if sub["devices-toml"]:
+                out.write(devices_toml(sub.device_ids()))
+                return 0
+            return _react(lambda reactor: simulate(reactor, sub, out))
         if command == "journal":
             return journal_status(sub.subOptions.data_dir(), out, time.time())
         if command == "quarantine":
@@ -440,7 +653,7 @@ def main(
         sub.settings()  # the InfluxDB options and devices file, checked before starting
         JournalFile(sub.data_dir(), create=False).close()
         return _react(lambda reactor: replay(reactor, sub, out, err))
-    except (JournalError, ConfigurationError, usage.UsageError) as e:
+    except (JournalError, ConfigurationError, DevicesError, usage.UsageError) as e:
         err.write(f"weather: {e}\n")
         return 1
 

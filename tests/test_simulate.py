@@ -1,0 +1,309 @@
+"""
+C{weather simulate}: stations that behave as the firmware does, with readings
+that follow a day, checked against PROTOCOL.md through the real decoder.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from twisted.internet import reactor
+from twisted.internet.defer import fail, inlineCallbacks, succeed
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import make_settings
+from tests.test_cli import run
+from tests.test_integration import InfluxTestCase
+from weather.decode import decode_packet
+from weather.devices import REFERENCE_DEVICES, parse_devices
+from weather.simulate import (
+    ACK,
+    RING_RECORDS,
+    Simulation,
+    StationModel,
+    Upload,
+    devices_toml,
+    tcp_connector,
+)
+from weather.tap import build_service
+
+S = 1_000_000_000
+#: 2026-11-21 00:00 UTC
+MIDNIGHT = 1_795_219_200.0
+
+
+class StationModelTests(SynchronousTestCase):
+    def test_firstWakeCoversTheHourBefore(self) -> None:
+        station = StationModel(1, drift=0.02)
+        now = MIDNIGHT + 9 * 3600
+        records = station.wake(now)
+        self.assertEqual(len(records), 30)
+        self.assertEqual(records[-1].time, now)
+        steps = {
+            round(b.time - a.time, 6) for a, b in zip(records, records[1:], strict=False)
+        }
+        self.assertEqual(steps, {122.4})  # 120 s by a clock 2 % slow
+
+    def test_packetDecodesToTheRecordedReadings(self) -> None:
+        station = StationModel(1)
+        now = MIDNIGHT + 13 * 3600
+        records = station.wake(now)
+        packet = station.packet(records)
+        self.assertEqual(len(packet), 189)
+        decoded = decode_packet(packet, int(now * S), None, REFERENCE_DEVICES)
+        values = [r.value for r in decoded.readings]
+        want = [v for r in records for v in (r.lux, r.humidity, r.temperature)]
+        self.assertEqual(values, want)
+        # The decoder's stamps are the true times when the clock is exact.
+        self.assertEqual(
+            [r.time_ns for r in decoded.readings[::3]], [int(r.time * S) for r in records]
+        )
+        for r in records:
+            self.assertEqual(r.humidity_code & 3, 0)
+            self.assertEqual(r.temperature_code & 3, 0)
+
+    def test_aDayOfWeather(self) -> None:
+        station = StationModel(3, wake_every=600, measure_every=120)
+        day = [station.measure(MIDNIGHT + h * 3600) for h in range(24)]
+        temperature = [r.temperature for r in day]
+        humidity = [r.humidity for r in day]
+        self.assertGreater(temperature[15], temperature[4] + 6)
+        self.assertGreater(humidity[4], humidity[15])
+        self.assertEqual([r.lux for r in day[:5] + day[19:]], [0] * 10)
+        self.assertGreater(day[12].lux, 1000)
+        for r in day:
+            self.assertTrue(-10 < r.temperature < 30 and 5 <= r.humidity <= 100)
+
+    def test_missedUploadsFillTheRing(self) -> None:
+        """Two hours of records are 60; the ring keeps the newest 58."""
+        station = StationModel(1)
+        first = station.wake(MIDNIGHT)
+        second = station.wake(MIDNIGHT + 3600)
+        self.assertEqual(len(second), RING_RECORDS)
+        self.assertEqual(station.dropped, 2)
+        self.assertEqual(second[0], first[2])
+        station.delivered(second)
+        self.assertEqual(station.held, [])
+        self.assertEqual(len(station.wake(MIDNIGHT + 7200)), 30)
+
+    def test_intervalsMustFit(self) -> None:
+        self.assertRaises(ValueError, StationModel, 1, wake_every=100, measure_every=30)
+        self.assertRaises(ValueError, StationModel, 1, wake_every=7200, measure_every=60)
+
+
+class FirmwareConnection(StringTransport):
+    """A transport that tells its protocol when it is closed."""
+
+    def __init__(self, clock: Clock, reply: bytes = b"") -> None:
+        super().__init__()
+        self.clock = clock
+        self.reply = reply
+        self.writes: list[bytes] = []
+        self.nodelay = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+        if self.reply:
+            self.clock.callLater(0.001, self.protocol.dataReceived, self.reply)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            super().loseConnection()
+            self.clock.callLater(0, self.protocol.connectionLost, Failure(ConnectionDone()))
+
+
+class SimulationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(MIDNIGHT + 12 * 3600)
+        self.connections: list[FirmwareConnection] = []
+        self.refuse = 0
+        self.reply = b""
+        self.out = io.StringIO()
+
+    def connect(self, upload: Upload):
+        if self.refuse:
+            self.refuse -= 1
+            return fail(ConnectionRefusedError("refused"))
+        transport = FirmwareConnection(self.clock, self.reply)
+        transport.protocol = upload
+        self.connections.append(transport)
+        upload.makeConnection(transport)
+        return succeed(upload)
+
+    def simulate(self, stations, packets, **kw):
+        simulation = Simulation(self.clock, self.connect, stations, packets, self.out, **kw)
+        done = simulation.run()
+        while not done.called and self.clock.getDelayedCalls():
+            soonest = min(c.getTime() for c in self.clock.getDelayedCalls())
+            self.clock.advance(max(0.0, soonest - self.clock.seconds()))
+        return self.successResultOf(done)
+
+    def packets(self) -> list[bytes]:
+        return [b"".join(c.writes) for c in self.connections]
+
+    def test_firmwareUploads(self) -> None:
+        """Connect, write one packet, close; one wake interval apart."""
+        stations = [StationModel(1, wake_every=6, measure_every=2), StationModel(2)]
+        totals = self.simulate(stations, 3)
+        self.assertEqual((totals.packets, totals.records, totals.failed), (6, 99, 0))
+        packets = self.packets()
+        self.assertEqual(sorted(p[7] for p in packets), [1, 1, 1, 2, 2, 2])
+        self.assertTrue(all(c.disconnecting for c in self.connections))
+        self.assertEqual(len(self.out.getvalue().splitlines()), 6 + 99)
+        self.assertIn(
+            "station 2: 2026-11-21 14:00:00.000 30 records, 189 bytes: sent",
+            self.out.getvalue(),
+        )
+
+    def test_segments(self) -> None:
+        self.simulate([StationModel(1)], 1, segments=3, segment_delay=0.05, quiet=True)
+        (connection,) = self.connections
+        self.assertEqual([len(w) for w in connection.writes], [63, 63, 63])
+        self.assertTrue(connection.nodelay)
+        self.assertEqual(len(self.out.getvalue().splitlines()), 1)
+
+    def test_failedUploadKeepsRecordsForTheNext(self) -> None:
+        self.refuse = 1
+        totals = self.simulate([StationModel(1)], 2, quiet=True)
+        self.assertEqual((totals.packets, totals.failed), (1, 1))
+        (packet,) = self.packets()
+        self.assertEqual(packet[0] + 256 * packet[1], RING_RECORDS * 6)
+        self.assertIn(
+            "upload failed (Connection was refused by other side: refused.): keeps 30",
+            self.out.getvalue(),
+        )
+
+    def test_missedUploadsComeOnTop(self) -> None:
+        stations = [StationModel(d, wake_every=20, measure_every=2) for d in (1, 2, 3)]
+        totals = self.simulate(stations, 4, miss=0.3, seed=5, quiet=True)
+        self.assertGreater(totals.missed, 0)
+        self.assertEqual(totals.packets, 12)
+        # Nothing lost: every record measured was sent exactly once.
+        sizes = [len(p) - 9 for p in self.packets()]
+        self.assertEqual(sum(sizes) // 6, totals.records)
+        self.assertEqual(totals.records, 10 * (12 + totals.missed))
+        self.assertIn(60, sizes)
+
+    def test_waitForAcknowledgement(self) -> None:
+        self.reply = ACK
+        totals = self.simulate([StationModel(1)], 1, ack_timeout=5)
+        self.assertEqual(totals.acknowledged, 1)
+        self.reply = b""
+        totals = self.simulate([StationModel(1)], 1, ack_timeout=5, quiet=True)
+        self.assertEqual(totals.acknowledged, 0)
+        self.assertIn("not acknowledged", self.out.getvalue())
+
+
+class SimulateCommandTests(SynchronousTestCase):
+    def test_devicesToml(self) -> None:
+        code, out, _ = run(
+            "simulate", "--stations", "3", "--first-id", "4", "--devices-toml"
+        )
+        self.assertEqual(code, 0)
+        profiles = parse_devices(out)
+        self.assertEqual(sorted(profiles), [4, 5, 6])
+        self.assertEqual(profiles[5].tags, (("place", "station-5"),))
+        self.assertEqual(profiles[5].values, REFERENCE_DEVICES[1].values)
+
+    def test_badOptions(self) -> None:
+        for argv, why in [
+            (["--stations", "0"], "--stations"),
+            (["--first-id", "250", "--stations", "7"], "device ids end at 255"),
+            (["--wake-every", "100", "--measure-every", "30"], "whole number"),
+            (["--miss", "1"], "--miss"),
+            (["--packets", "0"], "--packets"),
+        ]:
+            code, _, err = run("simulate", *argv)
+            self.assertEqual(code, 2, argv)
+            self.assertIn(why, err)
+
+    def test_driftIsPerStationAndSeeded(self) -> None:
+        from weather.cli import SimulateOptions
+
+        options = SimulateOptions()
+        options.parseOptions(["--stations", "5", "--drift", "3", "--seed", "7"])
+        drifts = [s.drift for s in options.stations()]
+        self.assertEqual(len(set(drifts)), 5)
+        self.assertTrue(all(abs(d) <= 0.03 for d in drifts))
+        again = SimulateOptions()
+        again.parseOptions(["--stations", "5", "--drift", "3", "--seed", "7"])
+        self.assertEqual([s.drift for s in again.stations()], drifts)
+        self.assertFalse(any(math.isnan(d) for d in drifts))
+        self.assertEqual(devices_toml([1]).count("[devices.1]"), 1)
+
+
+class SimulatorIntoInfluxDBTests(InfluxTestCase):
+    """
+    Simulated stations, over real TCP (packets split over segments), into the
+    assembled server and a real influxd: what InfluxDB holds is what the
+    simulator says it sent, at the true times (within the stations' drift).
+    """
+
+    @inlineCallbacks
+    def test_whatWasSentIsStored(self):
+        devices = self.mktemp()
+        with open(devices, "w") as f:
+            f.write(devices_toml([1, 2, 3]))
+        settings = make_settings(
+            self,
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--influx-url",
+            self.influx.url,
+            "--database",
+            self.database,
+            "--devices",
+            devices,
+            "--flush-interval",
+            "0.05",
+        )
+        service = build_service(settings, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.listener.port.getHost().port
+        stations = [
+            StationModel(d, wake_every=2, measure_every=1, drift=0.01) for d in (1, 2, 3)
+        ]
+        out = io.StringIO()
+        simulation = Simulation(
+            reactor, tcp_connector(reactor, "127.0.0.1", port), stations, 2, out, segments=2
+        )
+        totals = yield simulation.run()
+        self.assertEqual((totals.packets, totals.records, totals.failed), (6, 12, 0))
+        # The firmware does not wait: the last packets may still be on their way.
+        for _ in range(1000):
+            if service.writer.stats["points_written"] == 36:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        yield service.stopService()
+
+        sent: dict[int, list[tuple[float, float]]] = {}
+        device = 0
+        for line in out.getvalue().splitlines():
+            if line.startswith("station "):
+                device = int(line.split()[1].rstrip(":"))
+            else:
+                clock, _, lux = line.split()[:3]
+                hours, minutes, seconds = clock.split(":")
+                sent.setdefault(device, []).append(
+                    (float(seconds) + 60 * int(minutes), float(lux))
+                )
+        for device, records in sent.items():
+            stored = self.stored("light", f"station-{device}")
+            self.assertEqual([v for _, v in stored], [v for _, v in records])
+            for (when_ns, _), (true_seconds, _) in zip(stored, records, strict=True):
+                stored_seconds = (when_ns / S) % 3600
+                # Stamped within the drift (1 % of 1 s per record) and the
+                # connection's delay of the true time.
+                off = (stored_seconds - true_seconds + 1800) % 3600 - 1800
+                self.assertLess(abs(off), 0.15, device)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from weather.decode import NANOSECONDS, DecodedPacket
 from weather.devices import DeviceProfile
+from weather.history import StationHistory
 
 #: An upload counts as missed when the spacing passes this many wake intervals.
 OVERDUE_FACTOR = 1.5
@@ -49,6 +50,8 @@ class StationRecord:
     wake_every: int | None = None
     measurement_every: int | None = None
     latest: dict[str, LatestReading] = field(default_factory=dict)
+    #: The last 24 hours of readings, for the status page's charts.
+    history: StationHistory = field(default_factory=StationHistory, repr=False)
     _measured_ns: int = 0
     _measured_records: int = 0
 
@@ -143,7 +146,9 @@ class StationBook:
                 station._measured_ns += spacing
                 station._measured_records += header.record_count
         units = {spec.name: spec.unit for spec in decoded.profile.values}
+        history = station.history
         for reading in decoded.readings:
+            history.add(reading.measurement, reading.time_ns, reading.value)
             latest = station.latest.get(reading.measurement)
             if latest is None or reading.time_ns >= latest.time_ns:
                 station.latest[reading.measurement] = LatestReading(

@@ -1,6 +1,6 @@
 """
-The operator's HTTP endpoint (C{--metrics-port}): C{/metrics} for Prometheus,
-C{/health} for checks.
+The operator's HTTP endpoint (C{--metrics-port}): C{/} the stations' status
+page, C{/metrics} for Prometheus, C{/health} for checks.
 
 Everything is rendered in the reactor thread from what the services hold in
 memory: a scrape reads no disk and waits for nothing.
@@ -18,6 +18,7 @@ from twisted.web.server import Request, Site
 
 from weather.health import check_health
 from weather.metrics import ServerMetrics
+from weather.statuspage import render_status
 
 if TYPE_CHECKING:
     from weather.service import WeatherService
@@ -63,18 +64,35 @@ class HealthPage(Resource):
         return json.dumps(report.as_dict(), indent=1).encode() + b"\n"
 
 
-class IndexPage(Resource):
-    """What this endpoint serves."""
+class StatusPage(Resource):
+    """The stations at a glance (L{weather.statuspage}), for people."""
 
     isLeaf = True
+
+    def __init__(
+        self, server: WeatherService, clock: IReactorTime, unreachable_after: float
+    ) -> None:
+        super().__init__()
+        self.weather_service = server
+        self.clock = clock
+        self.unreachable_after = unreachable_after
 
     def render_GET(self, request: Request) -> bytes:
         if request.postpath not in ([], [b""]):
             request.setResponseCode(404)
             request.setHeader("content-type", "text/plain; charset=utf-8")
-            return b"Not found: try /metrics or /health\n"
-        request.setHeader("content-type", "text/plain; charset=utf-8")
-        return b"weather: /metrics (Prometheus), /health\n"
+            return b"Not found: try / (stations), /metrics or /health\n"
+        now = self.clock.seconds()
+        server = self.weather_service
+        report = check_health(server, now, self.unreachable_after)
+        request.setHeader("content-type", "text/html; charset=utf-8")
+        request.setHeader("cache-control", "no-store")
+        return render_status(
+            server.pipeline.stations,
+            server.pipeline.profiles,
+            int(now * 1_000_000_000),
+            report.reasons,
+        )
 
 
 class QuietSite(Site):
@@ -92,7 +110,7 @@ def monitoring_site(
 ) -> Site:
     """The site served on C{--metrics-port}."""
     root = Resource()
-    index = IndexPage()
+    index = StatusPage(server, clock, unreachable_after)
     root.putChild(b"", index)
     root.putChild(b"metrics", MetricsPage(metrics))
     root.putChild(b"health", HealthPage(server, clock, unreachable_after))

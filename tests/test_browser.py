@@ -112,6 +112,8 @@ class BrowserTests(InfluxTestCase):
             if service.pipeline.stats["packets_accepted"] == 3:
                 break
             yield deferLater(reactor, 0.01, lambda: None)
+        else:
+            self.fail(f"3 packets not accepted within 5 s: {service.pipeline.stats}")
         yield deferLater(reactor, 3.2, lambda: None)
 
         page = PageParser()
@@ -160,7 +162,13 @@ class BrowserTests(InfluxTestCase):
             self.assertEqual(sorted(page.rows), [1, 2, 3])
             self.assertEqual(page.rows[3]["class"], "overdue")
             self.assertEqual(sum(len(r["charts"]) for r in page.rows.values()), 9)
-        screenshot = os.environ.get("WEATHER_SCREENSHOT") or self.mktemp() + ".png"
+        # trial runs in _trial_temp: a relative path is the caller's.
+        wanted = os.environ.get("WEATHER_SCREENSHOT")
+        screenshot = (
+            os.path.join(os.environ.get("PWD", ".."), wanted)
+            if wanted and not os.path.isabs(wanted)
+            else wanted or os.path.abspath(self.mktemp() + ".png")
+        )
         _, err, code = yield getProcessOutputAndValue(
             self.chromium,
             chromium_args(

@@ -41,6 +41,18 @@ class PacketFromTextTests(SynchronousTestCase):
     def test_bytesLiteral(self) -> None:
         self.assertEqual(packet_from_text(f"data = {self.packet!r}"), self.packet)
 
+    def test_bytesLiteralHoldingEquals(self) -> None:
+        """Byte 0x3d prints as '=' in a literal: not a log line's separator."""
+        packet = reference_packet(3, start=0x3D - 100)
+        self.assertIn(b"=", packet)
+        self.assertEqual(packet_from_text(repr(packet)), packet)
+        self.assertEqual(packet_from_text(f"data = {packet!r}"), packet)
+
+    def test_onlyAsciiDigits(self) -> None:
+        for text in ("1 \u00b2", "1 \u0663"):
+            with self.assertRaises(NotAPacket):
+                packet_from_text(text)
+
     def test_forcedBase(self) -> None:
         """'10 20' is decimal unless told otherwise."""
         self.assertEqual(packet_from_text("10 20"), bytes([10, 20]))
@@ -130,6 +142,17 @@ class DecodeCommandTests(SynchronousTestCase):
         self.assertEqual((code, err), (0, ""))
         self.assertIn("2026-11-21 12:00:00.000", out)
 
+    def test_arrivalToTheNanosecond(self) -> None:
+        packet = reference_packet(1).hex()
+        for arrival in (
+            "1795262400.123",
+            "2026-11-21T12:00:00.123Z",
+            "2026-11-21T13:00:00.123+01:00",
+        ):
+            code, out, _ = run("decode", "--lines", "--arrival", arrival, packet)
+            self.assertEqual(code, 0)
+            self.assertIn(" 1795262400123000000\n", out)
+
     def test_fileAndDevices(self) -> None:
         packet = self.mktemp()
         with open(packet, "wb") as f:
@@ -151,6 +174,10 @@ class DecodeCommandTests(SynchronousTestCase):
         code, _, err = run("decode", "--arrival", "yesterday", "b400")
         self.assertEqual(code, 2)
         self.assertIn("--arrival 'yesterday'", err)
+        for bad in ("inf", "1e12", "99999999999", "-5"):
+            code, _, err = run("decode", "--arrival", bad, "b400")
+            self.assertEqual(code, 2, bad)
+            self.assertIn("between 1970 and 2262", err)
         code, _, err = run("decode", "--devices", "/nonexistent/d", "b400")
         self.assertEqual(code, 1)
         code, out, _ = run("decode", "b400")

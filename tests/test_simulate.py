@@ -194,6 +194,30 @@ class SimulationTests(SynchronousTestCase):
         self.assertEqual(totals.records, 10 * (12 + totals.missed))
         self.assertIn(60, sizes)
 
+    def test_slowUploadsLoseNoRecords(self) -> None:
+        """Waiting 5 s for an ACK that never comes, with uploads every 2 s."""
+        station = StationModel(1, wake_every=2, measure_every=1)
+        sent = []
+        forget = station.delivered
+        station.delivered = lambda records: (sent.extend(records), forget(records))
+        totals = self.simulate([station], 4, ack_timeout=5, quiet=True)
+        self.assertEqual(totals.packets, 4)
+        self.assertEqual(len(sent), totals.records)
+        # One record per second of the station's clock, none missing.
+        steps = {round(b.time - a.time, 6) for a, b in zip(sent, sent[1:], strict=False)}
+        self.assertEqual(steps, {1.0})
+        self.assertEqual((station.dropped, station.held), (0, []))
+
+    def test_connectionLostBetweenSegments(self) -> None:
+        """The station keeps its records, and leaves nothing scheduled."""
+        upload = Upload(b"x" * 30, self.clock, segments=3, delay=0.05)
+        transport = FirmwareConnection(self.clock)
+        transport.protocol = upload
+        upload.makeConnection(transport)
+        upload.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(upload.done, ConnectionDone)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_waitForAcknowledgement(self) -> None:
         self.reply = ACK
         totals = self.simulate([StationModel(1)], 1, ack_timeout=5)
@@ -285,6 +309,8 @@ class SimulatorIntoInfluxDBTests(InfluxTestCase):
             if service.writer.stats["points_written"] == 36:
                 break
             yield deferLater(reactor, 0.01, lambda: None)
+        else:
+            self.fail(f"36 points not written within 10 s: {service.writer.stats}")
         yield service.stopService()
 
         sent: dict[int, list[tuple[float, float]]] = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import getopt
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -155,20 +156,25 @@ def parse_time(value: str, name: str) -> int:
     A time given on the command line, in nanoseconds: seconds since the epoch,
     or ISO 8601 (UTC unless it carries an offset).
     """
-    try:
-        return int(float(value) * 1e9)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise usage.UsageError(
-            f"--{name} {value!r}: give seconds since 1970 or a time such as "
-            "2026-11-21T12:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    wrong = usage.UsageError(
+        f"--{name} {value!r}: give seconds since 1970 or a time such as "
+        "2026-11-21T12:00:00Z, between 1970 and 2262"
+    )
+    if re.fullmatch(r"[0-9]+(\.[0-9]{0,9})?", value):
+        whole, _, fraction = value.partition(".")
+        ns = int(whole) * 1_000_000_000 + int(fraction.ljust(9, "0"))
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise wrong from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        seconds = (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()
+        ns = int(seconds) * 1_000_000_000 + moment.microsecond * 1000
+    if not 0 <= ns < 2**63:
+        raise wrong
+    return ns
 
 
 class DecodeOptions(usage.Options):
@@ -202,7 +208,17 @@ class DecodeOptions(usage.Options):
             found, rest = getopt.gnu_getopt(list(options), self.shortOpt, self.longOpt)
         except getopt.GetoptError as e:
             raise usage.UsageError(str(e)) from None
-        ordered = [part for pair in found for part in pair if part]
+        takes = {f"--{o[:-1]}" for o in self.longOpt if o.endswith("=")}
+        takes |= {
+            f"-{c}"
+            for c, n in zip(self.shortOpt, self.shortOpt[1:] + " ", strict=True)
+            if n == ":"
+        }
+        ordered = [
+            part
+            for option, value in found
+            for part in ((option, value) if option in takes else (option,))
+        ]
         super().parseOptions([*ordered, "--", *rest])
 
     def parseArgs(self, *packet: str) -> None:
@@ -232,7 +248,7 @@ class SimulateOptions(usage.Options):
     )
     optParameters = [
         ["host", "H", "127.0.0.1", "The server's address or name."],
-        ["port", "P", 8266, "The server's port.", int],
+        ["port", "P", 8266, "The server's port.", usage.portCoerce],
         ["stations", "n", 1, "How many stations.", int],
         ["packets", "k", 1, "Uploads per station.", int],
         ["first-id", None, 1, "The first station's device id.", int],
@@ -334,6 +350,11 @@ def age(seconds: float) -> str:
         return f"{hours} h {minutes} min"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h"
+
+
+def counted(count: int, noun: str) -> str:
+    """1 station, 2 stations."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def size(count: int) -> str:
@@ -616,9 +637,10 @@ def simulate(reactor: Any, options: SimulateOptions, out: TextIO) -> Any:
     dropped = sum(s.dropped for s in stations)
     acknowledged = f" ({totals.acknowledged} acknowledged)" if options["wait-ack"] else ""
     out.write(
-        f"{len(stations)} stations sent {totals.packets} packets{acknowledged} with "
-        f"{totals.records} records; {totals.failed} uploads failed, {totals.missed} "
-        f"missed; {held} records still on the stations, {dropped} dropped by full rings.\n"
+        f"{counted(len(stations), 'station')} sent {counted(totals.packets, 'packet')}"
+        f"{acknowledged} with {counted(totals.records, 'record')}; {totals.failed} "
+        f"uploads failed, {totals.missed} missed; {held} records still on the "
+        f"stations, {dropped} dropped by full rings.\n"
     )
     not_acknowledged = options["wait-ack"] and totals.acknowledged < totals.packets
     return 1 if held or dropped or not_acknowledged else 0

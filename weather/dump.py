@@ -22,6 +22,9 @@ from weather.packet import PacketRejected, Reason, read_header
 
 _SEPARATORS = re.compile(r"[\s,;:\[\]()]+")
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_DIGITS = re.compile(r"[0-9]+")
+#: A Python bytes literal, at the start or after "= ".
+_BYTES_LITERAL = re.compile(r"""(?:^|(?<=[=\s]))b(?=['"])""")
 
 
 class NotAPacket(ValueError):
@@ -37,15 +40,17 @@ def packet_from_text(text: str, base: str = "auto") -> bytes:
     follows the last C{=}).  C{base} is C{"hex"}, C{"decimal"} or C{"auto"}.
     """
     text = text.strip()
-    if "=" in text:
-        text = text.rsplit("=", 1)[1].strip()
-    if text[:2] in ("b'", 'b"'):
+    literal = _BYTES_LITERAL.search(text)
+    if literal is not None:
+        # Before cutting at "=": a literal may hold one (byte 0x3d).
         try:
-            value = ast.literal_eval(text)
+            value = ast.literal_eval(text[literal.start() :])
         except (SyntaxError, ValueError):
             raise NotAPacket("not a valid bytes literal") from None
         if isinstance(value, bytes):
             return value
+    if "=" in text:
+        text = text.rsplit("=", 1)[1].strip()
     tokens = [t for t in _SEPARATORS.split(text) if t]
     tokens = [t[2:] if t[:2].lower() == "0x" else t for t in tokens]
     if not tokens:
@@ -55,7 +60,7 @@ def packet_from_text(text: str, base: str = "auto") -> bytes:
     if base == "decimal":
         values = []
         for token in tokens:
-            if not token.isdigit() or int(token) > 255:
+            if not _DIGITS.fullmatch(token) or int(token) > 255:
                 raise NotAPacket(f"{token!r} is not a byte (0 to 255)")
             values.append(int(token))
         return bytes(values)
@@ -72,10 +77,11 @@ def _decimal(tokens: list[str]) -> bool:
     """
     Several numbers, all digits and none with a leading zero (a hex dump
     writes C{00}, a decimal list C{0}).  A packet's second byte, the high
-    byte of C{bytesReady}, is below 0x10, so packets are never ambiguous.
+    byte of C{bytesReady}, is below 0x10 for any packet under 4 KiB (the
+    server's default limit), so those are never ambiguous.
     """
     return len(tokens) > 1 and all(
-        t.isdigit() and (t == "0" or not t.startswith("0")) for t in tokens
+        _DIGITS.fullmatch(t) and (t == "0" or not t.startswith("0")) for t in tokens
     )
 
 

@@ -92,6 +92,8 @@ class StationModel:
     held: list[Record] = field(default_factory=list)
     #: Records the ring dropped because uploads failed for too long.
     dropped: int = 0
+    #: When the last record was measured (None before the first wake).
+    last_measured: float | None = None
     _random: random.Random = field(init=False, repr=False)
     _clouds: float = field(init=False, repr=False)
     _weather: float = field(init=False, repr=False)
@@ -158,11 +160,13 @@ class StationModel:
         """
         step = self.true_measure_every
         count = self.records_per_upload
-        if self.held:
-            # Records since the last held one, up to now.
-            count = max(0, int(round((now - self.held[-1].time) / step)))
+        if self.last_measured is not None:
+            # Every measurement since the last one, up to now.
+            count = max(0, int(round((now - self.last_measured) / step)))
         for i in range(count - 1, -1, -1):
             self.held.append(self.measure(now - i * step))
+        if count:
+            self.last_measured = now
         if len(self.held) > RING_RECORDS:
             self.dropped += len(self.held) - RING_RECORDS
             del self.held[:-RING_RECORDS]
@@ -207,6 +211,7 @@ class Upload(Protocol):
         self.written = False
         self.acknowledged = False
         self._timeout: Any = None
+        self._next_piece: Any = None
 
     def connectionMade(self) -> None:
         if self.segments > 1:
@@ -220,7 +225,7 @@ class Upload(Protocol):
             return
         self.transport.write(pieces[0])
         if len(pieces) > 1:
-            self.clock.callLater(self.delay, self._write, pieces[1:])
+            self._next_piece = self.clock.callLater(self.delay, self._write, pieces[1:])
             return
         self.written = True
         if self.ack_timeout is None:
@@ -236,8 +241,9 @@ class Upload(Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
+        for call in (self._timeout, self._next_piece):
+            if call is not None and call.active():
+                call.cancel()
         if not self.written:
             self.done.errback(reason)
         elif self.ack_timeout is None:
@@ -312,8 +318,16 @@ class Simulation:
             runs.append(finished)
         return gatherResults(runs).addCallback(lambda _: self.totals)
 
-    def _wake(self, station: StationModel, left: int, finished: Deferred) -> None:
-        now = self.reactor.seconds()
+    def _wake(
+        self,
+        station: StationModel,
+        left: int,
+        finished: Deferred,
+        scheduled: float | None = None,
+    ) -> None:
+        # The station's own schedule, not when the reactor got round to it:
+        # lateness must not add up over many wakes.
+        now = self.reactor.seconds() if scheduled is None else scheduled
         records = station.wake(now)
         if self.miss > 0 and self.random.random() < self.miss:
             self.totals.missed += 1
@@ -345,8 +359,9 @@ class Simulation:
             return
         # The next wake is one upload interval (by the station's clock) after
         # this one, however long the connection took.
-        delay = max(0.0, woke + station.true_wake_every - self.reactor.seconds())
-        self.reactor.callLater(delay, self._wake, station, left, finished)
+        wake = woke + station.true_wake_every
+        delay = max(0.0, wake - self.reactor.seconds())
+        self.reactor.callLater(delay, self._wake, station, left, finished, wake)
 
     def _sent(
         self,

@@ -81,6 +81,14 @@ class StationBookTests(SynchronousTestCase):
         self.assertFalse(station.overdue(T0 + 5400 * NANOSECONDS))
         self.assertTrue(station.overdue(T0 + 5401 * NANOSECONDS))
 
+    def test_overdueAcrossARestart(self) -> None:
+        """Known only from the journal: the reference station's hour is assumed."""
+        self.book.packet_arrived(REFERENCE_STATION, None, T0)
+        (station,) = self.book
+        self.assertIsNone(station.wake_every)
+        self.assertFalse(station.overdue(T0 + 5400 * NANOSECONDS))
+        self.assertTrue(station.overdue(T0 + 5401 * NANOSECONDS))
+
     def test_rejectedCountsDescribedStationsOnly(self) -> None:
         self.book.packet_rejected(REFERENCE_STATION)
         self.book.packet_rejected(None)

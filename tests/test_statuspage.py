@@ -18,7 +18,7 @@ from weather.devices import parse_devices
 from weather.history import BUCKET_NS, BUCKETS, MAX_SERIES, SeriesHistory, StationHistory
 from weather.simulate import StationModel, devices_toml
 from weather.stations import StationBook
-from weather.statuspage import ago, chart, render_status
+from weather.statuspage import ChartCache, Drawing, ago, chart, render_status
 
 S = 1_000_000_000
 NOW = 1_795_262_400 * S  # 2026-11-21 12:00 UTC
@@ -43,15 +43,20 @@ class SeriesHistoryTests(SynchronousTestCase):
         series = SeriesHistory()
         for i in range(2 * BUCKETS):
             series.add(NOW - 2 * BUCKETS * BUCKET_NS + i * BUCKET_NS, float(i))
+        # The ring holds the newest day; NOW's own bucket is still empty.
+        held = series.buckets()
+        self.assertEqual(len(held), BUCKETS)
+        self.assertEqual(held[0].start_ns, NOW - BUCKETS * BUCKET_NS)
+        self.assertEqual(held[0].mean, float(BUCKETS))
+        self.assertEqual(held[-1].start_ns, NOW - BUCKET_NS)
         buckets = series.buckets(NOW)
-        self.assertEqual(len(buckets), BUCKETS)
-        self.assertEqual(buckets[0].start_ns, NOW - BUCKETS * BUCKET_NS)
-        self.assertEqual(buckets[0].mean, float(BUCKETS))
-        self.assertEqual(buckets[-1].start_ns, NOW - BUCKET_NS)
+        self.assertEqual(buckets, held[1:])
         series.add(NOW - 3 * BUCKETS * BUCKET_NS, 1e6)  # a replayed old packet
         self.assertEqual(series.buckets(NOW), buckets)
         # Later, with nothing new, the chart empties as the day passes.
-        self.assertEqual(len(series.buckets(NOW + BUCKETS * BUCKET_NS // 2)), BUCKETS // 2)
+        self.assertEqual(
+            len(series.buckets(NOW + BUCKETS * BUCKET_NS // 2)), BUCKETS // 2 - 1
+        )
 
     def test_notFiniteIsNotCharted(self) -> None:
         series = SeriesHistory()
@@ -176,14 +181,41 @@ class StatusPageTests(SynchronousTestCase):
         series = SeriesHistory()
         for hour in (1, 2, 10):
             series.add(NOW - hour * 3600 * S, float(hour))
-        drawing = chart(series.buckets(NOW), NOW, "t")
+        drawing = chart(Drawing(series, "t"), NOW)
         self.assertIn('aria-label="t: last 24 h, 1 to 10"', drawing)
         # Three separate buckets: three marks, no line joining across the gaps.
         self.assertEqual(drawing.count("<rect"), 3)
         self.assertNotIn("<polyline", drawing)
         xs = [float(x) for x in re.findall(r'<rect class="band" x="([\d.]+)"', drawing)]
-        self.assertEqual(xs, sorted(xs))
-        self.assertEqual(chart([], NOW, "t"), "")
+        self.assertEqual(xs, [0.1, 32.1, 36.1])
+        # The view box ends with NOW's bucket: 24 h of quarter hours.
+        self.assertIn('viewBox="-55 0 96 40"', drawing)
+        self.assertEqual(chart(Drawing(SeriesHistory(), "t"), NOW), "")
+
+    def test_hugeAndFlatValues(self) -> None:
+        series = SeriesHistory()
+        series.add(NOW - 3600 * S, 1e300)
+        series.add(NOW - 1800 * S, 1e300)
+        drawing = chart(Drawing(series, "big"), NOW)
+        self.assertNotIn("nan", drawing)
+        self.assertNotIn("inf", drawing)
+
+    def test_drawnOncePerChange(self) -> None:
+        """A reload redraws nothing; a new reading redraws that series only."""
+        book, profiles = simulated_book(NOW, {})
+        charts = ChartCache()
+        render_status(book, profiles, NOW, charts=charts)
+        first = {k: id(d) for k, d in charts._drawings.items()}
+        self.assertEqual(len(first), 9)
+        render_status(book, profiles, NOW + 60 * S, charts=charts)
+        self.assertEqual({k: id(d) for k, d in charts._drawings.items()}, first)
+        book.get(2).history.add("light", NOW, 5.0)
+        render_status(book, profiles, NOW + 120 * S, charts=charts)
+        changed = {k for k, d in charts._drawings.items() if id(d) != first[k]}
+        self.assertEqual(changed, {(2, "light")})
+        # A station no longer shown is forgotten.
+        render_status(StationBook(), {}, NOW, charts=charts)
+        self.assertEqual(charts._drawings, {})
 
     def test_ago(self) -> None:
         self.assertEqual(

@@ -9,16 +9,16 @@ phone, reloading itself every minute.  Pure: the caller gives the time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from html import escape
 
 from weather.devices import DeviceProfile
-from weather.history import BUCKET_NS, BUCKETS, Bucket
+from weather.history import BUCKET_NS, BUCKETS, Bucket, SeriesHistory
 from weather.stations import OVERDUE_FACTOR, StationRecord
 
 NANOSECONDS = 1_000_000_000
-DAY_NS = BUCKETS * BUCKET_NS
 CHART_WIDTH = 240
 CHART_HEIGHT = 40
 
@@ -95,55 +95,116 @@ def number(value: float) -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
-def chart(buckets: list[Bucket], now_ns: int, title: str) -> str:
+class Drawing:
+    """A series' chart drawn in bucket units, valid until the series changes."""
+
+    __slots__ = ("series", "version", "base", "shapes", "label")
+
+    def __init__(self, series: SeriesHistory, title: str) -> None:
+        self.series = series
+        self.version = series.version
+        buckets = series.buckets()
+        self.base = buckets[0].start_ns // BUCKET_NS if buckets else 0
+        self.shapes, self.label = _shapes(buckets, self.base, title)
+
+
+def _shapes(buckets: list[Bucket], base: int, title: str) -> tuple[str, str]:
     """
-    A 24-hour chart: the mean as a line, the lowest-to-highest as a band; a
-    gap where no bucket is.  Empty when there is nothing to draw.
+    The mean as a line, lowest to highest as a band, a gap where no bucket
+    is; x in buckets from C{base}, y in pixels.
     """
     if not buckets:
-        return ""
+        return "", ""
     low = min(b.low for b in buckets)
     high = max(b.high for b in buckets)
-    if high - low < 1e-9:
-        low, high = low - 1, high + 1
-    start = now_ns - DAY_NS
     pad = 3
+    span = high - low
+    if not (math.isfinite(span) and span > 1e-9 * max(1.0, abs(high))):
+        # Flat, or wider than a float holds: centred, one percent each way.
+        middle = low / 2 + high / 2
+        half = max(1.0, abs(middle) / 100)
+        low, high = middle - half, middle + half
+        span = high - low
+    scale = (CHART_HEIGHT - 2 * pad) / span
 
-    def x(b: Bucket) -> float:
-        middle = b.start_ns + BUCKET_NS // 2
-        return round((middle - start) / DAY_NS * CHART_WIDTH, 1)
-
-    def y(value: float) -> float:
-        span = CHART_HEIGHT - 2 * pad
-        return round(pad + (high - value) / (high - low) * span, 1)
+    def y(value: float) -> str:
+        return f"{pad + (high - value) * scale:.1f}"
 
     runs: list[list[Bucket]] = []
+    previous = None
     for b in buckets:
-        if runs and b.start_ns - runs[-1][-1].start_ns <= BUCKET_NS:
+        index = b.start_ns // BUCKET_NS
+        if runs and index - previous == 1:
             runs[-1].append(b)
         else:
             runs.append([b])
+        previous = index
     shapes = []
     for run in runs:
+        xs = [b.start_ns // BUCKET_NS - base + 0.5 for b in run]
         if len(run) == 1:
             b = run[0]
+            top = float(y(b.high))
+            height = max(float(y(b.low)) - top, 1.5)
             shapes.append(
-                f'<rect class="band" x="{x(b) - 1}" y="{y(b.high)}" width="2" '
-                f'height="{max(y(b.low) - y(b.high), 1.5)}"/>'
+                f'<rect class="band" x="{xs[0] - 0.4:g}" y="{top:.1f}" width="0.8" '
+                f'height="{height:.1f}"/>'
             )
             continue
-        top = " ".join(f"{x(b)},{y(b.high)}" for b in run)
-        bottom = " ".join(f"{x(b)},{y(b.low)}" for b in reversed(run))
-        line = " ".join(f"{x(b)},{y(b.mean)}" for b in run)
-        shapes.append(f'<polygon class="band" points="{top} {bottom}"/>')
-        shapes.append(f'<polyline class="line" points="{line}"/>')
-    label = f"{title}: last 24 h, {number(low)} to {number(high)}"
+        band = " ".join(
+            [f"{x:g},{y(b.high)}" for x, b in zip(xs, run, strict=True)]
+            + [
+                f"{x:g},{y(b.low)}"
+                for x, b in zip(reversed(xs), reversed(run), strict=True)
+            ]
+        )
+        line = " ".join(f"{x:g},{y(b.mean)}" for x, b in zip(xs, run, strict=True))
+        shapes.append(f'<polygon class="band" points="{band}"/>')
+        shapes.append(
+            f'<polyline class="line" vector-effect="non-scaling-stroke" points="{line}"/>'
+        )
+    return "".join(shapes), f"{title}: last 24 h, {number(low)} to {number(high)}"
+
+
+class ChartCache:
+    """
+    Drawings by station and measurement, redrawn only when their series
+    changed (about once an upload): a page reload redraws nothing.  Only the
+    view box moves with time.  Holds what the last page showed, no more.
+    """
+
+    def __init__(self) -> None:
+        self._drawings: dict[tuple[int, str], Drawing] = {}
+        self._used: set[tuple[int, str]] = set()
+
+    def drawing(self, device_id: int, name: str, series: SeriesHistory) -> Drawing:
+        key = (device_id, name)
+        self._used.add(key)
+        drawn = self._drawings.get(key)
+        if drawn is None or drawn.series is not series or drawn.version != series.version:
+            drawn = self._drawings[key] = Drawing(series, name)
+        return drawn
+
+    def forget_unused(self) -> None:
+        """Drop drawings the page no longer shows (stations removed)."""
+        for key in set(self._drawings) - self._used:
+            del self._drawings[key]
+        self._used.clear()
+
+
+def chart(drawing: Drawing, now_ns: int) -> str:
+    """The last 24 hours of a drawing up to C{now_ns}; empty if nothing to draw."""
+    if not drawing.shapes:
+        return ""
+    left = now_ns // BUCKET_NS - BUCKETS + 1 - drawing.base
+    label = escape(drawing.label)
     return (
-        f'<svg class="chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" '
-        f'preserveAspectRatio="none" role="img" aria-label="{escape(label)}">'
-        f"<title>{escape(label)}</title>"
-        f'<line class="axis" x1="0" y1="{CHART_HEIGHT - 0.5}" x2="{CHART_WIDTH}" '
-        f'y2="{CHART_HEIGHT - 0.5}"/>' + "".join(shapes) + "</svg>"
+        f'<svg class="chart" viewBox="{left} 0 {BUCKETS} {CHART_HEIGHT}" '
+        f'preserveAspectRatio="none" role="img" aria-label="{label}">'
+        f"<title>{label}</title>"
+        f'<line class="axis" x1="{left}" y1="{CHART_HEIGHT - 0.5}" '
+        f'x2="{left + BUCKETS}" y2="{CHART_HEIGHT - 0.5}" '
+        f'vector-effect="non-scaling-stroke"/>{drawing.shapes}</svg>'
     )
 
 
@@ -157,7 +218,7 @@ def _place(tags: Iterable[tuple[str, str]]) -> str:
     return text
 
 
-def _row(station: StationRecord, names: list[str], now_ns: int) -> str:
+def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCache) -> str:
     overdue = station.overdue(now_ns)
     seen = station.last_seen_ns
     cells = [
@@ -165,7 +226,9 @@ def _row(station: StationRecord, names: list[str], now_ns: int) -> str:
         f"{_place(station.tags)}"
         + (
             f'<br><span class="badge">overdue</span> <span class="quiet">no packet '
-            f"for more than {OVERDUE_FACTOR:g} × {every(station.wake_every or 0)}</span>"
+            f"for more than {OVERDUE_FACTOR:g} × {every(station.expected_wake_every)}"
+            + ("" if station.wake_every else " (assumed until it uploads)")
+            + "</span>"
             if overdue
             else ""
         )
@@ -189,7 +252,11 @@ def _row(station: StationRecord, names: list[str], now_ns: int) -> str:
         if latest is None:
             continue
         series = station.history.series.get(name)
-        drawing = chart(series.buckets(now_ns), now_ns, name) if series else ""
+        drawing = (
+            chart(charts.drawing(station.device_id, name, series), now_ns)
+            if series is not None
+            else ""
+        )
         unit = f" {escape(latest.unit)}" if latest.unit else ""
         readings.append(
             f'<div class="reading" data-measurement="{escape(name)}">'
@@ -227,11 +294,15 @@ def render_status(
     profiles: Mapping[int, DeviceProfile],
     now_ns: int,
     problems: Iterable[str] = (),
+    charts: ChartCache | None = None,
 ) -> bytes:
     """
     The whole page: the stations heard from, and those the devices file
     describes that have not been heard from since the server started.
+    C{charts} keeps drawings from one page to the next.
     """
+    if charts is None:
+        charts = ChartCache()
     heard = {s.device_id: s for s in stations}
     everyone = dict(heard)
     for device_id, profile in profiles.items():
@@ -241,7 +312,8 @@ def render_status(
     for device_id in sorted(everyone):
         profile = profiles.get(device_id)
         names = [spec.name for spec in profile.values] if profile else []
-        rows.append(_row(everyone[device_id], names, now_ns))
+        rows.append(_row(everyone[device_id], names, now_ns, charts))
+    charts.forget_unused()
     overdue = [s.device_id for s in everyone.values() if s.overdue(now_ns)]
     problems = list(problems)
     summary = [f"{len(everyone)} stations"]
@@ -281,7 +353,7 @@ def render_status(
 {body}
 </tbody>
 </table>
-<p class="quiet">Charts: the last 24 hours in five-minute steps (line: mean, band:
+<p class="quiet">Charts: the last 24 hours in quarter-hour steps (line: mean, band:
 lowest to highest), kept in memory since the server started.
 <a href="/metrics">/metrics</a> · <a href="/health">/health</a></p>
 </body>

@@ -18,7 +18,7 @@ from twisted.web.server import Request, Site
 
 from weather.health import check_health
 from weather.metrics import ServerMetrics
-from weather.statuspage import render_status
+from weather.statuspage import ChartCache, render_status
 
 if TYPE_CHECKING:
     from weather.service import WeatherService
@@ -76,6 +76,7 @@ class StatusPage(Resource):
         self.weather_service = server
         self.clock = clock
         self.unreachable_after = unreachable_after
+        self.charts = ChartCache()
 
     def render_GET(self, request: Request) -> bytes:
         if request.postpath not in ([], [b""]):
@@ -92,6 +93,7 @@ class StatusPage(Resource):
             server.pipeline.profiles,
             int(now * 1_000_000_000),
             report.reasons,
+            self.charts,
         )
 
 

@@ -1,8 +1,13 @@
 """
 The pure core alone: header checks, decoding, timestamps and line protocol for
-the 30-record reference packet, on one core.  Run by hand:
+the 30-record reference packet (90 values), on one core.  Run by hand:
 
-    python bench/core.py [--seconds 3] [--runs 5]
+    python bench/core.py [--seconds 2] [--runs 5] [--per-reading]
+
+Each packet goes the way the server sends it (PacketPipeline): decode_packet,
+then LineEncoder.encode_packet, whose lines are what the writer receives, and
+the count of values left out as NaN or infinite.  --per-reading also times the
+older way, one Reading object and one line at a time, for comparison.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import platform
 import statistics
 import struct
 import time
+from collections.abc import Callable
 
-from weather.decode import decode_packet
+from weather.decode import decode_packet, is_storable
 from weather.devices import REFERENCE_DEVICES
 from weather.lineprotocol import LineEncoder
 
@@ -25,18 +31,42 @@ def reference_packet() -> bytes:
     return struct.pack("<HHHBBB", len(body), 3600, 120, 6, 1, 3) + body
 
 
-def run(seconds: float) -> float:
-    """Packets per second over about C{seconds}."""
+def server_path(encoder: LineEncoder) -> Callable[[bytes, int], int]:
+    """What the pipeline does with a packet; returns how many lines it made."""
+
+    def step(packet: bytes, arrival: int) -> int:
+        decoded = decode_packet(packet, arrival, arrival - 3600 * S, REFERENCE_DEVICES)
+        lines = encoder.encode_packet(decoded)
+        return decoded.value_count - len(lines)
+
+    return step
+
+
+def per_reading_path(encoder: LineEncoder) -> Callable[[bytes, int], int]:
+    """The same through DecodedPacket.readings and LineEncoder.encode."""
+
+    def step(packet: bytes, arrival: int) -> int:
+        decoded = decode_packet(packet, arrival, arrival - 3600 * S, REFERENCE_DEVICES)
+        readings = [r for r in decoded.readings if is_storable(r)]
+        lines = encoder.encode(readings)
+        return len(decoded.readings) - len(lines)
+
+    return step
+
+
+def run(
+    path: Callable[[LineEncoder], Callable[[bytes, int], int]], seconds: float
+) -> float:
+    """Packets per second over about C{seconds}, with a fresh encoder."""
     packet = reference_packet()
-    encoder = LineEncoder()
+    step = path(LineEncoder())
     arrival = 1_700_000_000 * S
     count = 0
     started = time.perf_counter()
     deadline = started + seconds
     while True:
         for _ in range(1000):
-            decoded = decode_packet(packet, arrival, arrival - 3600 * S, REFERENCE_DEVICES)
-            b"\n".join(encoder.encode(decoded.readings))
+            step(packet, arrival)
             arrival += 3600 * S
         count += 1000
         now = time.perf_counter()
@@ -44,20 +74,29 @@ def run(seconds: float) -> float:
             return count / (now - started)
 
 
+def report(name: str, rates: list[float]) -> None:
+    print(
+        f"{name}: median {statistics.median(rates):,.0f} reference packets/s "
+        f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--per-reading", action="store_true")
     args = parser.parse_args()
-    rates = [run(args.seconds) for _ in range(args.runs)]
     print(
         f"machine: {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}"
     )
-    print(
-        f"core: median {statistics.median(rates):,.0f} reference packets/s "
-        f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})"
-    )
+    report("core", [run(server_path, args.seconds) for _ in range(args.runs)])
+    if args.per_reading:
+        report(
+            "per-reading",
+            [run(per_reading_path, args.seconds) for _ in range(args.runs)],
+        )
 
 
 if __name__ == "__main__":

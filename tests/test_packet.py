@@ -42,6 +42,13 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual(header.packet_size, 189)
         check_header(header)
 
+    def test_immutable(self) -> None:
+        header = read_header(header_bytes(180))
+        with self.assertRaises(AttributeError):
+            header.bytes_ready = 6  # type: ignore[misc]
+        self.assertEqual(header.bytes_ready, 180)
+        self.assertEqual(hash(header), hash(Header(180, 3600, 120, 6, 1, 3)))
+
     def test_readIsLittleEndian(self) -> None:
         data = bytes([0x34, 0x12, 0x10, 0x0E, 0x78, 0x00, 0x06, 0x07, 0x03])
         self.assertEqual(read_header(data), Header(0x1234, 3600, 120, 6, 7, 3))

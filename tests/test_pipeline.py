@@ -20,8 +20,10 @@ from tests.support import (
     reference_packet,
     started_journal,
 )
+from weather.decode import decode_packet, is_storable
 from weather.devices import REFERENCE_DEVICES, parse_devices
 from weather.journalservice import ImmediateDiskWorker, Journal
+from weather.lineprotocol import LineEncoder
 from weather.packet import Packet, PacketRejected, Reason
 from weather.pipeline import REFUSED, PacketPipeline
 
@@ -323,6 +325,28 @@ class PipelineTests(PipelineTestCase):
         self.assertTrue(self.writer.lines[0].startswith(b"wind value=1.5 "))
         self.assertEqual(pipeline.stats["readings_not_finite"], 2)
         self.assertEqual(len(events), 1)
+
+    def test_linesAsPerReading(self) -> None:
+        """
+        The writer gets, in one write, the lines of the packet's finite
+        values, record by record, as encoding its readings one by one gives.
+        """
+        profiles = parse_devices(
+            '[devices.5]\ntags = { place = "roof top" }\nvalues = [\n'
+            '{ name = "wind", type = "f32" }, { name = "gust", type = "i16", '
+            'scale = 0.1 },\n{ name = "rain,mm", type = "u8" }]\n'
+        )
+        pipeline = self.start_pipeline(profiles)
+        rows = [(1.5, -3, 7), (float("nan"), 20, 0), (2.25, 0, 255), (float("-inf"), 1, 1)]
+        body = b"".join(struct.pack("<fhB", *row) for row in rows)
+        data = HEADER.pack(len(body), 3600, 120, 7, 5, 3) + body
+        pipeline.packet_received(Packet(data, "p", T0))
+        decoded = decode_packet(data, T0, None, profiles)
+        expected = LineEncoder().encode(r for r in decoded.readings if is_storable(r))
+        self.assertEqual(len(expected), 10)
+        self.assertEqual([lines for lines, _ in self.writer.writes], [expected])
+        self.assertEqual(pipeline.stats["readings_decoded"], 10)
+        self.assertEqual(pipeline.stats["readings_not_finite"], 2)
 
 
 class DurabilityTests(SynchronousTestCase):

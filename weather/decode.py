@@ -5,13 +5,18 @@ Pure code: the arrival time and the previous arrival of the same device are
 given, never read from a clock, so decoding the same packet with the same times
 always gives the same readings (a replay writes the same points).  Times are
 integer nanoseconds since the epoch, so timestamps are exact and repeatable.
+
+A packet decodes into columns: one timestamp per record and one list of
+converted values per profile value.  That costs a few list operations per
+packet instead of an object per value; L{DecodedPacket.readings} gives the
+values one by one for whoever wants them so.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from weather.devices import DeviceProfile
 from weather.packet import (
@@ -37,15 +42,47 @@ class Reading:
     time_ns: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DecodedPacket:
-    """What a packet said: its header, the interval used, its readings."""
+    """
+    What a packet said: its header, the interval used, and its values by
+    column: C{times[i]} is record C{i}'s timestamp (oldest first) and
+    C{columns[j][i]} its value C{j}, in the order of C{profile.values}.
+
+    Not frozen, unlike the rest, because freezing costs a tenth of the time of
+    decoding the reference packet; nothing changes it once decoded.
+    """
 
     header: Header
     profile: DeviceProfile
     interval_ns: int
     measured: bool
-    readings: tuple[Reading, ...]
+    times: list[int]
+    columns: tuple[list[float], ...]
+    _readings: tuple[Reading, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def value_count(self) -> int:
+        """How many values the packet holds: records times values per record."""
+        return len(self.times) * len(self.columns)
+
+    @property
+    def readings(self) -> tuple[Reading, ...]:
+        """One L{Reading} per value, record by record (built on first use)."""
+        if self._readings is None:
+            tags = self.profile.tags
+            specs = self.profile.values
+            readings = tuple(
+                Reading(spec.name, tags, spec.field, value, time_ns)
+                for time_ns, values in zip(
+                    self.times, zip(*self.columns, strict=True), strict=True
+                )
+                for spec, value in zip(specs, values, strict=True)
+            )
+            self._readings = readings
+        return self._readings
 
 
 def record_interval(
@@ -70,7 +107,10 @@ def record_interval(
 
 def record_times(count: int, arrival_ns: int, interval_ns: int) -> list[int]:
     """Timestamps of C{count} records, oldest first; the last is the arrival."""
-    return [arrival_ns - (count - 1 - i) * interval_ns for i in range(count)]
+    if interval_ns == 0:
+        return [arrival_ns] * count
+    start = arrival_ns - (count - 1) * interval_ns
+    return list(range(start, start + count * interval_ns, interval_ns))
 
 
 def check_profile(header: Header, profile: DeviceProfile) -> None:
@@ -148,18 +188,15 @@ def decode_packet(
     header, profile = decode_header(data, profiles)
     interval_ns, measured = record_interval(header, arrival_ns, previous_arrival_ns)
     count = header.record_count
+    # All records in one struct call, record by record; value j of each
+    # record is then every width-th value from j.
+    raw = profile.records(count).unpack_from(data, HEADER_SIZE)
+    width = len(profile.values)
+    columns = tuple(
+        [spec.convert_all(raw[j::width]) for j, spec in enumerate(profile.values)]
+    )
     times = record_times(count, arrival_ns, interval_ns)
-    tags = profile.tags
-    specs = profile.values
-    readings = []
-    for time_ns, record in zip(
-        times, profile.record.iter_unpack(memoryview(data)[HEADER_SIZE:]), strict=True
-    ):
-        for spec, raw in zip(specs, record, strict=True):
-            readings.append(
-                Reading(spec.name, tags, spec.field, spec.convert(raw), time_ns)
-            )
-    return DecodedPacket(header, profile, interval_ns, measured, tuple(readings))
+    return DecodedPacket(header, profile, interval_ns, measured, times, columns)
 
 
 def is_storable(reading: Reading) -> bool:

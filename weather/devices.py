@@ -12,10 +12,11 @@ Pure code apart from L{load_devices}, which reads one file.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -54,6 +55,27 @@ CONVERSIONS: Mapping[str, Callable[[float], float]] = MappingProxyType(
 )
 
 
+#: How many converted codes a value remembers (L{ValueSpec.convert_all}); then
+#: it forgets them all and starts again.  About 100 bytes each.
+MEMO_LIMIT = 4096
+
+
+class _ConversionMemo(dict[int, float]):
+    """C{convert(code)} of the integer codes seen, filled as they come."""
+
+    __slots__ = ("convert",)
+
+    def __init__(self, convert: Callable[[int], float]) -> None:
+        super().__init__()
+        self.convert = convert
+
+    def __missing__(self, code: int) -> float:
+        if len(self) >= MEMO_LIMIT:
+            self.clear()
+        value = self[code] = self.convert(code)
+        return value
+
+
 class DevicesError(ValueError):
     """A devices file or profile that cannot be used; the message says why."""
 
@@ -74,6 +96,16 @@ class ValueSpec:
     clamp: tuple[float, float] | None = None
     field: str = "value"
     unit: str = ""
+    _remembered: Callable[[int], float] | None = dataclasses.field(
+        init=False, default=None, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.type != "f32":
+            # Integer codes are exact dict keys; f32 ones are not (0.0 == -0.0,
+            # NaN != NaN), and are rare.
+            memo = _ConversionMemo(self.convert)
+            object.__setattr__(self, "_remembered", memo.__getitem__)
 
     def convert(self, raw: float) -> float:
         value = CONVERSIONS[self.conversion](raw) * self.scale + self.offset
@@ -81,6 +113,28 @@ class ValueSpec:
             low, high = self.clamp
             value = min(max(value, low), high)
         return value
+
+    def convert_all(self, raws: Iterable[float]) -> list[float]:
+        """
+        C{[self.convert(raw) for raw in raws]}: the same floats, faster.  An
+        integer code is converted once and then remembered (a station's codes
+        repeat from one record to the next), so a column costs one dict lookup
+        per value.
+        """
+        if self._remembered is None:
+            return [self.convert(raw) for raw in raws]
+        return list(map(self._remembered, raws))
+
+    @property
+    def negative_zero_possible(self) -> bool:
+        """
+        Whether L{convert} may return C{-0.0}, which equals C{0.0} (as a dict
+        key, too) but is written differently.  Only if the offset or a clamp
+        bound is C{-0.0}: the last sum is C{-0.0} only when both its terms are,
+        and the clamp returns its value or a bound.
+        """
+        bounds = self.clamp or ()
+        return any(x == 0.0 and math.copysign(1.0, x) < 0 for x in (self.offset, *bounds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +145,24 @@ class DeviceProfile:
     tags: tuple[tuple[str, str], ...]  # sorted by key
     values: tuple[ValueSpec, ...]
     record: struct.Struct = field(init=False, repr=False, compare=False)
+    _records: dict[int, struct.Struct] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         layout = "<" + "".join(TYPES[spec.type] for spec in self.values)
         object.__setattr__(self, "record", struct.Struct(layout))
+
+    def records(self, count: int) -> struct.Struct:
+        """The layout of C{count} records in a row (remembered: packets repeat counts)."""
+        layout = self._records.get(count)
+        if layout is None:
+            if len(self._records) >= 64:
+                self._records.clear()
+            layout = self._records[count] = struct.Struct(
+                self.record.format[0] + self.record.format[1:] * count
+            )
+        return layout
 
     @property
     def record_size(self) -> int:
@@ -253,9 +321,13 @@ def parse_devices(text: str) -> Mapping[int, DeviceProfile]:
     if not isinstance(devices, dict) or not devices:
         raise DevicesError("no devices: add at least one [devices.N] table")
     profiles = {}
+    shared: dict[ValueSpec, ValueSpec] = {}
     for key, table in devices.items():
         profile = _profile(key, table)
-        profiles[profile.device_id] = profile
+        # Stations described alike share their value specs, and so the codes
+        # those remember (ValueSpec.convert_all).
+        specs = tuple(shared.setdefault(spec, spec) for spec in profile.values)
+        profiles[profile.device_id] = DeviceProfile(profile.device_id, profile.tags, specs)
     seen: dict[tuple, int] = {}
     for profile in profiles.values():
         for spec in profile.values:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 HEADER = struct.Struct("<HHHBBB")
 HEADER_SIZE = HEADER.size  # 9
@@ -50,9 +51,12 @@ class PacketRejected(Exception):
         return f"{self.reason}: {self.detail}"
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """The 9-byte packet header, as the station sent it."""
+class Header(NamedTuple):
+    """
+    The 9-byte packet header, as the station sent it.  A named tuple: as
+    immutable as a frozen dataclass, and made in a third of the time (one is
+    made per packet).
+    """
 
     bytes_ready: int
     wake_every: int
@@ -81,7 +85,7 @@ def read_header(data: bytes) -> Header:
         raise PacketRejected(
             Reason.TRUNCATED, f"{len(data)} bytes, shorter than the 9-byte header"
         )
-    return Header(*HEADER.unpack_from(data))
+    return Header._make(HEADER.unpack_from(data))
 
 
 def check_header(header: Header) -> None:

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from weather.decode import NANOSECONDS, decode_packet, is_storable
+from weather.decode import NANOSECONDS, decode_packet
 from weather.devices import DeviceProfile
 from weather.interfaces import IPacketSink
 from weather.journal import JournalEntry
@@ -207,10 +207,11 @@ class PacketPipeline(Service):
         self.stations.packet_decoded(
             decoded, packet.peer, packet.arrival_ns, entry.previous_arrival_ns
         )
-        readings = [r for r in decoded.readings if is_storable(r)]
-        self.stats["readings_decoded"] += len(readings)
-        if len(readings) < len(decoded.readings):
-            skipped = len(decoded.readings) - len(readings)
+        # NaN and infinite values are left out: InfluxDB cannot store them.
+        lines = self.encoder.encode_packet(decoded)
+        self.stats["readings_decoded"] += len(lines)
+        skipped = decoded.value_count - len(lines)
+        if skipped:
             self.stats["readings_not_finite"] += skipped
             self._limited.warn(
                 ("not-finite", header.device_id),
@@ -220,7 +221,7 @@ class PacketPipeline(Service):
                 count=skipped,
             )
         self.in_flight += 1
-        written = self.writer.write(self.encoder.encode(readings))
+        written = self.writer.write(lines)
         written.addCallbacks(
             self._delivered,
             self._refused,

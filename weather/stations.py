@@ -22,6 +22,8 @@ from weather.history import StationHistory
 
 #: An upload counts as missed when the spacing passes this many wake intervals.
 OVERDUE_FACTOR = 1.5
+#: The reference station's wakeEvery, for stations whose interval is not known yet.
+ASSUMED_WAKE_EVERY = 3600
 
 
 @dataclass
@@ -74,11 +76,22 @@ class StationRecord:
             return None
         return (measured / self.measurement_every - 1.0) * 1e6
 
+    @property
+    def expected_wake_every(self) -> int:
+        """
+        The interval its last header announced; until it uploads after a
+        restart (seen only in the journal's timing state), the reference
+        station's hour, so that a station silent across a restart still
+        shows as overdue.
+        """
+        return self.wake_every or ASSUMED_WAKE_EVERY
+
     def overdue(self, now_ns: int) -> bool:
         """No packet for more than L{OVERDUE_FACTOR} wake intervals."""
-        if self.last_seen_ns is None or not self.wake_every:
+        if self.last_seen_ns is None:
             return False
-        return now_ns - self.last_seen_ns > OVERDUE_FACTOR * self.wake_every * NANOSECONDS
+        limit = OVERDUE_FACTOR * self.expected_wake_every * NANOSECONDS
+        return now_ns - self.last_seen_ns > limit
 
 
 class StationBook:
@@ -131,7 +144,7 @@ class StationBook:
         station = self._record(decoded.profile)
         station.packets += 1
         station.records += header.record_count
-        station.readings += len(decoded.readings)
+        station.readings += decoded.value_count
         station.wake_every = header.wake_every
         station.measurement_every = header.measurement_every
         if station.last_seen_ns is None or arrival_ns >= station.last_seen_ns:
@@ -145,15 +158,15 @@ class StationBook:
             if decoded.measured:
                 station._measured_ns += spacing
                 station._measured_records += header.record_count
-        units = {spec.name: spec.unit for spec in decoded.profile.values}
-        history = station.history
-        for reading in decoded.readings:
-            history.add(reading.measurement, reading.time_ns, reading.value)
-            latest = station.latest.get(reading.measurement)
-            if latest is None or reading.time_ns >= latest.time_ns:
-                station.latest[reading.measurement] = LatestReading(
-                    reading.value, reading.time_ns, units.get(reading.measurement, "")
-                )
+        times = decoded.times
+        if times:
+            specs = decoded.profile.values
+            station.history.add_packet([s.name for s in specs], times, decoded.columns)
+            last = times[-1]
+            for spec, column in zip(specs, decoded.columns, strict=True):
+                latest = station.latest.get(spec.name)
+                if latest is None or last >= latest.time_ns:
+                    station.latest[spec.name] = LatestReading(column[-1], last, spec.unit)
         return station
 
     def packet_rejected(self, profile: DeviceProfile | None) -> None:

@@ -86,6 +86,11 @@ class ValueSpec:
     One value of a record: its name (the InfluxDB measurement), wire type and
     conversion.  The stored value is C{conversion(raw) * scale + offset},
     clamped to C{clamp} if given.
+
+    An offset or clamp bound of C{-0.0} is taken as C{0.0}: then L{convert}
+    never returns C{-0.0} (a sum is C{-0.0} only if both terms are), so a
+    value's text depends on its float value alone (C{-0.0 == 0.0}, as dict
+    keys too), and specs that compare equal convert alike.
     """
 
     name: str
@@ -101,9 +106,13 @@ class ValueSpec:
     )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "offset", self.offset + 0.0)  # -0.0 + 0.0 is 0.0
+        if self.clamp is not None:
+            low, high = self.clamp
+            object.__setattr__(self, "clamp", (low + 0.0, high + 0.0))
         if self.type != "f32":
-            # Integer codes are exact dict keys; f32 ones are not (0.0 == -0.0,
-            # NaN != NaN), and are rare.
+            # Integer codes repeat; f32 values seldom do, and a NaN is never
+            # found again (NaN != NaN).
             memo = _ConversionMemo(self.convert)
             object.__setattr__(self, "_remembered", memo.__getitem__)
 
@@ -124,17 +133,6 @@ class ValueSpec:
         if self._remembered is None:
             return [self.convert(raw) for raw in raws]
         return list(map(self._remembered, raws))
-
-    @property
-    def negative_zero_possible(self) -> bool:
-        """
-        Whether L{convert} may return C{-0.0}, which equals C{0.0} (as a dict
-        key, too) but is written differently.  Only if the offset or a clamp
-        bound is C{-0.0}: the last sum is C{-0.0} only when both its terms are,
-        and the clamp returns its value or a bound.
-        """
-        bounds = self.clamp or ()
-        return any(x == 0.0 and math.copysign(1.0, x) < 0 for x in (self.offset, *bounds))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from operator import add
 
 from weather.decode import DecodedPacket, Reading
-from weather.devices import DeviceProfile, ValueSpec
+from weather.devices import DeviceProfile
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
@@ -55,24 +55,20 @@ STEMS_LIMIT = 4096
 class _Stems(dict[float, bytes]):
     """
     A series' line starts by value: C{b"temperature,place=balcony value=20.5"}
-    for C{20.5}, made on first use.  Only finite values are looked up.
+    for C{20.5}, made on first use.  Only finite values are looked up, and
+    never C{-0.0} (see L{ValueSpec}), which would find C{0.0}'s text.
     """
 
-    __slots__ = ("prefix", "remember_zero")
+    __slots__ = ("prefix",)
 
-    def __init__(self, prefix: str, spec: ValueSpec) -> None:
+    def __init__(self, prefix: str) -> None:
         super().__init__()
         self.prefix = prefix.encode()
-        # 0.0 and -0.0 are one key but two texts: zeros are remembered only
-        # for a value that cannot be -0.0.
-        self.remember_zero = not spec.negative_zero_possible
 
     def __missing__(self, value: float) -> bytes:
-        stem = self.prefix + format_float(value).encode()
-        if value or self.remember_zero:
-            if len(self) >= STEMS_LIMIT:
-                self.clear()
-            self[value] = stem
+        if len(self) >= STEMS_LIMIT:
+            self.clear()
+        stem = self[value] = self.prefix + format_float(value).encode()
         return stem
 
 
@@ -142,7 +138,7 @@ class LineEncoder:
             stems = self._stems.get(key)
             if stems is None:
                 prefix = series_prefix(spec.name, profile.tags, spec.field)
-                stems = self._stems[key] = _Stems(prefix, spec)
+                stems = self._stems[key] = _Stems(prefix)
             series.append(stems)
         self._profiles[id(profile)] = (profile, series)
         return series

@@ -178,7 +178,8 @@ def decode_packet(
     profiles: Mapping[int, DeviceProfile],
 ) -> DecodedPacket:
     """
-    Decode one whole packet into readings.
+    Decode one whole packet: its records' timestamps and converted values, by
+    column (L{DecodedPacket}).
 
     @param arrival_ns: when the packet's last byte arrived.
     @param previous_arrival_ns: when the previous accepted packet of the same

@@ -2,8 +2,8 @@
 The server end to end against a bare Twisted server, on this machine, with one load
 generator.  Run by hand, from the project root:
 
-    python bench/throughput.py              # everything, 3 runs: about 10 minutes
-    python bench/throughput.py --quick      # a few seconds per phase: a self-check
+    python bench/throughput.py              # everything, 3 runs: about 12 minutes
+    python bench/throughput.py --quick      # a few seconds per phase: a self-check (1 min)
 
 What it measures (docs/performance.md explains each method):
 
@@ -13,8 +13,11 @@ What it measures (docs/performance.md explains each method):
    --data-dir, --devices with many reference-layout stations) writing to a
    private influxd started for the run: packets/s counted only once InfluxDB has
    acknowledged every point (influxd's /debug/vars pointsWrittenOK, checked
-   against a count query), twistd's and influxd's CPU seconds per 1,000 packets,
-   twistd's peak RSS (VmHWM).
+   against a count query), at full load and, the headline, sustained: the
+   highest fixed rate (--probes bisecting probes) after which every point is
+   in InfluxDB within --keep-up seconds; twistd's and influxd's CPU seconds
+   per 1,000 packets, twistd's main-thread CPU and run-queue time, twistd's
+   peak RSS (VmHWM).
 3. latency at a fixed rate (--latency-rate, default 500/s): from the moment
    the sender wrote a packet's last byte to the moment a poller finds the
    packet's last point in InfluxDB; p50, p99.

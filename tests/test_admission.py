@@ -48,6 +48,7 @@ from tests.support import (
 )
 from weather import protocol as protocol_module
 from weather.admission import (
+    ADDRESSES_KEPT,
     NOT_ALLOWED,
     PEER_LIMIT,
     RATE_LIMITED,
@@ -362,6 +363,22 @@ class AdmissionTests(SynchronousTestCase):
         self.assertIsNone(admission.refusal("2001:db8::1"))
         self.assertIsNone(admission.refusal(None))
         self.assertFalse(admission.at_capacity)
+
+    def test_addressesRemembered(self) -> None:
+        """Parsed once per peer, the same as L{peer_address}; bounded."""
+        admission = Admission(self.clock)
+        for host in ("198.51.100.1", "::ffff:198.51.100.1", "fe80::1%eth0", "x", None):
+            self.assertEqual(admission.address(host), peer_address(host))
+            self.assertIs(admission.address(host), admission.address(host))
+        for i in range(ADDRESSES_KEPT + 10):
+            admission.address(f"10.0.{i // 256}.{i % 256}")
+        self.assertLessEqual(len(admission._addresses), ADDRESSES_KEPT)
+        # The counts still match whatever was forgotten meanwhile.
+        admission.opened("10.0.0.1")
+        admission._addresses.clear()
+        self.assertEqual(admission.open_from("10.0.0.1"), 1)
+        admission.closed("10.0.0.1")
+        self.assertEqual(admission.peers, 0)
 
     def test_allowIPv4(self) -> None:
         admission = Admission(self.clock, allow=[parse_network("192.168.1.0/24")])

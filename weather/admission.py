@@ -41,6 +41,11 @@ def parse_network(text: str) -> Network:
         raise ValueError(f"{text!r} is not an address or a network ({e})") from None
 
 
+#: Parsed peer addresses an L{Admission} keeps (then it starts again).
+ADDRESSES_KEPT = 4096
+_UNKNOWN = object()
+
+
 def peer_address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The peer's IP address (IPv4-mapped IPv6 addresses as IPv4), or None."""
     if host is None:
@@ -146,15 +151,30 @@ class Admission:
         self.rate = AddressBuckets(rate, clock) if rate is not None else None
         self.open = 0
         self._per_peer: Counter[object] = Counter()
+        # Each connection asks three times; a station keeps its address.
+        self._addresses: dict[str, object] = {}
 
     @property
     def at_capacity(self) -> bool:
         """True while the overall limit is reached: stop accepting."""
         return self.open >= self.max_connections
 
+    def address(
+        self, host: str | None
+    ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """L{peer_address}, remembered for the last L{ADDRESSES_KEPT} peers."""
+        if host is None:
+            return None
+        address = self._addresses.get(host, _UNKNOWN)
+        if address is _UNKNOWN:
+            if len(self._addresses) >= ADDRESSES_KEPT:
+                self._addresses.clear()
+            address = self._addresses[host] = peer_address(host)
+        return address  # type: ignore[return-value]
+
     def refusal(self, host: str | None) -> str | None:
         """Why a connection from C{host} is refused, or None to take it."""
-        address = peer_address(host)
+        address = self.address(host)
         if self.allow and address is not None:
             if not any(address in network for network in self.allow):
                 return NOT_ALLOWED
@@ -172,13 +192,13 @@ class Admission:
 
     def opened(self, host: str | None) -> None:
         self.open += 1
-        address = peer_address(host)
+        address = self.address(host)
         if address is not None:
             self._per_peer[address] += 1
 
     def closed(self, host: str | None) -> None:
         self.open -= 1
-        address = peer_address(host)
+        address = self.address(host)
         if address is None:
             return
         self._per_peer[address] -= 1
@@ -187,7 +207,7 @@ class Admission:
 
     def open_from(self, host: str | None) -> int:
         """Connections open from C{host}'s address."""
-        return self._per_peer.get(peer_address(host), 0)
+        return self._per_peer.get(self.address(host), 0)
 
     @property
     def peers(self) -> int:

@@ -21,6 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from itertools import repeat
 from typing import Any
 
 from twisted.application.service import Service
@@ -174,7 +175,7 @@ class PointWriter(Service):
         if not lines:
             return succeed(None)
         delivery = _Delivery(len(lines))
-        self._queue.extend((line, delivery) for line in lines)
+        self._queue.extend(zip(lines, repeat(delivery), strict=False))
         self.stats["points_queued"] += len(lines)
         self._schedule()
         return delivery.deferred
@@ -273,7 +274,11 @@ class PointWriter(Service):
         if self._resend:
             return self._resend.popleft()
         queue = self._queue
-        batch = [queue.popleft() for _ in range(min(self._batch_limit, len(queue)))]
+        if len(queue) <= self._batch_limit:
+            batch = list(queue)
+            queue.clear()
+        else:
+            batch = [queue.popleft() for _ in range(self._batch_limit)]
         if not queue:
             self._due = False
             self._cancel_flush_call()
@@ -283,7 +288,7 @@ class PointWriter(Service):
         self._sending = batch
         self.stats["requests"] += 1
         started = self.clock.seconds()
-        body = b"\n".join(line for line, _ in batch)
+        body = b"\n".join([line for line, _ in batch])
         request = maybeDeferred(
             self.client.post,
             self.target.url,

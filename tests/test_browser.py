@@ -21,12 +21,10 @@ from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 
 from tests.influxd import free_port
-from tests.support import make_settings
 from tests.test_integration import InfluxTestCase
 from tests.test_statuspage import NOW, PageParser, simulated_book
-from weather.simulate import Simulation, StationModel, devices_toml, tcp_connector
+from weather.simulate import Simulation, StationModel, tcp_connector
 from weather.statuspage import render_status
-from weather.tap import build_service
 
 
 def find_chromium() -> str:
@@ -72,29 +70,10 @@ class BrowserTests(InfluxTestCase):
 
     @inlineCallbacks
     def test_liveServerFedBySimulator(self):
-        devices = self.mktemp()
-        with open(devices, "w") as f:
-            f.write(devices_toml([1, 2, 3]))
         metrics_port = free_port()
-        settings = make_settings(
-            self,
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--influx-url",
-            self.influx.url,
-            "--database",
-            self.database,
-            "--devices",
-            devices,
-            "--flush-interval",
-            "0.05",
-            "--metrics-port",
-            str(metrics_port),
+        service, port = self.start_simulated_fleet_server(
+            [1, 2, 3], "--metrics-port", str(metrics_port)
         )
-        service = build_service(settings, reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        port = service.listener.port.getHost().port
         # Stations 1 and 2 upload hourly; station 3 every 2 s, and then
         # falls silent: after 3 s it is overdue.
         stations = [

@@ -28,12 +28,14 @@ from tests.influxd import InfluxServer, free_port, require_influxd
 from tests.support import (
     SetTime,
     journal_status,
+    make_settings,
     reference_devices_toml,
     reference_packet,
 )
 from weather.devices import si7021_humidity, si7021_temperature
 from weather.protocol import ACK
 from weather.settings import Options, settings_from_options
+from weather.simulate import devices_toml
 from weather.tap import build_service
 
 S = 1_000_000_000
@@ -105,6 +107,34 @@ class InfluxTestCase(TestCase):
             for when, value, tags in self.influx.points(measurement, self.database, "value")
             if tags.get("place") == place
         ]
+
+    def start_simulated_fleet_server(self, device_ids, *args: str):
+        """
+        The assembled service on the real reactor, listening on a free
+        loopback port, writing here, knowing simulated devices C{device_ids}.
+        Returns the started service and its port; stopped after the test.
+        """
+        devices = self.mktemp()
+        with open(devices, "w") as f:
+            f.write(devices_toml(device_ids))
+        settings = make_settings(
+            self,
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--influx-url",
+            self.influx.url,
+            "--database",
+            self.database,
+            "--devices",
+            devices,
+            "--flush-interval",
+            "0.05",
+            *args,
+        )
+        service = build_service(settings, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, service.listener.port.getHost().port
 
 
 class ServiceIntoInfluxDBTests(InfluxTestCase):

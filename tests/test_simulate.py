@@ -16,7 +16,6 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import make_settings
 from tests.test_cli import run
 from tests.test_integration import InfluxTestCase
 from weather.decode import decode_packet
@@ -30,7 +29,6 @@ from weather.simulate import (
     devices_toml,
     tcp_connector,
 )
-from weather.tap import build_service
 
 S = 1_000_000_000
 #: 2026-11-21 00:00 UTC
@@ -275,26 +273,7 @@ class SimulatorIntoInfluxDBTests(InfluxTestCase):
 
     @inlineCallbacks
     def test_whatWasSentIsStored(self):
-        devices = self.mktemp()
-        with open(devices, "w") as f:
-            f.write(devices_toml([1, 2, 3]))
-        settings = make_settings(
-            self,
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--influx-url",
-            self.influx.url,
-            "--database",
-            self.database,
-            "--devices",
-            devices,
-            "--flush-interval",
-            "0.05",
-        )
-        service = build_service(settings, reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        port = service.listener.port.getHost().port
+        service, port = self.start_simulated_fleet_server([1, 2, 3])
         stations = [
             StationModel(d, wake_every=2, measure_every=1, drift=0.01) for d in (1, 2, 3)
         ]

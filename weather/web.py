@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from weather.health import check_health
+from weather.health import HealthReport, check_health
 from weather.metrics import ServerMetrics
 from weather.statuspage import ChartCache, render_status
 
@@ -41,8 +41,8 @@ class MetricsPage(Resource):
         return encoder(self.metrics.registry)
 
 
-class HealthPage(Resource):
-    """200 with C{"status": "ok"}, or 503 with the reasons, as JSON."""
+class ServerPage(Resource):
+    """A page about the running server, judged at the clock's time."""
 
     isLeaf = True
 
@@ -54,28 +54,28 @@ class HealthPage(Resource):
         self.clock = clock
         self.unreachable_after = unreachable_after
 
+    def health(self, now: float) -> HealthReport:
+        return check_health(self.weather_service, now, self.unreachable_after)
+
+
+class HealthPage(ServerPage):
+    """200 with C{"status": "ok"}, or 503 with the reasons, as JSON."""
+
     def render_GET(self, request: Request) -> bytes:
-        report = check_health(
-            self.weather_service, self.clock.seconds(), self.unreachable_after
-        )
+        report = self.health(self.clock.seconds())
         request.setResponseCode(200 if report.healthy else 503)
         request.setHeader("content-type", "application/json")
         request.setHeader("cache-control", "no-store")
         return json.dumps(report.as_dict(), indent=1).encode() + b"\n"
 
 
-class StatusPage(Resource):
+class StatusPage(ServerPage):
     """The stations at a glance (L{weather.statuspage}), for people."""
-
-    isLeaf = True
 
     def __init__(
         self, server: WeatherService, clock: IReactorTime, unreachable_after: float
     ) -> None:
-        super().__init__()
-        self.weather_service = server
-        self.clock = clock
-        self.unreachable_after = unreachable_after
+        super().__init__(server, clock, unreachable_after)
         self.charts = ChartCache()
 
     def render_GET(self, request: Request) -> bytes:
@@ -85,7 +85,7 @@ class StatusPage(Resource):
             return b"Not found: try / (stations), /metrics or /health\n"
         now = self.clock.seconds()
         server = self.weather_service
-        report = check_health(server, now, self.unreachable_after)
+        report = self.health(now)
         request.setHeader("content-type", "text/html; charset=utf-8")
         request.setHeader("cache-control", "no-store")
         return render_status(

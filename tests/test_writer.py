@@ -11,6 +11,8 @@ from email.utils import formatdate
 from itertools import pairwise
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
@@ -1032,3 +1034,65 @@ class RetryAfterTests(SynchronousTestCase):
     def test_absentOrGarbage(self) -> None:
         for value in (None, b"", b"soon", b"1.5", b"Someday, 99 Foo 2023"):
             self.assertIsNone(retry_after_seconds(value, 0.0), value)
+
+
+class WritesAcrossBatchesTests(WriterTestCase):
+    """
+    Writes of any size are cut into batches of points: a write may straddle
+    two batches, and halving (413, 400) may cut it again; every point still
+    goes exactly once, in order, and each write settles as a whole.
+    """
+
+    BAD = b"m f=oops %d"
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        sizes=st.lists(st.integers(1, 12), min_size=1, max_size=12),
+        bad=st.sets(st.integers(0, 80), max_size=3),
+        batch_size=st.integers(1, 9),
+        target=st.sampled_from([V1, V2]),
+        max_body=st.sampled_from([None, 40, 100]),
+    )
+    def test_everyPointOnceEachWriteSettled(
+        self,
+        sizes: list[int],
+        bad: set[int],
+        batch_size: int,
+        target: Any,
+        max_body: int | None,
+    ) -> None:
+        fake = FakeInfluxDB(token="t0k3n", max_body_size=max_body or 1 << 20)
+        self.build(target=target, fake=fake, batch_size=batch_size)
+        writes, given_lines, start = [], [], 0
+        for size in sizes:
+            lines = [
+                self.BAD % i if i in bad else fixed(i) for i in range(start, start + size)
+            ]
+            given_lines.append(lines)
+            writes.append(self.writer.write(list(lines)))
+            start += size
+        self.clock.advance(1.0)
+        for _ in range(200):
+            if not self.writer.pending:
+                break
+            self.writer.flush()
+        self.assertEqual(self.writer.pending, 0)
+        good = [i for i in range(start) if i not in bad]
+        if target is V2:
+            self.assertEqual(self.stamps(), good)
+        else:
+            # 1.x stores a refused batch's valid points (a partial write);
+            # sent again in the halves, they overwrite themselves.
+            self.assertEqual(sorted(set(self.stamps())), good)
+        for lines, d in zip(given_lines, writes, strict=True):
+            refused = [x for x in lines if x.startswith(b"m f=oops")]
+            if refused:
+                failure = self.failureResultOf(d, PointsRejected)
+                self.assertEqual(failure.value.lines, refused)
+            else:
+                self.assertIsNone(self.successResultOf(d))
+        stats = self.writer.stats
+        self.assertEqual(stats["points_written"], len(good))
+        self.assertEqual(stats["points_refused"], len(bad & set(range(start))))
+        self.assertEqual(stats["requests_failed"], 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from itertools import repeat
+from itertools import chain
 from typing import Any
 
 from twisted.application.service import Service
@@ -85,7 +85,40 @@ class _Delivery:
                 self.deferred.callback(None)
 
 
-_Batch = list[tuple[bytes, _Delivery]]
+#: Some consecutive points of one L{PointWriter.write} call, and that call.
+_Chunk = tuple[list[bytes], _Delivery]
+
+
+@dataclass(eq=False)
+class _Batch:
+    """The points of one request: whole or partial writes, in order."""
+
+    chunks: list[_Chunk]
+    points: int
+
+    def lines(self) -> Iterator[bytes]:
+        return chain.from_iterable(lines for lines, _ in self.chunks)
+
+    def first_line(self) -> bytes:
+        return self.chunks[0][0][0]
+
+    def halves(self) -> tuple[_Batch, _Batch]:
+        """Two batches of half the points each (a write may straddle them)."""
+        room = self.points // 2
+        first: list[_Chunk] = []
+        second: list[_Chunk] = []
+        for lines, delivery in self.chunks:
+            if room >= len(lines):
+                first.append((lines, delivery))
+                room -= len(lines)
+            elif room > 0:
+                first.append((lines[:room], delivery))
+                second.append((lines[room:], delivery))
+                room = 0
+            else:
+                second.append((lines, delivery))
+        half = self.points // 2
+        return _Batch(first, half), _Batch(second, self.points - half)
 
 
 def retry_after_seconds(value: bytes | None, now: float) -> float | None:
@@ -154,7 +187,9 @@ class PointWriter(Service):
         self.write_observers: list[Callable[[int, float], object]] = []
         self._limited = RateLimitedLog(self.log, clock)
         self._batch_limit = batch_size
-        self._queue: deque[tuple[bytes, _Delivery]] = deque()
+        #: Writes waiting to be batched, and how many points they hold.
+        self._queue: deque[_Chunk] = deque()
+        self._queued = 0
         self._resend: deque[_Batch] = deque()
         self._sending: _Batch | None = None
         self._request: Deferred | None = None
@@ -175,7 +210,8 @@ class PointWriter(Service):
         if not lines:
             return succeed(None)
         delivery = _Delivery(len(lines))
-        self._queue.extend(zip(lines, repeat(delivery), strict=False))
+        self._queue.append((lines, delivery))
+        self._queued += len(lines)
         self.stats["points_queued"] += len(lines)
         self._schedule()
         return delivery.deferred
@@ -205,9 +241,9 @@ class PointWriter(Service):
     def pending(self) -> int:
         """Points not yet acknowledged: queued, waiting to be resent, in flight."""
         return (
-            len(self._queue)
-            + sum(len(batch) for batch in self._resend)
-            + len(self._sending or ())
+            self._queued
+            + sum(batch.points for batch in self._resend)
+            + (self._sending.points if self._sending is not None else 0)
         )
 
     def flush(self) -> None:
@@ -255,7 +291,7 @@ class PointWriter(Service):
             return
         if (
             self._resend
-            or len(self._queue) >= self._batch_limit
+            or self._queued >= self._batch_limit
             or (self._queue and (self._due or self._stopping))
         ):
             self._send(self._next_batch())
@@ -274,11 +310,24 @@ class PointWriter(Service):
         if self._resend:
             return self._resend.popleft()
         queue = self._queue
-        if len(queue) <= self._batch_limit:
-            batch = list(queue)
+        if self._queued <= self._batch_limit:
+            batch = _Batch(list(queue), self._queued)
             queue.clear()
         else:
-            batch = [queue.popleft() for _ in range(self._batch_limit)]
+            # Whole writes while they fit, then the front part of the next.
+            chunks: list[_Chunk] = []
+            room = self._batch_limit
+            while room:
+                lines, delivery = queue[0]
+                if len(lines) <= room:
+                    chunks.append(queue.popleft())
+                    room -= len(lines)
+                else:
+                    chunks.append((lines[:room], delivery))
+                    queue[0] = (lines[room:], delivery)
+                    room = 0
+            batch = _Batch(chunks, self._batch_limit)
+        self._queued -= batch.points
         if not queue:
             self._due = False
             self._cancel_flush_call()
@@ -288,7 +337,7 @@ class PointWriter(Service):
         self._sending = batch
         self.stats["requests"] += 1
         started = self.clock.seconds()
-        body = b"\n".join([line for line, _ in batch])
+        body = b"\n".join(batch.lines())
         request = maybeDeferred(
             self.client.post,
             self.target.url,
@@ -330,17 +379,17 @@ class PointWriter(Service):
         self._done()
         if ok:
             self._succeeded(batch, started)
-        elif status == 413 and len(batch) > 1:
+        elif status == 413 and batch.points > 1:
             self._split(batch)
-            if self._batch_limit > len(batch) // 2:
-                self._batch_limit = max(1, len(batch) // 2)
+            if self._batch_limit > batch.points // 2:
+                self._batch_limit = max(1, batch.points // 2)
                 self.log.warn(
                     "InfluxDB says {count} points is too large a request; "
                     "sending at most {limit} from now on",
-                    count=len(batch),
+                    count=batch.points,
                     limit=self._batch_limit,
                 )
-        elif status in REFUSED and len(batch) > 1:
+        elif status in REFUSED and batch.points > 1:
             self._split(batch)
         elif status in REFUSED or status == 413:
             self._refuse(batch, status, message)
@@ -369,11 +418,11 @@ class PointWriter(Service):
     # -- outcomes ------------------------------------------------------------
 
     def _succeeded(self, batch: _Batch, started: float) -> None:
-        self.stats["points_written"] += len(batch)
+        self.stats["points_written"] += batch.points
         self.stats["batches_written"] += 1
         self.last_write_seconds = self.clock.seconds() - started
         for observer in list(self.write_observers):
-            observer(len(batch), self.last_write_seconds)
+            observer(batch.points, self.last_write_seconds)
         if self._failures:
             self.log.info(
                 "InfluxDB writes work again after {failures} failed attempts",
@@ -382,36 +431,36 @@ class PointWriter(Service):
         self._failures = 0
         self.failing_since = None
         self.last_failure = None
-        for _, delivery in batch:
-            delivery.settle(1)
+        for lines, delivery in batch.chunks:
+            delivery.settle(len(lines))
 
     def _split(self, batch: _Batch) -> None:
-        half = len(batch) // 2
-        self._resend.appendleft(batch[half:])
-        self._resend.appendleft(batch[:half])
+        first, second = batch.halves()
+        self._resend.appendleft(second)
+        self._resend.appendleft(first)
 
     def _refuse(self, batch: _Batch, status: int, message: str) -> None:
-        self.stats["points_refused"] += len(batch)
+        self.stats["points_refused"] += batch.points
         self._limited.error(
             ("refused", status),
             "InfluxDB refused {count} points for good (HTTP {status}): {why}; "
             "first point: {line}",
-            count=len(batch),
+            count=batch.points,
             status=status,
             why=message,
-            line=batch[0][0][:200].decode("utf-8", "replace"),
+            line=batch.first_line()[:200].decode("utf-8", "replace"),
         )
-        for line, delivery in batch:
-            delivery.refused.append(line)
+        for lines, delivery in batch.chunks:
+            delivery.refused.extend(lines)
             delivery.status = status
             delivery.message = message
-            delivery.settle(1)
+            delivery.settle(len(lines))
 
     def _failed(self, batch: _Batch, why: str, retry_after: float | None) -> None:
         self._resend.appendleft(batch)
         self._failures += 1
         self.stats["requests_failed"] += 1
-        self.stats["points_retried"] += len(batch)
+        self.stats["points_retried"] += batch.points
         self.last_failure = why
         if self.failing_since is None:
             self.failing_since = self.clock.seconds()

@@ -9,8 +9,10 @@ variables, never from the command line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -176,6 +178,14 @@ class Options(usage.Options):
         ["log-format", None, "text", "Log lines as text or json (one object per line)."],
         ["grace", None, "5", "On stop, seconds open connections get to finish."],
         [
+            "workers",
+            None,
+            "1",
+            "Worker processes: with more than 1, this process only accepts and "
+            "hands each station (by source address) to one of them.",
+        ],
+        ["worker", None, None, "Internal: run as worker INDEX/COUNT/FD of --workers."],
+        [
             "shutdown-timeout",
             None,
             "10",
@@ -196,6 +206,11 @@ class Options(usage.Options):
         or an address); repeat for more.  Default: from anywhere.
         """
         self["allow"].append(network)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        #: The arguments as given: a worker process is started with the same.
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_password(self, value: str) -> None:
         """Refused: use --password-file or $WEATHER_INFLUX_PASSWORD."""
@@ -239,6 +254,10 @@ class Settings:
     log_max_bytes: int = 10 << 20
     log_keep: int = 10
     log_json: bool = False
+    #: Worker processes (1: this process does everything).
+    workers: int = 1
+    #: In a worker process: its number, the number of workers, the channel's fd.
+    worker: tuple[int, int, int] | None = None
     #: Things worth saying at start-up that do not stop it.
     warnings: tuple[str, ...] = ()
 
@@ -336,6 +355,42 @@ def _log_format(text: str) -> bool:
     if text not in ("text", "json"):
         raise ConfigurationError(f"--log-format {text!r}: give text or json")
     return text == "json"
+
+
+def _worker(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        index, count, fd = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigurationError(f"--worker {text!r}: give INDEX/COUNT/FD") from None
+    if not (0 <= index < count and fd >= 0):
+        raise ConfigurationError(f"--worker {text!r}: give INDEX/COUNT/FD")
+    return index, count, fd
+
+
+def worker_settings(settings: Settings) -> Settings:
+    """
+    A worker's own settings: worker 0 keeps the data directory (so that
+    going from one process to several keeps the journal), worker I uses
+    DATA_DIR/worker-I; the metrics port is --metrics-port + I.
+    """
+    assert settings.worker is not None
+    index = settings.worker[0]
+    changes: dict = {"workers": 1}
+    if index:
+        changes["data_dir"] = os.path.join(settings.data_dir, f"worker-{index}")
+    if settings.metrics_port is not None and index:
+        kind, _, rest = settings.metrics_port.partition(":")
+        number, colon, tail = rest.partition(":")
+        if kind not in ("tcp", "tcp6") or not number.isdigit():
+            raise ConfigurationError(
+                f"--metrics-port {settings.metrics_port}: with --workers, give a TCP "
+                "port (worker I serves on that port + I)"
+            )
+        moved = int(number) + index if int(number) else 0  # 0: any free port
+        changes["metrics_port"] = f"{kind}:{moved}{colon}{tail}"
+    return dataclasses.replace(settings, **changes)
 
 
 def _self_stats_interval(options: Mapping) -> float:
@@ -512,5 +567,7 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
         log_max_bytes=_log_max_bytes(options),
         log_keep=_number(options, "log-keep", int, 0, 100_000),
         log_json=_log_format(options["log-format"]),
+        workers=_number(options, "workers", int, 1, 64),
+        worker=_worker(options.get("worker")),
         warnings=tuple(warnings),
     )

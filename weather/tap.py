@@ -8,16 +8,18 @@ import dataclasses
 import os
 import resource
 import signal
+import sys
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from weather.admission import Admission
+from weather.handoff import HandedEndpoint
 from weather.http import make_client, tls_policy
 from weather.journal import FILENAME, JournalError, JournalFile
 from weather.journalservice import (
@@ -35,7 +37,14 @@ from weather.protocol import StationFactory
 from weather.reload import DevicesReloader, HangupService
 from weather.selfstats import SelfStatsReporter
 from weather.service import CannotListen, StationListener, WeatherService
-from weather.settings import ConfigurationError, Options, Settings, settings_from_options
+from weather.settings import (
+    ConfigurationError,
+    Options,
+    Settings,
+    settings_from_options,
+    worker_settings,
+)
+from weather.workers import CHANNEL_FD, WorkerPool
 from weather.writer import PointWriter
 
 __all__ = ["Options", "makeService", "build_service"]
@@ -43,19 +52,10 @@ __all__ = ["Options", "makeService", "build_service"]
 log = Logger()
 
 
-def build_service(
-    settings: Settings,
-    reactor: Any,
-    client: Any = None,
-    worker: IDiskWorker | None = None,
-) -> WeatherService:
-    """
-    Assemble the server from checked settings; C{reactor} times and listens,
-    C{client} (treq-like) talks to InfluxDB, C{worker} does the journal's
-    disk I/O (a thread of its own by default).
-    """
+def station_endpoint(settings: Settings, reactor: Any) -> Any:
+    """The endpoint --port describes."""
     try:
-        endpoint = serverFromString(reactor, settings.port)
+        return serverFromString(reactor, settings.port)
     except Exception as e:  # each endpoint parser raises its own kinds
         why = str(e) or type(e).__name__
         if settings.port.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
@@ -65,6 +65,23 @@ def build_service(
                 "systemd-socket-activate --fdname=weather.socket"
             )
         raise ConfigurationError(f"--port {settings.port}: {why}") from None
+
+
+def build_service(
+    settings: Settings,
+    reactor: Any,
+    client: Any = None,
+    worker: IDiskWorker | None = None,
+    endpoint: Any = None,
+) -> WeatherService:
+    """
+    Assemble the server from checked settings; C{reactor} times and listens,
+    C{client} (treq-like) talks to InfluxDB, C{worker} does the journal's
+    disk I/O (a thread of its own by default), C{endpoint} is where station
+    connections come from (default: --port).
+    """
+    if endpoint is None:
+        endpoint = station_endpoint(settings, reactor)
     close = None
     if client is None:
         client, pool = make_client(
@@ -270,14 +287,92 @@ def _log_to(
         signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(nothing_to_rotate))
 
 
+#: How a worker process starts: twistd, from the same Python.
+WORKER_BOOT = (
+    "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+)
+
+
+def worker_command(arguments: list[str], index: int, count: int) -> list[str]:
+    """The argv of worker C{index}: this server's options, logging JSON to stdout."""
+    return [
+        sys.executable,
+        "-c",
+        WORKER_BOOT,
+        "--nodaemon",
+        "--pidfile=",
+        "--logfile=-",
+        "weather",
+        *arguments,
+        "--log-format=json",
+        f"--worker={index}/{count}/{CHANNEL_FD}",
+    ]
+
+
+class WorkerParent(MultiService):
+    """The parent of --workers: the pool and SIGHUP passed on to it."""
+
+    def __init__(self, pool: WorkerPool, reactor: Any) -> None:
+        super().__init__()
+        self.pool = pool
+        self.application_hooks: list[Any] = []
+        pool.setServiceParent(self)
+        HangupService(reactor, lambda: pool.signal_workers(signal.SIGHUP)).setServiceParent(
+            self
+        )
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        for hook in self.application_hooks:
+            hook(parent)
+
+
+def build_parent(settings: Settings, reactor: Any, arguments: list[str]) -> WorkerParent:
+    """The accepting parent of C{settings.workers} worker processes."""
+    if settings.metrics_port is not None:
+        worker_settings(dataclasses.replace(settings, worker=(1, 2, CHANNEL_FD)))
+    pool = WorkerPool(
+        reactor,
+        station_endpoint(settings, reactor),
+        settings.port,
+        settings.workers,
+        lambda index: worker_command(arguments, index, settings.workers),
+        stop_timeout=settings.grace + settings.shutdown_timeout + 30,
+    )
+    return WorkerParent(pool, reactor)
+
+
+def _stop_when_parent_gone(reactor: Any) -> None:
+    log.warn("The parent process is gone: stopping")
+    if reactor.running:
+        reactor.stop()
+
+
 def makeService(options: Options) -> IService:
     """twistd's entry point: check the options, build the server."""
     from twisted.internet import reactor
 
     try:
         settings = fit_open_files(settings_from_options(options, os.environ))
+        if settings.worker is None and settings.workers > 1:
+            check_data_dir(settings.data_dir)
+            parent = build_parent(settings, reactor, getattr(options, "arguments", []))
+            twistd_options = getattr(options, "parent", None)
+            if twistd_options is not None:
+                parent.application_hooks.append(
+                    lambda application: _log_to(
+                        application, twistd_options, settings, reactor
+                    )
+                )
+            return parent
+        endpoint = None
+        if settings.worker is not None:
+            settings = worker_settings(settings)
+            endpoint = HandedEndpoint(
+                reactor, settings.worker[2], lambda: _stop_when_parent_gone(reactor)
+            )
         check_data_dir(settings.data_dir)
-        service = build_service(settings, reactor)
+        service = build_service(settings, reactor, endpoint=endpoint)
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
     service.add_monitoring(HangupService(reactor, service.reloader.reload))

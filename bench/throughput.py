@@ -46,6 +46,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -201,6 +202,32 @@ values = [
     )
 
 
+def workers_in(args: list[str]) -> int:
+    """The --workers in twistd weather's extra options (1 if none)."""
+    count = 1
+    for i, arg in enumerate(args):
+        if arg.startswith("--workers="):
+            count = int(arg.split("=", 1)[1])
+        elif arg == "--workers" and i + 1 < len(args):
+            count = int(args[i + 1])
+    return count
+
+
+def free_port_run(count: int) -> int:
+    """A free loopback port followed by count - 1 more free ones (worker I: + I)."""
+    for _ in range(100):
+        first = free_port()
+        try:
+            with contextlib.ExitStack() as stack:
+                for offset in range(count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", first + offset))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def twistd() -> str:
     here = os.path.join(os.path.dirname(sys.executable), "twistd")
     found = here if os.path.exists(here) else shutil.which("twistd")
@@ -257,7 +284,8 @@ class Weather:
         self, influx_url: str, workdir: str, devices: str, args: list[str], backlog: int
     ):
         self.port = free_port()
-        self.metrics_port = free_port()
+        self.workers = workers_in(args)
+        self.metrics_port = free_port_run(self.workers)
         self.data_dir = os.path.join(workdir, "data")
         self.log_path = os.path.join(workdir, "twistd.log")
         command = [
@@ -309,18 +337,57 @@ class Weather:
     def pid(self) -> int:
         return self.process.pid
 
+    def pids(self) -> list[int]:
+        """twistd and, with --workers, its worker processes."""
+        with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+            return [self.pid, *(int(pid) for pid in f.read().split())]
+
+    def cpu(self) -> float:
+        """CPU seconds of every process of the server."""
+        return sum(cpu_seconds(pid) for pid in self.pids())
+
+    def main_threads(self) -> dict[int, tuple[float, float]]:
+        """Per process: its main thread's CPU seconds and on-CPU-or-waiting seconds."""
+        return {
+            pid: (cpu_seconds(pid, pid), runnable_seconds(pid, pid)) for pid in self.pids()
+        }
+
+    @staticmethod
+    def busiest(before: dict, after: dict, elapsed: float) -> tuple[float, float]:
+        """The busiest main thread between two L{main_threads}: (CPU, busy) shares."""
+        shares = [
+            (
+                (after[pid][0] - before[pid][0]) / elapsed,
+                (after[pid][1] - before[pid][1]) / elapsed,
+            )
+            for pid in after
+            if pid in before
+        ]
+        return max(shares, key=lambda share: share[1])
+
+    def memory_kib(self, key: str = "VmRSS") -> int:
+        """VmRSS or VmHWM summed over the server's processes."""
+        return sum(memory_kib(pid, key) for pid in self.pids())
+
     def metrics(self) -> dict[str, float]:
-        """The server's /metrics: {name or name{labels}: value}."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        values = {}
-        for line in text.splitlines():
-            if line.startswith("weather_"):
-                name, _, value = line.rpartition(" ")
-                with contextlib.suppress(ValueError):
-                    values[name] = float(value)
+        """The server's /metrics (summed over workers): {name or name{labels}: value}."""
+        values: dict[str, float] = {}
+        for index in range(self.workers):
+            url = f"http://127.0.0.1:{self.metrics_port + index}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            for line in text.splitlines():
+                if line.startswith("weather_"):
+                    name, _, value = line.rpartition(" ")
+                    with contextlib.suppress(ValueError):
+                        values[name] = values.get(name, 0.0) + float(value)
         return values
+
+    def data_dirs(self) -> list[str]:
+        return [self.data_dir] + [
+            os.path.join(self.data_dir, f"worker-{index}")
+            for index in range(1, self.workers)
+        ]
 
     def received(self) -> int:
         """
@@ -339,25 +406,31 @@ class Weather:
         """Packets in the journal not yet acknowledged by InfluxDB.
 
         The query `weather journal status` runs, on a read-only connection."""
-        path = os.path.join(self.data_dir, "journal.sqlite3")
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        try:
-            return db.execute(
-                "SELECT count(*) FROM packet WHERE reason IS NULL"
-            ).fetchone()[0]
-        finally:
-            db.close()
+        pending = 0
+        for directory in self.data_dirs():
+            path = os.path.join(directory, "journal.sqlite3")
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                pending += db.execute(
+                    "SELECT count(*) FROM packet WHERE reason IS NULL"
+                ).fetchone()[0]
+            finally:
+                db.close()
+        return pending
 
     def journal_status(self) -> str:
         """`weather journal status --data-dir D`, as the operator would run it."""
         weather = os.path.join(os.path.dirname(twistd()), "weather")
-        result = subprocess.run(
-            [weather, "journal", "status", "--data-dir", self.data_dir],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return result.stdout + result.stderr
+        out = ""
+        for directory in self.data_dirs():
+            result = subprocess.run(
+                [weather, "journal", "status", "--data-dir", directory],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            out += result.stdout + result.stderr
+        return out
 
     def log_tail(self, lines: int = 20) -> str:
         with open(self.log_path, errors="replace") as f:
@@ -512,9 +585,8 @@ def probe(settings: Settings, server: Weather, influx: Influx, rate: float) -> d
     of the last packet.
     """
     written0, received0 = influx.points_written(), server.received()
-    cpu0, icpu0 = cpu_seconds(server.pid), cpu_seconds(influx.pid)
-    main0 = cpu_seconds(server.pid, server.pid)
-    busy0 = runnable_seconds(server.pid, server.pid)
+    cpu0, icpu0 = server.cpu(), cpu_seconds(influx.pid)
+    main0 = server.main_threads()
     started = time.time()
     sent = Load.result(settings.load.start(server.port, settings.probe_seconds, rate=rate))
     load_end = time.time()
@@ -528,15 +600,17 @@ def probe(settings: Settings, server: Weather, influx: Influx, rate: float) -> d
     elapsed = done - started
     achieved = received / sent["elapsed"]
     lag = done - load_end
+    cpu = server.cpu() - cpu0
+    main_share, main_busy = Weather.busiest(main0, server.main_threads(), elapsed)
     result = {
         "rate": rate,
         "achieved": achieved,
         "lag": lag,
         "ok": lag <= settings.keep_up and achieved >= 0.97 * rate,
-        "cpu_per_1000": (cpu_seconds(server.pid) - cpu0) / max(received, 1) * 1000,
-        "cpu_share": (cpu_seconds(server.pid) - cpu0) / elapsed,
-        "main_share": (cpu_seconds(server.pid, server.pid) - main0) / elapsed,
-        "main_busy": (runnable_seconds(server.pid, server.pid) - busy0) / elapsed,
+        "cpu_per_1000": cpu / max(received, 1) * 1000,
+        "cpu_share": cpu / elapsed,
+        "main_share": main_share,
+        "main_busy": main_busy,
         "influx_cpu_per_1000": (cpu_seconds(influx.pid) - icpu0) / max(received, 1) * 1000,
         "influx_share": (cpu_seconds(influx.pid) - icpu0) / elapsed,
         "sender_share": sent["cpu"] / sent["elapsed"],
@@ -583,9 +657,8 @@ def end_to_end_run(settings: Settings) -> dict:
             settings.backlog,
         )
         written0 = influx.points_written()
-        cpu0, icpu0 = cpu_seconds(server.pid), cpu_seconds(influx.pid)
-        main0 = cpu_seconds(server.pid, server.pid)
-        busy0 = runnable_seconds(server.pid, server.pid)
+        cpu0, icpu0 = server.cpu(), cpu_seconds(influx.pid)
+        main0 = server.main_threads()
         samples: list[tuple[float, int]] = []
         started = time.time()
         sender = settings.load.start(server.port, settings.seconds)
@@ -613,9 +686,11 @@ def end_to_end_run(settings: Settings) -> dict:
                 f"InfluxDB did not get all {expected} points within "
                 f"{settings.drain_timeout} s:\n{server.log_tail()}"
             )
-        cpu = cpu_seconds(server.pid) - cpu0
-        main = cpu_seconds(server.pid, server.pid) - main0
-        busy = runnable_seconds(server.pid, server.pid) - busy0
+        cpu = server.cpu() - cpu0
+        main, busy = (
+            share * (done - started)
+            for share in Weather.busiest(main0, server.main_threads(), done - started)
+        )
         icpu = cpu_seconds(influx.pid) - icpu0
         counts = influx.counts()
         figures = server.metrics()
@@ -624,7 +699,7 @@ def end_to_end_run(settings: Settings) -> dict:
         probes = search(settings, server, influx, full_rate) if settings.probes else []
         kept = [p for p in probes if p["ok"]]
         best = max(kept, key=lambda p: p["rate"]) if kept else None
-        hwm = memory_kib(server.pid, "VmHWM")
+        hwm = server.memory_kib("VmHWM")
         # The delivery rate while the load ran, from 2 s in.
         window = [s for s in samples if started + 2 <= s[0] <= load_end]
         delivering = (
@@ -863,7 +938,7 @@ def overload_run(settings: Settings, before: float = 10.0) -> dict:
         written0 = influx.points_written()
         sender = settings.load.start(server.port, before + settings.outage_seconds)
         time.sleep(before)
-        rss_before = memory_kib(server.pid)
+        rss_before = server.memory_kib()
         rss: list[tuple[float, int]] = []
         pending: list[tuple[float, int]] = []
         with guarded_stop(influx.pid):
@@ -872,14 +947,14 @@ def overload_run(settings: Settings, before: float = 10.0) -> dict:
             next_pending = 0.0
             while sender.poll() is None:
                 now = time.time()
-                rss.append((now - stopped, memory_kib(server.pid)))
+                rss.append((now - stopped, server.memory_kib()))
                 if now >= next_pending:
                     pending.append((now - stopped, server.journal_pending()))
                     next_pending = now + 5
                 time.sleep(1.0)
             sent = Load.result(sender)
             outage_end = time.time()
-            rss.append((outage_end - stopped, memory_kib(server.pid)))
+            rss.append((outage_end - stopped, server.memory_kib()))
             at_end = server.journal_pending()
             figures = server.metrics()
             os.kill(influx.pid, signal.SIGCONT)
@@ -906,7 +981,7 @@ def overload_run(settings: Settings, before: float = 10.0) -> dict:
             "pending": pending,
             "pending_at_end": at_end,
             "writer_pending_points": figures.get("weather_points_pending", 0),
-            "hwm_kib": memory_kib(server.pid, "VmHWM"),
+            "hwm_kib": server.memory_kib("VmHWM"),
             "drain": (drained - continued) if drained else None,
             "all_written": all_written is not None,
             "counts": counts,

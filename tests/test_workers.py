@@ -86,6 +86,20 @@ class WorkerSettingsTests(SynchronousTestCase):
         self.assertEqual(mine.data_dir, os.path.join(settings.data_dir, "worker-2"))
         self.assertEqual(mine.metrics_port, "tcp:9302:interface=127.0.0.1")
 
+    def test_limitsSharedOut(self) -> None:
+        """Memory and disk limits hold for the server as a whole."""
+        settings = make_settings(
+            self,
+            *("--max-pending", "1000000", "--max-connections", "512"),
+            *("--journal-max-size", "1G", "--max-connections-per-peer", "8"),
+            *("--worker", "1/4/3"),
+        )
+        mine = worker_settings(settings)
+        self.assertEqual(mine.max_pending, 250_000)
+        self.assertEqual(mine.max_connections, 128)
+        self.assertEqual(mine.journal_max_bytes, 256 << 20)
+        self.assertEqual(mine.max_connections_per_peer, 8)
+
     def test_anyFreePortStaysAnyFreePort(self) -> None:
         settings = make_settings(self, "--metrics-port", "0", "--worker", "1/2/3")
         self.assertEqual(

@@ -373,11 +373,20 @@ def worker_settings(settings: Settings) -> Settings:
     """
     A worker's own settings: worker 0 keeps the data directory (so that
     going from one process to several keeps the journal), worker I uses
-    DATA_DIR/worker-I; the metrics port is --metrics-port + I.
+    DATA_DIR/worker-I; the metrics port is --metrics-port + I.  The limits
+    that bound the server's memory and disk (--max-pending,
+    --max-connections, --journal-max-size) are shared out among the
+    workers, so that they hold for the server as a whole; per-address
+    limits stay as they are (an address always goes to the same worker).
     """
     assert settings.worker is not None
-    index = settings.worker[0]
-    changes: dict = {"workers": 1}
+    index, count, _ = settings.worker
+    changes: dict = {
+        "workers": 1,
+        "max_pending": max(1000, settings.max_pending // count),
+        "max_connections": max(1, settings.max_connections // count),
+        "journal_max_bytes": max(1 << 20, settings.journal_max_bytes // count),
+    }
     if index:
         changes["data_dir"] = os.path.join(settings.data_dir, f"worker-{index}")
     if settings.metrics_port is not None and index:

@@ -248,6 +248,22 @@ class HandoffTests(TestCase):
         for client in clients:
             client.close()
 
+    async def test_stopTakesWhatWasHanded(self) -> None:
+        """
+        Sockets already in the socket pair when the worker stops are
+        adopted, not closed unread: their stations have sent their packets.
+        """
+        self.port.stopReading()
+        clients = [self.connect() for _ in range(3)]
+        self.channel.flush()
+        self.assertEqual(self.port.adopted, 0)
+        self.port.stopListening()
+        self.assertEqual(self.port.adopted, 3)
+        self.assertEqual(self.closed, [])
+        for client in clients:
+            answer = await self.answer(client, b"late")
+            self.assertTrue(answer.endswith(b":late"), answer)
+
     async def test_parentGone(self) -> None:
         """The worker hears that its parent closed the channel."""
         self.channel.close()

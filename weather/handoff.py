@@ -209,8 +209,10 @@ class HandedPort:
             self.reading = False
             self.reactor.removeReader(self)
 
-    def doRead(self) -> Any:
-        for _ in range(8):
+    def doRead(self, rounds: int | None = 8) -> Any:
+        while rounds is None or rounds > 0:
+            if rounds is not None:
+                rounds -= 1
             try:
                 data, fds, flags, _ = socket.recv_fds(self.channel, MAX_FDS, MAX_FDS)
             except BlockingIOError:
@@ -224,7 +226,7 @@ class HandedPort:
                 self._parent_gone("the parent closed the channel")
                 return None
             self._adopt(data, fds)
-            if not self.reading:
+            if rounds is not None and not self.reading:
                 return None
         return None
 
@@ -249,8 +251,13 @@ class HandedPort:
                 os.close(fd)
 
     def _parent_gone(self, why: str) -> None:
+        if not self.listening:
+            return
         self.log.warn("No more connections from the parent process: {why}", why=why)
-        self.stopListening()
+        self.listening = False
+        self.stopReading()
+        self.channel.close()
+        self.factory.doStop()
         if self.closed is not None:
             self.closed()
 
@@ -259,8 +266,14 @@ class HandedPort:
         self.startReading()
 
     def stopListening(self) -> Deferred[None]:
+        """
+        Take what the parent already handed over (the stations sent their
+        packets: closing their sockets unread would lose them), then close.
+        """
         if self.listening:
             self.stopReading()
+            self.doRead(rounds=None)
+        if self.listening:
             self.listening = False
             self.channel.close()
             self.factory.doStop()

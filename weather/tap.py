@@ -15,6 +15,7 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -344,8 +345,10 @@ def build_parent(settings: Settings, reactor: Any, arguments: list[str]) -> Work
 
 def _stop_when_parent_gone(reactor: Any) -> None:
     log.warn("The parent process is gone: stopping")
-    if reactor.running:
+    try:
         reactor.stop()
+    except ReactorNotRunning:  # stopping already
+        pass
 
 
 def makeService(options: Options) -> IService:

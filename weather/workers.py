@@ -353,7 +353,18 @@ class WorkerPool(Service):
         if self._stopping or self.processes[index] is not None:
             return
         self.restarts += 1
-        self.channels[index] = self._spawn(index, self.channels[index])
+        try:
+            self.channels[index] = self._spawn(index, self.channels[index])
+        except OSError as e:
+            delay = self.restart_delay[index]
+            self.restart_delay[index] = min(delay * 2, MAX_RESTART_DELAY)
+            self.log.critical(
+                "Cannot start worker {index}: {why}; trying again in {delay:.0f} s",
+                index=index,
+                why=e.strerror or str(e),
+                delay=delay,
+            )
+            self.reactor.callLater(delay, self._restart, index)
 
     def signal_workers(self, signal_number: int) -> None:
         """Pass a signal (SIGHUP: reload the devices file) on to every worker."""

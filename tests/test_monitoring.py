@@ -303,6 +303,14 @@ class SelfStatsTests(MonitoringTestCase):
         self.assertTrue(all(r.time_ns == 5 for r in readings))
         self.assertTrue(all(v for r in readings for _, v in r.tags))
 
+    def test_workerTag(self) -> None:
+        """Under --workers, every point says which worker's figure it is."""
+        readings = self_stat_readings(self.service.metrics.registry, 5, (("worker", "1"),))
+        self.assertTrue(readings)
+        for reading in readings:
+            self.assertIn(("worker", "1"), reading.tags)
+            self.assertEqual(list(reading.tags), sorted(reading.tags))
+
 
 class StationsWhileInfluxDown(MonitoringTestCase):
     def test_lastSeenAtArrival(self) -> None:

@@ -25,10 +25,14 @@ MEASUREMENT = "weather_internal"
 SKIPPED_SUFFIXES = ("_bucket", "_created")
 
 
-def self_stat_readings(registry: CollectorRegistry, time_ns: int) -> list[Reading]:
+def self_stat_readings(
+    registry: CollectorRegistry,
+    time_ns: int,
+    tags: tuple[tuple[str, str], ...] = (),
+) -> list[Reading]:
     """
     Every sample of C{registry} as a reading of L{MEASUREMENT}: its name
-    (without C{weather_}) is the field, its labels the tags.
+    (without C{weather_}) is the field, its labels and C{tags} the tags.
     """
     readings = []
     for metric in registry.collect():
@@ -37,20 +41,36 @@ def self_stat_readings(registry: CollectorRegistry, time_ns: int) -> list[Readin
         for sample in metric.samples:
             if sample.name.endswith(SKIPPED_SUFFIXES) or not math.isfinite(sample.value):
                 continue
-            tags = tuple(sorted((k, v) for k, v in sample.labels.items() if v))
+            labels = {**{k: v for k, v in sample.labels.items() if v}, **dict(tags)}
             name = sample.name.removeprefix("weather_")
-            readings.append(Reading(MEASUREMENT, tags, name, float(sample.value), time_ns))
+            readings.append(
+                Reading(
+                    MEASUREMENT,
+                    tuple(sorted(labels.items())),
+                    name,
+                    float(sample.value),
+                    time_ns,
+                )
+            )
     return readings
 
 
 class SelfStatsReporter:
-    """Write the registry's figures through C{writer}, one call per interval."""
+    """
+    Write the registry's figures through C{writer}, one call per interval,
+    with C{tags} on every point (C{worker}, under --workers).
+    """
 
     log = Logger()
 
     def __init__(
-        self, registry: CollectorRegistry, writer: PointWriter, clock: IReactorTime
+        self,
+        registry: CollectorRegistry,
+        writer: PointWriter,
+        clock: IReactorTime,
+        tags: tuple[tuple[str, str], ...] = (),
     ) -> None:
+        self.tags = tags
         self.registry = registry
         self.writer = writer
         self.clock = clock
@@ -68,7 +88,7 @@ class SelfStatsReporter:
             self.writer.stats["self_stats_skipped"] += 1
             return
         time_ns = round(self.clock.seconds() * 1e6) * 1000
-        lines = self.encoder.encode(self_stat_readings(self.registry, time_ns))
+        lines = self.encoder.encode(self_stat_readings(self.registry, time_ns, self.tags))
         self.writer.stats["self_stats_points"] += len(lines)
         self.writer.write(lines).addErrback(self._refused)
 

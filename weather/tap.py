@@ -173,7 +173,8 @@ def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) ->
         _timer(JOURNAL_STATUS_INTERVAL, _refresh_journal_status, reactor, service, limited)
     )
     if settings.self_stats_interval:
-        reporter = SelfStatsReporter(metrics.registry, service.writer, reactor)
+        tags = (("worker", str(settings.worker[0])),) if settings.worker else ()
+        reporter = SelfStatsReporter(metrics.registry, service.writer, reactor, tags)
         service.add_monitoring(
             _timer(settings.self_stats_interval, reporter.report, reactor)
         )

@@ -44,6 +44,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -214,13 +215,19 @@ def workers_in(args: list[str]) -> int:
 
 
 def free_port_run(count: int) -> int:
-    """A free loopback port followed by count - 1 more free ones (worker I: + I)."""
-    for _ in range(100):
-        first = free_port()
+    """
+    A free loopback port followed by count - 1 more free ones (worker I:
+    + I), below the ephemeral range, where ports next to a free one are
+    often held by connections in TIME_WAIT.
+    """
+    chooser = random.Random()
+    for _ in range(200):
+        first = chooser.randrange(20000, 32000 - count)
         try:
             with contextlib.ExitStack() as stack:
                 for offset in range(count):
                     sock = stack.enter_context(socket.socket())
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.bind(("127.0.0.1", first + offset))
             return first
         except OSError:

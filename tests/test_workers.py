@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -284,6 +285,27 @@ def small_packet(device: int, records: int, first: int) -> bytes:
     return HEADER.pack(len(body), 4, 3, 6, device, 3) + body
 
 
+def free_port_pair() -> int:
+    """
+    A free loopback port whose next port is free too (worker 1's metrics),
+    below the ephemeral range: there, the next port is often the local port
+    of a connection in TIME_WAIT (made without SO_REUSEADDR), which stops
+    a listener from binding it.
+    """
+    chooser = random.Random()
+    for _ in range(200):
+        first = chooser.randrange(20000, 32000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                for sock, port in ((a, first), (b, first + 1)):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise AssertionError("no two consecutive free ports")
+
+
 def send_from(source: str, port: int, data: bytes) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
         connection.settimeout(5)
@@ -298,7 +320,7 @@ class WorkersDaemonTests(TwistdTestCase):
 
     def start(self) -> None:
         self.port = free_port()
-        self.metrics_port = free_port()
+        self.metrics_port = free_port_pair()
         self.logfile = os.path.join(self.workdir, "weather.log")
         self.pidfile = os.path.join(self.workdir, "weather.pid")
         self.data_dir = os.path.join(self.workdir, "data")
@@ -335,10 +357,13 @@ class WorkersDaemonTests(TwistdTestCase):
             self.pid = int(f.read())
         self.addCleanup(self.kill_all)
         for index in (0, 1):
-            wait_until(
-                lambda index=index: self.figures(index) is not None,
-                what=f"worker {index}'s /metrics",
-            )
+            try:
+                wait_until(
+                    lambda index=index: self.figures(index) is not None,
+                    what=f"worker {index}'s /metrics",
+                )
+            except AssertionError as e:
+                raise AssertionError(f"{e}; the log:\n{read(self.logfile)}") from None
 
     def workers(self) -> list[int]:
         with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:

@@ -13,6 +13,7 @@ import signal
 import socket
 import struct
 import time
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -55,8 +56,9 @@ class RoutingTests(SynchronousTestCase):
         """
         self.assertEqual(
             [worker_for(socket.AF_INET, f"192.168.1.{i}", 4) for i in range(1, 9)],
-            [zlib_route(f"192.168.1.{i}", 4) for i in range(1, 9)],
+            [1, 3, 1, 2, 0, 2, 0, 1],
         )
+        self.assertEqual(worker_for(socket.AF_INET6, "2001:db8::1", 3), 0)
         self.assertEqual(worker_for(socket.AF_INET, "192.168.1.1", 1), 0)
 
     def test_spread(self) -> None:
@@ -65,12 +67,6 @@ class RoutingTests(SynchronousTestCase):
         for i in range(256):
             counts[worker_for(socket.AF_INET, f"10.0.0.{i}", 3)] += 1
         self.assertTrue(all(60 <= c <= 110 for c in counts), counts)
-
-
-def zlib_route(host: str, workers: int) -> int:
-    import zlib
-
-    return zlib.crc32(socket.inet_aton(host)) % workers
 
 
 class WorkerSettingsTests(SynchronousTestCase):
@@ -126,6 +122,24 @@ class WorkerSettingsTests(SynchronousTestCase):
             make_settings(self, "--workers", "0")
 
 
+class LeftoverJournalTests(SynchronousTestCase):
+    def test_workersBeyondTheCount(self) -> None:
+        """Fewer workers than last time: their journals are found, to be named."""
+        from weather.journal import FILENAME
+        from weather.tap import leftover_worker_journals
+
+        data_dir = self.mktemp()
+        for name in ("worker-1", "worker-2", "worker-3", "worker-x", "other"):
+            os.makedirs(os.path.join(data_dir, name))
+            if name != "worker-3":
+                open(os.path.join(data_dir, name, FILENAME), "w").close()
+        self.assertEqual(
+            leftover_worker_journals(data_dir, 2), [os.path.join(data_dir, "worker-2")]
+        )
+        self.assertEqual(leftover_worker_journals(data_dir, 4), [])
+        self.assertEqual(leftover_worker_journals(os.path.join(data_dir, "none"), 2), [])
+
+
 class WorkerEventTests(SynchronousTestCase):
     def test_levelNamespaceFields(self) -> None:
         line = json.dumps(
@@ -173,17 +187,39 @@ class Echo(Protocol):
         self.transport.loseConnection()
 
 
+class LimitedEcho(Factory):
+    """Echo connections; after C{limit} of them, stop the port reading (full)."""
+
+    protocol = Echo
+    noisy = False
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self.limit = limit
+        self.built = 0
+        self.port: Any = None
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        self.built += 1
+        if self.built == self.limit and self.port is not None:
+            self.port.stopReading()
+        return super().buildProtocol(addr)
+
+
 class HandoffTests(TestCase):
     """Real sockets and the real reactor: descriptors really cross."""
 
     def setUp(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(self.listener.close)
+        self.channel = self.worker(LimitedEcho())
+
+    def worker(self, factory: LimitedEcho) -> WorkerChannel:
+        """A channel to a worker end (L{port}) taking connections into C{factory}."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.channel = WorkerChannel(reactor, ours, 0)
-        self.addCleanup(self.channel.close)
-        factory = Factory.forProtocol(Echo)
-        factory.noisy = False
+        channel = WorkerChannel(reactor, ours, 0)
+        channel.start()
+        self.addCleanup(channel.release)
+        self.addCleanup(channel.close)
         self.closed: list[bool] = []
         fd = os.dup(theirs.fileno())
         theirs.close()
@@ -191,8 +227,16 @@ class HandoffTests(TestCase):
         HandedEndpoint(reactor, fd, lambda: self.closed.append(True)).listen(
             factory
         ).addCallback(ports.append)
-        self.port = ports[0]
+        self.port = factory.port = ports[0]
         self.addCleanup(self.port.stopListening)
+        return channel
+
+    async def settle(self, condition: Any) -> None:
+        for _ in range(300):
+            if condition():
+                return
+            await deferLater(reactor, 0.01)
+        self.fail("not settled")
 
     def connect(self) -> socket.socket:
         client = socket.create_connection(self.listener.getsockname(), timeout=5)
@@ -264,6 +308,74 @@ class HandoffTests(TestCase):
         for client in clients:
             answer = await self.answer(client, b"late")
             self.assertTrue(answer.endswith(b":late"), answer)
+
+    async def test_atCapacityHeldNotRefused(self) -> None:
+        """
+        A worker that reaches its limit in the middle of a message keeps the
+        rest unread (and the parent keeps its copies) until there is room.
+        """
+        factory = LimitedEcho(limit=4)
+        self.channel = self.worker(factory)
+        clients = [self.connect() for _ in range(10)]
+        self.channel.flush()
+        await self.settle(lambda: self.port.adopted == 4)
+        await deferLater(reactor, 0.05)
+        self.assertEqual((self.port.adopted, len(self.port.held)), (4, 6))
+        self.assertEqual(len(self.channel.in_flight), 6)  # the parent still holds them
+        self.port.startReading()
+        await self.settle(lambda: not self.channel.in_flight)
+        self.assertEqual(self.port.adopted, 10)
+        for client in clients:
+            answer = await self.answer(client, b"x")
+            self.assertTrue(answer.endswith(b":x"), answer)
+
+    async def test_workerDiesBeforeAdopting(self) -> None:
+        """
+        Sockets sent to a worker that dies before adopting them are still
+        open in the parent and go, unread, to the worker that replaces it.
+        """
+        self.port.stopReading()
+        clients = [self.connect() for _ in range(3)]
+        self.channel.flush()
+        self.assertEqual(len(self.channel.in_flight), 3)
+        self.port.connectionLost(None)  # the worker dies: its end closes
+        await self.settle(lambda: self.channel.broken)
+        self.assertEqual(len(self.channel.waiting), 3)
+        old = self.channel
+        self.channel = self.worker(LimitedEcho())
+        self.channel.waiting = old.take_waiting()
+        self.channel.flush()
+        for i, client in enumerate(clients):
+            answer = await self.answer(client, b"again %d" % i)
+            self.assertTrue(answer.endswith(b":again %d" % i), answer)
+        self.assertEqual(self.port.adopted, 3)
+
+    async def test_descriptorsNotReceivedAreSentAgain(self) -> None:
+        """
+        Out of descriptors, the kernel gives a worker only the first ones of
+        a message (MSG_CTRUNC); the parent sends the others again.
+        """
+        real = socket.recv_fds
+        short = [True]
+
+        def recv_fds(sock: socket.socket, size: int, count: int, flags: int = 0):
+            data, fds, msg_flags, address = real(sock, size, count, flags)
+            if short and len(fds) > 2:
+                short.clear()
+                for fd in fds[2:]:
+                    os.close(fd)
+                return data, fds[:2], msg_flags | socket.MSG_CTRUNC, address
+            return data, fds, msg_flags, address
+
+        self.patch(socket, "recv_fds", recv_fds)
+        clients = [self.connect() for _ in range(5)]
+        self.channel.flush()
+        await self.settle(lambda: self.port.adopted == 5)
+        self.assertEqual(short, [])
+        self.assertEqual(self.channel.handed, 8)  # 5, then the 3 again
+        for client in clients:
+            answer = await self.answer(client, b"y")
+            self.assertTrue(answer.endswith(b":y"), answer)
 
     async def test_parentGone(self) -> None:
         """The worker hears that its parent closed the channel."""
@@ -469,6 +581,26 @@ class WorkersDaemonTests(TwistdTestCase):
             status = journal_status(directory)
             self.assertEqual((status.pending, status.quarantined), (0, 0))
 
+    def test_wrappedPortRefused(self) -> None:
+        """An endpoint that wraps its connections (as ssl: does) is refused."""
+        from twisted.protocols.policies import WrappingFactory
+
+        from weather.service import CannotListen
+        from weather.workers import WorkerPool
+
+        class Wrapping:
+            def listen(self, factory):
+                from twisted.internet.defer import succeed
+
+                return succeed(
+                    reactor.listenTCP(0, WrappingFactory(factory), interface="127.0.0.1")
+                )
+
+        pool = WorkerPool(reactor, Wrapping(), "ssl:0:...", 2, lambda index: [])
+        with self.assertRaises(CannotListen) as raised:
+            pool.privilegedStartService()
+        self.assertIn("needs a plain TCP port", str(raised.exception))
+
     def test_onlyTCP(self) -> None:
         result = self.run_twistd(
             "-n",
@@ -481,4 +613,4 @@ class WorkersDaemonTests(TwistdTestCase):
             os.path.join(self.workdir, "data"),
         )
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn("--workers needs a TCP port", result.stdout + result.stderr)
+        self.assertIn("--workers needs a plain TCP port", result.stdout + result.stderr)

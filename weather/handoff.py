@@ -29,6 +29,7 @@ from twisted.internet.interfaces import (
     IReadWriteDescriptor,
     IStreamServerEndpoint,
 )
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -61,8 +62,10 @@ def worker_for(family: int, host: str, workers: int) -> int:
 @implementer(IReadWriteDescriptor)
 class WorkerChannel:
     """
-    The parent's end of one worker's socket pair: sockets wait here until
-    the worker's receive queue has room for them.
+    The parent's end of one worker's socket pair.  Sockets wait here until
+    the worker's receive queue has room for them, and stay open here (in
+    L{in_flight}) until the worker says it adopted them: should it die
+    first, they go to the worker that takes its place, unread.
     """
 
     log = Logger()
@@ -73,11 +76,21 @@ class WorkerChannel:
         self.index = index
         sock.setblocking(False)
         self.waiting: deque[tuple[socket.socket, bytes]] = deque()
+        #: Sent to the worker, not yet adopted by it, oldest first.
+        self.in_flight: deque[tuple[socket.socket, bytes]] = deque()
         self.handed = 0
         self.broken = False
         self._writing = False
-        #: Called with this channel when its last waiting socket was handed over.
+        self._retry: Any = None
+        #: Called with this channel when its last waiting socket was sent.
         self.drained: Callable[[WorkerChannel], object] | None = None
+        #: Called with this channel when the worker closed its end.
+        self.lost: Callable[[WorkerChannel], object] | None = None
+
+    @property
+    def held(self) -> int:
+        """Connections for this worker that the parent still holds."""
+        return len(self.waiting) + len(self.in_flight)
 
     def fileno(self) -> int:
         return self.sock.fileno() if not self.broken else -1
@@ -92,7 +105,7 @@ class WorkerChannel:
     def flush(self) -> None:
         """Send what waits, as far as the worker's queue has room."""
         waiting = self.waiting
-        while waiting and not self.broken:
+        while waiting and not self.broken and self._retry is None:
             batch = [waiting[i] for i in range(min(MAX_FDS, len(waiting)))]
             try:
                 socket.send_fds(
@@ -104,6 +117,11 @@ class WorkerChannel:
                 self._start_writing()
                 return
             except OSError as e:
+                if e.errno == errno.ETOOMANYREFS:
+                    # Too many descriptors in flight for this user: the
+                    # worker is slow, not gone.  Try again shortly.
+                    self._retry = self.reactor.callLater(0.1, self._retry_flush)
+                    return
                 # The worker is gone (EPIPE, ECONNRESET): keep the sockets
                 # for the worker that takes its place.
                 self.log.warn(
@@ -114,12 +132,15 @@ class WorkerChannel:
                 self.close()
                 return
             for _ in batch:
-                connection, _family = waiting.popleft()
-                connection.close()  # the worker has its own descriptor now
+                self.in_flight.append(waiting.popleft())
             self.handed += len(batch)
         self._stop_writing()
         if not waiting and self.drained is not None:
             self.drained(self)
+
+    def _retry_flush(self) -> None:
+        self._retry = None
+        self.flush()
 
     def _start_writing(self) -> None:
         if not self._writing:
@@ -135,32 +156,74 @@ class WorkerChannel:
         self.flush()
 
     def doRead(self) -> Any:
-        """The worker never writes: readable means it closed its end."""
-        try:
-            if self.sock.recv(1):
+        """The worker's answers (L{HandedPort}: C{A<count>}, C{R<count>}), or EOF."""
+        for _ in range(64):
+            try:
+                message = self.sock.recv(32)
+            except BlockingIOError:
                 return None
-        except BlockingIOError:
-            return None
-        except OSError:
-            pass
-        self.close()
+            except InterruptedError:
+                continue
+            except OSError:
+                message = b""
+            if not message:
+                self.close()
+                return None
+            try:
+                count = int(message[1:])
+            except ValueError:
+                continue
+            if message[:1] == b"A":
+                self._adopted(count)
+            elif message[:1] == b"R":
+                self._resend(count)
         return None
+
+    def _adopted(self, count: int) -> None:
+        """The worker has its own descriptors for the oldest C{count} sockets."""
+        for _ in range(min(count, len(self.in_flight))):
+            connection, _family = self.in_flight.popleft()
+            connection.close()
+
+    def _resend(self, count: int) -> None:
+        """The worker did not get the oldest C{count}: send them again, first."""
+        again = [self.in_flight.popleft() for _ in range(min(count, len(self.in_flight)))]
+        self.waiting.extendleft(reversed(again))
+        self.flush()
 
     def start(self) -> None:
         self.reactor.addReader(self)
 
     def close(self) -> None:
-        """Stop using the channel; waiting sockets stay for L{take_waiting}."""
+        """
+        Stop using the channel: what was sent and not adopted waits again,
+        first, for L{take_waiting}.
+        """
         if self.broken:
             return
         self._stop_writing()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
         self.reactor.removeReader(self)
         self.broken = True
         self.sock.close()
+        self.in_flight.extend(self.waiting)
+        self.waiting, self.in_flight = self.in_flight, deque()
+        if self.lost is not None:
+            self.lost(self)
 
     def take_waiting(self) -> deque[tuple[socket.socket, bytes]]:
+        """The sockets no worker has (after L{close}: those sent but not adopted too)."""
         waiting, self.waiting = self.waiting, deque()
         return waiting
+
+    def release(self) -> None:
+        """Close the parent's copies of everything still held (at the very end)."""
+        for connection, _family in (*self.waiting, *self.in_flight):
+            connection.close()
+        self.waiting.clear()
+        self.in_flight.clear()
 
     def connectionLost(self, reason: Failure) -> None:
         self.close()
@@ -170,9 +233,12 @@ class WorkerChannel:
 class HandedPort:
     """
     The worker's end: connections the parent hands over, adopted into the
-    reactor as if accepted here.  Reading stops while the worker cannot take
-    more (journal full, connection limit), so they wait in the socket pair
-    and then in the parent.
+    reactor as if accepted here.  While the worker cannot take more (journal
+    full, connection limit) it stops reading; what it already received
+    waits here, unread, and the rest waits in the socket pair and in the
+    parent.  It tells the parent, in order, which sockets it took
+    (C{A<count>}: the parent may close its copies) and which the kernel
+    could not give it (C{R<count>}: send them again).
     """
 
     log = Logger()
@@ -192,6 +258,12 @@ class HandedPort:
         self.reading = False
         self.listening = True
         self.adopted = 0
+        #: Received, not yet adopted: (descriptor, family); None: not received.
+        self.held: deque[tuple[int | None, int | None]] = deque()
+        self._replies: list[bytes] = []
+        self._reply_call: Any = None
+        self._parent = os.getppid()
+        self._watch: Any = None
 
     def fileno(self) -> int:
         return self.channel.fileno() if self.listening else -1
@@ -203,36 +275,56 @@ class HandedPort:
         if self.listening and not self.reading:
             self.reading = True
             self.reactor.addReader(self)
+            self._adopt_held()
 
     def stopReading(self) -> None:
         if self.reading:
             self.reading = False
             self.reactor.removeReader(self)
 
-    def doRead(self, rounds: int | None = 8) -> Any:
-        while rounds is None or rounds > 0:
-            if rounds is not None:
-                rounds -= 1
+    def doRead(self) -> Any:
+        for _ in range(8):
+            if not self.reading or self.held or not self._receive():
+                break
+            self._adopt_held()
+        return None
+
+    def _receive(self) -> bool:
+        """Take one message from the parent into L{held}; False if there was none."""
+        while True:
             try:
                 data, fds, flags, _ = socket.recv_fds(self.channel, MAX_FDS, MAX_FDS)
             except BlockingIOError:
-                return None
+                return False
             except InterruptedError:
                 continue
             except OSError as e:
                 self._parent_gone(os.strerror(e.errno) if e.errno else str(e))
-                return None
-            if not data and not fds:
-                self._parent_gone("the parent closed the channel")
-                return None
-            self._adopt(data, fds)
-            if rounds is not None and not self.reading:
-                return None
-        return None
+                return False
+            break
+        if not data and not fds:
+            self._parent_gone("the parent closed the channel")
+            return False
+        families = [FAMILIES.get(byte) for byte in data]
+        # Past the descriptors the kernel could install (out of descriptors:
+        # MSG_CTRUNC), the parent must send the rest again.
+        for i, family in enumerate(families):
+            self.held.append((fds[i] if i < len(fds) else None, family))
+        for fd in fds[len(families) :]:
+            os.close(fd)
+        return True
 
-    def _adopt(self, data: bytes, fds: list[int]) -> None:
-        for i, fd in enumerate(fds):
-            family = FAMILIES.get(data[i]) if i < len(data) else None
+    def _adopt_held(self, force: bool = False) -> None:
+        """Adopt what was received while there is room (C{force}: at the stop)."""
+        adopted = 0
+        while self.held and (self.reading or force):
+            fd, family = self.held.popleft()
+            if fd is None:
+                self._reply(b"A%d" % adopted)
+                adopted = 0
+                self._reply(b"R1")
+                continue
+            adopted += 1
             try:
                 if family is None:
                     self.log.error("A handed connection came without its family: closed")
@@ -249,41 +341,86 @@ class HandedPort:
                     )
             finally:
                 os.close(fd)
+        self._reply(b"A%d" % adopted)
+
+    def _reply(self, message: bytes) -> None:
+        if message in (b"A0", b"R0"):
+            return
+        replies = self._replies
+        if replies and replies[-1][:1] == message[:1]:  # one count for a run
+            replies[-1] = message[:1] + b"%d" % (int(replies[-1][1:]) + int(message[1:]))
+        else:
+            replies.append(message)
+        self._send_replies()
+
+    def _send_replies(self) -> None:
+        self._reply_call = None
+        while self._replies and self.listening:
+            try:
+                self.channel.send(self._replies[0])
+            except BlockingIOError:
+                self._reply_call = self.reactor.callLater(0.05, self._send_replies)
+                return
+            except OSError:
+                return  # the parent is gone; it holds nothing any more
+            self._replies.pop(0)
 
     def _parent_gone(self, why: str) -> None:
         if not self.listening:
             return
         self.log.warn("No more connections from the parent process: {why}", why=why)
-        self.listening = False
-        self.stopReading()
-        self.channel.close()
-        self.factory.doStop()
+        self._close()
         if self.closed is not None:
             self.closed()
+
+    def _check_parent(self) -> None:
+        """While not reading, the channel's end is not noticed: watch the parent."""
+        if os.getppid() != self._parent:
+            self._parent_gone("the parent process ended")
 
     def startListening(self) -> None:
         self.factory.doStart()
         self.startReading()
+        self._watch = LoopingCall(self._check_parent)
+        self._watch.clock = self.reactor
+        self._watch.start(5.0, now=False)
 
     def stopListening(self) -> Deferred[None]:
         """
         Take what the parent already handed over (the stations sent their
         packets: closing their sockets unread would lose them), then close.
+        Past the connection limit they are refused as at any time.
         """
         if self.listening:
             self.stopReading()
-            self.doRead(rounds=None)
-        if self.listening:
-            self.listening = False
-            self.channel.close()
-            self.factory.doStop()
+            while self.listening and self._receive():
+                pass
+            self._adopt_held(force=True)
+            self._send_replies()
+        self._close()
         return succeed(None)
+
+    def _close(self) -> None:
+        if not self.listening:
+            return
+        self.stopReading()
+        self.listening = False
+        if self._watch is not None and self._watch.running:
+            self._watch.stop()
+        if self._reply_call is not None and self._reply_call.active():
+            self._reply_call.cancel()
+        for fd, _family in self.held:
+            if fd is not None:
+                os.close(fd)
+        self.held.clear()
+        self.channel.close()
+        self.factory.doStop()
 
     def getHost(self) -> Any:
         return None
 
     def connectionLost(self, reason: Failure) -> None:
-        self.stopListening()
+        self._close()
 
 
 @implementer(IStreamServerEndpoint)

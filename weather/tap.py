@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from weather.admission import Admission
-from weather.handoff import HandedEndpoint
+from weather.handoff import MAX_FDS, HandedEndpoint
 from weather.http import make_client, tls_policy
 from weather.journal import FILENAME, JournalError, JournalFile
 from weather.journalservice import (
@@ -45,7 +45,7 @@ from weather.settings import (
     settings_from_options,
     worker_settings,
 )
-from weather.workers import CHANNEL_FD, WorkerPool
+from weather.workers import CHANNEL_FD, MAX_WAITING, WorkerPool
 from weather.writer import PointWriter
 
 __all__ = ["Options", "makeService", "build_service"]
@@ -221,10 +221,14 @@ def open_files_plan(max_connections: int, soft: int, hard: int) -> tuple[int, in
     return new_soft, min(max_connections, new_soft - SPARE_DESCRIPTORS)
 
 
-def fit_open_files(settings: Settings) -> Settings:
-    """Raise the open-files limit for --max-connections, or lower the limit to fit."""
+def fit_open_files(settings: Settings, reserve: int = 0) -> Settings:
+    """
+    Raise the open-files limit for --max-connections (and C{reserve} more
+    descriptors), or lower the limit to fit.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    new_soft, allowed = open_files_plan(settings.max_connections, soft, hard)
+    new_soft, allowed = open_files_plan(settings.max_connections + reserve, soft, hard)
+    allowed -= reserve
     if new_soft != soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
     if allowed < settings.max_connections:
@@ -331,6 +335,11 @@ class WorkerParent(MultiService):
 
 def build_parent(settings: Settings, reactor: Any, arguments: list[str]) -> WorkerParent:
     """The accepting parent of C{settings.workers} worker processes."""
+    if settings.port.partition(":")[0] in ("ssl", "tls", "unix"):
+        raise ConfigurationError(
+            f"--port {settings.port}: --workers needs a plain TCP port (a worker "
+            "adopts the TCP socket; TLS and UNIX sockets cannot be handed over)"
+        )
     if settings.metrics_port is not None:
         worker_settings(dataclasses.replace(settings, worker=(1, 2, CHANNEL_FD)))
     pool = WorkerPool(
@@ -342,6 +351,21 @@ def build_parent(settings: Settings, reactor: Any, arguments: list[str]) -> Work
         stop_timeout=settings.grace + settings.shutdown_timeout + 30,
     )
     return WorkerParent(pool, reactor)
+
+
+def leftover_worker_journals(data_dir: str, workers: int) -> list[str]:
+    """Journals of workers a run with more --workers left behind."""
+    found = []
+    try:
+        names = os.listdir(data_dir)
+    except OSError:
+        return found
+    for name in sorted(names):
+        number = name.removeprefix("worker-")
+        if name.startswith("worker-") and number.isdigit() and int(number) >= workers:
+            if os.path.exists(os.path.join(data_dir, name, FILENAME)):
+                found.append(os.path.join(data_dir, name))
+    return found
 
 
 def _stop_when_parent_gone(reactor: Any) -> None:
@@ -357,10 +381,27 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     try:
-        settings = fit_open_files(settings_from_options(options, os.environ))
+        settings = settings_from_options(options, os.environ)
+        if settings.worker is not None:
+            # Room for a message of handed sockets not yet adopted.
+            settings = fit_open_files(worker_settings(settings), reserve=MAX_FDS)
+        elif settings.workers > 1:
+            # The parent holds what waits for each worker.
+            settings = fit_open_files(settings, reserve=MAX_WAITING * settings.workers)
+        else:
+            settings = fit_open_files(settings)
         if settings.worker is None and settings.workers > 1:
             check_data_dir(settings.data_dir)
             parent = build_parent(settings, reactor, getattr(options, "arguments", []))
+            for directory in leftover_worker_journals(settings.data_dir, settings.workers):
+                log.warn(
+                    "{directory} holds the journal of a worker this run does not "
+                    "start (--workers {workers}): packets still pending there wait "
+                    "until a run with more workers; see weather journal status "
+                    "--data-dir {directory}",
+                    directory=directory,
+                    workers=settings.workers,
+                )
             twistd_options = getattr(options, "parent", None)
             if twistd_options is not None:
                 parent.application_hooks.append(
@@ -371,7 +412,6 @@ def makeService(options: Options) -> IService:
             return parent
         endpoint = None
         if settings.worker is not None:
-            settings = worker_settings(settings)
             endpoint = HandedEndpoint(
                 reactor, settings.worker[2], lambda: _stop_when_parent_gone(reactor)
             )

@@ -222,11 +222,17 @@ class WorkerPool(Service):
         port = ports[0]
         check_family(port, self.description)
         listening = getattr(port, "socket", None)
-        if listening is None or listening.family not in (socket.AF_INET, socket.AF_INET6):
+        if (
+            listening is None
+            or listening.family not in (socket.AF_INET, socket.AF_INET6)
+            or not isinstance(getattr(port, "factory", None), _NoProtocols)
+        ):
+            # Not a plain TCP port, or one whose connections the endpoint
+            # wraps (ssl: puts TLS around them): a worker could not read them.
             port.stopListening()
             raise CannotListen(
-                f"{self.description}: --workers needs a TCP port (tcp:, tcp6:, "
-                "or systemd: with domain=INET or INET6)"
+                f"{self.description}: --workers needs a plain TCP port (tcp:, tcp6:, "
+                "or systemd: with domain=INET or INET6; not ssl: or unix:)"
             )
         port.stopReading()
         self.port = port
@@ -260,18 +266,18 @@ class WorkerPool(Service):
 
     def check_waiting(self) -> None:
         """Stop accepting while a worker has too many connections waiting."""
-        if any(len(channel.waiting) >= MAX_WAITING for channel in self.channels):
+        if any(channel.held >= MAX_WAITING for channel in self.channels):
             if self._accepting:
                 self.log.warn(
                     "A worker is not taking connections ({count} wait for it): "
                     "not accepting until it does",
-                    count=max(len(channel.waiting) for channel in self.channels),
+                    count=max(channel.held for channel in self.channels),
                 )
             self._stop_accepting()
 
     def _channel_drained(self, channel: WorkerChannel) -> None:
         if self._pause_until is None and all(
-            len(c.waiting) < MAX_WAITING // 2 for c in self.channels
+            c.held < MAX_WAITING // 2 for c in self.channels
         ):
             self._start_accepting()
 
@@ -292,11 +298,11 @@ class WorkerPool(Service):
     # -- workers -------------------------------------------------------------
 
     def _spawn(self, index: int, previous: WorkerChannel | None) -> WorkerChannel:
+        """
+        Start worker C{index}; the connections that waited for (or were
+        sent to and not adopted by) the previous one go to it.
+        """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        channel = WorkerChannel(self.reactor, ours, index)
-        channel.drained = self._channel_drained
-        if previous is not None:
-            channel.waiting = previous.take_waiting()
         protocol = _WorkerLog(self, index)
         try:
             self.processes[index] = self.reactor.spawnProcess(
@@ -306,13 +312,30 @@ class WorkerPool(Service):
                 env=self.environ,
                 childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: theirs.fileno()},
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
+        channel = WorkerChannel(self.reactor, ours, index)
+        channel.drained = self._channel_drained
+        channel.lost = self._channel_lost
+        if previous is not None:
+            channel.waiting = previous.take_waiting()
         self.logs[index] = protocol
         self.started_at[index] = self.reactor.seconds()
         channel.start()
         channel.flush()
         return channel
+
+    def _channel_lost(self, channel: WorkerChannel) -> None:
+        """A worker's end closed: it is ending (L{worker_ended} follows)."""
+        if channel.waiting:
+            self.log.warn(
+                "Worker {index} is gone; {count} connections wait for its successor",
+                index=channel.index,
+                count=len(channel.waiting),
+            )
 
     def relay(self, index: int, fd: int, line: bytes) -> None:
         """Re-emit one line of a worker's output as this process's log event."""
@@ -337,6 +360,7 @@ class WorkerPool(Service):
             self.restart_delay[index] = RESTART_DELAY
         delay = self.restart_delay[index]
         self.restart_delay[index] = min(delay * 2, MAX_RESTART_DELAY)
+        self.channels[index].close()  # what it had not adopted waits again
         self.log.critical(
             "Worker {index} ended ({how}) after {ran:.0f} s; starting it again in "
             "{delay:.0f} s ({waiting} connections wait for it)",
@@ -346,7 +370,6 @@ class WorkerPool(Service):
             delay=delay,
             waiting=len(self.channels[index].waiting),
         )
-        self.channels[index].close()
         self.reactor.callLater(delay, self._restart, index)
 
     def _restart(self, index: int) -> None:
@@ -388,6 +411,7 @@ class WorkerPool(Service):
             port, self.port = self.port, None
             yield port.stopListening()
         # What was accepted goes to the workers before they are told to stop.
+        self._send_to_the_living()
         waiting = [c for c in self.channels if c.waiting and not c.broken]
         if waiting:
             handed: Deferred[None] = Deferred()
@@ -402,16 +426,6 @@ class WorkerPool(Service):
             for channel in waiting:
                 channel.drained = drained
             yield handed
-        lost = sum(len(channel.waiting) for channel in self.channels)
-        if lost:
-            self.log.error(
-                "{count} accepted connections could not be handed to a worker "
-                "before stopping: closed unread",
-                count=lost,
-            )
-        for channel in self.channels:
-            for connection, _ in channel.take_waiting():
-                connection.close()
         ended = [
             log.ended
             for index, log in enumerate(self.logs)
@@ -424,10 +438,41 @@ class WorkerPool(Service):
             kill.cancel()
         for channel in self.channels:
             channel.close()
+        lost = sum(channel.held for channel in self.channels)
+        if lost:
+            self.log.error(
+                "{count} accepted connections were not taken by a worker before "
+                "it stopped: closed unread",
+                count=lost,
+            )
+        for channel in self.channels:
+            channel.release()
         self.log.info(
             "Workers stopped; {count} connections handed over in this run",
             count=self.accepted,
         )
+
+    def _send_to_the_living(self) -> None:
+        """
+        At the stop, connections waiting for a dead worker go to a running
+        one: its timing state for those stations is older, but their packets
+        are read rather than lost.
+        """
+        living = [c for c in self.channels if not c.broken]
+        if not living:
+            return
+        for channel in self.channels:
+            if channel.broken and channel.waiting:
+                heir = living[channel.index % len(living)]
+                self.log.warn(
+                    "Stopping: {count} connections for worker {index}, which is not "
+                    "running, go to worker {heir}",
+                    count=len(channel.waiting),
+                    index=channel.index,
+                    heir=heir.index,
+                )
+                heir.waiting.extend(channel.take_waiting())
+                heir.flush()
 
     def _kill_workers(self) -> None:
         self.log.error(

@@ -36,6 +36,10 @@ from zope.interface import implementer
 
 #: Sockets per message (the kernel's limit per SCM_RIGHTS message is 253).
 MAX_FDS = 250
+#: A worker tells the parent what it adopted at most this late (seconds)...
+REPLY_DELAY = 0.02
+#: ...or once it has adopted this many.
+REPLY_EVERY = 64
 FAMILY_BYTES = {socket.AF_INET: b"4", socket.AF_INET6: b"6"}
 FAMILIES = {ord("4"): socket.AF_INET, ord("6"): socket.AF_INET6}
 
@@ -344,6 +348,11 @@ class HandedPort:
         self._reply(b"A%d" % adopted)
 
     def _reply(self, message: bytes) -> None:
+        """
+        Queue an answer for the parent.  Adoptions are told in bulk, at most
+        L{REPLY_DELAY} late or every L{REPLY_EVERY} sockets (the parent only
+        closes its copies then); a request to send again goes at once.
+        """
         if message in (b"A0", b"R0"):
             return
         replies = self._replies
@@ -351,9 +360,14 @@ class HandedPort:
             replies[-1] = message[:1] + b"%d" % (int(replies[-1][1:]) + int(message[1:]))
         else:
             replies.append(message)
-        self._send_replies()
+        if message[:1] == b"R" or int(replies[-1][1:]) >= REPLY_EVERY or len(replies) > 1:
+            self._send_replies()
+        elif self._reply_call is None:
+            self._reply_call = self.reactor.callLater(REPLY_DELAY, self._send_replies)
 
     def _send_replies(self) -> None:
+        if self._reply_call is not None and self._reply_call.active():
+            self._reply_call.cancel()
         self._reply_call = None
         while self._replies and self.listening:
             try:

@@ -6,6 +6,7 @@ C{twistd weather --workers 2} run as an operator runs it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -26,6 +27,7 @@ from tests.influxd import free_port
 from tests.support import journal_status, make_settings, reference_devices_toml
 from tests.test_daemon import http_get, read, samples
 from tests.test_integration import TwistdTestCase, _alive, _kill, wait_until
+from weather import handoff
 from weather.handoff import HandedEndpoint, WorkerChannel, route_key, worker_for
 from weather.packet import HEADER
 from weather.protocol import ACK
@@ -205,7 +207,7 @@ class LimitedEcho(Factory):
         return super().buildProtocol(addr)
 
 
-class HandoffTests(TestCase):
+class HandoffTestCase(TestCase):
     """Real sockets and the real reactor: descriptors really cross."""
 
     def setUp(self) -> None:
@@ -260,6 +262,8 @@ class HandoffTests(TestCase):
         client.close()
         return got
 
+
+class HandoffTests(HandoffTestCase):
     async def test_connectionsWorkInTheWorker(self) -> None:
         clients = [self.connect() for _ in range(3)]
         self.channel.flush()
@@ -283,7 +287,7 @@ class HandoffTests(TestCase):
             self.channel.flush()
         self.assertGreater(len(self.channel.waiting), 0)  # the socket pair is full
         drained = Deferred()
-        self.channel.drained = lambda channel: drained.callback(None)
+        self.channel.drained = lambda channel: drained.called or drained.callback(None)
         self.port.startReading()
         await drained
         self.assertEqual(self.channel.handed, 400)
@@ -377,6 +381,69 @@ class HandoffTests(TestCase):
             answer = await self.answer(client, b"y")
             self.assertTrue(answer.endswith(b":y"), answer)
 
+    async def test_outOfDescriptorsWaitsThenTakes(self) -> None:
+        """
+        A worker out of descriptors when adopting keeps the socket (the parent
+        its copy), takes nothing for a while, then takes it: nothing closed.
+        """
+        self.patch(handoff, "STARVED_PAUSE", 0.05)
+        real = reactor.adoptStreamConnection
+        failures = [OSError(errno.EMFILE, "Too many open files")]
+
+        def adopt(fd: int, family: int, factory: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return real(fd, family, factory)
+
+        self.patch(reactor, "adoptStreamConnection", adopt)
+        clients = [self.connect() for _ in range(3)]
+        self.channel.flush()
+        await self.settle(lambda: not failures)
+        self.assertEqual(self.port.adopted, 0)
+        self.assertEqual(len(self.port.held), 3)
+        await self.settle(lambda: self.port.adopted == 3)
+        for client in clients:
+            answer = await self.answer(client, b"z")
+            self.assertTrue(answer.endswith(b":z"), answer)
+        self.flushLoggedErrors()
+
+    async def test_bugInFactoryClosesOnlyThatOne(self) -> None:
+        """An exception while taking one connection is logged; the next ones work."""
+        factory = LimitedEcho()
+        calls = [0]
+        build = factory.buildProtocol
+
+        def buildProtocol(addr: Any) -> Protocol:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise RuntimeError("a bug")
+            return build(addr)
+
+        factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
+        self.channel = self.worker(factory)
+        first, second = self.connect(), self.connect()
+        self.channel.flush()
+        await self.settle(lambda: self.port.adopted == 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(self.port.listening)
+        answer = await self.answer(second, b"ok")
+        self.assertTrue(answer.endswith(b":ok"), answer)
+        first.close()
+        await self.settle(lambda: not self.channel.in_flight)
+
+    async def test_parentGoneWhileFull(self) -> None:
+        """Held sockets are taken when the parent goes: no one else has them."""
+        factory = LimitedEcho(limit=2)
+        self.channel = self.worker(factory)
+        clients = [self.connect() for _ in range(4)]
+        self.channel.flush()
+        await self.settle(lambda: len(self.port.held) == 2)
+        self.port._parent_gone("test")
+        self.assertEqual(self.port.adopted, 4)
+        for client in clients:
+            answer = await self.answer(client, b"w")
+            self.assertTrue(answer.endswith(b":w"), answer)
+
     async def test_parentGone(self) -> None:
         """The worker hears that its parent closed the channel."""
         self.channel.close()
@@ -386,6 +453,46 @@ class HandoffTests(TestCase):
             await deferLater(reactor, 0.01)
         self.assertEqual(self.closed, [True])
         self.assertFalse(self.port.listening)
+
+
+class PoolAcceptingTests(HandoffTestCase):
+    """The parent's accept loop, with its worker in this process."""
+
+    async def test_acceptsAgainOnceTheWorkerCatchesUp(self) -> None:
+        """
+        Past MAX_WAITING held for a worker the parent stops accepting; once
+        the worker has adopted them (they were all sent: nothing waits), it
+        accepts again.
+        """
+        from weather import workers
+
+        self.patch(workers, "MAX_WAITING", 6)
+        pool = workers.WorkerPool(reactor, None, "test", 1, lambda index: [])
+        pool.channels = [self.channel]
+        self.channel.drained = pool._channel_drained
+        listening = socket.create_server(("127.0.0.1", 0))
+        listening.setblocking(False)
+        self.addCleanup(listening.close)
+        pool._acceptor = workers._Acceptor(pool, listening)
+        self.addCleanup(pool._stop_accepting)
+        self.addCleanup(setattr, pool, "_stopping", True)
+        self.port.stopReading()  # the worker is full
+        pool._start_accepting()
+        address = listening.getsockname()
+        clients = [socket.create_connection(address, timeout=5) for _ in range(6)]
+        await self.settle(lambda: not pool.accepting)
+        clients += [socket.create_connection(address, timeout=5) for _ in range(4)]
+        for client in clients:
+            self.addCleanup(client.close)
+        await deferLater(reactor, 0.1)
+        self.assertEqual(pool.accepted, 6)  # the others wait in the listen queue
+        self.assertEqual((len(self.channel.waiting), len(self.channel.in_flight)), (0, 6))
+        self.port.startReading()
+        await self.settle(lambda: pool.accepted == 10)
+        self.assertTrue(pool.accepting)
+        for client in clients:
+            answer = await self.answer(client, b"v")
+            self.assertTrue(answer.endswith(b":v"), answer)
 
 
 def small_packet(device: int, records: int, first: int) -> bytes:

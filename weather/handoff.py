@@ -40,6 +40,9 @@ MAX_FDS = 250
 REPLY_DELAY = 0.02
 #: ...or once it has adopted this many.
 REPLY_EVERY = 64
+#: Out of descriptors, a worker takes nothing for this long (seconds).
+STARVED_PAUSE = 1.0
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 FAMILY_BYTES = {socket.AF_INET: b"4", socket.AF_INET6: b"6"}
 FAMILIES = {ord("4"): socket.AF_INET, ord("6"): socket.AF_INET6}
 
@@ -161,18 +164,25 @@ class WorkerChannel:
 
     def doRead(self) -> Any:
         """The worker's answers (L{HandedPort}: C{A<count>}, C{R<count>}), or EOF."""
-        for _ in range(64):
+        if self._read_answers(64):
+            self.close()
+        return None
+
+    def _read_answers(self, most: int | None) -> bool:
+        """Act on up to C{most} answers (None: all there are); True at EOF."""
+        while most is None or most > 0:
+            if most is not None:
+                most -= 1
             try:
                 message = self.sock.recv(32)
             except BlockingIOError:
-                return None
+                return False
             except InterruptedError:
                 continue
             except OSError:
-                message = b""
+                return True
             if not message:
-                self.close()
-                return None
+                return True
             try:
                 count = int(message[1:])
             except ValueError:
@@ -181,13 +191,15 @@ class WorkerChannel:
                 self._adopted(count)
             elif message[:1] == b"R":
                 self._resend(count)
-        return None
+        return False
 
     def _adopted(self, count: int) -> None:
         """The worker has its own descriptors for the oldest C{count} sockets."""
         for _ in range(min(count, len(self.in_flight))):
             connection, _family = self.in_flight.popleft()
             connection.close()
+        if self.drained is not None and not self.waiting:
+            self.drained(self)  # fewer held: the parent may accept again
 
     def _resend(self, count: int) -> None:
         """The worker did not get the oldest C{count}: send them again, first."""
@@ -205,12 +217,15 @@ class WorkerChannel:
         """
         if self.broken:
             return
+        self.broken = True
+        # Answers the worker sent before it ended still count (its end of
+        # the process may be noticed before its last answers are read).
+        self._read_answers(None)
         self._stop_writing()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         self.reactor.removeReader(self)
-        self.broken = True
         self.sock.close()
         self.in_flight.extend(self.waiting)
         self.waiting, self.in_flight = self.in_flight, deque()
@@ -268,6 +283,9 @@ class HandedPort:
         self._reply_call: Any = None
         self._parent = os.getppid()
         self._watch: Any = None
+        #: Out of descriptors: take nothing until STARVED_PAUSE has passed.
+        self._starved: Any = None
+        self._registered = False
 
     def fileno(self) -> int:
         return self.channel.fileno() if self.listening else -1
@@ -275,23 +293,54 @@ class HandedPort:
     def logPrefix(self) -> str:
         return "weather-handed"
 
+    @property
+    def taking(self) -> bool:
+        """True while connections are received and adopted."""
+        return self.listening and self.reading and self._starved is None
+
+    def _update_reader(self) -> None:
+        if self.taking and not self._registered:
+            self._registered = True
+            self.reactor.addReader(self)
+        elif not self.taking and self._registered:
+            self._registered = False
+            self.reactor.removeReader(self)
+
     def startReading(self) -> None:
         if self.listening and not self.reading:
             self.reading = True
-            self.reactor.addReader(self)
+            self._update_reader()
             self._adopt_held()
 
     def stopReading(self) -> None:
         if self.reading:
             self.reading = False
-            self.reactor.removeReader(self)
+            self._update_reader()
 
     def doRead(self) -> Any:
         for _ in range(8):
-            if not self.reading or self.held or not self._receive():
+            if not self.taking or self.held or not self._receive():
                 break
             self._adopt_held()
         return None
+
+    def _starve(self, why: str) -> None:
+        """Out of descriptors: stop taking for a while; the parent keeps them."""
+        if self._starved is not None:
+            return
+        self.log.error(
+            "Cannot take handed connections: {why}; they wait in the parent, "
+            "trying again in {delay} s",
+            why=why,
+            delay=STARVED_PAUSE,
+        )
+        self._starved = self.reactor.callLater(STARVED_PAUSE, self._fed)
+        self._update_reader()
+
+    def _fed(self) -> None:
+        self._starved = None
+        self._update_reader()
+        self._adopt_held()
 
     def _receive(self) -> bool:
         """Take one message from the parent into L{held}; False if there was none."""
@@ -319,32 +368,43 @@ class HandedPort:
         return True
 
     def _adopt_held(self, force: bool = False) -> None:
-        """Adopt what was received while there is room (C{force}: at the stop)."""
+        """
+        Adopt what was received while there is room (C{force}: at the stop,
+        whatever the room).  Told to the parent in order: adopted (or closed
+        here for good), or to be sent again.
+        """
         adopted = 0
-        while self.held and (self.reading or force):
+        while self.held and (self.taking or force):
             fd, family = self.held.popleft()
             if fd is None:
+                # The kernel could not give us this one: out of descriptors.
                 self._reply(b"A%d" % adopted)
                 adopted = 0
                 self._reply(b"R1")
+                self._starve("out of file descriptors")
                 continue
-            adopted += 1
             try:
                 if family is None:
                     self.log.error("A handed connection came without its family: closed")
-                    continue
-                os.set_blocking(fd, False)
-                self.reactor.adoptStreamConnection(fd, family, self.factory)
-                self.adopted += 1
+                else:
+                    os.set_blocking(fd, False)
+                    self.reactor.adoptStreamConnection(fd, family, self.factory)
+                    self.adopted += 1
             except OSError as e:
+                if e.errno in OUT_OF_RESOURCES and not force:
+                    self.held.appendleft((fd, family))  # the parent keeps its copy
+                    self._starve(os.strerror(e.errno))
+                    break
                 # The station went away between accept and here (ENOTCONN).
                 if e.errno not in (errno.ENOTCONN, errno.EBADF):
                     self.log.warn(
                         "A handed connection could not be taken: {why}",
                         why=os.strerror(e.errno) if e.errno else str(e),
                     )
-            finally:
-                os.close(fd)
+            except Exception:
+                self.log.failure("Taking a handed connection: closed")
+            adopted += 1
+            os.close(fd)
         self._reply(b"A%d" % adopted)
 
     def _reply(self, message: bytes) -> None:
@@ -383,6 +443,7 @@ class HandedPort:
         if not self.listening:
             return
         self.log.warn("No more connections from the parent process: {why}", why=why)
+        self._adopt_held(force=True)  # nobody else holds them now
         self._close()
         if self.closed is not None:
             self.closed()
@@ -419,6 +480,10 @@ class HandedPort:
             return
         self.stopReading()
         self.listening = False
+        self._update_reader()
+        if self._starved is not None and self._starved.active():
+            self._starved.cancel()
+        self._starved = None
         if self._watch is not None and self._watch.running:
             self._watch.stop()
         if self._reply_call is not None and self._reply_call.active():

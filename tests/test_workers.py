@@ -359,27 +359,40 @@ class HandoffTests(HandoffTestCase):
         Out of descriptors, the kernel gives a worker only the first ones of
         a message (MSG_CTRUNC); the parent sends the others again.
         """
+        await self.truncated(5, keep=2)
+
+    async def test_wholeMessageNotReceived(self) -> None:
+        """A message of which nothing arrived is asked for again at once, whole."""
+        await self.truncated(40, keep=0)
+
+    async def truncated(self, count: int, keep: int) -> None:
+        self.patch(handoff, "STARVED_PAUSE", 0.05)
         real = socket.recv_fds
         short = [True]
 
-        def recv_fds(sock: socket.socket, size: int, count: int, flags: int = 0):
-            data, fds, msg_flags, address = real(sock, size, count, flags)
-            if short and len(fds) > 2:
+        def recv_fds(sock: socket.socket, size: int, most: int, flags: int = 0):
+            data, fds, msg_flags, address = real(sock, size, most, flags)
+            if short and len(fds) == count:
                 short.clear()
-                for fd in fds[2:]:
+                for fd in fds[keep:]:
                     os.close(fd)
-                return data, fds[:2], msg_flags | socket.MSG_CTRUNC, address
+                return data, fds[:keep], msg_flags | socket.MSG_CTRUNC, address
             return data, fds, msg_flags, address
 
         self.patch(socket, "recv_fds", recv_fds)
-        clients = [self.connect() for _ in range(5)]
+        pauses: list[str] = []
+        starve = self.port._starve
+        self.port._starve = lambda why: (pauses.append(why), starve(why))
+        clients = [self.connect() for _ in range(count)]
         self.channel.flush()
-        await self.settle(lambda: self.port.adopted == 5)
+        await self.settle(lambda: self.port.adopted == count)
         self.assertEqual(short, [])
-        self.assertEqual(self.channel.handed, 8)  # 5, then the 3 again
+        self.assertEqual(pauses, ["out of file descriptors"])  # one, for the whole run
+        self.assertEqual(self.channel.handed, 2 * count - keep)  # then the rest again
         for client in clients:
             answer = await self.answer(client, b"y")
             self.assertTrue(answer.endswith(b":y"), answer)
+        self.flushLoggedErrors()
 
     async def test_outOfDescriptorsWaitsThenTakes(self) -> None:
         """
@@ -443,6 +456,18 @@ class HandoffTests(HandoffTestCase):
         for client in clients:
             answer = await self.answer(client, b"w")
             self.assertTrue(answer.endswith(b":w"), answer)
+
+    async def test_parentGoneWhilePaused(self) -> None:
+        """A paused worker whose parent goes takes what is still in the pair."""
+        self.port.stopReading()
+        clients = [self.connect() for _ in range(3)]
+        self.channel.flush()
+        self.assertEqual(len(self.port.held), 0)
+        self.port._parent_gone("test")
+        self.assertEqual(self.port.adopted, 3)
+        for client in clients:
+            answer = await self.answer(client, b"u")
+            self.assertTrue(answer.endswith(b":u"), answer)
 
     async def test_parentGone(self) -> None:
         """The worker hears that its parent closed the channel."""

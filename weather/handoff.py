@@ -277,8 +277,10 @@ class HandedPort:
         self.reading = False
         self.listening = True
         self.adopted = 0
-        #: Received, not yet adopted: (descriptor, family); None: not received.
+        #: Received, not yet adopted: (descriptor, family); (None, count): the
+        #: last count of a message, which the kernel did not deliver.
         self.held: deque[tuple[int | None, int | None]] = deque()
+        self._leaving = False
         self._replies: list[bytes] = []
         self._reply_call: Any = None
         self._parent = os.getppid()
@@ -359,12 +361,14 @@ class HandedPort:
             self._parent_gone("the parent closed the channel")
             return False
         families = [FAMILIES.get(byte) for byte in data]
-        # Past the descriptors the kernel could install (out of descriptors:
-        # MSG_CTRUNC), the parent must send the rest again.
-        for i, family in enumerate(families):
-            self.held.append((fds[i] if i < len(fds) else None, family))
+        for fd, family in zip(fds, families, strict=False):
+            self.held.append((fd, family))
         for fd in fds[len(families) :]:
             os.close(fd)
+        if len(fds) < len(families):
+            # Out of descriptors (MSG_CTRUNC): the kernel installed only the
+            # first ones.  The parent must send the rest again, in order.
+            self.held.append((None, len(families) - len(fds)))
         return True
 
     def _adopt_held(self, force: bool = False) -> None:
@@ -377,11 +381,12 @@ class HandedPort:
         while self.held and (self.taking or force):
             fd, family = self.held.popleft()
             if fd is None:
-                # The kernel could not give us this one: out of descriptors.
+                # The kernel could not give us these: out of descriptors.
                 self._reply(b"A%d" % adopted)
                 adopted = 0
-                self._reply(b"R1")
-                self._starve("out of file descriptors")
+                self._reply(b"R%d" % (family or 0))
+                if not force:
+                    self._starve("out of file descriptors")
                 continue
             try:
                 if family is None:
@@ -397,12 +402,12 @@ class HandedPort:
                     break
                 # The station went away between accept and here (ENOTCONN).
                 if e.errno not in (errno.ENOTCONN, errno.EBADF):
-                    self.log.warn(
-                        "A handed connection could not be taken: {why}",
+                    self.log.error(
+                        "A handed connection could not be taken: {why}; closed unread",
                         why=os.strerror(e.errno) if e.errno else str(e),
                     )
             except Exception:
-                self.log.failure("Taking a handed connection: closed")
+                self.log.failure("Taking a handed connection")
             adopted += 1
             os.close(fd)
         self._reply(b"A%d" % adopted)
@@ -440,10 +445,14 @@ class HandedPort:
             self._replies.pop(0)
 
     def _parent_gone(self, why: str) -> None:
-        if not self.listening:
+        if not self.listening or self._leaving:
             return
+        self._leaving = True
         self.log.warn("No more connections from the parent process: {why}", why=why)
-        self._adopt_held(force=True)  # nobody else holds them now
+        # Nobody else holds these now: take them, whatever the room.
+        while self._receive():
+            pass
+        self._adopt_held(force=True)
         self._close()
         if self.closed is not None:
             self.closed()
@@ -478,6 +487,7 @@ class HandedPort:
     def _close(self) -> None:
         if not self.listening:
             return
+        self._send_replies()  # what was adopted: the parent must not send it again
         self.stopReading()
         self.listening = False
         self._update_reader()

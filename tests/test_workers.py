@@ -469,6 +469,27 @@ class HandoffTests(HandoffTestCase):
             answer = await self.answer(client, b"u")
             self.assertTrue(answer.endswith(b":u"), answer)
 
+    async def test_parentGoneWithAnswersUnread(self) -> None:
+        """
+        A parent that closes with the worker's answers unread leaves a reset
+        ahead of the sockets it had sent: the worker still takes them.
+        """
+        self.connect()
+        self.channel.flush()
+        reactor.removeReader(self.channel)  # the parent reads no answer
+        await self.settle(lambda: self.port.adopted == 1)
+        await deferLater(reactor, 0.1)  # the adoption's answer is sent
+        self.port.stopReading()
+        clients = [self.connect() for _ in range(3)]
+        self.channel.flush()
+        self.channel.sock.close()
+        self.channel.broken = True
+        self.port._parent_gone("test")
+        self.assertEqual(self.port.adopted, 4)
+        for client in clients:
+            answer = await self.answer(client, b"r")
+            self.assertTrue(answer.endswith(b":r"), answer)
+
     async def test_parentGone(self) -> None:
         """The worker hears that its parent closed the channel."""
         self.channel.close()

@@ -14,6 +14,7 @@ its address family (C{4} or C{6}).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -346,6 +347,7 @@ class HandedPort:
 
     def _receive(self) -> bool:
         """Take one message from the parent into L{held}; False if there was none."""
+        reset = False
         while True:
             try:
                 data, fds, flags, _ = socket.recv_fds(self.channel, MAX_FDS, MAX_FDS)
@@ -353,6 +355,14 @@ class HandedPort:
                 return False
             except InterruptedError:
                 continue
+            except ConnectionResetError:
+                # The parent closed its end with our answers unread: said once,
+                # ahead of the messages it had already sent.  Read those.
+                if not reset:
+                    reset = True
+                    continue
+                self._parent_gone("the parent closed the channel")
+                return False
             except OSError as e:
                 self._parent_gone(os.strerror(e.errno) if e.errno else str(e))
                 return False
@@ -487,7 +497,12 @@ class HandedPort:
     def _close(self) -> None:
         if not self.listening:
             return
-        self._send_replies()  # what was adopted: the parent must not send it again
+        if self._replies:
+            # What was adopted: the parent must not send it again.  Waiting a
+            # little for room is better than a duplicate hand-over.
+            with contextlib.suppress(OSError):
+                self.channel.settimeout(1.0)
+            self._send_replies()
         self.stopReading()
         self.listening = False
         self._update_reader()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -358,8 +359,7 @@ class WorkerPool(Service):
         ran = self.reactor.seconds() - self.started_at[index]
         if ran >= STABLE_AFTER:
             self.restart_delay[index] = RESTART_DELAY
-        delay = self.restart_delay[index]
-        self.restart_delay[index] = min(delay * 2, MAX_RESTART_DELAY)
+        delay = self._next_delay(index)
         self.channels[index].close()  # what it had not adopted waits again
         self.log.critical(
             "Worker {index} ended ({how}) after {ran:.0f} s; starting it again in "
@@ -379,8 +379,7 @@ class WorkerPool(Service):
         try:
             self.channels[index] = self._spawn(index, self.channels[index])
         except OSError as e:
-            delay = self.restart_delay[index]
-            self.restart_delay[index] = min(delay * 2, MAX_RESTART_DELAY)
+            delay = self._next_delay(index)
             self.log.critical(
                 "Cannot start worker {index}: {why}; trying again in {delay:.0f} s",
                 index=index,
@@ -389,13 +388,19 @@ class WorkerPool(Service):
             )
             self.reactor.callLater(delay, self._restart, index)
 
+    def _next_delay(self, index: int) -> float:
+        """The wait before starting worker C{index} again; doubles each time."""
+        delay = self.restart_delay[index]
+        self.restart_delay[index] = min(delay * 2, MAX_RESTART_DELAY)
+        return delay
+
     def signal_workers(self, signal_number: int) -> None:
         """Pass a signal (SIGHUP: reload the devices file) on to every worker."""
         for process in self.processes:
             if process is not None:
                 try:
                     process.signalProcess(signal_number)
-                except (OSError, Exception):  # already gone: ProcessExitedAlready
+                except Exception:  # already gone: ProcessExitedAlready
                     pass
 
     # -- stopping ------------------------------------------------------------
@@ -431,7 +436,7 @@ class WorkerPool(Service):
             for index, log in enumerate(self.logs)
             if log is not None and self.processes[index] is not None
         ]
-        self.signal_workers(15)
+        self.signal_workers(signal.SIGTERM)
         kill = self.reactor.callLater(self.stop_timeout, self._kill_workers)
         yield DeferredList(ended)
         if kill.active():
@@ -479,4 +484,4 @@ class WorkerPool(Service):
             "Workers still running {timeout} s after SIGTERM: killing them",
             timeout=self.stop_timeout,
         )
-        self.signal_workers(9)
+        self.signal_workers(signal.SIGKILL)

@@ -585,6 +585,29 @@ def _workdir(settings: Settings, name: str) -> str:
     return tempfile.mkdtemp(prefix=f"{name}-", dir=settings.tmp)
 
 
+@contextlib.contextmanager
+def servers(settings: Settings, name: str) -> Iterator[tuple[str, Influx, Weather]]:
+    """A fresh influxd and twistd weather for one phase; both stopped, files removed."""
+    workdir = _workdir(settings, name)
+    influx = server = None
+    try:
+        influx = Influx(workdir)
+        server = Weather(
+            influx.url,
+            workdir,
+            settings.devices_file,
+            settings.server_args,
+            settings.backlog,
+        )
+        yield workdir, influx, server
+    finally:
+        if server is not None:
+            server.stop()
+        if influx is not None:
+            influx.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def probe(settings: Settings, server: Weather, influx: Influx, rate: float) -> dict:
     """
     Send at a fixed C{rate} for --probe-seconds; kept up with if the sender
@@ -652,17 +675,7 @@ def search(settings: Settings, server: Weather, influx: Influx, start: float) ->
 
 
 def end_to_end_run(settings: Settings) -> dict:
-    workdir = _workdir(settings, "e2e")
-    influx = server = None
-    try:
-        influx = Influx(workdir)
-        server = Weather(
-            influx.url,
-            workdir,
-            settings.devices_file,
-            settings.server_args,
-            settings.backlog,
-        )
+    with servers(settings, "e2e") as (workdir, influx, server):
         written0 = influx.points_written()
         cpu0, icpu0 = server.cpu(), cpu_seconds(influx.pid)
         main0 = server.main_threads()
@@ -745,12 +758,6 @@ def end_to_end_run(settings: Settings) -> dict:
             "retried": figures.get("weather_points_retried_total", 0),
             "accepted": figures.get("weather_packets_accepted_total", 0),
         }
-    finally:
-        if server is not None:
-            server.stop()
-        if influx is not None:
-            influx.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class Poller:
@@ -870,17 +877,7 @@ class Poller:
 
 
 def latency_run(settings: Settings, rate: float, seconds: float) -> dict:
-    workdir = _workdir(settings, "latency")
-    influx = server = None
-    try:
-        influx = Influx(workdir)
-        server = Weather(
-            influx.url,
-            workdir,
-            settings.devices_file,
-            settings.server_args,
-            settings.backlog,
-        )
+    with servers(settings, "latency") as (workdir, influx, server):
         times = os.path.join(workdir, "times.txt")
         count = int(rate * seconds)
         devices = settings.load.devices
@@ -915,12 +912,6 @@ def latency_run(settings: Settings, rate: float, seconds: float) -> dict:
             "poll_interval": poller.interval,
             "counts_ok": all(c == received * RECORDS for c in counts.values()),
         }
-    finally:
-        if server is not None:
-            server.stop()
-        if influx is not None:
-            influx.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def quantile(values: list[int], q: float) -> float:
@@ -931,17 +922,7 @@ def quantile(values: list[int], q: float) -> float:
 
 
 def overload_run(settings: Settings, before: float = 10.0) -> dict:
-    workdir = _workdir(settings, "overload")
-    influx = server = None
-    try:
-        influx = Influx(workdir)
-        server = Weather(
-            influx.url,
-            workdir,
-            settings.devices_file,
-            settings.server_args,
-            settings.backlog,
-        )
+    with servers(settings, "overload") as (workdir, influx, server):
         written0 = influx.points_written()
         sender = settings.load.start(server.port, before + settings.outage_seconds)
         time.sleep(before)
@@ -995,12 +976,6 @@ def overload_run(settings: Settings, before: float = 10.0) -> dict:
             "counts_ok": all(c == received * RECORDS for c in counts.values()),
             "journal_status": status,
         }
-    finally:
-        if server is not None:
-            server.stop()
-        if influx is not None:
-            influx.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # -- report -------------------------------------------------------------------

@@ -5,6 +5,7 @@ modes), text and JSON lines, and what L{attach} gives twistd.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import pwd
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Application
@@ -281,6 +283,82 @@ class RotateOrReopenTests(LogFileTestMixin, SynchronousTestCase):
             self.rotated(), ["weather.log.1", "weather.log.2", "weather.log.3"]
         )
         self.assertTrue(read(self.path + ".3").endswith(b"2\n"))
+
+    def test_pathNeverMissing(self) -> None:
+        """
+        While rotating, every rename and removal leaves a file at the path
+        (readers and C{tail -F} never find it gone), and the lines before and
+        after land in name.1 and name.
+        """
+        self.log_file.write("before\n")
+        missing = []
+
+        def check(real: Callable[..., None]) -> Callable[..., None]:
+            def call(*args: Any) -> None:
+                real(*args)
+                if not os.path.exists(self.path):
+                    missing.append((real.__name__, args))
+
+            return call
+
+        self.patch(os, "rename", check(os.rename))
+        self.patch(os, "remove", check(os.remove))
+        self.patch(os, "link", check(os.link))
+        for _ in range(4):
+            self.assertEqual(rotate_or_reopen(self.log_file), "rotated")
+        self.log_file.write("after\n")
+        self.assertEqual(missing, [])
+        self.assertTrue(read(self.path).endswith(b"after\n"))
+        self.assertNotEqual(os.stat(self.path).st_ino, os.stat(self.path + ".1").st_ino)
+        self.assertEqual(
+            sorted(os.listdir(self.directory)),
+            ["weather.log", "weather.log.1", "weather.log.2", "weather.log.3"],
+        )
+
+    def test_noHardLinks(self) -> None:
+        """A file system without hard links: the open file is renamed instead."""
+
+        def refuse(source: str, target: str) -> None:
+            raise PermissionError(errno.EPERM, "Operation not permitted", source)
+
+        self.patch(os, "link", refuse)
+        self.log_file.write("before\n")
+        self.assertEqual(rotate_or_reopen(self.log_file), "rotated")
+        self.log_file.write("after\n")
+        self.assertEqual(read(self.path + ".1"), b"before\n")
+        self.assertTrue(read(self.path).endswith(b"after\n"))
+        self.assertEqual(self.rotated(), ["weather.log.1"])
+
+    def test_failureAfterLink(self) -> None:
+        """
+        The new file cannot be put in place after name.1 was linked: name.1
+        goes again (else it would grow with the open file) and nothing is left
+        behind; the open file stays in use.
+        """
+
+        def refuse(source: str, target: str) -> None:
+            raise OSError(errno.EIO, "Input/output error", source)
+
+        self.log_file.write("before\n")
+        self.patch(os, "rename", refuse)
+        self.assertEqual(rotate_or_reopen(self.log_file), "failed")
+        self.log_file.write("after\n")
+        self.assertEqual(sorted(os.listdir(self.directory)), ["weather.log"])
+        lines = read(self.path).decode().splitlines()
+        self.assertEqual(lines[0], "before")
+        self.assertRegex(lines[1], r"not rotated: ")
+        self.assertEqual(lines[2], "after")
+
+    def test_leftoverNewFile(self) -> None:
+        """A hidden new file left by a crash mid-rotation is replaced."""
+        with open(os.path.join(self.directory, ".weather.log.new"), "wb") as f:
+            f.write(b"stale\n")
+        self.log_file.write("before\n")
+        self.assertEqual(rotate_or_reopen(self.log_file), "rotated")
+        self.assertNotIn(b"stale", read(self.path))
+        self.assertEqual(
+            sorted(os.listdir(self.directory)), ["weather.log", "weather.log.1"]
+        )
 
     def test_reopensMoved(self) -> None:
         """

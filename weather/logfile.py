@@ -11,6 +11,7 @@ twistd opens no log file of its own and its start lines come to ours.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import json
 import math
@@ -66,6 +67,12 @@ _NOT_FIELDS = frozenset(
 )
 
 _LEVEL_NAMES = frozenset(level.name for level in LogLevel.iterconstants())
+
+# What os.link raises where a file system has no hard links (FAT, some FUSE
+# and network mounts, some container overlays).
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+)
 
 
 class RotatingLogFile(LogFile):
@@ -123,13 +130,17 @@ class RotatingLogFile(LogFile):
             maxRotatedFiles=keep,
         )
 
-    def _open(self) -> BinaryIO:
-        """Open the file at C{path} for appending, creating it if it is missing."""
+    def _open(self, path: str | None = None) -> BinaryIO:
+        """
+        Open the file at C{path} (ours by default) for appending, creating it
+        if it is missing.
+        """
+        path = self.path if path is None else path
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(self.path, flags | os.O_EXCL, 0o600)
+            fd = os.open(path, flags | os.O_EXCL, 0o600)
         except FileExistsError:
-            fd = os.open(self.path, flags)
+            fd = os.open(path, flags)
         else:
             try:
                 if self.owner is not None and os.geteuid() == 0:
@@ -211,12 +222,44 @@ class RotatingLogFile(LogFile):
                 os.remove(older)
             else:
                 os.rename(older, f"{self.path}.{number + 1}")
-        if self.keep:
-            os.rename(self.path, self.path + ".1")
-        else:
-            os.remove(self.path)
-        self.reopen()
+        self._replace()
         return "rotated"
+
+    def _replace(self) -> None:
+        """
+        Put a new empty file at C{path} and write there, the open one becoming
+        C{path.1} (or deleted when none are kept), without a moment when
+        C{path} is missing: C{tail -F} and other readers never see it gone.
+        The new file is made under a hidden name and renamed over C{path};
+        where hard links are not possible the open file is renamed first.
+        """
+        fresh = os.path.join(self.directory, f".{self.name}.new")
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(fresh)  # left by a crash in the middle of a rotation
+        new = self._open(fresh)
+        linked = False
+        try:
+            if self.keep:
+                try:
+                    os.link(self.path, self.path + ".1")
+                    linked = True
+                except OSError as e:
+                    if e.errno not in _NO_HARD_LINKS:
+                        raise
+                    os.rename(self.path, self.path + ".1")
+            os.rename(fresh, self.path)
+        except BaseException:
+            new.close()
+            with contextlib.suppress(OSError):
+                os.remove(fresh)
+            if linked:  # else path.1 would go on growing with the open file
+                with contextlib.suppress(OSError):
+                    os.remove(self.path + ".1")
+            raise
+        old, self._file = self._file, new
+        self.closed = False
+        self.size = self._size()
+        old.close()
 
     def rotate(self) -> None:
         """

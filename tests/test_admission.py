@@ -450,6 +450,42 @@ class AdmissionTests(SynchronousTestCase):
         admission.opened("fe80::1%eth0")
         self.assertEqual(admission.refusal("fe80::1%eth1"), PEER_LIMIT)
 
+    def test_perPeerIPv6Network(self) -> None:
+        """
+        IPv6 peers are limited per /64: a host may take any address in it;
+        another /64 is another peer.  The allow-list still sees addresses.
+        """
+        admission = Admission(
+            self.clock, max_per_peer=2, allow=[parse_network("2001:db8:0:7::5")]
+        )
+        self.assertIsNone(admission.refusal("2001:db8:0:7::5"))
+        self.assertEqual(admission.refusal("2001:db8:0:7::6"), NOT_ALLOWED)
+        admission = Admission(self.clock, max_per_peer=2)
+        admission.opened("2001:db8:0:7::5")
+        admission.opened("2001:db8:0:7:abcd:1:2:3")
+        self.assertEqual(admission.refusal("2001:db8:0:7::99"), PEER_LIMIT)
+        self.assertIsNone(admission.refusal("2001:db8:0:8::5"))
+        self.assertEqual(admission.open_from("2001:db8:0:7::1"), 2)
+        self.assertEqual(admission.peers, 1)
+        self.assertEqual(
+            admission.limit_key("2001:db8:0:7::1"), parse_network("2001:db8:0:7::/64")
+        )
+        self.assertEqual(
+            admission.limit_key("::ffff:10.0.0.1"), parse_network("10.0.0.1")[0]
+        )
+        self.assertIsNone(admission.limit_key(None))
+        admission.closed("2001:db8:0:7::5")
+        admission.closed("2001:db8:0:7:abcd:1:2:3")
+        self.assertEqual((admission.open, admission.peers), (0, 0))
+
+    def test_rateLimitIPv6Network(self) -> None:
+        """A new address in the same /64 takes from the same bucket."""
+        admission = Admission(self.clock, rate=RateLimit(2, 60.0))
+        self.assertIsNone(admission.refusal("2001:db8::1"))
+        self.assertIsNone(admission.refusal("2001:db8::2"))
+        self.assertEqual(admission.refusal("2001:db8::ffff:3"), RATE_LIMITED)
+        self.assertIsNone(admission.refusal("2001:db8:0:1::1"))
+
     def test_serverLimit(self) -> None:
         admission = Admission(self.clock, max_connections=2)
         admission.opened("10.0.0.1")
@@ -627,6 +663,13 @@ class FactoryTests(SynchronousTestCase):
         protocol, transport = connect(factory, v6("2001:db8::1"))
         self.assertIsInstance(protocol, RefusedProtocol)
         self.assertIn("[2001:db8::1]:40000 (peer_limit)", self.warnings()[0])
+        self.assertIn(
+            "1 connections open from its network 2001:db8::/64", self.warnings()[0]
+        )
+        # Another address of that /64 is the same peer: its line is held back.
+        protocol, transport = connect(factory, v6("2001:db8::2"))
+        self.assertIsInstance(protocol, RefusedProtocol)
+        self.assertEqual(len(self.warnings()), 1)
 
     def test_capacityWarning(self) -> None:
         factory = self.factory(max_connections=2)
@@ -688,11 +731,11 @@ class FactoryTests(SynchronousTestCase):
         minute: they were not logged.
         """
         factory = self.factory(max_per_peer=1, max_connections=2000)
-        for i in range(1030):
-            connect(factory, v6(f"2001:db8::{i:x}"))
-            connect(factory, v6(f"2001:db8::{i:x}"))  # over its limit: refused
+        for i in range(1030):  # a thousand /64s
+            connect(factory, v6(f"2001:db8:0:{i:x}::1"))
+            connect(factory, v6(f"2001:db8:0:{i:x}::2"))  # over its limit: refused
         for i in range(970):
-            connect(factory, v6(f"2001:db8:1::{i:x}"))
+            connect(factory, v6(f"2001:db8:1:{i:x}::1"))
         self.assertTrue(factory.admission.at_capacity)
         self.assertTrue(
             any("--max-connections" in text for text in self.warnings()),

@@ -43,10 +43,18 @@ def parse_network(text: str) -> Network:
 
 #: Parsed peer addresses an L{Admission} keeps (then it starts again).
 ADDRESSES_KEPT = 4096
+#: IPv6 peers share their limits with their network of this prefix: a host
+#: picks new (privacy) addresses within its /64 at will, as an IPv4 LAN
+#: shares its router's one address.
+IPV6_LIMIT_PREFIX = 64
 _UNKNOWN = object()
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: What the per-address limits count: an IPv4 address or an IPv6 /64.
+LimitKey = ipaddress.IPv4Address | ipaddress.IPv6Network
 
-def peer_address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+
+def peer_address(host: str | None) -> Address | None:
     """The peer's IP address (IPv4-mapped IPv6 addresses as IPv4), or None."""
     if host is None:
         return None
@@ -56,6 +64,16 @@ def peer_address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    return address
+
+
+def limit_key(address: Address) -> LimitKey:
+    """
+    What C{address} counts as for the per-address limits: itself (IPv4),
+    or its L{IPV6_LIMIT_PREFIX} network (IPv6).
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        return ipaddress.IPv6Network((address, IPV6_LIMIT_PREFIX), strict=False)
     return address
 
 
@@ -133,7 +151,8 @@ class AddressBuckets:
 class Admission:
     """
     Decide, connection by connection, whether a peer may talk to the server,
-    and keep count of what is open per address.
+    and keep count of what is open per address (per /64 for IPv6: see
+    L{limit_key}); the allow-list is matched against the whole address.
     """
 
     def __init__(
@@ -150,66 +169,82 @@ class Admission:
         self.allow = tuple(allow)
         self.rate = AddressBuckets(rate, clock) if rate is not None else None
         self.open = 0
-        self._per_peer: Counter[object] = Counter()
+        self._per_peer: Counter[LimitKey] = Counter()
         # Each connection asks three times; a station keeps its address.
-        self._addresses: dict[str, object] = {}
+        self._addresses: dict[str, tuple[Address, LimitKey] | None] = {}
 
     @property
     def at_capacity(self) -> bool:
         """True while the overall limit is reached: stop accepting."""
         return self.open >= self.max_connections
 
-    def address(
-        self, host: str | None
-    ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-        """L{peer_address}, remembered for the last L{ADDRESSES_KEPT} peers."""
+    def _peer(self, host: str | None) -> tuple[Address, LimitKey] | None:
+        """
+        C{host}'s address and limit key, remembered for the last
+        L{ADDRESSES_KEPT} peers.
+        """
         if host is None:
             return None
-        address = self._addresses.get(host, _UNKNOWN)
-        if address is _UNKNOWN:
+        peer = self._addresses.get(host, _UNKNOWN)
+        if peer is _UNKNOWN:
             if len(self._addresses) >= ADDRESSES_KEPT:
                 self._addresses.clear()
-            address = self._addresses[host] = peer_address(host)
-        return address  # type: ignore[return-value]
+            address = peer_address(host)
+            peer = self._addresses[host] = (
+                None if address is None else (address, limit_key(address))
+            )
+        return peer  # type: ignore[return-value]
+
+    def address(self, host: str | None) -> Address | None:
+        """L{peer_address}, remembered for the last L{ADDRESSES_KEPT} peers."""
+        peer = self._peer(host)
+        return None if peer is None else peer[0]
+
+    def limit_key(self, host: str | None) -> LimitKey | None:
+        """What C{host} counts as for the limits (L{limit_key}), or None."""
+        peer = self._peer(host)
+        return None if peer is None else peer[1]
 
     def refusal(self, host: str | None) -> str | None:
         """Why a connection from C{host} is refused, or None to take it."""
-        address = self.address(host)
-        if self.allow and address is not None:
-            if not any(address in network for network in self.allow):
+        peer = self._peer(host)
+        if self.allow and peer is not None:
+            if not any(peer[0] in network for network in self.allow):
                 return NOT_ALLOWED
         if self.open >= self.max_connections:
             # Only the connections accepted in the same read as the last one
             # that fitted: accepting has stopped by now.
             return SERVER_LIMIT
-        if address is None:
+        if peer is None:
             return None  # a UNIX socket: no address to share out
-        if self._per_peer[address] >= self.max_per_peer:
+        key = peer[1]
+        if self._per_peer[key] >= self.max_per_peer:
             return PEER_LIMIT
-        if self.rate is not None and not self.rate.take(address):
+        if self.rate is not None and not self.rate.take(key):
             return RATE_LIMITED
         return None
 
     def opened(self, host: str | None) -> None:
         self.open += 1
-        address = self.address(host)
-        if address is not None:
-            self._per_peer[address] += 1
+        key = self.limit_key(host)
+        if key is not None:
+            self._per_peer[key] += 1
 
     def closed(self, host: str | None) -> None:
         self.open -= 1
-        address = self.address(host)
-        if address is None:
+        key = self.limit_key(host)
+        if key is None:
             return
-        self._per_peer[address] -= 1
-        if self._per_peer[address] <= 0:
-            del self._per_peer[address]
+        self._per_peer[key] -= 1
+        if self._per_peer[key] <= 0:
+            del self._per_peer[key]
 
     def open_from(self, host: str | None) -> int:
-        """Connections open from C{host}'s address."""
-        return self._per_peer.get(self.address(host), 0)
+        """Connections open from C{host}'s address (its /64 for IPv6)."""
+        key = self.limit_key(host)
+        return 0 if key is None else self._per_peer.get(key, 0)
 
     @property
     def peers(self) -> int:
-        """Addresses with at least one open connection."""
+        """Addresses (IPv6: /64 networks) with at least one open connection."""
         return len(self._per_peer)

@@ -86,7 +86,7 @@ class ServerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "weather_connections_peers",
-            "Addresses with an open connection.",
+            "Addresses (IPv6: /64 networks) with an open connection.",
             value=listener.factory.admission.peers,
         )
         yield GaugeMetricFamily(

@@ -15,6 +15,7 @@ waits for it can delete its records knowing the server has them.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Callable
 
@@ -192,13 +193,18 @@ class StationFactory(Factory):
                 reason=reason,
             )
             return
+        key = self.admission.limit_key(host)
+        source = "that address"
+        if isinstance(key, ipaddress.IPv6Network):
+            source = "its network " + key.compressed
         self._refusals.warn(
-            (reason, host),
+            (reason, key if key is not None else host),
             "Refused a connection from {peer} ({reason}): {open} connections open "
-            "from that address, {total} in all",
+            "from {source}, {total} in all",
             peer=peer,
             reason=reason,
             open=self.admission.open_from(host),
+            source=source,
             total=self.admission.open,
         )
 

@@ -11,6 +11,7 @@ import json
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -239,6 +240,46 @@ class HealthTests(MonitoringTestCase):
         self.influx.flush()
         self.assertEqual(self.health(), (200, self.health()[1]))
         self.assertEqual(len(self.fake.points), 90)
+
+    def test_atConnectionLimitPastThreshold(self) -> None:
+        """
+        At --max-connections: healthy for a moment (stations wait in the
+        listen queue), 503 once it has lasted --unhealthy-after without a
+        break; a connection closing ends it and starts the count again.
+        """
+        self.build("--max-connections", "2")
+        self.service.startService()
+        factory = self.service.listener.factory
+
+        def connect() -> Protocol:
+            protocol = factory.buildProtocol(PEER)
+            protocol.makeConnection(StringTransport(peerAddress=PEER))
+            self.addCleanup(protocol.connectionLost, None)
+            return protocol
+
+        first, _ = connect(), connect()
+        code, report = self.health()
+        self.assertEqual((code, report["accepting"]), (200, False))
+        self.reactor.advance(119)
+        self.assertEqual(self.health()[1]["at_connection_limit_seconds"], 119)
+        self.assertEqual(self.health()[0], 200)
+        self.reactor.advance(1)
+        code, report = self.health()
+        self.assertEqual(code, 503)
+        self.assertEqual(
+            report["reasons"],
+            [
+                "at the --max-connections limit (2 open) for 120 s: "
+                "new stations wait or give up"
+            ],
+        )
+        first.connectionLost(None)
+        code, report = self.health()
+        self.assertEqual((code, report["accepting"]), (200, True))
+        self.assertEqual(report["at_connection_limit_seconds"], 0)
+        connect()
+        self.reactor.advance(60)
+        self.assertEqual(self.health()[0], 200)
 
     def test_journalFull(self) -> None:
         """Over the high-water mark: 503 saying so; under it again: 200."""

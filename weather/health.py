@@ -37,9 +37,12 @@ def check_health(
 ) -> HealthReport:
     """
     Unhealthy when not listening for stations, when the journal takes no
-    more packets, or when writes to InfluxDB have failed for at least
+    more packets, when writes to InfluxDB have failed for at least
     C{unreachable_after} seconds (shorter outages are what the journal is
-    for, and are not worth waking anyone).
+    for, and are not worth waking anyone), or when the connection limit has
+    been reached for that long without a break (a moment at the limit only
+    makes stations wait a little in the listen queue; half an hour of it is
+    stations kept out, by a flood or a limit too low for the fleet).
     """
     reasons = []
     listener, journal, writer = server.listener, server.journal, server.writer
@@ -52,6 +55,12 @@ def check_health(
         reasons.append(
             f"InfluxDB writes have failed for {failing:.0f} s: {writer.last_failure}"
         )
+    full = 0.0 if listener.full_since is None else now - listener.full_since
+    if listener.full_since is not None and full >= unreachable_after:
+        reasons.append(
+            f"at the --max-connections limit ({listener.factory.admission.open} "
+            f"open) for {full:.0f} s: new stations wait or give up"
+        )
     status = journal.last_status
     return HealthReport(
         tuple(reasons),
@@ -59,6 +68,7 @@ def check_health(
             "listening": listener.port is not None,
             "accepting": listener.accepting,
             "connections": len(listener.factory.connections),
+            "at_connection_limit_seconds": round(full, 3),
             "journal_full": journal.full,
             "journal_pending_packets": None if status is None else status.pending,
             "influxdb_failing_seconds": round(failing, 3),

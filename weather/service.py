@@ -86,6 +86,9 @@ class StationListener(Service):
         #: True while the journal is full: nothing is accepted or read.
         self.paused = False
         self._accept_stopped = False
+        #: Since when (the clock's seconds) the connection limit has been
+        #: reached without a break, or None.
+        self.full_since: float | None = None
         self._listening: Deferred[None] | None = None
         factory.capacity_observers.append(self.at_capacity)
 
@@ -160,6 +163,7 @@ class StationListener(Service):
 
     def at_capacity(self, full: bool) -> None:
         """The connection limit was reached (True), or there is room again."""
+        self.full_since = self.clock.seconds() if full else None
         self._update_accepting()
 
     @property

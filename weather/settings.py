@@ -158,7 +158,8 @@ class Options(usage.Options):
             "unhealthy-after",
             None,
             "300",
-            "Seconds of failing InfluxDB writes after which /health answers 503.",
+            "Seconds of failing InfluxDB writes, or at --max-connections without a "
+            "break, after which /health answers 503.",
         ],
         [
             "self-stats-interval",

@@ -7,6 +7,7 @@ and the self-statistics written to InfluxDB.
 from __future__ import annotations
 
 import json
+import socket
 
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
@@ -306,7 +307,12 @@ class PagesTests(MonitoringTestCase):
 
 
 class SelfStatsTests(MonitoringTestCase):
-    ARGS = MonitoringTestCase.ARGS + ("--self-stats-interval", "60")
+    ARGS = MonitoringTestCase.ARGS + (
+        "--self-stats-interval",
+        "60",
+        "--self-stats-host",
+        "pi-garden",
+    )
 
     def test_writtenOnInterval(self) -> None:
         """Every interval, the figures land in InfluxDB as weather_internal."""
@@ -320,11 +326,16 @@ class SelfStatsTests(MonitoringTestCase):
         for point in internal:
             for name, value in point.fields.items():
                 fields[(name, tuple(sorted(point.tags.items())))] = value
-        self.assertEqual(fields[("packets_accepted_total", ())], 1.0)
+        host = ("host", "pi-garden")
+        self.assertEqual(fields[("packets_accepted_total", (host,))], 1.0)
         self.assertEqual(
-            fields[("station_records_total", (("device", "1"), ("place", "balcony")))], 30.0
+            fields[
+                ("station_records_total", (("device", "1"), host, ("place", "balcony")))
+            ],
+            30.0,
         )
-        self.assertNotIn(("build_info", ()), fields)
+        self.assertTrue(all(("host", "pi-garden") in p.tags.items() for p in internal))
+        self.assertNotIn(("build_info", (host,)), fields)
         self.assertFalse(any(name.endswith("_bucket") for name, _ in fields))
         times = {p.timestamp for p in internal}
         self.assertEqual(len(times), 2)  # at start, and 60 s later
@@ -351,6 +362,18 @@ class SelfStatsTests(MonitoringTestCase):
         for reading in readings:
             self.assertIn(("worker", "1"), reading.tags)
             self.assertEqual(list(reading.tags), sorted(reading.tags))
+
+
+class SelfStatsDefaultHostTests(MonitoringTestCase):
+    ARGS = MonitoringTestCase.ARGS + ("--self-stats-interval", "60")
+
+    def test_machineName(self) -> None:
+        """Without --self-stats-host, the host tag is the machine's name."""
+        self.service.startService()
+        self.deliver()
+        internal = [p for p in self.fake.points if p.measurement == MEASUREMENT]
+        self.assertTrue(internal)
+        self.assertEqual({p.tags["host"] for p in internal}, {socket.gethostname()})
 
 
 class StationsWhileInfluxDown(MonitoringTestCase):

@@ -121,6 +121,16 @@ class DefaultTests(SettingsTestCase):
             result.target.headers, {"Content-Type": ["text/plain; charset=utf-8"]}
         )
 
+    def test_selfStatsHost(self) -> None:
+        """A host tag given is kept; an empty or multi-line one is refused."""
+        self.assertIsNone(settings().self_stats_host)
+        self.assertEqual(
+            settings("--self-stats-host", " pi-garden ").self_stats_host, "pi-garden"
+        )
+        for bad in ("", "  ", "two\nlines"):
+            message = self.assertConfigurationError("--self-stats-host", bad)
+            self.assertIn("--self-stats-host", message)
+
     def test_numberTypes(self) -> None:
         result = settings()
         for name in (

@@ -169,6 +169,13 @@ class Options(usage.Options):
             "weather_internal) every this many seconds; 0: never.",
         ],
         [
+            "self-stats-host",
+            None,
+            None,
+            "The host tag of those figures (default: this machine's name), so "
+            "that several servers can share a database.",
+        ],
+        [
             "log-max-bytes",
             None,
             "10M",
@@ -252,6 +259,8 @@ class Settings:
     metrics_port: str | None = None
     unhealthy_after: float = 300.0
     self_stats_interval: float = 0.0
+    #: The host tag of the server's own figures (None: the machine's name).
+    self_stats_host: str | None = None
     log_max_bytes: int = 10 << 20
     log_keep: int = 10
     log_json: bool = False
@@ -409,6 +418,19 @@ def _self_stats_interval(options: Mapping) -> float:
         raise ConfigurationError(
             f"--self-stats-interval {options['self-stats-interval']}: give 0 (never) "
             "or at least 1 second"
+        )
+    return value
+
+
+def _tag_value(options: Mapping, name: str) -> str | None:
+    """An InfluxDB tag value: not empty, no line breaks (None: not given)."""
+    value = options.get(name)
+    if value is None:
+        return None
+    value = str(value).strip()
+    if not value or not value.isprintable():
+        raise ConfigurationError(
+            f"--{name} {options[name]!r}: give a name of printable characters"
         )
     return value
 
@@ -574,6 +596,7 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
         metrics_port=metrics_port(options["metrics-port"]),
         unhealthy_after=_number(options, "unhealthy-after", float, 0, 86400 * 7),
         self_stats_interval=_self_stats_interval(options),
+        self_stats_host=_tag_value(options, "self-stats-host"),
         log_max_bytes=_log_max_bytes(options),
         log_keep=_number(options, "log-keep", int, 0, 100_000),
         log_json=_log_format(options["log-format"]),

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import resource
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -173,7 +174,11 @@ def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) ->
         _timer(JOURNAL_STATUS_INTERVAL, _refresh_journal_status, reactor, service, limited)
     )
     if settings.self_stats_interval:
-        tags = (("worker", str(settings.worker[0])),) if settings.worker else ()
+        tags: tuple[tuple[str, str], ...] = (
+            ("host", settings.self_stats_host or socket.gethostname()),
+        )
+        if settings.worker:
+            tags += (("worker", str(settings.worker[0])),)
         reporter = SelfStatsReporter(metrics.registry, service.writer, reactor, tags)
         service.add_monitoring(
             _timer(settings.self_stats_interval, reporter.report, reactor)

@@ -148,6 +148,71 @@ class GroupCommitTests(SynchronousTestCase):
         self.assertEqual(len(JournalFile(self.journal.directory).pending()), 1)
 
 
+class StatusCountTests(SynchronousTestCase):
+    """The counts for /metrics: bounded in the disk worker's time."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.worker = ManualDiskWorker()
+        self.journal = started_journal(self, self.clock, self.worker)
+
+    def test_countsAndKeeps(self) -> None:
+        self.journal.append(packet())
+        self.worker.step()
+        counting = self.journal.refresh_status()
+        self.worker.step()
+        status = self.successResultOf(counting)
+        self.assertEqual((status.pending, status.oldest_pending_ns), (1, T0))
+        self.assertIs(self.journal.last_status, status)
+
+    def test_slowCountSpacedOut(self) -> None:
+        """
+        A count that took 2 s: none again for 40 s (1/20 of the worker's
+        time), nor while one is running; the last figures are given meanwhile.
+        """
+        first = self.journal.refresh_status()
+        self.assertIsNone(self.successResultOf(self.journal.refresh_status()))
+        self.assertEqual(len(self.worker.waiting), 1)  # only the first runs
+        self.clock.advance(2)
+        self.worker.step()
+        status = self.successResultOf(first)
+        self.journal.append(packet())
+        self.worker.step()
+        self.clock.advance(39)
+        self.assertIs(self.successResultOf(self.journal.refresh_status()), status)
+        self.assertEqual(self.worker.waiting, [])
+        self.clock.advance(1)
+        again = self.journal.refresh_status()
+        self.worker.step()
+        self.assertEqual(self.successResultOf(again).pending, 1)
+
+    def test_fastCountEveryTime(self) -> None:
+        """A quick count holds nothing back."""
+        for pending in range(3):
+            counting = self.journal.refresh_status()
+            self.worker.step()
+            self.assertEqual(self.successResultOf(counting).pending, pending)
+            self.journal.append(packet(T0 + pending))
+            self.worker.step()
+
+    def test_failedCountSpacedOutToo(self) -> None:
+        """A count that failed after 1 s: the error comes back; the next after 20 s."""
+        self.journal.file.connection.execute("ALTER TABLE packet RENAME TO gone")
+        failing = self.journal.refresh_status()
+        self.clock.advance(1)
+        self.worker.step()
+        self.failureResultOf(failing, sqlite3.OperationalError)
+        self.journal.file.connection.execute("ALTER TABLE gone RENAME TO packet")
+        self.clock.advance(19.5)
+        self.assertEqual(self.worker.waiting, [])
+        self.journal.refresh_status()
+        self.assertEqual(self.worker.waiting, [])
+        self.clock.advance(0.5)
+        self.journal.refresh_status()
+        self.assertEqual(len(self.worker.waiting), 1)
+        self.worker.step()
+
+
 class DiskTroubleTests(SynchronousTestCase):
     """A full disk: keep the packets in memory, stop taking more, retry."""
 

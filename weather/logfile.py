@@ -69,9 +69,18 @@ _NOT_FIELDS = frozenset(
 _LEVEL_NAMES = frozenset(level.name for level in LogLevel.iterconstants())
 
 # What os.link raises where a file system has no hard links (FAT, some FUSE
-# and network mounts, some container overlays).
+# and network mounts, some container overlays) or a policy forbids them
+# (fs.protected_hardlinks, a security module).
 _NO_HARD_LINKS = frozenset(
-    {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+    {
+        errno.EPERM,
+        errno.EACCES,
+        errno.EXDEV,
+        errno.EMLINK,
+        errno.ENOTSUP,
+        errno.EOPNOTSUPP,
+        errno.ENOSYS,
+    }
 )
 
 

@@ -349,6 +349,44 @@ class RotateOrReopenTests(LogFileTestMixin, SynchronousTestCase):
         self.assertRegex(lines[1], r"not rotated: ")
         self.assertEqual(lines[2], "after")
 
+    def test_killedBetweenLinkAndRename(self) -> None:
+        """
+        A server killed after linking name.1 and before renaming the new file:
+        at the next rotation name.1 is not kept as a second name of the live
+        file; its lines stay in the file rotated now.
+        """
+        self.log_file.write("before\n")
+        os.link(self.path, self.path + ".1")
+        self.log_file.write("after the kill\n")
+        self.assertEqual(rotate_or_reopen(self.log_file), "rotated")
+        self.log_file.write("new\n")
+        self.assertEqual(read(self.path + ".1"), b"before\nafter the kill\n")
+        self.assertEqual(self.rotated(), ["weather.log.1"])
+        self.assertTrue(read(self.path).endswith(b"new\n"))
+
+    def test_newFileNotFollowed(self) -> None:
+        """
+        A link put at the hidden name between clearing it and opening it is
+        not written through: the rotation fails, the target is untouched.
+        """
+        target = os.path.join(self.directory, "elsewhere")
+        with open(target, "wb") as f:
+            f.write(b"untouched\n")
+        real_remove = os.remove
+
+        def remove_then_plant(path: str) -> None:
+            real_remove(path)
+            if path.endswith(".weather.log.new"):
+                os.symlink(target, path)
+
+        with open(os.path.join(self.directory, ".weather.log.new"), "wb"):
+            pass
+        self.log_file.write("before\n")
+        self.patch(os, "remove", remove_then_plant)
+        self.assertEqual(rotate_or_reopen(self.log_file), "failed")
+        self.assertEqual(read(target), b"untouched\n")
+        self.assertTrue(read(self.path).startswith(b"before\n"))
+
     def test_leftoverNewFile(self) -> None:
         """A hidden new file left by a crash mid-rotation is replaced."""
         with open(os.path.join(self.directory, ".weather.log.new"), "wb") as f:

@@ -127,7 +127,7 @@ class DefaultTests(SettingsTestCase):
         self.assertEqual(
             settings("--self-stats-host", " pi-garden ").self_stats_host, "pi-garden"
         )
-        for bad in ("", "  ", "two\nlines"):
+        for bad in ("", "  ", "two\nlines", "pi\\", "a\\ b"):
             message = self.assertConfigurationError("--self-stats-host", bad)
             self.assertIn("--self-stats-host", message)
 

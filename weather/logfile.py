@@ -142,14 +142,16 @@ class RotatingLogFile(LogFile):
     def _open(self, path: str | None = None) -> BinaryIO:
         """
         Open the file at C{path} (ours by default) for appending, creating it
-        if it is missing.
+        if it is missing; any other C{path} must not exist yet (a link put
+        there is not followed).
         """
-        path = self.path if path is None else path
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(path, flags | os.O_EXCL, 0o600)
+            fd = os.open(self.path if path is None else path, flags | os.O_EXCL, 0o600)
         except FileExistsError:
-            fd = os.open(path, flags)
+            if path is not None:
+                raise
+            fd = os.open(self.path, flags)
         else:
             try:
                 if self.owner is not None and os.geteuid() == 0:
@@ -225,6 +227,7 @@ class RotatingLogFile(LogFile):
             return "reopened"
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "directory not writable", self.directory)
+        self._unlink_stale_link()
         for number in reversed(self.listLogs()):
             older = f"{self.path}.{number}"
             if number >= self.keep:
@@ -233,6 +236,20 @@ class RotatingLogFile(LogFile):
                 os.rename(older, f"{self.path}.{number + 1}")
         self._replace()
         return "rotated"
+
+    def _unlink_stale_link(self) -> None:
+        """
+        A server killed between linking C{path.1} and renaming the new file
+        over C{path} left both names on the open file: drop C{path.1}, or it
+        would go on growing (and be rotated on as a copy of the live log).
+        """
+        try:
+            linked = os.stat(self.path + ".1")
+        except OSError:
+            return
+        here = os.fstat(self._file.fileno())
+        if (linked.st_dev, linked.st_ino) == (here.st_dev, here.st_ino):
+            os.remove(self.path + ".1")
 
     def _replace(self) -> None:
         """

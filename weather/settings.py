@@ -423,14 +423,19 @@ def _self_stats_interval(options: Mapping) -> float:
 
 
 def _tag_value(options: Mapping, name: str) -> str | None:
-    """An InfluxDB tag value: not empty, no line breaks (None: not given)."""
+    """
+    An InfluxDB tag value (None: not given): not empty, printable, and no
+    backslash (line protocol cannot tell a literal one before an escaped
+    character from an escape; the devices file refuses them too).
+    """
     value = options.get(name)
     if value is None:
         return None
     value = str(value).strip()
-    if not value or not value.isprintable():
+    if not value or not value.isprintable() or "\\" in value:
         raise ConfigurationError(
-            f"--{name} {options[name]!r}: give a name of printable characters"
+            f"--{name} {options[name]!r}: give a name of printable characters "
+            "without a backslash"
         )
     return value
 

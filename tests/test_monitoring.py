@@ -274,13 +274,42 @@ class HealthTests(MonitoringTestCase):
                 "new stations wait or give up"
             ],
         )
+        # One closes; room for 5 s ends the stretch.
         first.connectionLost(None)
         code, report = self.health()
-        self.assertEqual((code, report["accepting"]), (200, True))
-        self.assertEqual(report["at_connection_limit_seconds"], 0)
+        self.assertEqual((code, report["accepting"]), (503, True))
+        self.reactor.advance(5)
+        code, report = self.health()
+        self.assertEqual((code, report["at_connection_limit_seconds"]), (200, 0))
         connect()
         self.reactor.advance(60)
         self.assertEqual(self.health()[0], 200)
+
+    def test_atConnectionLimitWithChurn(self) -> None:
+        """
+        Stations closing only to let the next queued one in are no break: the
+        limit holding for --unhealthy-after with churn is still a 503.
+        """
+        self.build("--max-connections", "2")
+        self.service.startService()
+        factory = self.service.listener.factory
+        open_now = []
+        for _ in range(2):
+            protocol = factory.buildProtocol(PEER)
+            protocol.makeConnection(StringTransport(peerAddress=PEER))
+            open_now.append(protocol)
+        for _ in range(12):
+            self.reactor.advance(9)
+            open_now.pop(0).connectionLost(None)
+            self.reactor.advance(1)
+            protocol = factory.buildProtocol(PEER)
+            protocol.makeConnection(StringTransport(peerAddress=PEER))
+            open_now.append(protocol)
+        for protocol in open_now:
+            self.addCleanup(protocol.connectionLost, None)
+        code, report = self.health()
+        self.assertEqual(code, 503)
+        self.assertEqual(report["at_connection_limit_seconds"], 120)
 
     def test_journalFull(self) -> None:
         """Over the high-water mark: 503 saying so; under it again: 200."""

@@ -40,9 +40,9 @@ def check_health(
     more packets, when writes to InfluxDB have failed for at least
     C{unreachable_after} seconds (shorter outages are what the journal is
     for, and are not worth waking anyone), or when the connection limit has
-    been reached for that long without a break (a moment at the limit only
-    makes stations wait a little in the listen queue; half an hour of it is
-    stations kept out, by a flood or a limit too low for the fleet).
+    held that long without seconds of room (a moment at the limit only makes
+    stations wait a little in the listen queue; minutes of it keep stations
+    out: a flood, or a limit too low for the fleet).
     """
     reasons = []
     listener, journal, writer = server.listener, server.journal, server.writer
@@ -55,8 +55,8 @@ def check_health(
         reasons.append(
             f"InfluxDB writes have failed for {failing:.0f} s: {writer.last_failure}"
         )
-    full = 0.0 if listener.full_since is None else now - listener.full_since
-    if listener.full_since is not None and full >= unreachable_after:
+    full = listener.at_limit_for(now)
+    if full and full >= unreachable_after:
         reasons.append(
             f"at the --max-connections limit ({listener.factory.admission.open} "
             f"open) for {full:.0f} s: new stations wait or give up"

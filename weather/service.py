@@ -59,6 +59,10 @@ def check_family(port: IListeningPort, description: str) -> None:
         )
 
 
+#: Seconds of room under the connection limit that end a stretch at it.
+FULL_BREAK = 5.0
+
+
 class StationListener(Service):
     """
     Listen on an endpoint for station connections.
@@ -87,8 +91,9 @@ class StationListener(Service):
         self.paused = False
         self._accept_stopped = False
         #: Since when (the clock's seconds) the connection limit has been
-        #: reached without a break, or None.
+        #: reached without a break of L{FULL_BREAK}, or None.
         self.full_since: float | None = None
+        self._room_since: float | None = None
         self._listening: Deferred[None] | None = None
         factory.capacity_observers.append(self.at_capacity)
 
@@ -163,8 +168,26 @@ class StationListener(Service):
 
     def at_capacity(self, full: bool) -> None:
         """The connection limit was reached (True), or there is room again."""
-        self.full_since = self.clock.seconds() if full else None
+        now = self.clock.seconds()
+        if full:
+            if self.at_limit_for(now) == 0:
+                self.full_since = now
+            self._room_since = None
+        else:
+            self._room_since = now
         self._update_accepting()
+
+    def at_limit_for(self, now: float) -> float:
+        """
+        How long the connection limit has held, in seconds (0: not at it).
+        Room for less than L{FULL_BREAK} is no break: a station closing only
+        to let the next queued one in does not end a stretch at the limit.
+        """
+        if self.full_since is None:
+            return 0.0
+        if self._room_since is not None and now - self._room_since >= FULL_BREAK:
+            return 0.0
+        return now - self.full_since
 
     @property
     def accepting(self) -> bool:

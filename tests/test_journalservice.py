@@ -5,10 +5,12 @@ trouble, high and low water, stopping.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -155,13 +157,23 @@ class StatusCountTests(SynchronousTestCase):
         self.clock = Clock()
         self.worker = ManualDiskWorker()
         self.journal = started_journal(self, self.clock, self.worker)
+        #: How long each count takes by the journal's count timer, which is
+        #: read twice per count: 0 as it starts, this as it ends.
+        self.count_takes = 0.0
+        readings = itertools.count()
+        self.journal.count_timer = lambda: self.count_takes * (next(readings) % 2)
+
+    def count(self) -> Deferred:
+        """Ask for a count and let the disk worker run it."""
+        counting = self.journal.refresh_status()
+        if self.worker.waiting:
+            self.worker.step()
+        return counting
 
     def test_countsAndKeeps(self) -> None:
         self.journal.append(packet())
         self.worker.step()
-        counting = self.journal.refresh_status()
-        self.worker.step()
-        status = self.successResultOf(counting)
+        status = self.successResultOf(self.count())
         self.assertEqual((status.pending, status.oldest_pending_ns), (1, T0))
         self.assertIs(self.journal.last_status, status)
 
@@ -170,41 +182,62 @@ class StatusCountTests(SynchronousTestCase):
         A count that took 2 s: none again for 40 s (1/20 of the worker's
         time), nor while one is running; the last figures are given meanwhile.
         """
+        self.count_takes = 2.0
         first = self.journal.refresh_status()
         self.assertIsNone(self.successResultOf(self.journal.refresh_status()))
         self.assertEqual(len(self.worker.waiting), 1)  # only the first runs
-        self.clock.advance(2)
         self.worker.step()
         status = self.successResultOf(first)
         self.journal.append(packet())
         self.worker.step()
         self.clock.advance(39)
-        self.assertIs(self.successResultOf(self.journal.refresh_status()), status)
-        self.assertEqual(self.worker.waiting, [])
+        self.assertIs(self.successResultOf(self.count()), status)
         self.clock.advance(1)
-        again = self.journal.refresh_status()
+        self.assertEqual(self.successResultOf(self.count()).pending, 1)
+
+    def test_waitCapped(self) -> None:
+        """However slow a count, the next comes within ten minutes."""
+        self.count_takes = 3600.0
+        self.successResultOf(self.count())
+        self.journal.append(packet())
         self.worker.step()
-        self.assertEqual(self.successResultOf(again).pending, 1)
+        self.clock.advance(599)
+        self.assertEqual(self.successResultOf(self.count()).pending, 0)
+        self.clock.advance(1)
+        self.assertEqual(self.successResultOf(self.count()).pending, 1)
+
+    def test_clockSetBack(self) -> None:
+        """The clock set back (NTP) does not hold the next count off."""
+        self.count_takes = 2.0
+        self.successResultOf(self.count())
+        self.journal.append(packet())
+        self.worker.step()
+        self.clock.rightNow -= 3600
+        self.assertEqual(self.successResultOf(self.count()).pending, 1)
+
+    def test_waitBehindCommitsNotCounted(self) -> None:
+        """Time spent queued behind commits is not the count's: quick counts go on."""
+        self.journal.append(packet())
+        counting = self.journal.refresh_status()
+        self.clock.advance(30)  # the commit ahead of it is slow
+        self.worker.run_all()
+        self.successResultOf(counting)
+        self.assertEqual(self.successResultOf(self.count()).pending, 1)
 
     def test_fastCountEveryTime(self) -> None:
         """A quick count holds nothing back."""
         for pending in range(3):
-            counting = self.journal.refresh_status()
-            self.worker.step()
-            self.assertEqual(self.successResultOf(counting).pending, pending)
+            self.assertEqual(self.successResultOf(self.count()).pending, pending)
             self.journal.append(packet(T0 + pending))
             self.worker.step()
 
     def test_failedCountSpacedOutToo(self) -> None:
         """A count that failed after 1 s: the error comes back; the next after 20 s."""
+        self.count_takes = 1.0
         self.journal.file.connection.execute("ALTER TABLE packet RENAME TO gone")
-        failing = self.journal.refresh_status()
-        self.clock.advance(1)
-        self.worker.step()
-        self.failureResultOf(failing, sqlite3.OperationalError)
+        self.failureResultOf(self.count(), sqlite3.OperationalError)
         self.journal.file.connection.execute("ALTER TABLE gone RENAME TO packet")
         self.clock.advance(19.5)
-        self.assertEqual(self.worker.waiting, [])
         self.journal.refresh_status()
         self.assertEqual(self.worker.waiting, [])
         self.clock.advance(0.5)

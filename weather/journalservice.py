@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -48,8 +49,10 @@ T = TypeVar("T")
 LOCKNAME = "server.lock"
 #: The low-water mark, as a fraction of the high-water mark.
 LOW_WATER = 0.9
-#: Counting the journal waits this many times as long as the last count took.
+#: Counting the journal waits this many times as long as the last count took,
+#: up to L{MAX_COUNT_WAIT} seconds.
 COUNT_DUTY_FACTOR = 20
+MAX_COUNT_WAIT = 600.0
 
 
 class IDiskWorker(Interface):
@@ -156,7 +159,10 @@ class Journal(Service):
         self._over_water = False
         self._measure_call: IDelayedCall | None = None
         self._counting = False
-        self._count_again_at = 0.0
+        self._counted_at = 0.0
+        self._count_wait = 0.0
+        #: What the journal's counts are timed with (seconds, never stepped).
+        self.count_timer: Callable[[], float] = time.monotonic
         self._idle: list[Deferred[None]] = []
 
     # -- life cycle ------------------------------------------------------------
@@ -304,26 +310,38 @@ class Journal(Service):
         L{last_status}.  Counting reads the whole table (a second for three
         million packets here, more on a Raspberry Pi's SD card), so after a
         count that took I{d} seconds the next is skipped until
-        L{COUNT_DUTY_FACTOR} times I{d} has passed, and while one runs: a large
-        backlog keeps the disk worker committing packets, not counting them.
-        A skipped call gives the figures last counted.
+        L{COUNT_DUTY_FACTOR} times I{d} has passed (at most L{MAX_COUNT_WAIT}),
+        and while one runs: a large backlog keeps the disk worker committing
+        packets, not counting them.  A skipped call gives the figures last
+        counted.
         """
-        now = self.clock.seconds()
-        if self._counting or now < self._count_again_at:
+        since = self.clock.seconds() - self._counted_at
+        if self._counting or 0 <= since < self._count_wait:  # < 0: clock set back
             return succeed(self.last_status)
+        file = self._file()
         self._counting = True
+        took = [0.0]
+
+        def count() -> JournalStatus:
+            # Only the count itself is timed (not its wait behind commits),
+            # on a clock that NTP does not step.
+            started = self.count_timer()
+            try:
+                return file.status()
+            finally:
+                took[0] = self.count_timer() - started
+
+        def counted(result: object) -> object:
+            self._counting = False
+            self._counted_at = self.clock.seconds()
+            self._count_wait = min(MAX_COUNT_WAIT, COUNT_DUTY_FACTOR * took[0])
+            return result
 
         def keep(status: JournalStatus) -> JournalStatus:
             self.last_status = status
             return status
 
-        def counted(result: object) -> object:
-            self._counting = False
-            ended = self.clock.seconds()
-            self._count_again_at = ended + COUNT_DUTY_FACTOR * (ended - now)
-            return result
-
-        return self.status().addCallback(keep).addBoth(counted)
+        return self.worker.run(count).addBoth(counted).addCallback(keep)
 
     @property
     def full_reason(self) -> str | None:

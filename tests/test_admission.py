@@ -478,6 +478,18 @@ class AdmissionTests(SynchronousTestCase):
         admission.closed("2001:db8:0:7:abcd:1:2:3")
         self.assertEqual((admission.open, admission.peers), (0, 0))
 
+    def test_ipv6PrefixChosen(self) -> None:
+        """--ipv6-peer-prefix 128: each address alone; 56: a whole delegation."""
+        admission = Admission(self.clock, max_per_peer=1, ipv6_prefix=128)
+        admission.opened("2001:db8::1")
+        self.assertIsNone(admission.refusal("2001:db8::2"))
+        self.assertEqual(admission.refusal("2001:db8::1"), PEER_LIMIT)
+        admission = Admission(self.clock, max_per_peer=1, ipv6_prefix=56)
+        admission.opened("2001:db8:0:1::1")
+        self.assertEqual(admission.refusal("2001:db8:0:ff::1"), PEER_LIMIT)
+        self.assertIsNone(admission.refusal("2001:db8:0:100::1"))
+        self.assertEqual(admission.limit_key("10.0.0.1"), parse_network("10.0.0.1")[0])
+
     def test_rateLimitIPv6Network(self) -> None:
         """A new address in the same /64 takes from the same bucket."""
         admission = Admission(self.clock, rate=RateLimit(2, 60.0))
@@ -670,6 +682,13 @@ class FactoryTests(SynchronousTestCase):
         protocol, transport = connect(factory, v6("2001:db8::2"))
         self.assertIsInstance(protocol, RefusedProtocol)
         self.assertEqual(len(self.warnings()), 1)
+
+    def test_ipv6PeerPerAddress(self) -> None:
+        """With --ipv6-peer-prefix 128 the line speaks of the address."""
+        factory = self.factory(max_per_peer=1, ipv6_prefix=128)
+        connect(factory, v6("2001:db8::1"))
+        connect(factory, v6("2001:db8::1"))
+        self.assertIn("1 connections open from that address", self.warnings()[0])
 
     def test_capacityWarning(self) -> None:
         factory = self.factory(max_connections=2)

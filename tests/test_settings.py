@@ -121,6 +121,13 @@ class DefaultTests(SettingsTestCase):
             result.target.headers, {"Content-Type": ["text/plain; charset=utf-8"]}
         )
 
+    def test_ipv6PeerPrefix(self) -> None:
+        self.assertEqual(settings().ipv6_peer_prefix, 64)
+        self.assertEqual(settings("--ipv6-peer-prefix", "128").ipv6_peer_prefix, 128)
+        for bad in ("0", "129", "64.5", "x"):
+            message = self.assertConfigurationError("--ipv6-peer-prefix", bad)
+            self.assertIn("--ipv6-peer-prefix", message)
+
     def test_selfStatsHost(self) -> None:
         """A host tag given is kept; an empty or multi-line one is refused."""
         self.assertIsNone(settings().self_stats_host)

@@ -43,9 +43,9 @@ def parse_network(text: str) -> Network:
 
 #: Parsed peer addresses an L{Admission} keeps (then it starts again).
 ADDRESSES_KEPT = 4096
-#: IPv6 peers share their limits with their network of this prefix: a host
-#: picks new (privacy) addresses within its /64 at will, as an IPv4 LAN
-#: shares its router's one address.
+#: IPv6 peers share their limits with their network of this prefix by
+#: default: a host picks new (privacy) addresses within its /64 at will, as
+#: an IPv4 LAN shares its router's one address.
 IPV6_LIMIT_PREFIX = 64
 _UNKNOWN = object()
 
@@ -67,13 +67,13 @@ def peer_address(host: str | None) -> Address | None:
     return address
 
 
-def limit_key(address: Address) -> LimitKey:
+def limit_key(address: Address, ipv6_prefix: int = IPV6_LIMIT_PREFIX) -> LimitKey:
     """
     What C{address} counts as for the per-address limits: itself (IPv4),
-    or its L{IPV6_LIMIT_PREFIX} network (IPv6).
+    or its network of C{ipv6_prefix} bits (IPv6).
     """
     if isinstance(address, ipaddress.IPv6Address):
-        return ipaddress.IPv6Network((address, IPV6_LIMIT_PREFIX), strict=False)
+        return ipaddress.IPv6Network((address, ipv6_prefix), strict=False)
     return address
 
 
@@ -151,8 +151,9 @@ class AddressBuckets:
 class Admission:
     """
     Decide, connection by connection, whether a peer may talk to the server,
-    and keep count of what is open per address (per /64 for IPv6: see
-    L{limit_key}); the allow-list is matched against the whole address.
+    and keep count of what is open per address (per network of
+    C{ipv6_prefix} bits for IPv6: see L{limit_key}); the allow-list is
+    matched against the whole address.
     """
 
     def __init__(
@@ -161,11 +162,13 @@ class Admission:
         *,
         max_connections: int = 512,
         max_per_peer: int = 32,
+        ipv6_prefix: int = IPV6_LIMIT_PREFIX,
         allow: Iterable[Network] = (),
         rate: RateLimit | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.max_per_peer = max_per_peer
+        self.ipv6_prefix = ipv6_prefix
         self.allow = tuple(allow)
         self.rate = AddressBuckets(rate, clock) if rate is not None else None
         self.open = 0
@@ -191,7 +194,7 @@ class Admission:
                 self._addresses.clear()
             address = peer_address(host)
             peer = self._addresses[host] = (
-                None if address is None else (address, limit_key(address))
+                None if address is None else (address, limit_key(address, self.ipv6_prefix))
             )
         return peer  # type: ignore[return-value]
 

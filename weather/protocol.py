@@ -195,7 +195,7 @@ class StationFactory(Factory):
             return
         key = self.admission.limit_key(host)
         source = "that address"
-        if isinstance(key, ipaddress.IPv6Network):
+        if isinstance(key, ipaddress.IPv6Network) and key.prefixlen < 128:
             source = "its network " + key.compressed
         self._refusals.warn(
             (reason, key if key is not None else host),

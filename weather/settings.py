@@ -139,13 +139,22 @@ class Options(usage.Options):
             "max-connections-per-peer",
             None,
             "32",
-            "Connections open at once from one address; more are closed at once.",
+            "Connections open at once from one address (IPv6: one network, see "
+            "--ipv6-peer-prefix); more are closed at once.",
         ],
         [
             "rate-limit",
             None,
             None,
-            "New connections per address, such as 30/min (default: no limit).",
+            "New connections per address (IPv6: per network), such as 30/min "
+            "(default: no limit).",
+        ],
+        [
+            "ipv6-peer-prefix",
+            None,
+            "64",
+            "IPv6 peers share the per-address limits with their network of this "
+            "prefix length (a host takes any address of its /64); 128: each address.",
         ],
         [
             "metrics-port",
@@ -253,6 +262,7 @@ class Settings:
     journal_min_free_bytes: int = 32 << 20
     max_connections: int = 512
     max_connections_per_peer: int = 32
+    ipv6_peer_prefix: int = 64
     allow: tuple[Network, ...] = ()
     rate_limit: RateLimit | None = None
     #: Where /metrics and /health are served (None: nowhere).
@@ -596,6 +606,7 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
         max_connections_per_peer=_number(
             options, "max-connections-per-peer", int, 1, 1_000_000
         ),
+        ipv6_peer_prefix=_number(options, "ipv6-peer-prefix", int, 1, 128),
         allow=_allow(options.get("allow") or []),
         rate_limit=_rate_limit(options["rate-limit"]),
         metrics_port=metrics_port(options["metrics-port"]),

@@ -114,6 +114,7 @@ def build_service(
         reactor,
         max_connections=settings.max_connections,
         max_per_peer=settings.max_connections_per_peer,
+        ipv6_prefix=settings.ipv6_peer_prefix,
         allow=settings.allow,
         rate=settings.rate_limit,
     )

@@ -191,8 +191,12 @@ class RotatingLogFile(LogFile):
 
     def is_current(self) -> bool:
         """Whether the file at C{path} is the one open (not moved or deleted)."""
+        return self._is_open_file(self.path)
+
+    def _is_open_file(self, path: str) -> bool:
+        """Whether C{path} names the file open (False if nothing is there)."""
         try:
-            there = os.stat(self.path)
+            there = os.stat(path)
         except OSError:
             return False
         here = os.fstat(self._file.fileno())
@@ -243,12 +247,7 @@ class RotatingLogFile(LogFile):
         over C{path} left both names on the open file: drop C{path.1}, or it
         would go on growing (and be rotated on as a copy of the live log).
         """
-        try:
-            linked = os.stat(self.path + ".1")
-        except OSError:
-            return
-        here = os.fstat(self._file.fileno())
-        if (linked.st_dev, linked.st_ino) == (here.st_dev, here.st_ino):
+        if self._is_open_file(self.path + ".1"):
             os.remove(self.path + ".1")
 
     def _replace(self) -> None:

@@ -12,6 +12,7 @@ import socket
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +26,7 @@ from tests.support import (
 )
 from weather.metrics import REJECTION_REASONS
 from weather.selfstats import MEASUREMENT, self_stat_readings
+from weather.web import SIBLING_TIMEOUT, HealthPage
 
 T0 = 1_700_000_000
 PEER = IPv4Address("TCP", "192.0.2.7", 40123)
@@ -322,6 +324,128 @@ class HealthTests(MonitoringTestCase):
         self.assertFalse(report["accepting"])
         journal._check_water(0, free=1 << 40)
         self.assertEqual(self.health()[0], 200)
+
+
+class FakeWorkerClient:
+    """
+    The other workers' /health as worker 0's client sees them: by URL, an
+    answer (code, body), an exception, or nothing (a Deferred that never
+    fires).  Asked URLs are kept.
+    """
+
+    def __init__(self, answers: dict) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def get(self, url: str) -> Deferred:
+        self.asked.append(url)
+        answer = self.answers[url]
+        if answer is None:
+            return Deferred()
+        if isinstance(answer, Exception):
+            return fail(answer)
+        code, body = answer
+        response = FakeResponse(code, body)
+        return succeed(response)
+
+
+class FakeResponse:
+    def __init__(self, code: int, body: bytes) -> None:
+        self.code = code
+        self.body = body
+
+    def content(self) -> Deferred:
+        return succeed(self.body)
+
+
+WORKER_1 = "http://127.0.0.1:9267/health"
+WORKER_2 = "http://127.0.0.1:9268/health"
+OK = json.dumps({"status": "ok", "reasons": []}).encode()
+
+
+class WorkersHealthTests(MonitoringTestCase):
+    """Worker 0's /health speaks for every worker under --workers."""
+
+    def health_of(self, answers: dict) -> tuple[int, dict]:
+        if not self.service.running:
+            self.service.startService()
+        self.client = FakeWorkerClient(answers)
+        page = HealthPage(
+            self.service,
+            self.reactor,
+            120,
+            [(1, WORKER_1), (2, WORKER_2)],
+            self.client,
+        )
+        http = StubTreq(page)
+        responding = http.get("http://localhost/health")
+        http.flush()
+        self.reactor.advance(SIBLING_TIMEOUT)  # a worker that does not answer
+        http.flush()
+        response = self.successResultOf(responding)
+        body = self.successResultOf(response.content())
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"), ["application/json"]
+        )
+        return response.code, json.loads(body)
+
+    def test_allHealthy(self) -> None:
+        code, report = self.health_of({WORKER_1: (200, OK), WORKER_2: (200, OK)})
+        self.assertEqual((code, report["status"], report["reasons"]), (200, "ok", []))
+        self.assertEqual(
+            report["workers"],
+            [
+                {"worker": 0, "status": "ok", "reasons": []},
+                {"worker": 1, "status": "ok", "reasons": []},
+                {"worker": 2, "status": "ok", "reasons": []},
+            ],
+        )
+        self.assertTrue(report["listening"])  # worker 0's own figures stay
+        self.assertEqual(self.client.asked, [WORKER_1, WORKER_2])
+
+    def test_oneUnhealthy(self) -> None:
+        full = {
+            "status": "unhealthy",
+            "reasons": ["the journal is over its high-water mark"],
+        }
+        code, report = self.health_of(
+            {WORKER_1: (200, OK), WORKER_2: (503, json.dumps(full).encode())}
+        )
+        self.assertEqual((code, report["status"]), (503, "unhealthy"))
+        self.assertEqual(
+            report["reasons"], ["worker 2: the journal is over its high-water mark"]
+        )
+        self.assertEqual(report["workers"][2]["status"], "unhealthy")
+
+    def test_unreachableAndSilentAndGarbled(self) -> None:
+        """A worker that refuses, does not answer in time, or answers nonsense."""
+        self.build()
+        code, report = self.health_of(
+            {WORKER_1: ConnectionRefusedError("Connection refused"), WORKER_2: None}
+        )
+        self.assertEqual(code, 503)
+        self.assertEqual(
+            report["reasons"],
+            [
+                "worker 1: its /health did not answer: Connection refused",
+                "worker 2: its /health did not answer: no answer within "
+                f"{SIBLING_TIMEOUT:g} s",
+            ],
+        )
+        self.build()
+        code, report = self.health_of({WORKER_1: (502, b"<html>"), WORKER_2: (200, OK)})
+        self.assertEqual(
+            report["reasons"], ["worker 1: its /health did not answer: HTTP 502, not JSON"]
+        )
+
+    def test_ownReasonsNamed(self) -> None:
+        """Worker 0's own trouble says it is worker 0's."""
+        self.service.startService()
+        self.service.journal._check_water(self.service.journal.max_bytes + 1, free=1 << 40)
+        code, report = self.health_of({WORKER_1: (200, OK), WORKER_2: (200, OK)})
+        self.assertEqual(code, 503)
+        self.assertEqual(len(report["reasons"]), 1)
+        self.assertTrue(report["reasons"][0].startswith("worker 0: "), report["reasons"])
 
 
 class PagesTests(MonitoringTestCase):

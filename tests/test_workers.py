@@ -31,7 +31,7 @@ from weather import handoff
 from weather.handoff import HandedEndpoint, WorkerChannel, route_key, worker_for
 from weather.packet import HEADER
 from weather.protocol import ACK
-from weather.settings import ConfigurationError, worker_settings
+from weather.settings import ConfigurationError, sibling_health_urls, worker_settings
 from weather.workers import worker_event
 
 
@@ -103,6 +103,41 @@ class WorkerSettingsTests(SynchronousTestCase):
         settings = make_settings(self, "--metrics-port", "0", "--worker", "1/2/3")
         self.assertEqual(
             worker_settings(settings).metrics_port, "tcp:0:interface=127.0.0.1"
+        )
+
+    def test_siblingHealthURLs(self) -> None:
+        """Worker 0 of several asks the others' /health on their ports."""
+
+        def urls(*args: str) -> tuple:
+            return sibling_health_urls(worker_settings(make_settings(self, *args)))
+
+        self.assertEqual(
+            urls("--metrics-port", "9300", "--worker", "0/3/3"),
+            ((1, "http://127.0.0.1:9301/health"), (2, "http://127.0.0.1:9302/health")),
+        )
+        self.assertEqual(
+            urls("--metrics-port", "tcp:9300:interface=0.0.0.0", "--worker", "0/2/3"),
+            ((1, "http://127.0.0.1:9301/health"),),
+        )
+        self.assertEqual(
+            urls("--metrics-port", "tcp:9300:interface=192.0.2.1", "--worker", "0/2/3"),
+            ((1, "http://192.0.2.1:9301/health"),),
+        )
+        self.assertEqual(
+            urls("--metrics-port", "tcp6:9300:interface=\\:\\:1", "--worker", "0/2/3"),
+            ((1, "http://[::1]:9301/health"),),
+        )
+        self.assertEqual(
+            urls("--metrics-port", "tcp6:9300:backlog=5", "--worker", "0/2/3"),
+            ((1, "http://[::1]:9301/health"),),
+        )
+        # Not worker 0, a single process, any free port, or no port: nobody to ask.
+        self.assertEqual(urls("--metrics-port", "9300", "--worker", "1/3/3"), ())
+        self.assertEqual(urls("--metrics-port", "9300", "--worker", "0/1/3"), ())
+        self.assertEqual(urls("--metrics-port", "0", "--worker", "0/3/3"), ())
+        self.assertEqual(urls("--worker", "0/3/3"), ())
+        self.assertEqual(
+            sibling_health_urls(make_settings(self, "--metrics-port", "9300")), ()
         )
 
     def test_metricsPortMustBeTCP(self) -> None:
@@ -666,6 +701,13 @@ class WorkersDaemonTests(TwistdTestCase):
         was killed and started again (its journal kept the arrival).
         """
         self.start()
+        # Worker 0's /health speaks for both.
+        code, body = http_get(f"http://127.0.0.1:{self.metrics_port}/health")
+        report = json.loads(body)
+        self.assertEqual((code, report["status"]), (200, "ok"), report)
+        self.assertEqual(
+            [(w["worker"], w["status"]) for w in report["workers"]], [(0, "ok"), (1, "ok")]
+        )
         # Station i connects from its own address; both workers get some.
         sources = {i: f"127.0.1.{i}" for i in range(1, 5)}
         owner = {i: worker_for(socket.AF_INET, sources[i], 2) for i in sources}

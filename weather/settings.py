@@ -422,6 +422,34 @@ def worker_settings(settings: Settings) -> Settings:
     return dataclasses.replace(settings, **changes)
 
 
+def sibling_health_urls(settings: Settings) -> tuple[tuple[int, str], ...]:
+    """
+    In worker 0 of several: each other worker's number and the URL of its
+    C{/health} (on --metrics-port + I), so that worker 0's C{/health} speaks
+    for the whole server.  Empty elsewhere, and when the ports are not
+    known (--metrics-port 0: each worker takes any free port).
+    """
+    if settings.worker is None or settings.metrics_port is None:
+        return ()
+    index, count, _ = settings.worker
+    kind, _, rest = settings.metrics_port.partition(":")
+    number, _, tail = rest.partition(":")
+    if index != 0 or count < 2 or kind not in ("tcp", "tcp6") or not number.isdigit():
+        return ()
+    if not int(number):
+        return ()
+    host = "127.0.0.1" if kind == "tcp" else "::1"
+    for parameter in tail.replace("\\:", "\0").split(":"):
+        name, _, value = parameter.partition("=")
+        if name == "interface" and value.replace("\0", ":") not in ("", "0.0.0.0", "::"):
+            host = value.replace("\0", ":")
+    if ":" in host:
+        host = f"[{host}]"
+    return tuple(
+        (other, f"http://{host}:{int(number) + other}/health") for other in range(1, count)
+    )
+
+
 def _self_stats_interval(options: Mapping) -> float:
     value = _number(options, "self-stats-interval", float, 0, 86400)
     if 0 < value < 1:

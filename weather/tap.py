@@ -44,6 +44,7 @@ from weather.settings import (
     Options,
     Settings,
     settings_from_options,
+    sibling_health_urls,
     worker_settings,
 )
 from weather.workers import CHANNEL_FD, MAX_WAITING, WorkerPool
@@ -162,7 +163,14 @@ def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) ->
     if settings.metrics_port is not None:
         from weather.web import monitoring_site
 
-        site = monitoring_site(service, metrics, reactor, settings.unhealthy_after)
+        site = monitoring_site(
+            service,
+            metrics,
+            reactor,
+            settings.unhealthy_after,
+            sibling_health_urls(settings),
+            service.writer.client,
+        )
         try:
             endpoint = serverFromString(reactor, settings.metrics_port)
         except Exception as e:

@@ -3,20 +3,24 @@ The operator's HTTP endpoint (C{--metrics-port}): C{/} the stations' status
 page, C{/metrics} for Prometheus, C{/health} for checks.
 
 Everything is rendered in the reactor thread from what the services hold in
-memory: a scrape reads no disk and waits for nothing.
+memory: a scrape reads no disk and waits for nothing (but worker 0's
+C{/health} under C{--workers}, which asks the other workers' too).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.exposition import choose_encoder
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, gatherResults
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from weather.health import HealthReport, check_health
+from weather.health import HealthReport, check_health, merge_worker_reports
 from weather.metrics import ServerMetrics
 from weather.statuspage import ChartCache, render_status
 
@@ -58,11 +62,72 @@ class ServerPage(Resource):
         return check_health(self.weather_service, now, self.unreachable_after)
 
 
-class HealthPage(ServerPage):
-    """200 with C{"status": "ok"}, or 503 with the reasons, as JSON."""
+#: How long worker 0's /health waits for the other workers' answers.
+SIBLING_TIMEOUT = 3.0
 
-    def render_GET(self, request: Request) -> bytes:
+
+class HealthPage(ServerPage):
+    """
+    200 with C{"status": "ok"}, or 503 with the reasons, as JSON.  In worker
+    0 of several (C{siblings}: the other workers' numbers and /health URLs,
+    asked through the treq-like C{client}), for the whole server.
+    """
+
+    def __init__(
+        self,
+        server: WeatherService,
+        clock: IReactorTime,
+        unreachable_after: float,
+        siblings: Sequence[tuple[int, str]] = (),
+        client: Any = None,
+    ) -> None:
+        super().__init__(server, clock, unreachable_after)
+        self.siblings = tuple(siblings)
+        self.client = client
+
+    def render_GET(self, request: Request) -> bytes | int:
         report = self.health(self.clock.seconds())
+        if not self.siblings:
+            return self._answer(request, report)
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: None)  # the checker went away: nothing to write
+
+        def answer(answers: list[Mapping[str, Any] | str]) -> None:
+            if finished.called:
+                return
+            others = [
+                (index, said)
+                for (index, _), said in zip(self.siblings, answers, strict=True)
+            ]
+            request.write(self._answer(request, merge_worker_reports(report, others)))
+            request.finish()
+
+        gatherResults([self._ask(url) for _, url in self.siblings]).addCallback(answer)
+        return NOT_DONE_YET
+
+    def _ask(self, url: str) -> Deferred[Mapping[str, Any] | str]:
+        """A worker's /health body, or why it could not be had."""
+
+        def read(response: Any) -> Deferred:
+            return response.content().addCallback(lambda body: (response.code, body))
+
+        def parse(answer: tuple[int, bytes]) -> Mapping[str, Any] | str:
+            code, body = answer
+            try:
+                report = json.loads(body)
+            except ValueError:
+                return f"HTTP {code}, not JSON"
+            return report if isinstance(report, dict) else f"HTTP {code}, not a report"
+
+        def failed(failure: Failure) -> str:
+            if failure.check(TimeoutError, CancelledError):
+                return f"no answer within {SIBLING_TIMEOUT:g} s"
+            return failure.getErrorMessage() or type(failure.value).__name__
+
+        asking = self.client.get(url).addCallback(read).addCallback(parse)
+        return asking.addTimeout(SIBLING_TIMEOUT, self.clock).addErrback(failed)
+
+    def _answer(self, request: Request, report: HealthReport) -> bytes:
         request.setResponseCode(200 if report.healthy else 503)
         request.setHeader("content-type", "application/json")
         request.setHeader("cache-control", "no-store")
@@ -109,13 +174,18 @@ def monitoring_site(
     metrics: ServerMetrics,
     clock: IReactorTime,
     unreachable_after: float,
+    siblings: Sequence[tuple[int, str]] = (),
+    client: Any = None,
 ) -> Site:
-    """The site served on C{--metrics-port}."""
+    """
+    The site served on C{--metrics-port}; C{siblings} and C{client}: see
+    L{HealthPage}.
+    """
     root = Resource()
     index = StatusPage(server, clock, unreachable_after)
     root.putChild(b"", index)
     root.putChild(b"metrics", MetricsPage(metrics))
-    root.putChild(b"health", HealthPage(server, clock, unreachable_after))
+    root.putChild(b"health", HealthPage(server, clock, unreachable_after, siblings, client))
     site = QuietSite(root)
     site.displayTracebacks = False
     site.noisy = False

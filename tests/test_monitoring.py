@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import json
 import socket
+from unittest.mock import Mock
 
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.client import Agent, ResponseDone
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import Data
 
 from tests.fakeinflux import FakeInfluxDB
 from tests.support import (
@@ -24,6 +32,7 @@ from tests.support import (
     make_settings,
     reference_packet,
 )
+from weather import web
 from weather.metrics import REJECTION_REASONS
 from weather.selfstats import MEASUREMENT, self_stat_readings
 from weather.web import SIBLING_TIMEOUT, HealthPage
@@ -326,36 +335,46 @@ class HealthTests(MonitoringTestCase):
         self.assertEqual(self.health()[0], 200)
 
 
-class FakeWorkerClient:
+class FakeWorkerAgent:
     """
-    The other workers' /health as worker 0's client sees them: by URL, an
-    answer (code, body), an exception, or nothing (a Deferred that never
-    fires).  Asked URLs are kept.
+    The other workers' /health as worker 0's agent sees them: by URL, an
+    answer (code, body), a body that never ends (code, None), an exception,
+    or nothing (a Deferred that never fires).  Asked URLs are kept.
     """
 
     def __init__(self, answers: dict) -> None:
         self.answers = answers
         self.asked: list[str] = []
+        self.aborted: list[str] = []
 
-    def get(self, url: str) -> Deferred:
+    def request(self, method: bytes, uri: bytes, headers=None, bodyProducer=None):
+        url = uri.decode()
         self.asked.append(url)
         answer = self.answers[url]
         if answer is None:
             return Deferred()
         if isinstance(answer, Exception):
             return fail(answer)
-        code, body = answer
-        response = FakeResponse(code, body)
-        return succeed(response)
+        return succeed(FakeResponse(*answer, lambda: self.aborted.append(url)))
 
 
 class FakeResponse:
-    def __init__(self, code: int, body: bytes) -> None:
+    """An L{IResponse} whose body comes whole, or never (C{body} None)."""
+
+    phrase = b"OK"
+
+    def __init__(self, code: int, body: bytes | None, aborted) -> None:
         self.code = code
         self.body = body
+        self.aborted = aborted
 
-    def content(self) -> Deferred:
-        return succeed(self.body)
+    def deliverBody(self, protocol) -> None:
+        transport = StringTransport()
+        transport.abortConnection = self.aborted
+        protocol.makeConnection(transport)
+        if self.body is not None:
+            protocol.dataReceived(self.body)
+            protocol.connectionLost(Failure(ResponseDone()))
 
 
 WORKER_1 = "http://127.0.0.1:9267/health"
@@ -369,13 +388,13 @@ class WorkersHealthTests(MonitoringTestCase):
     def health_of(self, answers: dict) -> tuple[int, dict]:
         if not self.service.running:
             self.service.startService()
-        self.client = FakeWorkerClient(answers)
+        self.agent = FakeWorkerAgent(answers)
         page = HealthPage(
             self.service,
             self.reactor,
             120,
             [(1, WORKER_1), (2, WORKER_2)],
-            self.client,
+            self.agent,
         )
         http = StubTreq(page)
         responding = http.get("http://localhost/health")
@@ -401,7 +420,7 @@ class WorkersHealthTests(MonitoringTestCase):
             ],
         )
         self.assertTrue(report["listening"])  # worker 0's own figures stay
-        self.assertEqual(self.client.asked, [WORKER_1, WORKER_2])
+        self.assertEqual(self.agent.asked, [WORKER_1, WORKER_2])
 
     def test_oneUnhealthy(self) -> None:
         full = {
@@ -437,6 +456,76 @@ class WorkersHealthTests(MonitoringTestCase):
         self.assertEqual(
             report["reasons"], ["worker 1: its /health did not answer: HTTP 502, not JSON"]
         )
+
+    def test_bodyNeverEnds(self) -> None:
+        """A worker that stops mid-answer: a reason, and its connection aborted."""
+        code, report = self.health_of({WORKER_1: (200, None), WORKER_2: (200, OK)})
+        self.assertEqual(code, 503)
+        self.assertEqual(
+            report["reasons"],
+            ["worker 1: its /health did not answer: no answer within 3 s"],
+        )
+        self.assertEqual(self.agent.aborted, [WORKER_1])
+
+    def test_codeCounts(self) -> None:
+        """
+        Only a 200 saying ok is healthy; what is not a health report is
+        said so, whatever its code.
+        """
+        code, report = self.health_of(
+            {
+                WORKER_1: (503, OK),
+                WORKER_2: (200, json.dumps({"status": "ok", "reasons": 5}).encode()),
+            }
+        )
+        self.assertEqual(code, 503)
+        self.assertEqual(
+            report["reasons"],
+            [
+                "worker 1: HTTP 503",
+                "worker 2: its /health did not answer: HTTP 200, not a health report",
+            ],
+        )
+
+    def test_cannotAsk(self) -> None:
+        """An agent that raises at once: that worker's reason, not a 500."""
+
+        class Raising(FakeWorkerAgent):
+            def request(self, method, uri, headers=None, bodyProducer=None):
+                raise ValueError("bad URL")
+
+        self.service.startService()
+        page = HealthPage(self.service, self.reactor, 120, [(1, WORKER_1)], Raising({}))
+        http = StubTreq(page)
+        responding = http.get("http://localhost/health")
+        http.flush()
+        response = self.successResultOf(responding)
+        report = json.loads(self.successResultOf(response.content()))
+        self.assertEqual(response.code, 503)
+        self.assertEqual(
+            report["reasons"], ["worker 1: its /health did not answer: bad URL"]
+        )
+
+    def test_mergeBug(self) -> None:
+        """A bug merging the answers: a 500 and one logged failure, not a hang."""
+
+        def broken(own, others):
+            raise RuntimeError("bug")
+
+        self.patch(web, "merge_worker_reports", broken)
+        self.service.startService()
+        page = HealthPage(
+            self.service,
+            self.reactor,
+            120,
+            [(1, WORKER_1)],
+            FakeWorkerAgent({WORKER_1: (200, OK)}),
+        )
+        http = StubTreq(page)
+        responding = http.get("http://localhost/health")
+        http.flush()
+        self.assertEqual(self.successResultOf(responding).code, 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_ownReasonsNamed(self) -> None:
         """Worker 0's own trouble says it is worker 0's."""
@@ -600,3 +689,35 @@ class OpenFilesTests(SynchronousTestCase):
         infinite = resource.RLIM_INFINITY
         self.assertEqual(open_files_plan(10_000, 1024, infinite), (10_064, 10_000))
         self.assertEqual(open_files_plan(10_000, infinite, infinite), (infinite, 10_000))
+
+
+class WorkersHealthOverLoopbackTests(TestCase):
+    """Worker 0 asks another worker's /health with a real agent, also over IPv6."""
+
+    def ask(self, interface: str, host: str):
+        root = Resource()
+        root.putChild(b"health", Data(OK, "application/json"))
+        site = Site(root)
+        try:
+            port = reactor.listenTCP(0, site, interface=interface)
+        except CannotListenError as e:  # pragma: no cover - no IPv6 loopback
+            raise SkipTest(f"cannot listen on {interface}: {e}") from None
+        self.addCleanup(port.stopListening)
+        page = HealthPage(
+            Mock(),
+            reactor,
+            120,
+            [(1, f"http://{host}:{port.getHost().port}/health")],
+            Agent(reactor),
+        )
+        return page._ask(page.siblings[0][1])
+
+    @inlineCallbacks
+    def test_ipv4(self):
+        said = yield self.ask("127.0.0.1", "127.0.0.1")
+        self.assertEqual(said, {"status": "ok", "reasons": []})
+
+    @inlineCallbacks
+    def test_ipv6(self):
+        said = yield self.ask("::1", "[::1]")
+        self.assertEqual(said, {"status": "ok", "reasons": []})

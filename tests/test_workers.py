@@ -140,6 +140,12 @@ class WorkerSettingsTests(SynchronousTestCase):
             sibling_health_urls(make_settings(self, "--metrics-port", "9300")), ()
         )
 
+    def test_metricsPortsMustFit(self) -> None:
+        """Port + I past 65535 is refused with the highest port that fits."""
+        settings = make_settings(self, "--metrics-port", "65535", "--worker", "1/2/3")
+        error = self.assertRaises(ConfigurationError, worker_settings, settings)
+        self.assertIn("give a port of at most 65534", str(error))
+
     def test_metricsPortMustBeTCP(self) -> None:
         settings = make_settings(
             self, "--metrics-port", "unix:/tmp/m.sock", "--worker", "1/2/3"

@@ -418,6 +418,11 @@ def worker_settings(settings: Settings) -> Settings:
                 "port (worker I serves on that port + I)"
             )
         moved = int(number) + index if int(number) else 0  # 0: any free port
+        if moved > 65535:
+            raise ConfigurationError(
+                f"--metrics-port {settings.metrics_port}: worker {index} would serve "
+                f"on port {moved}; give a port of at most {65535 - index}"
+            )
         changes["metrics_port"] = f"{kind}:{moved}{colon}{tail}"
     return dataclasses.replace(settings, **changes)
 

@@ -19,6 +19,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import Agent
 
 from weather.admission import Admission
 from weather.handoff import MAX_FDS, HandedEndpoint
@@ -169,7 +170,7 @@ def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) ->
             reactor,
             settings.unhealthy_after,
             sibling_health_urls(settings),
-            service.writer.client,
+            Agent(reactor),
         )
         try:
             endpoint = serverFromString(reactor, settings.metrics_port)
@@ -354,8 +355,11 @@ def build_parent(settings: Settings, reactor: Any, arguments: list[str]) -> Work
             f"--port {settings.port}: --workers needs a plain TCP port (a worker "
             "adopts the TCP socket; TLS and UNIX sockets cannot be handed over)"
         )
-    if settings.metrics_port is not None:
-        worker_settings(dataclasses.replace(settings, worker=(1, 2, CHANNEL_FD)))
+    if settings.metrics_port is not None:  # the last worker's port is the highest
+        last = settings.workers - 1
+        worker_settings(
+            dataclasses.replace(settings, worker=(last, settings.workers, CHANNEL_FD))
+        )
     pool = WorkerPool(
         reactor,
         station_endpoint(settings, reactor),

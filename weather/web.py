@@ -14,9 +14,18 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.exposition import choose_encoder
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, gatherResults
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    TimeoutError,
+    gatherResults,
+    maybeDeferred,
+)
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import readBody
+from twisted.web.iweb import IAgent, IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -26,6 +35,8 @@ from weather.statuspage import ChartCache, render_status
 
 if TYPE_CHECKING:
     from weather.service import WeatherService
+
+log = Logger()
 
 
 class MetricsPage(Resource):
@@ -70,7 +81,7 @@ class HealthPage(ServerPage):
     """
     200 with C{"status": "ok"}, or 503 with the reasons, as JSON.  In worker
     0 of several (C{siblings}: the other workers' numbers and /health URLs,
-    asked through the treq-like C{client}), for the whole server.
+    asked through C{agent}, an L{IAgent}), for the whole server.
     """
 
     def __init__(
@@ -79,11 +90,11 @@ class HealthPage(ServerPage):
         clock: IReactorTime,
         unreachable_after: float,
         siblings: Sequence[tuple[int, str]] = (),
-        client: Any = None,
+        agent: IAgent | None = None,
     ) -> None:
         super().__init__(server, clock, unreachable_after)
         self.siblings = tuple(siblings)
-        self.client = client
+        self.agent = agent
 
     def render_GET(self, request: Request) -> bytes | int:
         report = self.health(self.clock.seconds())
@@ -93,23 +104,33 @@ class HealthPage(ServerPage):
         finished.addErrback(lambda _: None)  # the checker went away: nothing to write
 
         def answer(answers: list[Mapping[str, Any] | str]) -> None:
-            if finished.called:
-                return
             others = [
                 (index, said)
                 for (index, _), said in zip(self.siblings, answers, strict=True)
             ]
-            request.write(self._answer(request, merge_worker_reports(report, others)))
-            request.finish()
+            if not finished.called:
+                request.write(self._answer(request, merge_worker_reports(report, others)))
+                request.finish()
 
-        gatherResults([self._ask(url) for _, url in self.siblings]).addCallback(answer)
+        def failed(failure: Failure) -> None:
+            log.failure("Cannot merge the workers' health", failure)
+            if not finished.called:
+                request.setResponseCode(500)
+                request.finish()
+
+        asked = [self._ask(url) for _, url in self.siblings]
+        gatherResults(asked).addCallback(answer).addErrback(failed)
         return NOT_DONE_YET
 
     def _ask(self, url: str) -> Deferred[Mapping[str, Any] | str]:
-        """A worker's /health body, or why it could not be had."""
+        """
+        A worker's /health report, or why it could not be had.  The timeout
+        covers the whole answer (cancelling the body read aborts the
+        connection).
+        """
 
-        def read(response: Any) -> Deferred:
-            return response.content().addCallback(lambda body: (response.code, body))
+        def read(response: IResponse) -> Deferred[tuple[int, bytes]]:
+            return readBody(response).addCallback(lambda body: (response.code, body))
 
         def parse(answer: tuple[int, bytes]) -> Mapping[str, Any] | str:
             code, body = answer
@@ -117,14 +138,28 @@ class HealthPage(ServerPage):
                 report = json.loads(body)
             except ValueError:
                 return f"HTTP {code}, not JSON"
-            return report if isinstance(report, dict) else f"HTTP {code}, not a report"
+            reasons = report.get("reasons") if isinstance(report, dict) else None
+            if not (
+                isinstance(reasons, list)
+                and all(isinstance(reason, str) for reason in reasons)
+                and report.get("status") in ("ok", "unhealthy")
+            ):
+                return f"HTTP {code}, not a health report"
+            if code != 200 and not reasons:
+                reasons = [f"HTTP {code}"]
+            return {
+                "status": "ok" if code == 200 and not reasons else "unhealthy",
+                "reasons": reasons,
+            }
 
         def failed(failure: Failure) -> str:
             if failure.check(TimeoutError, CancelledError):
                 return f"no answer within {SIBLING_TIMEOUT:g} s"
             return failure.getErrorMessage() or type(failure.value).__name__
 
-        asking = self.client.get(url).addCallback(read).addCallback(parse)
+        assert self.agent is not None
+        asking = maybeDeferred(self.agent.request, b"GET", url.encode("ascii"))
+        asking.addCallback(read).addCallback(parse)
         return asking.addTimeout(SIBLING_TIMEOUT, self.clock).addErrback(failed)
 
     def _answer(self, request: Request, report: HealthReport) -> bytes:
@@ -175,17 +210,17 @@ def monitoring_site(
     clock: IReactorTime,
     unreachable_after: float,
     siblings: Sequence[tuple[int, str]] = (),
-    client: Any = None,
+    agent: IAgent | None = None,
 ) -> Site:
     """
-    The site served on C{--metrics-port}; C{siblings} and C{client}: see
+    The site served on C{--metrics-port}; C{siblings} and C{agent}: see
     L{HealthPage}.
     """
     root = Resource()
     index = StatusPage(server, clock, unreachable_after)
     root.putChild(b"", index)
     root.putChild(b"metrics", MetricsPage(metrics))
-    root.putChild(b"health", HealthPage(server, clock, unreachable_after, siblings, client))
+    root.putChild(b"health", HealthPage(server, clock, unreachable_after, siblings, agent))
     site = QuietSite(root)
     site.displayTracebacks = False
     site.noisy = False

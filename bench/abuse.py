@@ -43,10 +43,8 @@ import platform
 import re
 import resource
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +52,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.weatherd import WeatherDaemon  # noqa: E402
 from tests.support import header_bytes, reference_packet  # noqa: E402
 from weather.localinflux import InfluxServer, free_port  # noqa: E402
 
@@ -76,11 +75,6 @@ SCENARIOS: dict[str, dict] = {
         "sources": 1,
     },
 }
-
-
-def twistd() -> str:
-    here = os.path.join(os.path.dirname(sys.executable), "twistd")
-    return here if os.path.exists(here) else shutil.which("twistd")
 
 
 def source_addresses(count: int) -> list[str]:
@@ -228,19 +222,14 @@ class Abuser:
         self.sockets = []
 
 
-class Server:
+class Server(WeatherDaemon):
     """`twistd -n weather` in a subprocess, on loopback ports of its own."""
 
     def __init__(self, influx_url: str, args: list[str], workdir: str) -> None:
         self.port = free_port()
         self.metrics_port = free_port()
         self.workdir = workdir
-        self.log_path = os.path.join(workdir, "weather.log")
-        command = [
-            twistd(),
-            "-n",
-            "--pidfile=",
-            "weather",
+        arguments = [
             "--port",
             f"tcp:{self.port}:interface=127.0.0.1",
             "--influx-url",
@@ -253,51 +242,13 @@ class Server:
             str(self.metrics_port),
             *args,
         ]
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("WEATHER_")}
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            command,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=environ,
+        super().__init__(
+            arguments,
+            workdir,
+            os.path.join(workdir, "weather.log"),
+            lambda: metrics(self.metrics_port),
+            timeout=30,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"twistd exited:\n{self.log_tail()}")
-            try:
-                metrics(self.metrics_port)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"twistd did not start:\n{self.log_tail()}"
-                    ) from None
-                time.sleep(0.1)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-
-    def log_lines(self) -> list[str]:
-        with open(self.log_path, errors="replace") as f:
-            return f.readlines()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 def seen(figures: dict[str, float]) -> int:

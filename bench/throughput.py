@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime
 import http.client
 import json
@@ -64,6 +63,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from bench.weatherd import (  # noqa: E402
+    WeatherDaemon,
+    die_with_parent,
+    stop_process,
+    twistd,
+)
 from weather.localinflux import InfluxServer, free_port  # noqa: E402
 
 DATABASE = "weather"
@@ -76,12 +81,6 @@ NS = 1_000_000_000
 
 
 # -- processes ----------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """In a child: SIGTERM it when this script dies, however it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def cpu_seconds(pid: int, thread: int | None = None) -> float:
@@ -109,20 +108,6 @@ def memory_kib(pid: int, key: str = "VmRSS") -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"no {key} for {pid}")
-
-
-def stop_process(process: subprocess.Popen | None, timeout: float = 30.0) -> None:
-    """SIGTERM (after SIGCONT, in case it was stopped), then SIGKILL."""
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGCONT)
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def build_loadgen(directory: str) -> str:
@@ -174,7 +159,7 @@ class Load:
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     @staticmethod
@@ -235,14 +220,6 @@ def free_port_run(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports")
 
 
-def twistd() -> str:
-    here = os.path.join(os.path.dirname(sys.executable), "twistd")
-    found = here if os.path.exists(here) else shutil.which("twistd")
-    if not found:
-        raise SystemExit("twistd not found: run with the project's virtualenv's python")
-    return found
-
-
 class Ceiling:
     """bench/ceiling.py in a subprocess, its cumulative counts read as it prints them."""
 
@@ -261,7 +238,7 @@ class Ceiling:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline().split()
@@ -284,7 +261,7 @@ class Ceiling:
         self._reader.join(5)
 
 
-class Weather:
+class Weather(WeatherDaemon):
     """`twistd -n weather` in a subprocess, on loopback ports of its own."""
 
     def __init__(
@@ -294,12 +271,7 @@ class Weather:
         self.workers = workers_in(args)
         self.metrics_port = free_port_run(self.workers)
         self.data_dir = os.path.join(workdir, "data")
-        self.log_path = os.path.join(workdir, "twistd.log")
-        command = [
-            twistd(),
-            "-n",
-            "--pidfile=",
-            "weather",
+        arguments = [
             "--port",
             f"tcp:{self.port}:interface=127.0.0.1"
             + (f":backlog={backlog}" if backlog else ""),
@@ -315,34 +287,8 @@ class Weather:
             str(self.metrics_port),
             *args,
         ]
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("WEATHER_")}
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            command,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=environ,
-            preexec_fn=_die_with_parent,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"twistd exited:\n{self.log_tail()}")
-            try:
-                self.metrics()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"twistd did not start:\n{self.log_tail()}"
-                    ) from None
-                time.sleep(0.1)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        log_path = os.path.join(workdir, "twistd.log")
+        super().__init__(arguments, workdir, log_path, self.metrics)
 
     def pids(self) -> list[int]:
         """twistd and, with --workers, its worker processes."""
@@ -438,14 +384,6 @@ class Weather:
             )
             out += result.stdout + result.stderr
         return out
-
-    def log_tail(self, lines: int = 20) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-
-    def stop(self) -> None:
-        stop_process(self.process, 60)
-        self.log.close()
 
 
 class Influx:

@@ -43,10 +43,8 @@ import json
 import math
 import os
 import platform
-import random
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -188,38 +186,6 @@ values = [
     )
 
 
-def workers_in(args: list[str]) -> int:
-    """The --workers in twistd weather's extra options (1 if none)."""
-    count = 1
-    for i, arg in enumerate(args):
-        if arg.startswith("--workers="):
-            count = int(arg.split("=", 1)[1])
-        elif arg == "--workers" and i + 1 < len(args):
-            count = int(args[i + 1])
-    return count
-
-
-def free_port_run(count: int) -> int:
-    """
-    A free loopback port followed by count - 1 more free ones (worker I:
-    + I), below the ephemeral range, where ports next to a free one are
-    often held by connections in TIME_WAIT.
-    """
-    chooser = random.Random()
-    for _ in range(200):
-        first = chooser.randrange(20000, 32000 - count)
-        try:
-            with contextlib.ExitStack() as stack:
-                for offset in range(count):
-                    sock = stack.enter_context(socket.socket())
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind(("127.0.0.1", first + offset))
-            return first
-        except OSError:
-            continue
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
 class Ceiling:
     """bench/ceiling.py in a subprocess, its cumulative counts read as it prints them."""
 
@@ -268,8 +234,7 @@ class Weather(WeatherDaemon):
         self, influx_url: str, workdir: str, devices: str, args: list[str], backlog: int
     ):
         self.port = free_port()
-        self.workers = workers_in(args)
-        self.metrics_port = free_port_run(self.workers)
+        self.metrics_port = free_port()
         self.data_dir = os.path.join(workdir, "data")
         arguments = [
             "--port",
@@ -291,9 +256,8 @@ class Weather(WeatherDaemon):
         super().__init__(arguments, workdir, log_path, self.metrics)
 
     def pids(self) -> list[int]:
-        """twistd and, with --workers, its worker processes."""
-        with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
-            return [self.pid, *(int(pid) for pid in f.read().split())]
+        """The server's process (a list: the measures below sum over processes)."""
+        return [self.pid]
 
     def cpu(self) -> float:
         """CPU seconds of every process of the server."""
@@ -323,24 +287,20 @@ class Weather(WeatherDaemon):
         return sum(memory_kib(pid, key) for pid in self.pids())
 
     def metrics(self) -> dict[str, float]:
-        """The server's /metrics (summed over workers): {name or name{labels}: value}."""
+        """The server's /metrics: {name or name{labels}: value}."""
         values: dict[str, float] = {}
-        for index in range(self.workers):
-            url = f"http://127.0.0.1:{self.metrics_port + index}/metrics"
-            with urllib.request.urlopen(url, timeout=10) as response:
-                text = response.read().decode()
-            for line in text.splitlines():
-                if line.startswith("weather_"):
-                    name, _, value = line.rpartition(" ")
-                    with contextlib.suppress(ValueError):
-                        values[name] = values.get(name, 0.0) + float(value)
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        for line in text.splitlines():
+            if line.startswith("weather_"):
+                name, _, value = line.rpartition(" ")
+                with contextlib.suppress(ValueError):
+                    values[name] = float(value)
         return values
 
     def data_dirs(self) -> list[str]:
-        return [self.data_dir] + [
-            os.path.join(self.data_dir, f"worker-{index}")
-            for index in range(1, self.workers)
-        ]
+        return [self.data_dir]
 
     def received(self) -> int:
         """

@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
-from unittest.mock import Mock
 
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
-from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
-from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
-from twisted.web.client import Agent, ResponseDone
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.static import Data
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakeinflux import FakeInfluxDB
 from tests.support import (
@@ -32,10 +23,8 @@ from tests.support import (
     make_settings,
     reference_packet,
 )
-from weather import web
 from weather.metrics import REJECTION_REASONS
 from weather.selfstats import MEASUREMENT, self_stat_readings
-from weather.web import SIBLING_TIMEOUT, HealthPage
 
 T0 = 1_700_000_000
 PEER = IPv4Address("TCP", "192.0.2.7", 40123)
@@ -335,208 +324,6 @@ class HealthTests(MonitoringTestCase):
         self.assertEqual(self.health()[0], 200)
 
 
-class FakeWorkerAgent:
-    """
-    The other workers' /health as worker 0's agent sees them: by URL, an
-    answer (code, body), a body that never ends (code, None), an exception,
-    or nothing (a Deferred that never fires).  Asked URLs are kept.
-    """
-
-    def __init__(self, answers: dict) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-        self.aborted: list[str] = []
-
-    def request(self, method: bytes, uri: bytes, headers=None, bodyProducer=None):
-        url = uri.decode()
-        self.asked.append(url)
-        answer = self.answers[url]
-        if answer is None:
-            return Deferred()
-        if isinstance(answer, Exception):
-            return fail(answer)
-        return succeed(FakeResponse(*answer, lambda: self.aborted.append(url)))
-
-
-class FakeResponse:
-    """An L{IResponse} whose body comes whole, or never (C{body} None)."""
-
-    phrase = b"OK"
-
-    def __init__(self, code: int, body: bytes | None, aborted) -> None:
-        self.code = code
-        self.body = body
-        self.aborted = aborted
-
-    def deliverBody(self, protocol) -> None:
-        transport = StringTransport()
-        transport.abortConnection = self.aborted
-        protocol.makeConnection(transport)
-        if self.body is not None:
-            protocol.dataReceived(self.body)
-            protocol.connectionLost(Failure(ResponseDone()))
-
-
-WORKER_1 = "http://127.0.0.1:9267/health"
-WORKER_2 = "http://127.0.0.1:9268/health"
-OK = json.dumps({"status": "ok", "reasons": []}).encode()
-
-
-class WorkersHealthTests(MonitoringTestCase):
-    """Worker 0's /health speaks for every worker under --workers."""
-
-    def health_of(self, answers: dict) -> tuple[int, dict]:
-        if not self.service.running:
-            self.service.startService()
-        self.agent = FakeWorkerAgent(answers)
-        page = HealthPage(
-            self.service,
-            self.reactor,
-            120,
-            [(1, WORKER_1), (2, WORKER_2)],
-            self.agent,
-        )
-        http = StubTreq(page)
-        responding = http.get("http://localhost/health")
-        http.flush()
-        self.reactor.advance(SIBLING_TIMEOUT)  # a worker that does not answer
-        http.flush()
-        response = self.successResultOf(responding)
-        body = self.successResultOf(response.content())
-        self.assertEqual(
-            response.headers.getRawHeaders("content-type"), ["application/json"]
-        )
-        return response.code, json.loads(body)
-
-    def test_allHealthy(self) -> None:
-        code, report = self.health_of({WORKER_1: (200, OK), WORKER_2: (200, OK)})
-        self.assertEqual((code, report["status"], report["reasons"]), (200, "ok", []))
-        self.assertEqual(
-            report["workers"],
-            [
-                {"worker": 0, "status": "ok", "reasons": []},
-                {"worker": 1, "status": "ok", "reasons": []},
-                {"worker": 2, "status": "ok", "reasons": []},
-            ],
-        )
-        self.assertTrue(report["listening"])  # worker 0's own figures stay
-        self.assertEqual(self.agent.asked, [WORKER_1, WORKER_2])
-
-    def test_oneUnhealthy(self) -> None:
-        full = {
-            "status": "unhealthy",
-            "reasons": ["the journal is over its high-water mark"],
-        }
-        code, report = self.health_of(
-            {WORKER_1: (200, OK), WORKER_2: (503, json.dumps(full).encode())}
-        )
-        self.assertEqual((code, report["status"]), (503, "unhealthy"))
-        self.assertEqual(
-            report["reasons"], ["worker 2: the journal is over its high-water mark"]
-        )
-        self.assertEqual(report["workers"][2]["status"], "unhealthy")
-
-    def test_unreachableAndSilentAndGarbled(self) -> None:
-        """A worker that refuses, does not answer in time, or answers nonsense."""
-        self.build()
-        code, report = self.health_of(
-            {WORKER_1: ConnectionRefusedError("Connection refused"), WORKER_2: None}
-        )
-        self.assertEqual(code, 503)
-        self.assertEqual(
-            report["reasons"],
-            [
-                "worker 1: its /health did not answer: Connection refused",
-                "worker 2: its /health did not answer: no answer within "
-                f"{SIBLING_TIMEOUT:g} s",
-            ],
-        )
-        self.build()
-        code, report = self.health_of({WORKER_1: (502, b"<html>"), WORKER_2: (200, OK)})
-        self.assertEqual(
-            report["reasons"], ["worker 1: its /health did not answer: HTTP 502, not JSON"]
-        )
-
-    def test_bodyNeverEnds(self) -> None:
-        """A worker that stops mid-answer: a reason, and its connection aborted."""
-        code, report = self.health_of({WORKER_1: (200, None), WORKER_2: (200, OK)})
-        self.assertEqual(code, 503)
-        self.assertEqual(
-            report["reasons"],
-            ["worker 1: its /health did not answer: no answer within 3 s"],
-        )
-        self.assertEqual(self.agent.aborted, [WORKER_1])
-
-    def test_codeCounts(self) -> None:
-        """
-        Only a 200 saying ok is healthy; what is not a health report is
-        said so, whatever its code.
-        """
-        code, report = self.health_of(
-            {
-                WORKER_1: (503, OK),
-                WORKER_2: (200, json.dumps({"status": "ok", "reasons": 5}).encode()),
-            }
-        )
-        self.assertEqual(code, 503)
-        self.assertEqual(
-            report["reasons"],
-            [
-                "worker 1: HTTP 503",
-                "worker 2: its /health did not answer: HTTP 200, not a health report",
-            ],
-        )
-
-    def test_cannotAsk(self) -> None:
-        """An agent that raises at once: that worker's reason, not a 500."""
-
-        class Raising(FakeWorkerAgent):
-            def request(self, method, uri, headers=None, bodyProducer=None):
-                raise ValueError("bad URL")
-
-        self.service.startService()
-        page = HealthPage(self.service, self.reactor, 120, [(1, WORKER_1)], Raising({}))
-        http = StubTreq(page)
-        responding = http.get("http://localhost/health")
-        http.flush()
-        response = self.successResultOf(responding)
-        report = json.loads(self.successResultOf(response.content()))
-        self.assertEqual(response.code, 503)
-        self.assertEqual(
-            report["reasons"], ["worker 1: its /health did not answer: bad URL"]
-        )
-
-    def test_mergeBug(self) -> None:
-        """A bug merging the answers: a 500 and one logged failure, not a hang."""
-
-        def broken(own, others):
-            raise RuntimeError("bug")
-
-        self.patch(web, "merge_worker_reports", broken)
-        self.service.startService()
-        page = HealthPage(
-            self.service,
-            self.reactor,
-            120,
-            [(1, WORKER_1)],
-            FakeWorkerAgent({WORKER_1: (200, OK)}),
-        )
-        http = StubTreq(page)
-        responding = http.get("http://localhost/health")
-        http.flush()
-        self.assertEqual(self.successResultOf(responding).code, 500)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
-    def test_ownReasonsNamed(self) -> None:
-        """Worker 0's own trouble says it is worker 0's."""
-        self.service.startService()
-        self.service.journal._check_water(self.service.journal.max_bytes + 1, free=1 << 40)
-        code, report = self.health_of({WORKER_1: (200, OK), WORKER_2: (200, OK)})
-        self.assertEqual(code, 503)
-        self.assertEqual(len(report["reasons"]), 1)
-        self.assertTrue(report["reasons"][0].startswith("worker 0: "), report["reasons"])
-
-
 class PagesTests(MonitoringTestCase):
     def test_index(self) -> None:
         response, body = self.get("/")
@@ -596,14 +383,6 @@ class SelfStatsTests(MonitoringTestCase):
         self.assertIn("journal_full", names)
         self.assertTrue(all(r.time_ns == 5 for r in readings))
         self.assertTrue(all(v for r in readings for _, v in r.tags))
-
-    def test_workerTag(self) -> None:
-        """Under --workers, every point says which worker's figure it is."""
-        readings = self_stat_readings(self.service.metrics.registry, 5, (("worker", "1"),))
-        self.assertTrue(readings)
-        for reading in readings:
-            self.assertIn(("worker", "1"), reading.tags)
-            self.assertEqual(list(reading.tags), sorted(reading.tags))
 
 
 class SelfStatsDefaultHostTests(MonitoringTestCase):
@@ -689,35 +468,3 @@ class OpenFilesTests(SynchronousTestCase):
         infinite = resource.RLIM_INFINITY
         self.assertEqual(open_files_plan(10_000, 1024, infinite), (10_064, 10_000))
         self.assertEqual(open_files_plan(10_000, infinite, infinite), (infinite, 10_000))
-
-
-class WorkersHealthOverLoopbackTests(TestCase):
-    """Worker 0 asks another worker's /health with a real agent, also over IPv6."""
-
-    def ask(self, interface: str, host: str):
-        root = Resource()
-        root.putChild(b"health", Data(OK, "application/json"))
-        site = Site(root)
-        try:
-            port = reactor.listenTCP(0, site, interface=interface)
-        except CannotListenError as e:  # pragma: no cover - no IPv6 loopback
-            raise SkipTest(f"cannot listen on {interface}: {e}") from None
-        self.addCleanup(port.stopListening)
-        page = HealthPage(
-            Mock(),
-            reactor,
-            120,
-            [(1, f"http://{host}:{port.getHost().port}/health")],
-            Agent(reactor),
-        )
-        return page._ask(page.siblings[0][1])
-
-    @inlineCallbacks
-    def test_ipv4(self):
-        said = yield self.ask("127.0.0.1", "127.0.0.1")
-        self.assertEqual(said, {"status": "ok", "reasons": []})
-
-    @inlineCallbacks
-    def test_ipv6(self):
-        said = yield self.ask("::1", "[::1]")
-        self.assertEqual(said, {"status": "ok", "reasons": []})

@@ -165,6 +165,13 @@ class DefaultTests(SettingsTestCase):
     def test_unknownOption(self) -> None:
         self.assertRaises(usage.UsageError, parse, "--no-such-option")
 
+    def test_workersRemoved(self) -> None:
+        """--workers, once an option, is refused with one line saying why."""
+        for args in (("--workers", "2"), ("--workers=1",)):
+            message = self.assertConfigurationError(*args)
+            self.assertIn("--workers was removed", message)
+            self.assertIn("one server per site", message)
+
     def test_secretNotAcceptedOnCommandLine(self) -> None:
         """
         Secrets cannot be given on the command line: C{--password SECRET} or

@@ -6,7 +6,6 @@ to InfluxDB.  Pure: the caller says what time it is.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -76,31 +75,3 @@ def check_health(
             "points_pending": writer.pending,
         },
     )
-
-
-def merge_worker_reports(
-    own: HealthReport, others: Sequence[tuple[int, Mapping[str, Any] | str]]
-) -> HealthReport:
-    """
-    The whole server's health under C{--workers}: worker 0's own report
-    (C{own}) and, for each other worker, the body of its C{/health} or why
-    it could not be asked.  Healthy only if every worker is; each reason
-    says which worker it is about.  The figures stay worker 0's, and
-    C{workers} lists each worker's status and reasons.
-    """
-    reasons = [f"worker 0: {reason}" for reason in own.reasons]
-    workers: list[dict[str, Any]] = [
-        {"worker": 0, "status": own.as_dict()["status"], "reasons": list(own.reasons)}
-    ]
-    for index, answer in others:
-        if isinstance(answer, str):
-            said = [f"its /health did not answer: {answer}"]
-        else:
-            said = [str(reason) for reason in answer.get("reasons") or ()]
-            if answer.get("status") != "ok" and not said:
-                said = ["its /health says it is unhealthy"]
-        reasons.extend(f"worker {index}: {reason}" for reason in said)
-        workers.append(
-            {"worker": index, "status": "unhealthy" if said else "ok", "reasons": said}
-        )
-    return HealthReport(tuple(reasons), {**own.details, "workers": workers})

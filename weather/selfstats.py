@@ -58,7 +58,7 @@ def self_stat_readings(
 class SelfStatsReporter:
     """
     Write the registry's figures through C{writer}, one call per interval,
-    with C{tags} on every point (C{worker}, under --workers).
+    with C{tags} on every point (C{host}).
     """
 
     log = Logger()

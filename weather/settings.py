@@ -9,10 +9,8 @@ variables, never from the command line.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -195,14 +193,6 @@ class Options(usage.Options):
         ["log-format", None, "text", "Log lines as text or json (one object per line)."],
         ["grace", None, "5", "On stop, seconds open connections get to finish."],
         [
-            "workers",
-            None,
-            "1",
-            "Worker processes: with more than 1, this process only accepts and "
-            "hands each station (by source address) to one of them.",
-        ],
-        ["worker", None, None, "Internal: run as worker INDEX/COUNT/FD of --workers."],
-        [
             "shutdown-timeout",
             None,
             "10",
@@ -224,10 +214,12 @@ class Options(usage.Options):
         """
         self["allow"].append(network)
 
-    def parseOptions(self, options: list[str] | None = None) -> None:
-        #: The arguments as given: a worker process is started with the same.
-        self.arguments = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)
+    def opt_workers(self, value: str) -> None:
+        """Removed: one process serves a whole fleet."""
+        self["removed"] = (
+            "--workers was removed: one process serves a fleet of 255 stations "
+            "many times over (see docs/performance.md); for more, run one server per site"
+        )
 
     def opt_password(self, value: str) -> None:
         """Refused: use --password-file or $WEATHER_INFLUX_PASSWORD."""
@@ -274,10 +266,6 @@ class Settings:
     log_max_bytes: int = 10 << 20
     log_keep: int = 10
     log_json: bool = False
-    #: Worker processes (1: this process does everything).
-    workers: int = 1
-    #: In a worker process: its number, the number of workers, the channel's fd.
-    worker: tuple[int, int, int] | None = None
     #: Things worth saying at start-up that do not stop it.
     warnings: tuple[str, ...] = ()
 
@@ -375,84 +363,6 @@ def _log_format(text: str) -> bool:
     if text not in ("text", "json"):
         raise ConfigurationError(f"--log-format {text!r}: give text or json")
     return text == "json"
-
-
-def _worker(text: str | None) -> tuple[int, int, int] | None:
-    if text is None:
-        return None
-    try:
-        index, count, fd = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ConfigurationError(f"--worker {text!r}: give INDEX/COUNT/FD") from None
-    if not (0 <= index < count and fd >= 0):
-        raise ConfigurationError(f"--worker {text!r}: give INDEX/COUNT/FD")
-    return index, count, fd
-
-
-def worker_settings(settings: Settings) -> Settings:
-    """
-    A worker's own settings: worker 0 keeps the data directory (so that
-    going from one process to several keeps the journal), worker I uses
-    DATA_DIR/worker-I; the metrics port is --metrics-port + I.  The limits
-    that bound the server's memory and disk (--max-pending,
-    --max-connections, --journal-max-size) are shared out among the
-    workers, so that they hold for the server as a whole; per-address
-    limits stay as they are (an address always goes to the same worker).
-    """
-    assert settings.worker is not None
-    index, count, _ = settings.worker
-    changes: dict = {
-        "workers": 1,
-        "max_pending": max(1000, settings.max_pending // count),
-        "max_connections": max(1, settings.max_connections // count),
-        "journal_max_bytes": max(1 << 20, settings.journal_max_bytes // count),
-    }
-    if index:
-        changes["data_dir"] = os.path.join(settings.data_dir, f"worker-{index}")
-    if settings.metrics_port is not None and index:
-        kind, _, rest = settings.metrics_port.partition(":")
-        number, colon, tail = rest.partition(":")
-        if kind not in ("tcp", "tcp6") or not number.isdigit():
-            raise ConfigurationError(
-                f"--metrics-port {settings.metrics_port}: with --workers, give a TCP "
-                "port (worker I serves on that port + I)"
-            )
-        moved = int(number) + index if int(number) else 0  # 0: any free port
-        if moved > 65535:
-            raise ConfigurationError(
-                f"--metrics-port {settings.metrics_port}: worker {index} would serve "
-                f"on port {moved}; give a port of at most {65535 - index}"
-            )
-        changes["metrics_port"] = f"{kind}:{moved}{colon}{tail}"
-    return dataclasses.replace(settings, **changes)
-
-
-def sibling_health_urls(settings: Settings) -> tuple[tuple[int, str], ...]:
-    """
-    In worker 0 of several: each other worker's number and the URL of its
-    C{/health} (on --metrics-port + I), so that worker 0's C{/health} speaks
-    for the whole server.  Empty elsewhere, and when the ports are not
-    known (--metrics-port 0: each worker takes any free port).
-    """
-    if settings.worker is None or settings.metrics_port is None:
-        return ()
-    index, count, _ = settings.worker
-    kind, _, rest = settings.metrics_port.partition(":")
-    number, _, tail = rest.partition(":")
-    if index != 0 or count < 2 or kind not in ("tcp", "tcp6") or not number.isdigit():
-        return ()
-    if not int(number):
-        return ()
-    host = "127.0.0.1" if kind == "tcp" else "::1"
-    for parameter in tail.replace("\\:", "\0").split(":"):
-        name, _, value = parameter.partition("=")
-        if name == "interface" and value.replace("\0", ":") not in ("", "0.0.0.0", "::"):
-            host = value.replace("\0", ":")
-    if ":" in host:
-        host = f"[{host}]"
-    return tuple(
-        (other, f"http://{host}:{int(number) + other}/health") for other in range(1, count)
-    )
 
 
 def _self_stats_interval(options: Mapping) -> float:
@@ -595,6 +505,8 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
 
     @raise ConfigurationError: the first problem found, in one line.
     """
+    if options.get("removed"):
+        raise ConfigurationError(options["removed"])
     refused = options.get("secret-on-command-line")
     if refused:
         raise ConfigurationError(
@@ -649,7 +561,5 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
         log_max_bytes=_log_max_bytes(options),
         log_keep=_number(options, "log-keep", int, 0, 100_000),
         log_json=_log_format(options["log-format"]),
-        workers=_number(options, "workers", int, 1, 64),
-        worker=_worker(options.get("worker")),
         warnings=tuple(warnings),
     )

@@ -9,20 +9,16 @@ import os
 import resource
 import signal
 import socket
-import sys
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent
 
 from weather.admission import Admission
-from weather.handoff import MAX_FDS, HandedEndpoint
 from weather.http import make_client, tls_policy
 from weather.journal import FILENAME, JournalError, JournalFile
 from weather.journalservice import (
@@ -45,10 +41,7 @@ from weather.settings import (
     Options,
     Settings,
     settings_from_options,
-    sibling_health_urls,
-    worker_settings,
 )
-from weather.workers import CHANNEL_FD, MAX_WAITING, WorkerPool
 from weather.writer import PointWriter
 
 __all__ = ["Options", "makeService", "build_service"]
@@ -164,14 +157,7 @@ def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) ->
     if settings.metrics_port is not None:
         from weather.web import monitoring_site
 
-        site = monitoring_site(
-            service,
-            metrics,
-            reactor,
-            settings.unhealthy_after,
-            sibling_health_urls(settings),
-            Agent(reactor),
-        )
+        site = monitoring_site(service, metrics, reactor, settings.unhealthy_after)
         try:
             endpoint = serverFromString(reactor, settings.metrics_port)
         except Exception as e:
@@ -187,8 +173,6 @@ def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) ->
         tags: tuple[tuple[str, str], ...] = (
             ("host", settings.self_stats_host or socket.gethostname()),
         )
-        if settings.worker:
-            tags += (("worker", str(settings.worker[0])),)
         reporter = SelfStatsReporter(metrics.registry, service.writer, reactor, tags)
         service.add_monitoring(
             _timer(settings.self_stats_interval, reporter.report, reactor)
@@ -236,14 +220,10 @@ def open_files_plan(max_connections: int, soft: int, hard: int) -> tuple[int, in
     return new_soft, min(max_connections, new_soft - SPARE_DESCRIPTORS)
 
 
-def fit_open_files(settings: Settings, reserve: int = 0) -> Settings:
-    """
-    Raise the open-files limit for --max-connections (and C{reserve} more
-    descriptors), or lower the limit to fit.
-    """
+def fit_open_files(settings: Settings) -> Settings:
+    """Raise the open-files limit for --max-connections, or lower that to fit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    new_soft, allowed = open_files_plan(settings.max_connections + reserve, soft, hard)
-    allowed -= reserve
+    new_soft, allowed = open_files_plan(settings.max_connections, soft, hard)
     if new_soft != soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
     if allowed < settings.max_connections:
@@ -308,133 +288,15 @@ def _log_to(
         signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(nothing_to_rotate))
 
 
-#: How a worker process starts: twistd, from the same Python.
-WORKER_BOOT = (
-    "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
-)
-
-
-def worker_command(arguments: list[str], index: int, count: int) -> list[str]:
-    """The argv of worker C{index}: this server's options, logging JSON to stdout."""
-    return [
-        sys.executable,
-        "-c",
-        WORKER_BOOT,
-        "--nodaemon",
-        "--pidfile=",
-        "--logfile=-",
-        "weather",
-        *arguments,
-        "--log-format=json",
-        f"--worker={index}/{count}/{CHANNEL_FD}",
-    ]
-
-
-class WorkerParent(MultiService):
-    """The parent of --workers: the pool and SIGHUP passed on to it."""
-
-    def __init__(self, pool: WorkerPool, reactor: Any) -> None:
-        super().__init__()
-        self.pool = pool
-        self.application_hooks: list[Any] = []
-        pool.setServiceParent(self)
-        HangupService(reactor, lambda: pool.signal_workers(signal.SIGHUP)).setServiceParent(
-            self
-        )
-
-    def setServiceParent(self, parent: Any) -> None:
-        super().setServiceParent(parent)
-        for hook in self.application_hooks:
-            hook(parent)
-
-
-def build_parent(settings: Settings, reactor: Any, arguments: list[str]) -> WorkerParent:
-    """The accepting parent of C{settings.workers} worker processes."""
-    if settings.port.partition(":")[0] in ("ssl", "tls", "unix"):
-        raise ConfigurationError(
-            f"--port {settings.port}: --workers needs a plain TCP port (a worker "
-            "adopts the TCP socket; TLS and UNIX sockets cannot be handed over)"
-        )
-    if settings.metrics_port is not None:  # the last worker's port is the highest
-        last = settings.workers - 1
-        worker_settings(
-            dataclasses.replace(settings, worker=(last, settings.workers, CHANNEL_FD))
-        )
-    pool = WorkerPool(
-        reactor,
-        station_endpoint(settings, reactor),
-        settings.port,
-        settings.workers,
-        lambda index: worker_command(arguments, index, settings.workers),
-        stop_timeout=settings.grace + settings.shutdown_timeout + 30,
-    )
-    return WorkerParent(pool, reactor)
-
-
-def leftover_worker_journals(data_dir: str, workers: int) -> list[str]:
-    """Journals of workers a run with more --workers left behind."""
-    found = []
-    try:
-        names = os.listdir(data_dir)
-    except OSError:
-        return found
-    for name in sorted(names):
-        number = name.removeprefix("worker-")
-        if name.startswith("worker-") and number.isdigit() and int(number) >= workers:
-            if os.path.exists(os.path.join(data_dir, name, FILENAME)):
-                found.append(os.path.join(data_dir, name))
-    return found
-
-
-def _stop_when_parent_gone(reactor: Any) -> None:
-    log.warn("The parent process is gone: stopping")
-    try:
-        reactor.stop()
-    except ReactorNotRunning:  # stopping already
-        pass
-
-
 def makeService(options: Options) -> IService:
     """twistd's entry point: check the options, build the server."""
     from twisted.internet import reactor
 
     try:
         settings = settings_from_options(options, os.environ)
-        if settings.worker is not None:
-            # Room for a message of handed sockets not yet adopted.
-            settings = fit_open_files(worker_settings(settings), reserve=MAX_FDS)
-        elif settings.workers > 1:
-            # The parent holds what waits for each worker.
-            settings = fit_open_files(settings, reserve=MAX_WAITING * settings.workers)
-        else:
-            settings = fit_open_files(settings)
-        if settings.worker is None and settings.workers > 1:
-            check_data_dir(settings.data_dir)
-            parent = build_parent(settings, reactor, getattr(options, "arguments", []))
-            for directory in leftover_worker_journals(settings.data_dir, settings.workers):
-                log.warn(
-                    "{directory} holds the journal of a worker this run does not "
-                    "start (--workers {workers}): packets still pending there wait "
-                    "until a run with more workers; see weather journal status "
-                    "--data-dir {directory}",
-                    directory=directory,
-                    workers=settings.workers,
-                )
-            twistd_options = getattr(options, "parent", None)
-            if twistd_options is not None:
-                parent.application_hooks.append(
-                    lambda application: _log_to(
-                        application, twistd_options, settings, reactor
-                    )
-                )
-            return parent
-        endpoint = None
-        if settings.worker is not None:
-            endpoint = HandedEndpoint(
-                reactor, settings.worker[2], lambda: _stop_when_parent_gone(reactor)
-            )
+        settings = fit_open_files(settings)
         check_data_dir(settings.data_dir)
-        service = build_service(settings, reactor, endpoint=endpoint)
+        service = build_service(settings, reactor)
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
     service.add_monitoring(HangupService(reactor, service.reloader.reload))

@@ -1,29 +1,35 @@
 # make run   set up a virtualenv and run the server (private InfluxDB if influxd is installed)
-# make test  set up a virtualenv and run the whole test suite (lint, unit, integration)
+# make test       set up a virtualenv and run the whole test suite (lint, unit, integration)
+# make test-unit  the fast tier only (fakes, in-process, no real processes)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test test-unit test-integration lint clean
 
 # Strict editable installs link each file: new modules need a reinstall.
-$(STAMP): setup.cfg pyproject.toml $(wildcard weather/*.py twisted/plugins/*.py)
+$(STAMP): setup.cfg pyproject.toml $(wildcard weather/*.py weather/*/*.py twisted/plugins/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m weather.quickstart
+	$(BIN)/python -m weather.tools.quickstart
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	$(BIN)/python -m twisted.trial tests
+test: lint test-unit test-integration
+
+test-unit: $(STAMP)
+	$(BIN)/python -m twisted.trial tests.unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m twisted.trial -j2 tests.integration
 
 clean:
 	rm -rf $(VENV) _trial_temp build *.egg-info twisted/plugins/dropin.cache

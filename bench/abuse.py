@@ -6,7 +6,7 @@ for its acknowledgement meanwhile.  Run by hand:
     python bench/abuse.py [--connections 10000] [--scenario NAME ...]
 
 Each scenario starts the server as `twistd -n weather` in a subprocess,
-writing to a private influxd (L{weather.localinflux}), with --metrics-port
+writing to a private influxd (L{weather.tools.localinflux}), with --metrics-port
 for the counts.  A station on 127.0.0.1 sends a reference packet and waits
 for the ACK byte; the server's resident memory (VmRSS) is read; the abuser
 opens its connections from other loopback addresses (127.0.0.2 and up),
@@ -54,7 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.weatherd import WeatherDaemon  # noqa: E402
 from tests.support import header_bytes, reference_packet  # noqa: E402
-from weather.localinflux import InfluxServer, free_port  # noqa: E402
+from weather.tools.localinflux import InfluxServer, free_port  # noqa: E402
 
 ACK = b"\x06"
 DATABASE = "weather"

@@ -20,9 +20,9 @@ import struct
 import time
 from collections.abc import Callable
 
-from weather.decode import decode_packet, is_storable
-from weather.devices import REFERENCE_DEVICES
-from weather.lineprotocol import LineEncoder
+from weather.core.decode import decode_packet, is_storable
+from weather.core.devices import REFERENCE_DEVICES
+from weather.core.lineprotocol import LineEncoder
 
 S = 1_000_000_000
 

@@ -26,12 +26,12 @@ from twisted.internet import reactor, task  # noqa: E402
 from twisted.internet.defer import gatherResults  # noqa: E402
 
 from tests.support import reference_packet  # noqa: E402
-from weather.journalservice import (  # noqa: E402
+from weather.core.packet import Packet  # noqa: E402
+from weather.journal.service import (  # noqa: E402
     ImmediateDiskWorker,
     Journal,
     ThreadDiskWorker,
 )
-from weather.packet import Packet  # noqa: E402
 
 
 class SlowDiskWorker(ThreadDiskWorker):

@@ -67,7 +67,7 @@ from bench.weatherd import (  # noqa: E402
     stop_process,
     twistd,
 )
-from weather.localinflux import InfluxServer, free_port  # noqa: E402
+from weather.tools.localinflux import InfluxServer, free_port  # noqa: E402
 
 DATABASE = "weather"
 RECORDS = 30
@@ -347,7 +347,7 @@ class Weather(WeatherDaemon):
 
 
 class Influx:
-    """A private influxd for one phase (L{weather.localinflux.InfluxServer})."""
+    """A private influxd for one phase (L{weather.tools.localinflux.InfluxServer})."""
 
     def __init__(self, workdir: str) -> None:
         self.server = InfluxServer(base_dir=os.path.join(workdir, "influxd"))

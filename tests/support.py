@@ -4,8 +4,10 @@ Helpers shared by the tests: reference packets and recording fakes.
 
 from __future__ import annotations
 
+import os
 import struct
-from typing import Any
+import unittest
+from typing import Any, NoReturn
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
@@ -15,15 +17,30 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from weather.interfaces import IPacketSink
-from weather.journal import JournalFile, JournalStatus, QuarantinedPacket
-from weather.journalservice import IDiskWorker, ImmediateDiskWorker, Journal
-from weather.service import WeatherService
-from weather.settings import Options, Settings, settings_from_options
-from weather.tap import build_service
-from weather.writer import PointsRejected
+from weather.app.settings import Options, Settings, settings_from_options
+from weather.app.tap import build_service
+from weather.journal.service import IDiskWorker, ImmediateDiskWorker, Journal
+from weather.journal.store import JournalFile, JournalStatus, QuarantinedPacket
+from weather.server.interfaces import IPacketSink
+from weather.server.service import WeatherService
+from weather.server.writer import PointsRejected
 
 HEADER = struct.Struct("<HHHBBB")
+
+
+#: The project's top directory (contrib/, docs/, bench/ are in it).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def unavailable(message: str) -> NoReturn:
+    """
+    A test cannot do what it says here (a tool missing, a mount refused):
+    a skip with the reason on a developer's machine, a failure under CI
+    (C{CI=true}), where every test must run what it claims to.
+    """
+    if os.environ.get("CI") == "true":
+        raise AssertionError(f"{message} (CI=true: refusing to skip)")
+    raise unittest.SkipTest(message)
 
 
 def header_bytes(

@@ -6,7 +6,7 @@ from twisted.application.service import ServiceMaker
 
 weather = ServiceMaker(
     "weather",
-    "weather.tap",
+    "weather.app.tap",
     "Receive weather station packets and store their readings in InfluxDB.",
     "weather",
 )

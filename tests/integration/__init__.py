@@ -1,0 +1,1 @@
+"""Tests with real processes: influxd, twistd daemons, systemd tools, chromium."""

@@ -1,0 +1,47 @@
+"""
+The journal service: group commit off the event loop, timing state, disk
+trouble, high and low water, stopping.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from tests.unit.test_journalservice import T0, packet
+from weather.journal.service import (
+    Journal,
+    ThreadDiskWorker,
+)
+from weather.journal.store import JournalFile
+
+
+class ThreadDiskWorkerTests(TestCase):
+    """The real worker: commits in its own thread, results in the reactor's."""
+
+    def test_commitsInAThread(self):
+        journal = Journal(self.mktemp(), reactor, ThreadDiskWorker(reactor))
+        journal.startService()
+        appended = [journal.append(packet(T0 + i, 1)) for i in range(100)]
+
+        def check(_):
+            self.assertEqual(len(JournalFile(journal.directory).pending()), 100)
+            self.assertLess(journal.stats["commits"], 100)
+            self.assertFalse(journal.worker.pool.started)
+
+        from twisted.internet.defer import gatherResults
+
+        done = gatherResults(appended).addCallback(lambda _: journal.stopService())
+        return done.addCallback(check)
+
+    def test_errorsComeBack(self):
+        worker = ThreadDiskWorker(reactor)
+        worker.start()
+        self.addCleanup(worker.stop)
+
+        def fail():
+            raise sqlite3.OperationalError("database or disk is full")
+
+        return self.assertFailure(worker.run(fail), sqlite3.OperationalError)

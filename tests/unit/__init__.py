@@ -1,0 +1,1 @@
+"""Fast tests: fakes only (StringTransport, Clock, StubTreq), in-process, no sleeps."""

@@ -1,0 +1,1077 @@
+"""
+Connection admission: the allow-list, the per-address and overall connection
+limits, the per-address rate limit, and the listener that stops calling
+accept() at the overall limit.
+
+Most tests run on Twisted's fakes (L{Clock}, string transports, a listening
+port that notes stopReading/startReading).  L{RealSocketTests} runs the
+assembled server with the real reactor on the loopback interface, with an
+abusive peer on 127.0.0.2 and a station on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import (
+    Deferred,
+    succeed,
+)
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    StringTransport,
+    StringTransportWithDisconnection,
+)
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from tests.fakeinflux import FakeInfluxDB
+from tests.support import (
+    RecordingPort,
+    RecordingSink,
+    build_test_service,
+    make_settings,
+    reference_packet,
+)
+from weather.app.settings import ConfigurationError, Options
+from weather.app.tap import makeService
+from weather.server import protocol as protocol_module
+from weather.server.admission import (
+    ADDRESSES_KEPT,
+    NOT_ALLOWED,
+    PEER_LIMIT,
+    RATE_LIMITED,
+    REASONS,
+    SERVER_LIMIT,
+    AddressBuckets,
+    Admission,
+    RateLimit,
+    parse_network,
+    peer_address,
+)
+from weather.server.protocol import ACK, RefusedProtocol, StationFactory, StationProtocol
+from weather.server.service import StationListener
+
+T0 = 1_700_000_000
+STATION = IPv4Address("TCP", "192.0.2.7", 40123)
+ABUSER_HOST = "203.0.113.66"
+
+
+def v4(host: str, port: int = 40000) -> IPv4Address:
+    return IPv4Address("TCP", host, port)
+
+
+def v6(host: str, port: int = 40000) -> IPv6Address:
+    return IPv6Address("TCP", host, port)
+
+
+class Connection(StringTransportWithDisconnection):
+    """A transport that notes abortConnection and ends the connection."""
+
+    def __init__(self, peer) -> None:
+        super().__init__(peerAddress=peer)
+        self.aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+def connect(factory: StationFactory, peer) -> tuple[Protocol, Connection]:
+    """What the reactor does for an accepted connection: build, then connect."""
+    protocol = factory.buildProtocol(peer)
+    transport = Connection(peer)
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def capture_logs(testcase, namespace: str = "weather.") -> list[dict]:
+    """The events logged (in C{namespace}) until the test ends."""
+    events: list[dict] = []
+
+    def observer(event: dict) -> None:
+        if event.get("log_namespace", "").startswith(namespace):
+            events.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    testcase.addCleanup(globalLogPublisher.removeObserver, observer)
+    return events
+
+
+class AcceptRoundPort(RecordingPort):
+    """
+    A port with Twisted TCP ports' C{numberAccepts} (the most connections
+    one C{doRead} accepts); C{doRead} notes it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numberAccepts = 100
+        self.rounds: list[int] = []
+
+    def doRead(self) -> None:
+        self.rounds.append(self.numberAccepts)
+
+
+@implementer(IStreamServerEndpoint)
+class FakeEndpoint:
+    """An endpoint whose listen gives C{port} at once."""
+
+    def __init__(self, port: object) -> None:
+        self.port = port
+        self.factories: list = []
+
+    def listen(self, factory) -> Deferred:
+        self.factories.append(factory)
+        return succeed(self.port)
+
+
+class ParseTests(SynchronousTestCase):
+    def test_networks(self) -> None:
+        self.assertEqual(
+            parse_network("192.168.1.0/24"), ipaddress.ip_network("192.168.1.0/24")
+        )
+        self.assertEqual(parse_network(" 10.0.0.1 "), ipaddress.ip_network("10.0.0.1/32"))
+        self.assertEqual(
+            parse_network("2001:db8::/32"), ipaddress.ip_network("2001:db8::/32")
+        )
+        self.assertEqual(parse_network("::1"), ipaddress.ip_network("::1/128"))
+
+    def test_hostBitsSet(self) -> None:
+        """An address with its prefix length means its network."""
+        self.assertEqual(
+            parse_network("192.168.1.77/24"), ipaddress.ip_network("192.168.1.0/24")
+        )
+
+    def test_badNetworks(self) -> None:
+        for text in (
+            "",
+            "nonsense",
+            "example.com",
+            "300.1.1.1",
+            "10.0.0.0/33",
+            "10.0.0.0/8/8",
+            "2001:db8::/129",
+            "10.0.0.0/-1",
+        ):
+            with self.assertRaises(ValueError) as caught:
+                parse_network(text)
+            message = str(caught.exception)
+            self.assertIn(repr(text), message)
+            self.assertIn("not an address or a network", message)
+            self.assertNotIn("\n", message)
+
+    def test_rateLimits(self) -> None:
+        self.assertEqual(RateLimit.parse("30/min"), RateLimit(30, 60.0))
+        self.assertEqual(RateLimit.parse("30/m"), RateLimit(30, 60.0))
+        self.assertEqual(RateLimit.parse("5/s"), RateLimit(5, 1.0))
+        self.assertEqual(RateLimit.parse("5/sec"), RateLimit(5, 1.0))
+        self.assertEqual(RateLimit.parse("100/h"), RateLimit(100, 3600.0))
+        self.assertEqual(RateLimit.parse(" 1/min "), RateLimit(1, 60.0))
+
+    def test_badRateLimits(self) -> None:
+        for text in (
+            "",
+            "30",
+            "30/",
+            "/min",
+            "30/day",
+            "30/MIN",
+            "thirty/min",
+            "3.5/min",
+            "-1/min",
+            "+3/min",
+            "\u0663/min",  # an Arabic-Indic digit: isdigit() but not ASCII
+            "30 / min",
+        ):
+            with self.assertRaises(ValueError) as caught:
+                RateLimit.parse(text)
+            self.assertIn(
+                "give connections per time, such as 30/min", str(caught.exception)
+            )
+        with self.assertRaises(ValueError) as caught:
+            RateLimit.parse("0/min")
+        self.assertIn("give at least 1 connection", str(caught.exception))
+
+
+class PeerAddressTests(SynchronousTestCase):
+    def test_ipv4(self) -> None:
+        self.assertEqual(peer_address("10.0.0.1"), ipaddress.ip_address("10.0.0.1"))
+
+    def test_ipv6(self) -> None:
+        self.assertEqual(peer_address("2001:db8::1"), ipaddress.ip_address("2001:db8::1"))
+
+    def test_mapped(self) -> None:
+        """An IPv4 peer on a dual-stack listener is its IPv4 address."""
+        self.assertEqual(peer_address("::ffff:10.0.0.1"), ipaddress.ip_address("10.0.0.1"))
+        self.assertEqual(peer_address("::ffff:10.0.0.1"), peer_address("10.0.0.1"))
+
+    def test_scopeId(self) -> None:
+        """A link-local address's scope id is left out."""
+        self.assertEqual(peer_address("fe80::1%eth0"), ipaddress.ip_address("fe80::1"))
+        self.assertEqual(peer_address("fe80::1%2"), peer_address("fe80::1%eth1"))
+
+    def test_none(self) -> None:
+        self.assertIsNone(peer_address(None))
+        self.assertIsNone(peer_address("not an address"))
+        self.assertIsNone(peer_address(""))
+
+
+class AddressBucketsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+
+    def test_burstThenRefill(self) -> None:
+        """C{connections} at once, then one per period/connections seconds."""
+        buckets = AddressBuckets(RateLimit(3, 60.0), self.clock)
+        self.assertEqual([buckets.take("a") for _ in range(4)], [True, True, True, False])
+        self.clock.advance(19.9)
+        self.assertFalse(buckets.take("a"))
+        self.clock.advance(0.1)
+        self.assertTrue(buckets.take("a"))
+        self.assertFalse(buckets.take("a"))
+        self.clock.advance(600)
+        self.assertEqual([buckets.take("a") for _ in range(4)], [True, True, True, False])
+
+    def test_refusedDoNotDelayTheRefill(self) -> None:
+        """Attempts over the rate cost nothing: the bucket fills on time."""
+        buckets = AddressBuckets(RateLimit(3, 60.0), self.clock)
+        for _ in range(3):
+            buckets.take("a")
+        for _ in range(19):
+            self.clock.advance(1)
+            self.assertFalse(buckets.take("a"))
+        self.clock.advance(1)
+        self.assertTrue(buckets.take("a"))
+
+    def test_addressesApart(self) -> None:
+        buckets = AddressBuckets(RateLimit(1, 60.0), self.clock)
+        self.assertTrue(buckets.take("a"))
+        self.assertFalse(buckets.take("a"))
+        self.assertTrue(buckets.take("b"))
+        self.assertEqual(len(buckets), 2)
+
+    def test_maxAddresses(self) -> None:
+        """
+        With the table full of buckets still refilling, new addresses are
+        let through without being recorded: the table stays bounded.
+        """
+        buckets = AddressBuckets(RateLimit(1, 60.0), self.clock, max_addresses=3)
+        for address in "abc":
+            self.assertTrue(buckets.take(address))
+        for _ in range(5):
+            self.assertTrue(buckets.take("d"))
+        self.assertEqual(len(buckets), 3)
+        # The recorded ones are still limited.
+        self.assertFalse(buckets.take("a"))
+
+    def test_fullBucketsDropped(self) -> None:
+        """
+        Once the least recently used bucket has filled up again it makes
+        room for a new address, which is then limited like the others.
+        """
+        buckets = AddressBuckets(RateLimit(1, 60.0), self.clock, max_addresses=3)
+        for address in "abc":
+            buckets.take(address)
+        self.clock.advance(60)
+        self.assertTrue(buckets.take("d"))
+        self.assertFalse(buckets.take("d"))
+        self.assertEqual(len(buckets), 3)
+        self.assertTrue(buckets.take("e"))
+        self.assertFalse(buckets.take("e"))
+        self.assertEqual(len(buckets), 3)
+
+    def test_leastRecentlyUsedDroppedFirst(self) -> None:
+        """
+        A bucket used again moves to the back: the one dropped for a new
+        address is the one used longest ago, and only if it is full again.
+        """
+        buckets = AddressBuckets(RateLimit(1, 60.0), self.clock, max_addresses=2)
+        buckets.take("a")
+        self.clock.advance(30)
+        buckets.take("b")
+        self.clock.advance(30)
+        # "a" is full again; "b" is not.
+        self.assertTrue(buckets.take("a"))  # used again: "b" is now the oldest
+        self.assertTrue(buckets.take("c"))  # "b" still refilling: not recorded
+        self.assertEqual(len(buckets), 2)
+        self.assertTrue(buckets.take("c"))
+        self.clock.advance(30)
+        self.assertTrue(buckets.take("c"))  # "b" is full again: dropped for "c"
+        self.assertFalse(buckets.take("c"))
+        self.assertTrue(buckets.take("b"))  # "a" is still refilling: not recorded
+        self.assertEqual(set(buckets._buckets), {"a", "c"})
+
+    def test_memoryBounded(self) -> None:
+        buckets = AddressBuckets(RateLimit(30, 60.0), self.clock, max_addresses=100)
+        for i in range(10_000):
+            buckets.take(ipaddress.ip_address(f"2001:db8::{i:x}"))
+            self.clock.advance(0.001)
+        self.assertEqual(len(buckets), 100)
+
+    def test_newAddressWhenFullIsCheap(self) -> None:
+        """
+        With the table full of buckets still refilling, a connection from
+        a new address costs little time.
+
+        Regression: each new address used to scan the whole table (65,536
+        buckets) for full ones, about 8 ms each on the bench machine, in the
+        reactor thread: with --rate-limit 1/h, a peer with more addresses
+        than that (one IPv6 /64) could keep the reactor busy.
+        """
+        buckets = AddressBuckets(RateLimit(1, 3600.0), self.clock)
+        for i in range(buckets.max_addresses):
+            buckets.take(i)
+        started = time.perf_counter()
+        for i in range(200):
+            self.assertTrue(buckets.take(-1 - i))
+        elapsed = time.perf_counter() - started
+        self.assertLess(
+            elapsed,
+            0.5,
+            f"200 new addresses took {elapsed:.2f} s with the table full: "
+            f"{elapsed / 200 * 1000:.1f} ms each",
+        )
+
+
+class AdmissionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+
+    def test_defaults(self) -> None:
+        admission = Admission(self.clock)
+        self.assertEqual((admission.max_connections, admission.max_per_peer), (512, 32))
+        self.assertEqual(admission.allow, ())
+        self.assertIsNone(admission.rate)
+        self.assertIsNone(admission.refusal("198.51.100.1"))
+        self.assertIsNone(admission.refusal("2001:db8::1"))
+        self.assertIsNone(admission.refusal(None))
+        self.assertFalse(admission.at_capacity)
+
+    def test_addressesRemembered(self) -> None:
+        """Parsed once per peer, the same as L{peer_address}; bounded."""
+        admission = Admission(self.clock)
+        for host in ("198.51.100.1", "::ffff:198.51.100.1", "fe80::1%eth0", "x", None):
+            self.assertEqual(admission.address(host), peer_address(host))
+            self.assertIs(admission.address(host), admission.address(host))
+        for i in range(ADDRESSES_KEPT + 10):
+            admission.address(f"10.0.{i // 256}.{i % 256}")
+        self.assertLessEqual(len(admission._addresses), ADDRESSES_KEPT)
+        # The counts still match whatever was forgotten meanwhile.
+        admission.opened("10.0.0.1")
+        admission._addresses.clear()
+        self.assertEqual(admission.open_from("10.0.0.1"), 1)
+        admission.closed("10.0.0.1")
+        self.assertEqual(admission.peers, 0)
+
+    def test_allowIPv4(self) -> None:
+        admission = Admission(self.clock, allow=[parse_network("192.168.1.0/24")])
+        self.assertIsNone(admission.refusal("192.168.1.7"))
+        self.assertIsNone(admission.refusal("192.168.1.255"))
+        self.assertEqual(admission.refusal("192.168.2.7"), NOT_ALLOWED)
+        self.assertEqual(admission.refusal("10.0.0.1"), NOT_ALLOWED)
+        # An IPv6 peer is in no IPv4 network.
+        self.assertEqual(admission.refusal("2001:db8::1"), NOT_ALLOWED)
+
+    def test_allowMapped(self) -> None:
+        """An IPv4 peer on a dual-stack listener is checked as IPv4."""
+        admission = Admission(self.clock, allow=[parse_network("192.168.1.0/24")])
+        self.assertIsNone(admission.refusal("::ffff:192.168.1.7"))
+        self.assertEqual(admission.refusal("::ffff:192.168.2.7"), NOT_ALLOWED)
+
+    def test_allowIPv6(self) -> None:
+        admission = Admission(
+            self.clock, allow=[parse_network("2001:db8::/32"), parse_network("fe80::/10")]
+        )
+        self.assertIsNone(admission.refusal("2001:db8:1::5"))
+        self.assertIsNone(admission.refusal("fe80::1%eth0"))
+        self.assertEqual(admission.refusal("2001:db9::1"), NOT_ALLOWED)
+        self.assertEqual(admission.refusal("192.168.1.7"), NOT_ALLOWED)
+
+    def test_allowSeveral(self) -> None:
+        admission = Admission(
+            self.clock, allow=[parse_network("10.0.0.0/8"), parse_network("192.0.2.7")]
+        )
+        self.assertIsNone(admission.refusal("10.200.0.1"))
+        self.assertIsNone(admission.refusal("192.0.2.7"))
+        self.assertEqual(admission.refusal("192.0.2.8"), NOT_ALLOWED)
+
+    def test_allowListBeforeLimits(self) -> None:
+        """A peer outside the list is refused as such, whatever the load."""
+        admission = Admission(
+            self.clock, max_connections=1, allow=[parse_network("10.0.0.0/8")]
+        )
+        admission.opened("10.0.0.1")
+        self.assertEqual(admission.refusal("192.0.2.1"), NOT_ALLOWED)
+        self.assertEqual(admission.refusal("10.0.0.2"), SERVER_LIMIT)
+
+    def test_perPeer(self) -> None:
+        admission = Admission(self.clock, max_per_peer=2)
+        admission.opened("10.0.0.1")
+        self.assertIsNone(admission.refusal("10.0.0.1"))
+        admission.opened("10.0.0.1")
+        self.assertEqual(admission.refusal("10.0.0.1"), PEER_LIMIT)
+        self.assertIsNone(admission.refusal("10.0.0.2"))
+        self.assertEqual(admission.open_from("10.0.0.1"), 2)
+        self.assertEqual(admission.peers, 1)
+        admission.closed("10.0.0.1")
+        self.assertIsNone(admission.refusal("10.0.0.1"))
+        admission.closed("10.0.0.1")
+        self.assertEqual(admission.open_from("10.0.0.1"), 0)
+        self.assertEqual((admission.open, admission.peers), (0, 0))
+
+    def test_perPeerMappedIsTheSamePeer(self) -> None:
+        """An address seen as IPv4 and as IPv4-mapped IPv6 is one peer."""
+        admission = Admission(self.clock, max_per_peer=2)
+        admission.opened("::ffff:10.0.0.1")
+        admission.opened("10.0.0.1")
+        self.assertEqual(admission.refusal("10.0.0.1"), PEER_LIMIT)
+        self.assertEqual(admission.refusal("::ffff:10.0.0.1"), PEER_LIMIT)
+        self.assertEqual(admission.peers, 1)
+
+    def test_perPeerScopeIds(self) -> None:
+        admission = Admission(self.clock, max_per_peer=1)
+        admission.opened("fe80::1%eth0")
+        self.assertEqual(admission.refusal("fe80::1%eth1"), PEER_LIMIT)
+
+    def test_perPeerIPv6Network(self) -> None:
+        """
+        IPv6 peers are limited per /64: a host may take any address in it;
+        another /64 is another peer.  The allow-list still sees addresses.
+        """
+        admission = Admission(
+            self.clock, max_per_peer=2, allow=[parse_network("2001:db8:0:7::5")]
+        )
+        self.assertIsNone(admission.refusal("2001:db8:0:7::5"))
+        self.assertEqual(admission.refusal("2001:db8:0:7::6"), NOT_ALLOWED)
+        admission = Admission(self.clock, max_per_peer=2)
+        admission.opened("2001:db8:0:7::5")
+        admission.opened("2001:db8:0:7:abcd:1:2:3")
+        self.assertEqual(admission.refusal("2001:db8:0:7::99"), PEER_LIMIT)
+        self.assertIsNone(admission.refusal("2001:db8:0:8::5"))
+        self.assertEqual(admission.open_from("2001:db8:0:7::1"), 2)
+        self.assertEqual(admission.peers, 1)
+        self.assertEqual(
+            admission.limit_key("2001:db8:0:7::1"), parse_network("2001:db8:0:7::/64")
+        )
+        self.assertEqual(
+            admission.limit_key("::ffff:10.0.0.1"), parse_network("10.0.0.1")[0]
+        )
+        self.assertIsNone(admission.limit_key(None))
+        admission.closed("2001:db8:0:7::5")
+        admission.closed("2001:db8:0:7:abcd:1:2:3")
+        self.assertEqual((admission.open, admission.peers), (0, 0))
+
+    def test_ipv6PrefixChosen(self) -> None:
+        """--ipv6-peer-prefix 128: each address alone; 56: a whole delegation."""
+        admission = Admission(self.clock, max_per_peer=1, ipv6_prefix=128)
+        admission.opened("2001:db8::1")
+        self.assertIsNone(admission.refusal("2001:db8::2"))
+        self.assertEqual(admission.refusal("2001:db8::1"), PEER_LIMIT)
+        admission = Admission(self.clock, max_per_peer=1, ipv6_prefix=56)
+        admission.opened("2001:db8:0:1::1")
+        self.assertEqual(admission.refusal("2001:db8:0:ff::1"), PEER_LIMIT)
+        self.assertIsNone(admission.refusal("2001:db8:0:100::1"))
+        self.assertEqual(admission.limit_key("10.0.0.1"), parse_network("10.0.0.1")[0])
+
+    def test_rateLimitIPv6Network(self) -> None:
+        """A new address in the same /64 takes from the same bucket."""
+        admission = Admission(self.clock, rate=RateLimit(2, 60.0))
+        self.assertIsNone(admission.refusal("2001:db8::1"))
+        self.assertIsNone(admission.refusal("2001:db8::2"))
+        self.assertEqual(admission.refusal("2001:db8::ffff:3"), RATE_LIMITED)
+        self.assertIsNone(admission.refusal("2001:db8:0:1::1"))
+
+    def test_serverLimit(self) -> None:
+        admission = Admission(self.clock, max_connections=2)
+        admission.opened("10.0.0.1")
+        self.assertFalse(admission.at_capacity)
+        admission.opened("10.0.0.2")
+        self.assertTrue(admission.at_capacity)
+        self.assertEqual(admission.refusal("10.0.0.3"), SERVER_LIMIT)
+        admission.closed("10.0.0.1")
+        self.assertFalse(admission.at_capacity)
+        self.assertIsNone(admission.refusal("10.0.0.3"))
+
+    def test_rateLimit(self) -> None:
+        admission = Admission(self.clock, rate=RateLimit(2, 60.0))
+        self.assertIsNone(admission.refusal("10.0.0.1"))
+        self.assertIsNone(admission.refusal("10.0.0.1"))
+        self.assertEqual(admission.refusal("10.0.0.1"), RATE_LIMITED)
+        self.assertIsNone(admission.refusal("10.0.0.2"))
+        self.clock.advance(30)
+        self.assertIsNone(admission.refusal("10.0.0.1"))
+        self.assertEqual(admission.refusal("10.0.0.1"), RATE_LIMITED)
+
+    def test_rateLimitMapped(self) -> None:
+        admission = Admission(self.clock, rate=RateLimit(1, 60.0))
+        self.assertIsNone(admission.refusal("10.0.0.1"))
+        self.assertEqual(admission.refusal("::ffff:10.0.0.1"), RATE_LIMITED)
+
+    def test_refusedForLimitCostsNoToken(self) -> None:
+        """A connection refused for the per-peer limit does not use the rate."""
+        admission = Admission(self.clock, max_per_peer=1, rate=RateLimit(2, 60.0))
+        self.assertIsNone(admission.refusal("10.0.0.1"))
+        admission.opened("10.0.0.1")
+        for _ in range(10):
+            self.assertEqual(admission.refusal("10.0.0.1"), PEER_LIMIT)
+        admission.closed("10.0.0.1")
+        self.assertIsNone(admission.refusal("10.0.0.1"))
+
+
+class FactoryTests(SynchronousTestCase):
+    """L{StationFactory} refusing what L{Admission} says no to."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.sink = RecordingSink()
+        self.events = capture_logs(self, "weather.server.protocol")
+
+    def factory(self, **kwargs) -> StationFactory:
+        return StationFactory(
+            self.sink,
+            self.clock,
+            idle_timeout=3600,
+            admission=Admission(self.clock, **kwargs),
+        )
+
+    def warnings(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.warn]
+
+    def test_defaultAdmission(self) -> None:
+        factory = StationFactory(self.sink, self.clock)
+        self.assertEqual(factory.admission.max_connections, 512)
+        self.assertEqual(factory.admission.max_per_peer, 32)
+
+    def test_accepted(self) -> None:
+        factory = self.factory()
+        protocol, transport = connect(factory, STATION)
+        self.assertIsInstance(protocol, StationProtocol)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(factory.stats["connections_accepted"], 1)
+        self.assertEqual(factory.admission.open, 1)
+        transport.loseConnection()
+        self.assertEqual(factory.admission.open, 0)
+        self.assertEqual(factory.admission.peers, 0)
+
+    def test_refusedAbortedAtOnce(self) -> None:
+        """A refused connection is aborted as it is made; nothing is read."""
+        factory = self.factory(allow=[parse_network("10.0.0.0/8")])
+        protocol, transport = connect(factory, STATION)
+        self.assertIsInstance(protocol, RefusedProtocol)
+        self.assertTrue(transport.aborted)
+        self.assertTrue(transport.disconnected)
+        self.assertFalse(transport.connected)
+        protocol.dataReceived(reference_packet())
+        self.assertEqual(self.sink.received, [])
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(factory.connections, set())
+        self.assertEqual(factory.admission.open, 0)
+
+    def test_refusedCountedByReason(self) -> None:
+        factory = self.factory(
+            allow=[parse_network("10.0.0.0/8")],
+            max_per_peer=1,
+            max_connections=3,
+            rate=RateLimit(2, 60.0),
+        )
+        connect(factory, v4("192.0.2.1"))  # not allowed
+        connect(factory, v4("10.0.0.1"))
+        connect(factory, v4("10.0.0.1"))  # peer limit
+        _, transport = connect(factory, v4("10.0.0.2"))
+        transport.loseConnection()
+        _, transport = connect(factory, v4("10.0.0.2"))
+        connect(factory, v4("10.0.0.2"))  # peer limit, costs no token
+        transport.loseConnection()
+        _, transport = connect(factory, v4("10.0.0.2"))  # rate limited
+        self.assertTrue(transport.aborted)
+        connect(factory, v4("10.0.0.3"))
+        connect(factory, v4("10.0.0.4"))  # the third: at capacity
+        connect(factory, v4("10.0.0.5"))  # in the same accept burst
+        self.assertEqual(factory.stats["connections_accepted"], 5)
+        self.assertEqual(factory.stats["connections_refused"], 5)
+        self.assertEqual(
+            {reason: factory.stats[f"connections_refused_{reason}"] for reason in REASONS},
+            {NOT_ALLOWED: 1, PEER_LIMIT: 2, RATE_LIMITED: 1, SERVER_LIMIT: 1},
+        )
+
+    def test_notAllowedLoggedOncePerAddress(self) -> None:
+        factory = self.factory(allow=[parse_network("10.0.0.0/8")])
+        for port in range(5):
+            connect(factory, v4("192.0.2.1", 1000 + port))
+        connect(factory, v6("2001:db8::1"))
+        connect(factory, v4("192.0.2.1"))
+        connect(factory, v4("10.0.0.1"))
+        self.assertEqual(factory.stats["connections_refused_not_allowed"], 7)
+        self.assertEqual(
+            self.warnings(),
+            [
+                "Refused a connection from 192.0.2.1: not in the --allow networks "
+                "(logged once per address)",
+                "Refused a connection from 2001:db8::1: not in the --allow networks "
+                "(logged once per address)",
+            ],
+        )
+        self.assertEqual(self.events[0]["host"], "192.0.2.1")
+        self.assertEqual(self.events[0]["reason"], NOT_ALLOWED)
+        # Not rate-limited: the next period logs nothing more either.
+        self.clock.advance(3600)
+        connect(factory, v4("192.0.2.1"))
+        self.assertEqual(len(self.warnings()), 2)
+
+    def test_notAllowedAddressesLoggedBounded(self) -> None:
+        """Past MAX_LOGGED_ADDRESSES, refusals are counted and not logged."""
+        self.patch(protocol_module, "MAX_LOGGED_ADDRESSES", 3)
+        factory = self.factory(allow=[parse_network("10.0.0.0/8")])
+        for i in range(10):
+            connect(factory, v4(f"192.0.2.{i}"))
+        warnings = self.warnings()
+        self.assertEqual(len(warnings), 3)
+        self.assertTrue(warnings[-1].endswith("; no more addresses will be logged)"))
+        self.assertNotIn("no more", warnings[-2])
+        self.assertEqual(len(factory._logged_addresses), 3)
+        self.assertEqual(factory.stats["connections_refused_not_allowed"], 10)
+
+    def test_limitRefusalsRateLimitedInTheLog(self) -> None:
+        """A peer over its limit gets one line a minute, with the count left out."""
+        factory = self.factory(max_per_peer=2)
+        connect(factory, v4(ABUSER_HOST))
+        connect(factory, v4(ABUSER_HOST))
+        for _ in range(100):
+            connect(factory, v4(ABUSER_HOST))
+        self.assertEqual(
+            self.warnings(),
+            [
+                f"Refused a connection from {ABUSER_HOST}:40000 (peer_limit): "
+                "2 connections open from that address, 2 in all"
+            ],
+        )
+        self.clock.advance(60)
+        connect(factory, v4(ABUSER_HOST))
+        self.assertEqual(len(self.warnings()), 2)
+        self.assertIn("(99 more like this were not logged)", self.warnings()[1])
+        self.assertEqual(factory.stats["connections_refused_peer_limit"], 101)
+
+    def test_ipv6Peer(self) -> None:
+        factory = self.factory(max_per_peer=1)
+        connect(factory, v6("2001:db8::1"))
+        protocol, transport = connect(factory, v6("2001:db8::1"))
+        self.assertIsInstance(protocol, RefusedProtocol)
+        self.assertIn("[2001:db8::1]:40000 (peer_limit)", self.warnings()[0])
+        self.assertIn(
+            "1 connections open from its network 2001:db8::/64", self.warnings()[0]
+        )
+        # Another address of that /64 is the same peer: its line is held back.
+        protocol, transport = connect(factory, v6("2001:db8::2"))
+        self.assertIsInstance(protocol, RefusedProtocol)
+        self.assertEqual(len(self.warnings()), 1)
+
+    def test_ipv6PeerPerAddress(self) -> None:
+        """With --ipv6-peer-prefix 128 the line speaks of the address."""
+        factory = self.factory(max_per_peer=1, ipv6_prefix=128)
+        connect(factory, v6("2001:db8::1"))
+        connect(factory, v6("2001:db8::1"))
+        self.assertIn("1 connections open from that address", self.warnings()[0])
+
+    def test_capacityWarning(self) -> None:
+        factory = self.factory(max_connections=2)
+        changes: list[bool] = []
+        factory.capacity_observers.append(changes.append)
+        _, first = connect(factory, v4("10.0.0.1"))
+        self.assertEqual(changes, [])
+        _, second = connect(factory, v4("10.0.0.2"))
+        self.assertEqual(changes, [True])
+        self.assertEqual(
+            self.warnings(),
+            [
+                "2 station connections are open, the --max-connections limit: "
+                "not accepting more until some close"
+            ],
+        )
+        first.loseConnection()
+        self.assertEqual(changes, [True, False])
+        second.loseConnection()
+        self.assertEqual(changes, [True, False])
+        connect(factory, v4("10.0.0.1"))
+        connect(factory, v4("10.0.0.2"))
+        self.assertEqual(changes, [True, False, True])
+
+    def test_unixSocketPeersAreNotOneAddress(self) -> None:
+        """
+        Connections without an IP address (C{--port unix:/run/weather.sock},
+        which the README lists) have no peer address to share a limit: they
+        are not refused by the per-peer limit, as they are not by the rate
+        limit nor the allow-list.
+
+        Regression: every such connection used to be counted under the
+        address None, so the per-peer limit (32 by default) was the limit
+        for the whole UNIX socket, and the 33rd station was refused.
+        """
+        factory = self.factory(allow=[parse_network("10.0.0.0/8")], rate=RateLimit(1, 60))
+        connections = [connect(factory, UNIXAddress(None)) for _ in range(40)]
+        self.assertEqual(
+            sum(isinstance(p, StationProtocol) for p, _ in connections),
+            40,
+            "UNIX-socket connections were refused for the per-peer limit",
+        )
+        self.assertEqual((factory.admission.open, factory.admission.peers), (40, 0))
+        for _, transport in connections:
+            transport.loseConnection()
+        self.assertEqual(factory.admission.open, 0)
+
+    def test_capacityWarningDuringARefusalFlood(self) -> None:
+        """
+        The --max-connections warning is logged even while peers from many
+        addresses are being refused.
+
+        Regression: the refusal lines, keyed by (reason, address), used to
+        share one L{RateLimitedLog} with the capacity warning and the
+        internal-error line of C{deliver}.  More than its 1,024 keys of
+        refusals in a minute (a peer with a thousand addresses, each over
+        its per-address limit or --rate-limit) filled the table, and the
+        server's own lines fell under the overflow key, already used that
+        minute: they were not logged.
+        """
+        factory = self.factory(max_per_peer=1, max_connections=2000)
+        for i in range(1030):  # a thousand /64s
+            connect(factory, v6(f"2001:db8:0:{i:x}::1"))
+            connect(factory, v6(f"2001:db8:0:{i:x}::2"))  # over its limit: refused
+        for i in range(970):
+            connect(factory, v6(f"2001:db8:1:{i:x}::1"))
+        self.assertTrue(factory.admission.at_capacity)
+        self.assertTrue(
+            any("--max-connections" in text for text in self.warnings()),
+            "the --max-connections warning was not logged",
+        )
+
+
+class AbuseTests(SynchronousTestCase):
+    """
+    The issue's case: an abusive host opening 10,000 idle connections must
+    not stop real stations from being served.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.sink = RecordingSink()
+        self.factory = StationFactory(
+            self.sink, self.clock, idle_timeout=30.0, admission=Admission(self.clock)
+        )
+        self.port = RecordingPort()
+        self.listener = StationListener(
+            FakeEndpoint(self.port), self.factory, self.clock, "tcp:8266"
+        )
+        self.listener.startService()
+        self.events = capture_logs(self, "weather.server.protocol")
+
+    def station(self, peer=STATION) -> Connection:
+        """A station connects, sends a packet and waits for the ACK."""
+        self.assertTrue(self.listener.accepting)
+        protocol, transport = connect(self.factory, peer)
+        self.assertIsInstance(protocol, StationProtocol)
+        packet = reference_packet()
+        protocol.dataReceived(packet)
+        self.assertEqual(self.sink.received[-1].data, packet)
+        self.assertEqual(transport.value(), ACK)
+        return transport
+
+    def test_oneAddressTenThousandConnections(self) -> None:
+        transports = []
+        for port in range(10_000):
+            peer = v4(ABUSER_HOST, 1024 + port)
+            protocol = self.factory.buildProtocol(peer)
+            transport = StringTransport(peerAddress=peer)
+            protocol.makeConnection(transport)
+            transports.append(transport)
+        self.assertEqual(len(self.factory.connections), 32)
+        self.assertEqual(self.factory.admission.open_from(ABUSER_HOST), 32)
+        self.assertEqual(sum(not t.disconnecting for t in transports), 32)
+        self.assertEqual(self.factory.stats["connections_accepted"], 32)
+        self.assertEqual(self.factory.stats["connections_refused_peer_limit"], 9968)
+        self.assertEqual(self.port.calls, [])
+        # One line for the flood.
+        self.assertEqual(len(self.events), 1)
+        self.station()
+        self.assertEqual(len(self.sink.received), 1)
+        self.assertEqual(self.factory.stats["packets_acknowledged"], 1)
+        self.assertEqual(len(self.factory.connections), 33)
+
+    def test_manyAddressesUntilTheIdleTimeout(self) -> None:
+        """
+        A peer with many addresses fills --max-connections: accepting stops
+        (the station waits in the listen queue, it is not refused); the idle
+        timeout closes the abuser's connections and the station is served.
+        """
+        opened = 0
+        while self.listener.accepting:
+            connect(self.factory, v4(f"198.51.{opened >> 8}.{opened & 255}"))
+            opened += 1
+        self.assertEqual(opened, 512)
+        self.assertEqual(self.port.calls, ["stopReading"])
+        self.assertEqual(self.factory.stats["connections_refused"], 0)
+        self.clock.advance(29)
+        self.assertFalse(self.listener.accepting)
+        self.clock.advance(1)
+        self.assertEqual(self.factory.stats["connections_timed_out"], 512)
+        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+        self.station()
+
+
+class ListenerTests(SynchronousTestCase):
+    """L{StationListener} stopping and starting accept() at the overall limit."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.sink = RecordingSink()
+        self.factory = StationFactory(
+            self.sink, self.clock, admission=Admission(self.clock, max_connections=3)
+        )
+        self.port = RecordingPort()
+        self.endpoint = FakeEndpoint(self.port)
+        self.listener = StationListener(self.endpoint, self.factory, self.clock, "tcp:8266")
+        self.listener.startService()
+        capture_logs(self)
+
+    def connect(self, n: int = 1) -> list[Connection]:
+        return [connect(self.factory, v4(f"10.0.0.{i}"))[1] for i in range(n)]
+
+    def test_listening(self) -> None:
+        self.assertEqual(self.endpoint.factories, [self.factory])
+        self.assertIs(self.listener.port, self.port)
+        self.assertTrue(self.listener.accepting)
+        self.assertEqual(self.port.calls, [])
+
+    def test_stopAcceptingAtTheLimit(self) -> None:
+        first, second = self.connect(2)
+        self.assertEqual(self.port.calls, [])
+        connect(self.factory, v4("10.0.0.9"))
+        self.assertEqual(self.port.calls, ["stopReading"])
+        self.assertFalse(self.listener.accepting)
+        first.loseConnection()
+        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+        self.assertTrue(self.listener.accepting)
+        connect(self.factory, v4("10.0.0.10"))
+        self.assertEqual(self.port.calls, ["stopReading", "startReading", "stopReading"])
+
+    def test_onceEach(self) -> None:
+        """Closing several below the limit starts reading once."""
+        transports = self.connect(3)
+        for transport in transports:
+            transport.loseConnection()
+        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+        self.assertTrue(self.listener.accepting)
+
+    def test_journalFullWhileAtCapacity(self) -> None:
+        """At the limit and then the journal full: accept resumes when both clear."""
+        first, second, third = self.connect(3)
+        self.listener.pause(True)
+        self.assertEqual(self.port.calls, ["stopReading"])
+        first.loseConnection()  # room again, but the journal is full
+        self.assertEqual(self.port.calls, ["stopReading"])
+        self.assertFalse(self.listener.accepting)
+        self.listener.pause(False)
+        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+        self.assertTrue(self.listener.accepting)
+
+    def test_capacityWhileJournalFull(self) -> None:
+        """The journal full and then at the limit: the same, the other way round."""
+        self.listener.pause(True)
+        self.assertEqual(self.port.calls, ["stopReading"])
+        first, second, third = self.connect(3)  # already in the listen queue
+        self.listener.pause(False)  # the journal has room, the limit is reached
+        self.assertEqual(self.port.calls, ["stopReading"])
+        self.assertFalse(self.listener.accepting)
+        first.loseConnection()
+        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+        self.assertTrue(self.listener.accepting)
+
+    def test_bothAtOnceThenJournalLast(self) -> None:
+        self.listener.pause(True)
+        first, second, third = self.connect(3)
+        first.loseConnection()
+        self.assertEqual(self.port.calls, ["stopReading"])
+        self.listener.pause(False)
+        self.assertEqual(self.port.calls, ["stopReading", "startReading"])
+
+    def test_pausedConnectionsAreNotCountedTwice(self) -> None:
+        """Connections made while paused count toward the limit as others do."""
+        self.listener.pause(True)
+        self.connect(3)
+        self.assertTrue(self.factory.admission.at_capacity)
+        self.assertTrue(
+            all(p.transport.producerState == "paused" for p in self.factory.connections)
+        )
+
+    def test_stopListeningAtCapacity(self) -> None:
+        """Stopping at the limit stops listening; closes later do not read again."""
+        transports = self.connect(3)
+        stopped = self.listener.stopService()
+        for transport in transports:
+            transport.loseConnection()
+        self.successResultOf(stopped)
+        self.assertEqual(self.port.calls, ["stopReading", "stopListening"])
+        self.assertFalse(self.listener.accepting)
+
+    def test_listeningStartsAtCapacity(self) -> None:
+        """A listener whose port comes while the limit is reached does not read."""
+        factory = StationFactory(
+            self.sink, self.clock, admission=Admission(self.clock, max_connections=1)
+        )
+        connect(factory, STATION)
+        port = RecordingPort()
+        listener = StationListener(FakeEndpoint(port), factory, self.clock, "tcp:8266")
+        listener.startService()
+        self.assertEqual(port.calls, ["stopReading"])
+        self.assertFalse(listener.accepting)
+
+    def test_acceptRoundsCappedToTheRoom(self) -> None:
+        """
+        Before each accept round of a Twisted TCP port (C{doRead}), its
+        C{numberAccepts} is capped to the room left under the limit: no
+        connection past it is accepted only to be closed.
+        """
+        port = AcceptRoundPort()
+        factory = StationFactory(
+            self.sink, self.clock, admission=Admission(self.clock, max_connections=20)
+        )
+        listener = StationListener(FakeEndpoint(port), factory, self.clock, "tcp:8266")
+        listener.startService()
+        port.doRead()
+        self.assertEqual(port.rounds, [20])
+        transports = [connect(factory, v4(f"10.0.0.{i}"))[1] for i in range(15)]
+        port.numberAccepts = 120  # Twisted grows it after full rounds
+        port.doRead()
+        self.assertEqual(port.rounds, [20, 5])
+        transports += [connect(factory, v4(f"10.0.1.{i}"))[1] for i in range(5)]
+        self.assertEqual(port.calls, ["stopReading"])
+        for transport in transports[:3]:
+            transport.loseConnection()
+        port.doRead()
+        self.assertEqual(port.rounds, [20, 5, 3])
+        self.assertEqual(factory.stats["connections_refused"], 0)
+
+    def test_portWithoutStopReading(self) -> None:
+        """A port that cannot stop reading: nothing breaks at the limit."""
+        port = MemoryReactorClock().listenTCP(0, self.factory)
+        self.assertFalse(hasattr(port, "stopReading"))
+        factory = StationFactory(
+            self.sink, self.clock, admission=Admission(self.clock, max_connections=1)
+        )
+        listener = StationListener(FakeEndpoint(port), factory, self.clock, "tcp:0")
+        listener.startService()
+        _, transport = connect(factory, STATION)
+        protocol, _ = connect(factory, v4("10.0.0.1"))
+        self.assertIsInstance(protocol, RefusedProtocol)
+        transport.loseConnection()
+
+
+class SettingsTests(SynchronousTestCase):
+    """The options reach the factory's admission; bad ones say so in one line."""
+
+    def build(self, *args: str):
+        settings = make_settings(self, *args)
+        service = build_test_service(
+            self, settings, MemoryReactorClock(), client=StubTreq(FakeInfluxDB())
+        )
+        return service.listener.factory
+
+    def test_defaults(self) -> None:
+        factory = self.build()
+        admission = factory.admission
+        self.assertEqual((admission.max_connections, admission.max_per_peer), (512, 32))
+        self.assertEqual(admission.allow, ())
+        self.assertIsNone(admission.rate)
+        self.assertEqual(factory.idle_timeout, 30.0)
+
+    def test_options(self) -> None:
+        factory = self.build(
+            "--allow",
+            "10.0.0.0/8",
+            "--allow",
+            "2001:db8::/32",
+            "--allow",
+            "192.0.2.7",
+            "--max-connections",
+            "100",
+            "--max-connections-per-peer",
+            "5",
+            "--rate-limit",
+            "30/min",
+            "--idle-timeout",
+            "10",
+            "--max-packet-size",
+            "1000",
+        )
+        admission = factory.admission
+        self.assertEqual(
+            admission.allow,
+            (
+                ipaddress.ip_network("10.0.0.0/8"),
+                ipaddress.ip_network("2001:db8::/32"),
+                ipaddress.ip_network("192.0.2.7/32"),
+            ),
+        )
+        self.assertEqual((admission.max_connections, admission.max_per_peer), (100, 5))
+        self.assertEqual(admission.rate.limit, RateLimit(30, 60.0))
+        self.assertEqual(factory.idle_timeout, 10.0)
+        self.assertEqual(factory.max_packet_size, 1000)
+        self.assertIsNone(admission.refusal("10.1.2.3"))
+        self.assertEqual(admission.refusal("192.0.2.8"), NOT_ALLOWED)
+
+    def assertConfigurationError(self, *args: str) -> str:
+        with self.assertRaises(ConfigurationError) as caught:
+            make_settings(self, *args)
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        self.assertTrue(message.startswith(args[-2]), message)
+        return message
+
+    def test_badAllow(self) -> None:
+        for network in ("10.0.0.300/8", "nonsense", "10.0.0.0/33", ""):
+            message = self.assertConfigurationError(
+                "--allow", "10.0.0.0/8", "--allow", network
+            )
+            self.assertIn("is not an address or a network", message)
+
+    def test_badRateLimit(self) -> None:
+        self.assertEqual(
+            self.assertConfigurationError("--rate-limit", "30/day"),
+            "--rate-limit '30/day': give connections per time, such as 30/min",
+        )
+        self.assertEqual(
+            self.assertConfigurationError("--rate-limit", "0/min"),
+            "--rate-limit '0/min': give at least 1 connection",
+        )
+
+    def test_badLimits(self) -> None:
+        self.assertEqual(
+            self.assertConfigurationError("--max-connections", "0"),
+            "--max-connections 0: give a value from 1 to 1000000",
+        )
+        self.assertEqual(
+            self.assertConfigurationError("--max-connections-per-peer", "lots"),
+            "--max-connections-per-peer 'lots': give a whole number",
+        )
+
+    def test_twistdSaysItInOneLine(self) -> None:
+        """What twistd prints: one line, prefixed with the plugin's name."""
+        options = Options()
+        options.parseOptions(["--data-dir", self.mktemp(), "--allow", "192.168.1.0/240"])
+        with self.assertRaises(SystemExit) as caught:
+            makeService(options)
+        message = str(caught.exception.code)
+        self.assertTrue(message.startswith("weather: --allow '192.168.1.0/240' is not"))
+        self.assertNotIn("\n", message)

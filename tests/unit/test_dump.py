@@ -1,0 +1,185 @@
+"""
+C{weather decode}: packets as people have them at hand, shown as the server
+would store them, with the server's reasons when it would not.
+"""
+
+from __future__ import annotations
+
+import io
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import header_bytes, reference_devices_toml, reference_packet
+from tests.unit.test_cli import run
+from weather.core.devices import REFERENCE_DEVICES, si7021_humidity
+from weather.core.dump import NotAPacket, describe_packet, packet_from_text
+
+S = 1_000_000_000
+NOON = "2026-11-21T12:00:00Z"
+NOON_NS = 1_795_262_400 * S
+
+
+class PacketFromTextTests(SynchronousTestCase):
+    packet = reference_packet(3)
+
+    def test_hex(self) -> None:
+        self.assertEqual(packet_from_text(self.packet.hex()), self.packet)
+        spaced = " ".join(f"{b:02X}" for b in self.packet)
+        self.assertEqual(packet_from_text(spaced), self.packet)
+        prefixed = ", ".join(f"0x{b:02x}" for b in self.packet)
+        self.assertEqual(packet_from_text(prefixed), self.packet)
+
+    def test_decimalLogLine(self) -> None:
+        """The original server's log line, pasted whole."""
+        decimal = " ".join(str(b) for b in self.packet)
+        line = f"2019-04-02 10:00:01 Received raw data = {decimal}\n"
+        self.assertEqual(packet_from_text(line), self.packet)
+        self.assertEqual(packet_from_text(f"[{decimal.replace(' ', ', ')}]"), self.packet)
+
+    def test_bytesLiteral(self) -> None:
+        self.assertEqual(packet_from_text(f"data = {self.packet!r}"), self.packet)
+
+    def test_bytesLiteralHoldingEquals(self) -> None:
+        """Byte 0x3d prints as '=' in a literal: not a log line's separator."""
+        packet = reference_packet(3, start=0x3D - 100)
+        self.assertIn(b"=", packet)
+        self.assertEqual(packet_from_text(repr(packet)), packet)
+        self.assertEqual(packet_from_text(f"data = {packet!r}"), packet)
+
+    def test_onlyAsciiDigits(self) -> None:
+        for text in ("1 \u00b2", "1 \u0663"):
+            with self.assertRaises(NotAPacket):
+                packet_from_text(text)
+
+    def test_forcedBase(self) -> None:
+        """'10 20' is decimal unless told otherwise."""
+        self.assertEqual(packet_from_text("10 20"), bytes([10, 20]))
+        self.assertEqual(packet_from_text("10 20", "hex"), bytes([16, 32]))
+        self.assertEqual(packet_from_text("10", "decimal"), bytes([10]))
+
+    def test_notAPacket(self) -> None:
+        for text, why in [
+            ("", "no bytes"),
+            ("180 0 256", "'256' is not a byte"),
+            ("b4 zz", "'zz' is not hex"),
+            ("b40", "odd number"),
+            ("b'\\x", "bytes literal"),
+        ]:
+            with self.assertRaises(NotAPacket) as caught:
+                packet_from_text(text)
+            self.assertIn(why, str(caught.exception))
+
+    @given(st.binary(min_size=1, max_size=400))
+    def test_anyBytesRoundTrip(self, data: bytes) -> None:
+        self.assertEqual(packet_from_text(data.hex()), data)
+        self.assertEqual(packet_from_text(" ".join(f"{b:02x}" for b in data), "hex"), data)
+        self.assertEqual(packet_from_text(", ".join(map(str, data)), "decimal"), data)
+
+    @given(st.integers(0, 4095), st.binary(min_size=7, max_size=400))
+    def test_packetsAreNeverAmbiguous(self, bytes_ready: int, rest: bytes) -> None:
+        """Any packet up to 4 KiB reads right in every form without --base."""
+        data = bytes_ready.to_bytes(2, "little") + rest
+        self.assertEqual(packet_from_text(" ".join(f"{b:02x}" for b in data)), data)
+        self.assertEqual(packet_from_text(" ".join(map(str, data))), data)
+
+
+class DescribeTests(SynchronousTestCase):
+    def describe(self, data: bytes, previous: int | None = None, **kw) -> tuple[int, str]:
+        out = io.StringIO()
+        code = describe_packet(data, NOON_NS, previous, REFERENCE_DEVICES, out, **kw)
+        return code, out.getvalue()
+
+    def test_table(self) -> None:
+        code, text = self.describe(reference_packet(3))
+        self.assertEqual(code, 0)
+        self.assertIn("deviceID:          1 (place=balcony)", text)
+        self.assertIn("120 s, nominal", text)
+        rows = [line.split() for line in text.splitlines() if line[:3].strip().isdigit()]
+        self.assertEqual([r[0] for r in rows], ["0", "1", "2"])
+        # The last record is stamped with the arrival, the others 120 s apart.
+        self.assertEqual(
+            [r[2] for r in rows], ["11:56:00.000", "11:58:00.000", "12:00:00.000"]
+        )
+        self.assertEqual([r[3] for r in rows], ["100", "101", "102"])
+        self.assertEqual(rows[0][4], f"{si7021_humidity(30000):.2f}")
+
+    def test_measuredInterval(self) -> None:
+        code, text = self.describe(reference_packet(3), previous=NOON_NS - 3630 * S)
+        self.assertIn("1210 s, measured", text)
+        self.assertIn("11:19:40.000", text)
+
+    def test_lines(self) -> None:
+        _, text = self.describe(reference_packet(2), lines=True)
+        self.assertIn(f"light,place=balcony value=101.0 {NOON_NS}", text)
+
+    def test_rejectionsGiveTheServersReasons(self) -> None:
+        good = reference_packet(3)
+        for data, reason in [
+            (good[:5], "truncated: 5 bytes, shorter than the 9-byte header"),
+            (good[:-1], "truncated: 26 bytes, the header announces 27"),
+            (good + b"\0", "oversized"),
+            (header_bytes(0, measurement_every=0), "zero-measurement-every"),
+            (reference_packet(3, device_id=9), "unknown-device: no profile for device 9"),
+            (header_bytes(6, sensor_count=2) + bytes(6), "profile-mismatch"),
+        ]:
+            code, text = self.describe(data)
+            self.assertEqual(code, 1, reason)
+            self.assertIn(f"Rejected:          {reason}", text)
+        # The header is shown whenever it can be read.
+        _, text = self.describe(reference_packet(3, device_id=9))
+        self.assertIn("deviceID:          9 (not in the devices file)", text)
+        self.assertIn("--devices", text)
+
+
+class DecodeCommandTests(SynchronousTestCase):
+    def test_logLineWithOptionsAfter(self) -> None:
+        decimal = " ".join(str(b) for b in reference_packet(2))
+        code, out, err = run(
+            "decode", "Received", "raw", "data", "=", *decimal.split(), "--arrival", NOON
+        )
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("2026-11-21 12:00:00.000", out)
+
+    def test_arrivalToTheNanosecond(self) -> None:
+        packet = reference_packet(1).hex()
+        for arrival in (
+            "1795262400.123",
+            "2026-11-21T12:00:00.123Z",
+            "2026-11-21T13:00:00.123+01:00",
+        ):
+            code, out, _ = run("decode", "--lines", "--arrival", arrival, packet)
+            self.assertEqual(code, 0)
+            self.assertIn(" 1795262400123000000\n", out)
+
+    def test_fileAndDevices(self) -> None:
+        packet = self.mktemp()
+        with open(packet, "wb") as f:
+            f.write(reference_packet(2, device_id=4))
+        devices = self.mktemp()
+        with open(devices, "w") as f:
+            f.write(reference_devices_toml(**{"4": "shed"}))
+        code, out, _ = run("decode", "--file", packet, "--devices", devices, "-a", "0")
+        self.assertEqual(code, 0)
+        self.assertIn("deviceID:          4 (place=shed)", out)
+        self.assertIn("1970-01-01 00:00:00.000", out)
+
+    def test_errors(self) -> None:
+        code, _, err = run("decode", "xyz")
+        self.assertEqual((code, err), (1, "weather: not a packet: 'xyz' is not hex\n"))
+        code, _, err = run("decode", "--file", "/nonexistent/p")
+        self.assertEqual(code, 1)
+        self.assertIn("No such file", err)
+        code, _, err = run("decode", "--arrival", "yesterday", "b400")
+        self.assertEqual(code, 2)
+        self.assertIn("--arrival 'yesterday'", err)
+        for bad in ("inf", "1e12", "99999999999", "-5"):
+            code, _, err = run("decode", "--arrival", bad, "b400")
+            self.assertEqual(code, 2, bad)
+            self.assertIn("between 1970 and 2262", err)
+        code, _, err = run("decode", "--devices", "/nonexistent/d", "b400")
+        self.assertEqual(code, 1)
+        code, out, _ = run("decode", "b400")
+        self.assertEqual(code, 1)
+        self.assertIn("truncated", out)

@@ -1,0 +1,365 @@
+"""
+The journal service: group commit off the event loop, timing state, disk
+trouble, high and low water, stopping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import ManualDiskWorker, reference_packet, started_journal
+from weather.core.packet import Packet, PacketRejected, Reason
+from weather.journal.service import (
+    ImmediateDiskWorker,
+    Journal,
+    JournalLocked,
+)
+from weather.journal.store import JournalFile
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+
+
+def packet(arrival_ns: int = T0, device_id: int = 1, records: int = 30) -> Packet:
+    return Packet(reference_packet(records, device_id=device_id), "192.0.2.7:5", arrival_ns)
+
+
+def critical(events) -> list:
+    return [e for e in events if e["log_level"] == LogLevel.critical]
+
+
+class GroupCommitTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.worker = ManualDiskWorker()
+        self.journal = started_journal(self, self.clock, self.worker)
+
+    def test_durableOnlyAfterCommit(self) -> None:
+        durable = self.journal.append(packet())
+        self.assertNoResult(durable)
+        self.assertEqual(self.journal.file.pending(), [])
+        self.worker.step()
+        entry = self.successResultOf(durable)
+        self.assertEqual(self.journal.file.pending(), [entry])
+
+    def test_burstIsOneCommit(self) -> None:
+        """While one commit runs, what arrives gathers into the next one."""
+        first = self.journal.append(packet(T0, 1))
+        burst = [self.journal.append(packet(T0 + i, 2 + i)) for i in range(50)]
+        self.assertEqual(len(self.worker.waiting), 1)  # only the first so far
+        self.worker.step()
+        self.successResultOf(first)
+        self.assertEqual(len(self.worker.waiting), 1)  # the whole burst, one group
+        for d in burst:
+            self.assertNoResult(d)
+        self.worker.step()
+        entries = [self.successResultOf(d) for d in burst]
+        self.assertEqual([e.id for e in entries], list(range(2, 52)))
+        self.assertEqual(self.journal.stats["commits"], 2)
+        self.assertEqual(self.worker.waiting, [])
+
+    def test_idsAndTimingStateInArrivalOrder(self) -> None:
+        """
+        Each packet gets the previous arrival of its own device when it
+        arrives, before anything is on disk; the state survives a restart.
+        """
+        a = self.journal.append(packet(T0, device_id=1))
+        b = self.journal.append(packet(T0 + 5, device_id=2))
+        c = self.journal.append(packet(T0 + 3600 * S, device_id=1))
+        self.worker.run_all()
+        entries = [self.successResultOf(d) for d in (a, b, c)]
+        self.assertEqual([e.id for e in entries], [1, 2, 3])
+        self.assertEqual([e.previous_arrival_ns for e in entries], [None, None, T0])
+        self.assertEqual(self.journal.file.device_arrivals(), {1: T0 + 3600 * S, 2: T0 + 5})
+
+    def test_timingStateSurvivesRestart(self) -> None:
+        self.journal.append(packet(T0, device_id=1))
+        self.worker.run_all()
+        self.journal.stopService()
+        self.worker.run_all()
+        again = Journal(self.journal.directory, self.clock, ImmediateDiskWorker())
+        again.startService()
+        self.addCleanup(again.stopService)
+        entry = self.successResultOf(again.append(packet(T0 + 3600 * S, device_id=1)))
+        self.assertEqual(entry.id, 2)
+        self.assertEqual(entry.previous_arrival_ns, T0)
+
+    def test_badHeaderDoesNotMoveTimingState(self) -> None:
+        """Only whole packets with a sane header count as a device's upload."""
+        self.journal.append(packet(T0, device_id=1))
+        cut = Packet(reference_packet(30, device_id=1)[:50], "p", T0 + S)
+        self.journal.append(cut)
+        later = self.journal.append(packet(T0 + 2 * S, device_id=1))
+        self.worker.run_all()
+        self.assertEqual(self.successResultOf(later).previous_arrival_ns, T0)
+
+    def test_unknownDeviceMovesTimingState(self) -> None:
+        """
+        A device the devices file does not know yet still has its uploads
+        timed, so a replay after it is described gives the same timestamps.
+        """
+        self.journal.append(packet(T0, device_id=77))
+        later = self.journal.append(packet(T0 + 3600 * S, device_id=77))
+        self.worker.run_all()
+        self.assertEqual(self.successResultOf(later).previous_arrival_ns, T0)
+
+    def test_rejectedGoesToQuarantine(self) -> None:
+        self.clock.advance(1234)
+        data = reference_packet(30)[:40]
+        self.journal.append_rejected(
+            Packet(data, "192.0.2.9:1", T0),
+            PacketRejected(Reason.TRUNCATED, "connection ended after 40 bytes"),
+        )
+        self.worker.run_all()
+        [kept] = self.journal.file.quarantined()
+        self.assertEqual(kept.entry.packet, Packet(data, "192.0.2.9:1", T0))
+        self.assertEqual(kept.quarantine.reason, Reason.TRUNCATED)
+        self.assertEqual(kept.quarantine.quarantined_ns, 1234 * S)
+
+    def test_deliveredAndQuarantinedGrouped(self) -> None:
+        entries = [self.journal.append(packet(T0 + i, 1 + i)) for i in range(3)]
+        self.worker.run_all()
+        ids = [self.successResultOf(d).id for d in entries]
+        self.journal.delivered(ids[0])
+        self.journal.quarantine(ids[1], "unknown_device", "no profile")
+        self.journal.delivered(ids[2])
+        self.assertEqual(len(self.worker.waiting), 1)
+        self.worker.step()  # the delivery of ids[0]
+        self.worker.step()  # the other two, in one group
+        self.assertEqual(self.journal.file.pending(), [])
+        self.assertEqual([q.entry.id for q in self.journal.file.quarantined()], [ids[1]])
+        self.assertEqual(self.journal.stats["commits"], 4)  # 2 appends, 2 settles
+
+    def test_stopCommitsWhatIsLeft(self) -> None:
+        durable = self.journal.append(packet())
+        stopped = self.journal.stopService()
+        self.assertNoResult(stopped)
+        self.worker.run_all()
+        self.successResultOf(durable)
+        self.successResultOf(stopped)
+        self.assertIsNone(self.journal.file)
+        self.assertEqual(len(JournalFile(self.journal.directory).pending()), 1)
+
+
+class StatusCountTests(SynchronousTestCase):
+    """The counts for /metrics: bounded in the disk worker's time."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.worker = ManualDiskWorker()
+        self.journal = started_journal(self, self.clock, self.worker)
+        #: How long each count takes by the journal's count timer, which is
+        #: read twice per count: 0 as it starts, this as it ends.
+        self.count_takes = 0.0
+        readings = itertools.count()
+        self.journal.count_timer = lambda: self.count_takes * (next(readings) % 2)
+
+    def count(self) -> Deferred:
+        """Ask for a count and let the disk worker run it."""
+        counting = self.journal.refresh_status()
+        if self.worker.waiting:
+            self.worker.step()
+        return counting
+
+    def test_countsAndKeeps(self) -> None:
+        self.journal.append(packet())
+        self.worker.step()
+        status = self.successResultOf(self.count())
+        self.assertEqual((status.pending, status.oldest_pending_ns), (1, T0))
+        self.assertIs(self.journal.last_status, status)
+
+    def test_slowCountSpacedOut(self) -> None:
+        """
+        A count that took 2 s: none again for 40 s (1/20 of the worker's
+        time), nor while one is running; the last figures are given meanwhile.
+        """
+        self.count_takes = 2.0
+        first = self.journal.refresh_status()
+        self.assertIsNone(self.successResultOf(self.journal.refresh_status()))
+        self.assertEqual(len(self.worker.waiting), 1)  # only the first runs
+        self.worker.step()
+        status = self.successResultOf(first)
+        self.journal.append(packet())
+        self.worker.step()
+        self.clock.advance(39)
+        self.assertIs(self.successResultOf(self.count()), status)
+        self.clock.advance(1)
+        self.assertEqual(self.successResultOf(self.count()).pending, 1)
+
+    def test_waitCapped(self) -> None:
+        """However slow a count, the next comes within ten minutes."""
+        self.count_takes = 3600.0
+        self.successResultOf(self.count())
+        self.journal.append(packet())
+        self.worker.step()
+        self.clock.advance(599)
+        self.assertEqual(self.successResultOf(self.count()).pending, 0)
+        self.clock.advance(1)
+        self.assertEqual(self.successResultOf(self.count()).pending, 1)
+
+    def test_clockSetBack(self) -> None:
+        """The clock set back (NTP) does not hold the next count off."""
+        self.count_takes = 2.0
+        self.successResultOf(self.count())
+        self.journal.append(packet())
+        self.worker.step()
+        self.clock.rightNow -= 3600
+        self.assertEqual(self.successResultOf(self.count()).pending, 1)
+
+    def test_waitBehindCommitsNotCounted(self) -> None:
+        """Time spent queued behind commits is not the count's: quick counts go on."""
+        self.journal.append(packet())
+        counting = self.journal.refresh_status()
+        self.clock.advance(30)  # the commit ahead of it is slow
+        self.worker.run_all()
+        self.successResultOf(counting)
+        self.assertEqual(self.successResultOf(self.count()).pending, 1)
+
+    def test_fastCountEveryTime(self) -> None:
+        """A quick count holds nothing back."""
+        for pending in range(3):
+            self.assertEqual(self.successResultOf(self.count()).pending, pending)
+            self.journal.append(packet(T0 + pending))
+            self.worker.step()
+
+    def test_failedCountSpacedOutToo(self) -> None:
+        """A count that failed after 1 s: the error comes back; the next after 20 s."""
+        self.count_takes = 1.0
+        self.journal.file.connection.execute("ALTER TABLE packet RENAME TO gone")
+        self.failureResultOf(self.count(), sqlite3.OperationalError)
+        self.journal.file.connection.execute("ALTER TABLE gone RENAME TO packet")
+        self.clock.advance(19.5)
+        self.journal.refresh_status()
+        self.assertEqual(self.worker.waiting, [])
+        self.clock.advance(0.5)
+        self.journal.refresh_status()
+        self.assertEqual(len(self.worker.waiting), 1)
+        self.worker.step()
+
+
+class DiskTroubleTests(SynchronousTestCase):
+    """A full disk: keep the packets in memory, stop taking more, retry."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.journal = started_journal(self, self.clock, retry_interval=5.0)
+        self.full: list[bool] = []
+        self.journal.full_observers.append(self.full.append)
+        self.db = self.journal.file.connection
+
+    def fill_disk(self) -> None:
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        self.db.execute(f"PRAGMA max_page_count = {pages}")
+
+    def test_fullDiskKeepsPacketsAndRecovers(self) -> None:
+        self.fill_disk()
+        with capturedLogs() as events:
+            waiting = [
+                self.journal.append(packet(T0 + i, 1 + i % 5, records=1000))
+                for i in range(40)
+            ]
+            self.clock.advance(5)
+            self.clock.advance(5)  # still full: no second line
+        for d in waiting:
+            self.assertNoResult(d)
+        [line] = critical(events)
+        self.assertIn("Cannot write the journal", line["log_format"])
+        self.assertIn("full", line["why"])
+        self.assertEqual(self.full, [True])
+        self.assertTrue(self.journal.full)
+        self.assertGreaterEqual(self.journal.stats["commits_failed"], 2)
+
+        self.db.execute("PRAGMA max_page_count = 1000000")  # space returns
+        with capturedLogs() as events:
+            self.clock.advance(5)
+        entries = [self.successResultOf(d) for d in waiting]
+        self.assertEqual([e.id for e in entries], list(range(1, 41)))
+        self.assertEqual(self.full, [True, False])
+        self.assertEqual(len(self.journal.file.pending()), 40)
+        self.assertTrue(any("written again" in e["log_format"] for e in events))
+        # The timing state of the held packets was written too.
+        self.assertEqual(len(self.journal.file.device_arrivals()), 5)
+
+    def test_stopWhileFullPutsPacketsInTheLog(self) -> None:
+        """The last resort: what the disk never took is in the log, as hex."""
+        self.journal.shutdown_timeout = 3
+        self.fill_disk()
+        self.journal.append(packet(T0, 9, records=1000))
+        with capturedLogs() as events:
+            stopped = self.journal.stopService()
+            self.assertNoResult(stopped)
+            self.clock.advance(1)  # retries at once, then every second
+            self.clock.advance(1)
+            self.clock.advance(1)
+        self.successResultOf(stopped)
+        hexes = [e for e in critical(events) if "hex" in e]
+        self.assertEqual(len(hexes), 1)
+        self.assertEqual(hexes[0]["hex"], reference_packet(1000, device_id=9).hex())
+
+    def test_stopWhileFullRecoversInTime(self) -> None:
+        self.journal.shutdown_timeout = 10
+        self.fill_disk()
+        self.journal.append(packet(T0, 9, records=1000))
+        stopped = self.journal.stopService()
+        self.db.execute("PRAGMA max_page_count = 1000000")
+        self.clock.advance(1)
+        self.successResultOf(stopped)
+        self.assertEqual(len(JournalFile(self.journal.directory).pending()), 1)
+
+
+class WaterMarkTests(SynchronousTestCase):
+    def test_highAndLowWater(self) -> None:
+        """Past max_bytes: full, loudly, once; back under 90%: taking packets again."""
+        clock = Clock()
+        journal = started_journal(self, clock, max_bytes=400_000, min_free_bytes=0)
+        changes: list[bool] = []
+        journal.full_observers.append(changes.append)
+        big = [Packet(os.urandom(20_000), "p", T0 + i) for i in range(40)]
+        with capturedLogs() as events:
+            entries = [self.successResultOf(journal.append(p)) for p in big]
+        self.assertTrue(journal.full)
+        self.assertEqual(changes, [True])
+        self.assertEqual(len(critical(events)), 1)
+        self.assertIn("taking no more packets", critical(events)[0]["log_format"])
+        # Delivering a few is not enough: still above the low-water mark.
+        journal.delivered(entries[-1].id)
+        self.assertTrue(journal.full)
+        for e in entries[:-1]:
+            journal.delivered(e.id)
+        journal.file.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        journal.append(packet(T0 + S))  # the next commit measures again
+        self.assertFalse(journal.full)
+        self.assertEqual(changes, [True, False])
+
+    def test_lowFreeDiskSpace(self) -> None:
+        """Too little free space on the file system is full too."""
+        journal = started_journal(self, Clock(), min_free_bytes=1 << 62)
+        self.assertTrue(journal.full)
+
+
+class LockTests(SynchronousTestCase):
+    def test_oneServerPerDirectory(self) -> None:
+        first = started_journal(self, Clock())
+        second = Journal(first.directory, Clock(), ImmediateDiskWorker())
+        with self.assertRaises(JournalLocked) as caught:
+            second.startService()
+        self.assertIn("another weather server", str(caught.exception))
+        first.stopService()
+        second.startService()  # free again once the first has stopped
+        second.stopService()
+
+    def test_unusableDirectory(self) -> None:
+        blocker = self.mktemp()
+        with open(blocker, "w") as f:
+            f.write("a file")
+        journal = Journal(os.path.join(blocker, "d"), Clock(), ImmediateDiskWorker())
+        with self.assertRaises(Exception) as caught:
+            journal.startService()
+        self.assertIn("cannot use --data-dir", str(caught.exception))

@@ -1,0 +1,470 @@
+"""
+The operator's view of a running server on a fake reactor: the Prometheus
+exposition (parsed back), /health through its transitions, the HTTP pages,
+and the self-statistics written to InfluxDB.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.fakeinflux import FakeInfluxDB
+from tests.support import (
+    build_test_service,
+    header_bytes,
+    make_settings,
+    reference_packet,
+)
+from weather.ops.metrics import REJECTION_REASONS
+from weather.ops.selfstats import MEASUREMENT, self_stat_readings
+
+T0 = 1_700_000_000
+PEER = IPv4Address("TCP", "192.0.2.7", 40123)
+
+
+class MonitoringTestCase(SynchronousTestCase):
+    ARGS = ("--flush-interval", "600", "--metrics-port", "9266")
+
+    def setUp(self) -> None:
+        self.build()
+
+    def build(self, *args: str) -> None:
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(T0)
+        self.fake = FakeInfluxDB(clock=lambda: 0)
+        self.influx = StubTreq(self.fake)
+        self.settings = make_settings(self, *self.ARGS, *args)
+        self.service = build_test_service(self, self.settings, self.reactor, self.influx)
+        self.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        if self.service.running:
+            self.service.stopService()
+            self.reactor.advance(60)
+            self.influx.flush()
+
+    @property
+    def http(self) -> StubTreq:
+        return StubTreq(self.service.monitoring[0].factory.resource)
+
+    def send(self, data: bytes, peer=PEER) -> StringTransport:
+        factory = self.service.listener.factory
+        protocol = factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+        protocol.connectionLost(None)
+        return transport
+
+    def deliver(self) -> None:
+        """Let the writer send what it holds and InfluxDB answer."""
+        self.service.writer.flush()
+        self.influx.flush()
+
+    def get(self, path: str, **kwargs):
+        client = self.http
+        response = self.successResultOf(client.get(f"http://localhost{path}", **kwargs))
+        body = self.successResultOf(response.content())
+        return response, body
+
+    def metrics(self) -> dict[str, dict[tuple, float]]:
+        """Every sample of /metrics: name -> {sorted labels: value}."""
+        response, body = self.get("/metrics")
+        self.assertEqual(response.code, 200)
+        self.assertTrue(
+            response.headers.getRawHeaders("content-type")[0].startswith("text/plain")
+        )
+        samples: dict[str, dict[tuple, float]] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                key = tuple(sorted(sample.labels.items()))
+                samples.setdefault(sample.name, {})[key] = sample.value
+        return samples
+
+
+class MetricsTests(MonitoringTestCase):
+    def test_listensOnLoopback(self) -> None:
+        """A bare --metrics-port number is bound to 127.0.0.1 only."""
+        self.service.startService()
+        ports = [(port, interface) for port, _, _, interface in self.reactor.tcpServers]
+        self.assertIn((9266, "127.0.0.1"), ports)
+
+    def test_countsBeforeAnything(self) -> None:
+        """Every counter exists at zero from the start, every reason labelled."""
+        self.service.startService()
+        samples = self.metrics()
+        self.assertEqual(samples["weather_packets_accepted_total"], {(): 0.0})
+        self.assertEqual(
+            set(samples["weather_packets_rejected_total"]),
+            {(("reason", reason),) for reason in REJECTION_REASONS},
+        )
+        self.assertEqual(
+            set(samples["weather_connections_refused_total"]),
+            {
+                (("reason", r),)
+                for r in ("not_allowed", "peer_limit", "rate_limited", "server_limit")
+            },
+        )
+        self.assertEqual(samples["weather_accepting"], {(): 1.0})
+        self.assertEqual(samples["weather_journal_full"], {(): 0.0})
+        self.assertIn("process_resident_memory_bytes", samples)
+        self.assertEqual(
+            samples["weather_build_info"][
+                (("version", __import__("weather").__version__),)
+            ],
+            1.0,
+        )
+
+    def test_packetsAndPoints(self) -> None:
+        """Packets, records, readings, points and write figures after two uploads."""
+        self.service.startService()
+        self.send(reference_packet())
+        self.deliver()
+        self.reactor.advance(3600)
+        self.send(reference_packet())
+        self.send(header_bytes(6, measurement_every=0) + bytes(6))
+        self.deliver()
+        samples = self.metrics()
+        self.assertEqual(samples["weather_connections_accepted_total"], {(): 3.0})
+        self.assertEqual(samples["weather_connections_active"], {(): 0.0})
+        self.assertEqual(samples["weather_packets_accepted_total"], {(): 2.0})
+        # The rejected packet is kept too (in quarantine): acknowledged.
+        self.assertEqual(samples["weather_packets_acknowledged_total"], {(): 3.0})
+        self.assertEqual(samples["weather_records_decoded_total"], {(): 60.0})
+        self.assertEqual(samples["weather_readings_decoded_total"], {(): 180.0})
+        self.assertEqual(samples["weather_points_written_total"], {(): 180.0})
+        rejected = samples["weather_packets_rejected_total"]
+        self.assertEqual(sum(rejected.values()), 1.0)
+        self.assertEqual(rejected[(("reason", "zero-measurement-every"),)], 1.0)
+        self.assertEqual(samples["weather_write_duration_seconds_count"], {(): 2.0})
+        self.assertEqual(samples["weather_write_batch_points_sum"], {(): 180.0})
+        buckets = samples["weather_write_batch_points_bucket"]
+        self.assertEqual(buckets[(("le", "50.0"),)], 0.0)
+        self.assertEqual(buckets[(("le", "100.0"),)], 2.0)
+        self.assertEqual(samples["weather_points_pending"], {(): 0.0})
+
+    def test_stations(self) -> None:
+        """Per station: last seen, packets, records, intervals and drift."""
+        self.service.startService()
+        self.send(reference_packet())
+        self.deliver()
+        # One hour later by the station's clock, 36 s later by ours: 1 % slow.
+        self.reactor.advance(3636)
+        self.send(reference_packet())
+        self.deliver()
+        samples = self.metrics()
+        key = (("device", "1"), ("place", "balcony"))
+        self.assertEqual(samples["weather_station_packets_total"], {key: 2.0})
+        self.assertEqual(samples["weather_station_records_total"], {key: 60.0})
+        self.assertEqual(
+            samples["weather_station_last_seen_timestamp_seconds"][key],
+            self.reactor.seconds(),
+        )
+        self.assertEqual(samples["weather_station_nominal_interval_seconds"][key], 120.0)
+        self.assertAlmostEqual(
+            samples["weather_station_measured_interval_seconds"][key], 121.2
+        )
+        self.assertAlmostEqual(samples["weather_station_clock_drift_ppm"][key], 10_000)
+        self.assertEqual(samples["weather_station_missed_uploads_total"], {key: 0.0})
+
+    def test_journalCounts(self) -> None:
+        """Pending packets and the oldest's age, counted on the status timer."""
+        self.service.startService()
+        self.fake.fail_next(503, count=100)  # nothing is delivered from now on
+        self.send(reference_packet())
+        self.deliver()
+        self.reactor.advance(10)
+        samples = self.metrics()
+        self.assertEqual(samples["weather_journal_pending_packets"], {(): 1.0})
+        self.assertEqual(samples["weather_journal_oldest_pending_age_seconds"], {(): 10.0})
+
+    def test_openMetrics(self) -> None:
+        """A scraper asking for OpenMetrics gets it."""
+        self.service.startService()
+        response, body = self.get(
+            "/metrics",
+            headers={"Accept": ["application/openmetrics-text; version=1.0.0"]},
+        )
+        self.assertIn("openmetrics", response.headers.getRawHeaders("content-type")[0])
+        self.assertTrue(body.endswith(b"# EOF\n"))
+
+
+class HealthTests(MonitoringTestCase):
+    ARGS = MonitoringTestCase.ARGS + ("--unhealthy-after", "120")
+
+    def health(self) -> tuple[int, dict]:
+        response, body = self.get("/health")
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"), ["application/json"]
+        )
+        return response.code, json.loads(body)
+
+    def test_notListening(self) -> None:
+        code, report = self.health()
+        self.assertEqual(code, 503)
+        self.assertEqual(report["reasons"], ["not listening for stations"])
+
+    def test_healthy(self) -> None:
+        self.service.startService()
+        code, report = self.health()
+        self.assertEqual((code, report["status"], report["reasons"]), (200, "ok", []))
+        self.assertTrue(report["accepting"])
+
+    def test_influxUnreachablePastThreshold(self) -> None:
+        """Failing writes: healthy until --unhealthy-after, then 503, then 200 again."""
+        self.service.startService()
+        self.fake.fail_next(500, count=1000)
+        self.send(reference_packet())
+        self.deliver()
+        self.assertEqual(self.health()[0], 200)
+        self.reactor.advance(119)
+        self.influx.flush()
+        self.assertEqual(self.health()[0], 200)
+        self.reactor.advance(2)
+        self.influx.flush()
+        code, report = self.health()
+        self.assertEqual(code, 503)
+        self.assertEqual(len(report["reasons"]), 1)
+        self.assertIn(
+            "InfluxDB writes have failed for 121 s: HTTP 500", report["reasons"][0]
+        )
+        self.fake._faults.clear()
+        self.reactor.advance(120)
+        self.influx.flush()
+        self.assertEqual(self.health(), (200, self.health()[1]))
+        self.assertEqual(len(self.fake.points), 90)
+
+    def test_atConnectionLimitPastThreshold(self) -> None:
+        """
+        At --max-connections: healthy for a moment (stations wait in the
+        listen queue), 503 once it has lasted --unhealthy-after without a
+        break; a connection closing ends it and starts the count again.
+        """
+        self.build("--max-connections", "2")
+        self.service.startService()
+        factory = self.service.listener.factory
+
+        def connect() -> Protocol:
+            protocol = factory.buildProtocol(PEER)
+            protocol.makeConnection(StringTransport(peerAddress=PEER))
+            self.addCleanup(protocol.connectionLost, None)
+            return protocol
+
+        first, _ = connect(), connect()
+        code, report = self.health()
+        self.assertEqual((code, report["accepting"]), (200, False))
+        self.reactor.advance(119)
+        self.assertEqual(self.health()[1]["at_connection_limit_seconds"], 119)
+        self.assertEqual(self.health()[0], 200)
+        self.reactor.advance(1)
+        code, report = self.health()
+        self.assertEqual(code, 503)
+        self.assertEqual(
+            report["reasons"],
+            [
+                "at the --max-connections limit (2 open) for 120 s: "
+                "new stations wait or give up"
+            ],
+        )
+        # One closes; room for 5 s ends the stretch.
+        first.connectionLost(None)
+        code, report = self.health()
+        self.assertEqual((code, report["accepting"]), (503, True))
+        self.reactor.advance(5)
+        code, report = self.health()
+        self.assertEqual((code, report["at_connection_limit_seconds"]), (200, 0))
+        connect()
+        self.reactor.advance(60)
+        self.assertEqual(self.health()[0], 200)
+
+    def test_atConnectionLimitWithChurn(self) -> None:
+        """
+        Stations closing only to let the next queued one in are no break: the
+        limit holding for --unhealthy-after with churn is still a 503.
+        """
+        self.build("--max-connections", "2")
+        self.service.startService()
+        factory = self.service.listener.factory
+        open_now = []
+        for _ in range(2):
+            protocol = factory.buildProtocol(PEER)
+            protocol.makeConnection(StringTransport(peerAddress=PEER))
+            open_now.append(protocol)
+        for _ in range(12):
+            self.reactor.advance(9)
+            open_now.pop(0).connectionLost(None)
+            self.reactor.advance(1)
+            protocol = factory.buildProtocol(PEER)
+            protocol.makeConnection(StringTransport(peerAddress=PEER))
+            open_now.append(protocol)
+        for protocol in open_now:
+            self.addCleanup(protocol.connectionLost, None)
+        code, report = self.health()
+        self.assertEqual(code, 503)
+        self.assertEqual(report["at_connection_limit_seconds"], 120)
+
+    def test_journalFull(self) -> None:
+        """Over the high-water mark: 503 saying so; under it again: 200."""
+        self.service.startService()
+        journal = self.service.journal
+        journal._check_water(journal.max_bytes + 1, free=1 << 40)
+        code, report = self.health()
+        self.assertEqual(code, 503)
+        self.assertIn("high-water mark", report["reasons"][0])
+        self.assertFalse(report["accepting"])
+        journal._check_water(0, free=1 << 40)
+        self.assertEqual(self.health()[0], 200)
+
+
+class PagesTests(MonitoringTestCase):
+    def test_index(self) -> None:
+        response, body = self.get("/")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"/metrics", body)
+
+    def test_unknown(self) -> None:
+        response, _ = self.get("/nothing-here")
+        self.assertEqual(response.code, 404)
+
+
+class SelfStatsTests(MonitoringTestCase):
+    ARGS = MonitoringTestCase.ARGS + (
+        "--self-stats-interval",
+        "60",
+        "--self-stats-host",
+        "pi-garden",
+    )
+
+    def test_writtenOnInterval(self) -> None:
+        """Every interval, the figures land in InfluxDB as weather_internal."""
+        self.service.startService()
+        self.send(reference_packet())
+        self.deliver()
+        self.reactor.advance(60)
+        self.deliver()
+        internal = [p for p in self.fake.points if p.measurement == MEASUREMENT]
+        fields = {}
+        for point in internal:
+            for name, value in point.fields.items():
+                fields[(name, tuple(sorted(point.tags.items())))] = value
+        host = ("host", "pi-garden")
+        self.assertEqual(fields[("packets_accepted_total", (host,))], 1.0)
+        self.assertEqual(
+            fields[
+                ("station_records_total", (("device", "1"), host, ("place", "balcony")))
+            ],
+            30.0,
+        )
+        self.assertTrue(all(("host", "pi-garden") in p.tags.items() for p in internal))
+        self.assertNotIn(("build_info", (host,)), fields)
+        self.assertFalse(any(name.endswith("_bucket") for name, _ in fields))
+        times = {p.timestamp for p in internal}
+        self.assertEqual(len(times), 2)  # at start, and 60 s later
+
+    def test_skippedWhileOverloaded(self) -> None:
+        self.service.startService()
+        writer = self.service.writer
+        writer.overloaded = True
+        self.reactor.advance(60)
+        self.assertEqual(writer.stats["self_stats_skipped"], 1)
+
+    def test_readingsFromRegistry(self) -> None:
+        """Samples become readings; empty labels are not tags; NaN is skipped."""
+        readings = self_stat_readings(self.service.metrics.registry, 5)
+        names = {r.field for r in readings}
+        self.assertIn("journal_full", names)
+        self.assertTrue(all(r.time_ns == 5 for r in readings))
+        self.assertTrue(all(v for r in readings for _, v in r.tags))
+
+
+class SelfStatsDefaultHostTests(MonitoringTestCase):
+    ARGS = MonitoringTestCase.ARGS + ("--self-stats-interval", "60")
+
+    def test_machineName(self) -> None:
+        """Without --self-stats-host, the host tag is the machine's name."""
+        self.service.startService()
+        self.deliver()
+        internal = [p for p in self.fake.points if p.measurement == MEASUREMENT]
+        self.assertTrue(internal)
+        self.assertEqual({p.tags["host"] for p in internal}, {socket.gethostname()})
+
+
+class StationsWhileInfluxDown(MonitoringTestCase):
+    def test_lastSeenAtArrival(self) -> None:
+        """A station whose packets wait in the journal is still seen alive."""
+        self.service.startService()
+        self.fake.fail_next(503, count=1000)
+        self.send(reference_packet())
+        self.deliver()
+        samples = self.metrics()
+        key = (("device", "1"), ("place", "balcony"))
+        self.assertEqual(
+            samples["weather_station_last_seen_timestamp_seconds"][key],
+            self.reactor.seconds(),
+        )
+
+    def test_lastSeenAcrossRestart(self) -> None:
+        """After a restart, a station heard from before is known, and can be overdue."""
+        self.service.startService()
+        self.send(reference_packet())
+        self.deliver()
+        heard = self.reactor.seconds()
+        self.stop()
+        self.build("--data-dir", self.settings.data_dir)
+        self.service.startService()
+        samples = self.metrics()
+        key = (("device", "1"), ("place", "balcony"))
+        self.assertEqual(samples["weather_station_last_seen_timestamp_seconds"][key], heard)
+
+
+class SelfStatsWhileFailing(MonitoringTestCase):
+    ARGS = MonitoringTestCase.ARGS + ("--self-stats-interval", "60")
+
+    def test_skippedWhileWritesFail(self) -> None:
+        """Failing writes: no self-statistics pile up in memory."""
+        self.service.startService()
+        self.deliver()
+        self.fake.fail_next(503, count=1000)
+        self.send(reference_packet())
+        self.deliver()
+        pending = self.service.writer.pending
+        for _ in range(10):
+            self.reactor.advance(60)
+        self.assertEqual(self.service.writer.pending, pending)
+        self.assertGreaterEqual(self.service.writer.stats["self_stats_skipped"], 9)
+
+
+class OpenFilesTests(SynchronousTestCase):
+    """--max-connections must fit the open-files limit (see tap.open_files_plan)."""
+
+    def test_fits(self) -> None:
+        from weather.app.tap import open_files_plan
+
+        self.assertEqual(open_files_plan(512, 1024, 4096), (1024, 512))
+
+    def test_softRaised(self) -> None:
+        from weather.app.tap import open_files_plan
+
+        self.assertEqual(open_files_plan(10_000, 1024, 1 << 20), (10_064, 10_000))
+
+    def test_clampedToHard(self) -> None:
+        from weather.app.tap import open_files_plan
+
+        self.assertEqual(open_files_plan(10_000, 1024, 4096), (4096, 4032))
+
+    def test_infinite(self) -> None:
+        import resource
+
+        from weather.app.tap import open_files_plan
+
+        infinite = resource.RLIM_INFINITY
+        self.assertEqual(open_files_plan(10_000, 1024, infinite), (10_064, 10_000))
+        self.assertEqual(open_files_plan(10_000, infinite, infinite), (infinite, 10_000))

@@ -1,0 +1,244 @@
+"""
+The station protocol on fake transports and a fake clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import HEADER, RecordingSink, reference_packet
+from weather.core.packet import Reason
+from weather.server.protocol import ACK, StationFactory, describe_peer
+
+PEER = IPv4Address("TCP", "192.0.2.7", 40123)
+
+
+class StationProtocolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000.25)
+        self.sink = RecordingSink()
+        self.factory = StationFactory(
+            self.sink, self.clock, idle_timeout=30.0, max_packet_size=400
+        )
+
+    def connect(self, peer=PEER):
+        protocol = self.factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_onePacketOneSegment(self) -> None:
+        protocol, transport = self.connect()
+        packet = reference_packet()
+        protocol.dataReceived(packet)
+        self.assertEqual(len(self.sink.received), 1)
+        received = self.sink.received[0]
+        self.assertEqual(received.data, packet)
+        self.assertEqual(received.peer, "192.0.2.7:40123")
+        self.assertEqual(received.arrival_ns, 1_700_000_000_250_000_000)
+        self.assertFalse(transport.disconnecting)
+        # The sink kept it at once: the station is told.
+        self.assertEqual(transport.value(), ACK)
+
+    def test_splitAtEveryOffset(self) -> None:
+        """Wherever TCP splits the packet, it arrives whole, stamped at its last byte."""
+        packet = reference_packet(records=5)
+        for cut in range(1, len(packet)):
+            self.sink.received.clear()
+            protocol, _ = self.connect()
+            protocol.dataReceived(packet[:cut])
+            self.assertEqual(self.sink.received, [])
+            self.clock.advance(1)
+            protocol.dataReceived(packet[cut:])
+            self.assertEqual([p.data for p in self.sink.received], [packet])
+            self.assertEqual(
+                self.sink.received[0].arrival_ns,
+                round(self.clock.seconds() * 1_000_000) * 1000,
+            )
+            protocol.connectionLost(None)
+        self.assertEqual(self.sink.rejected, [])
+
+    def test_byteByByte(self) -> None:
+        protocol, _ = self.connect()
+        packet = reference_packet()
+        for i in range(len(packet)):
+            protocol.dataReceived(packet[i : i + 1])
+        self.assertEqual([p.data for p in self.sink.received], [packet])
+
+    def test_manyPacketsOneConnection(self) -> None:
+        protocol, transport = self.connect()
+        packets = [reference_packet(records=n, start=n) for n in (1, 30, 58, 2)]
+        stream = b"".join(packets)
+        protocol.dataReceived(stream[:100])
+        protocol.dataReceived(stream[100:])
+        self.assertEqual(transport.value(), ACK * 4)
+        protocol.connectionLost(None)
+        self.assertEqual([p.data for p in self.sink.received], packets)
+        self.assertEqual(self.sink.rejected, [])
+
+    def test_truncatedOnClose(self) -> None:
+        """Bytes left when the peer closes are a truncated packet, kept whole."""
+        protocol, _ = self.connect()
+        packet = reference_packet()
+        protocol.dataReceived(packet + packet[:50])
+        protocol.connectionLost(None)
+        self.assertEqual(len(self.sink.received), 1)
+        [(rejected, error)] = self.sink.rejected
+        self.assertEqual(error.reason, Reason.TRUNCATED)
+        self.assertEqual(rejected.data, packet[:50])
+        self.assertEqual(rejected.peer, "192.0.2.7:40123")
+
+    def test_shortHeaderOnClose(self) -> None:
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"\x01\x02\x03")
+        protocol.connectionLost(None)
+        [(rejected, error)] = self.sink.rejected
+        self.assertEqual((rejected.data, error.reason), (b"\x01\x02\x03", Reason.TRUNCATED))
+
+    def test_emptyConnection(self) -> None:
+        protocol, _ = self.connect()
+        protocol.connectionLost(None)
+        self.assertEqual((self.sink.received, self.sink.rejected), ([], []))
+
+    def test_oversizedIsCut(self) -> None:
+        """A header announcing more than the maximum cuts the connection."""
+        protocol, transport = self.connect()
+        good = reference_packet(records=2)
+        huge = HEADER.pack(60000, 3600, 120, 6, 1, 3) + b"x" * 500
+        protocol.dataReceived(good + huge)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual([p.data for p in self.sink.received], [good])
+        [(rejected, error)] = self.sink.rejected
+        self.assertEqual(error.reason, Reason.OVERSIZED)
+        self.assertEqual(rejected.data, huge[:400])
+        # Whatever else arrives before the close is ignored, and the close
+        # does not report the same bytes twice.
+        protocol.dataReceived(b"y" * 1000)
+        protocol.connectionLost(None)
+        self.assertEqual(len(self.sink.rejected), 1)
+        self.assertEqual(len(self.sink.received), 1)
+
+    def test_idleTimeout(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(reference_packet()[:20])
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnected)
+        protocol.dataReceived(reference_packet()[20:30])  # activity resets the timer
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.factory.stats["connections_timed_out"], 1)
+        protocol.connectionLost(None)
+        [(rejected, error)] = self.sink.rejected
+        self.assertEqual(error.reason, Reason.TRUNCATED)
+        self.assertEqual(rejected.data, reference_packet()[:30])
+
+    def test_timeoutCancelledOnClose(self) -> None:
+        protocol, _ = self.connect()
+        protocol.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_connectionsTrackedAndDrained(self) -> None:
+        first, _ = self.connect()
+        second, _ = self.connect()
+        self.assertEqual(self.factory.connections, {first, second})
+        drained = self.factory.drained()
+        first.connectionLost(None)
+        self.assertNoResult(drained)
+        second.connectionLost(None)
+        self.successResultOf(drained)
+        self.successResultOf(self.factory.drained())
+        self.assertEqual(self.factory.stats["connections_accepted"], 2)
+
+    def test_garbageNeverRaises(self) -> None:
+        """Random garbage is rejected, never raised."""
+        import random
+
+        rng = random.Random(7)
+        for _ in range(200):
+            protocol, _ = self.connect()
+            for _ in range(rng.randrange(1, 5)):
+                protocol.dataReceived(rng.randbytes(rng.randrange(0, 300)))
+            protocol.connectionLost(None)
+
+
+class AcknowledgementTests(SynchronousTestCase):
+    """One ACK byte per packet, once the sink has it durably."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sink = RecordingSink(hold=True)
+        self.factory = StationFactory(
+            self.sink, self.clock, idle_timeout=30.0, max_packet_size=400
+        )
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = StringTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+
+    def test_ackByte(self) -> None:
+        self.assertEqual(ACK, b"\x06")
+
+    def test_writtenOnceDurable(self) -> None:
+        self.protocol.dataReceived(reference_packet())
+        [durable] = self.sink.durable
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.factory.stats["packets_acknowledged"], 0)
+        durable.callback(None)
+        self.assertEqual(self.transport.value(), ACK)
+        self.assertEqual(self.factory.stats["packets_acknowledged"], 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_notWrittenBeforeTheWholePacket(self) -> None:
+        packet = reference_packet()
+        self.protocol.dataReceived(packet[:-1])
+        self.assertEqual(self.sink.durable, [])
+        self.assertEqual(self.transport.value(), b"")
+        self.protocol.dataReceived(packet[-1:])
+        self.sink.durable[0].callback(None)
+        self.assertEqual(self.transport.value(), ACK)
+
+    def test_notWrittenAfterConnectionLost(self) -> None:
+        self.protocol.dataReceived(reference_packet())
+        self.protocol.connectionLost(None)
+        self.sink.durable[0].callback(None)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.factory.stats["packets_acknowledged"], 0)
+
+    def test_notWrittenWhileClosing(self) -> None:
+        self.protocol.dataReceived(reference_packet())
+        self.transport.loseConnection()
+        self.sink.durable[0].callback(None)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_onePerPacket(self) -> None:
+        """Two packets on one connection: one ACK each, as each is durable."""
+        packets = reference_packet(start=0) + reference_packet(start=30)
+        self.protocol.dataReceived(packets[:100])
+        self.protocol.dataReceived(packets[100:])
+        first, second = self.sink.durable
+        self.assertEqual(self.transport.value(), b"")
+        second.callback(None)
+        self.assertEqual(self.transport.value(), ACK)
+        first.callback(None)
+        self.assertEqual(self.transport.value(), ACK * 2)
+        self.assertEqual(self.factory.stats["packets_acknowledged"], 2)
+
+    def test_rejectedBytesNotAcknowledged(self) -> None:
+        """An oversized packet is cut, not acknowledged."""
+        self.protocol.dataReceived(HEADER.pack(60000, 3600, 120, 6, 1, 3) + b"x" * 500)
+        self.assertEqual(len(self.sink.rejected), 1)
+        self.assertEqual(self.sink.durable, [])
+        self.assertEqual(self.transport.value(), b"")
+
+
+class DescribePeerTests(SynchronousTestCase):
+    def test_ipv6(self) -> None:
+        self.assertEqual(describe_peer(IPv6Address("TCP", "::1", 8266)), "[::1]:8266")
+
+    def test_ipv4(self) -> None:
+        self.assertEqual(describe_peer(PEER), "192.0.2.7:40123")

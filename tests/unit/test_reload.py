@@ -1,0 +1,133 @@
+"""
+SIGHUP re-reads the devices file: a good file changes the profiles used from
+the next packet on, a bad one keeps the old profiles and says why, and the
+signal never ends the process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.fakeinflux import FakeInfluxDB
+from tests.support import (
+    build_test_service,
+    make_settings,
+    reference_devices_toml,
+    reference_packet,
+)
+from weather.app.reload import DevicesReloader, HangupService
+
+PEER = IPv4Address("TCP", "192.0.2.7", 40123)
+
+
+class ReloadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.devices = self.mktemp()
+        self.write_devices(reference_devices_toml(**{"1": "balcony"}))
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1_700_000_000)
+        self.fake = FakeInfluxDB(clock=lambda: 0)
+        settings = make_settings(self, "--devices", self.devices, "--flush-interval", "600")
+        self.service = build_test_service(self, settings, self.reactor, StubTreq(self.fake))
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def write_devices(self, text: str) -> None:
+        with open(self.devices, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def send(self, data: bytes) -> None:
+        protocol = self.service.listener.factory.buildProtocol(PEER)
+        protocol.makeConnection(StringTransport(peerAddress=PEER))
+        protocol.dataReceived(data)
+        protocol.connectionLost(None)
+        self.service.writer.flush()
+
+    def places(self) -> set[tuple[str, str]]:
+        return {(p.measurement, p.tags["place"]) for p in self.fake.points}
+
+    def messages(self, namespace: str) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.events if e.get("log_namespace") == namespace]
+
+    def test_goodFile(self) -> None:
+        """New tags and a new device are used from the next packet on."""
+        self.send(reference_packet(device_id=2))
+        self.assertEqual(self.service.pipeline.stats["packets_rejected_unknown-device"], 1)
+        self.write_devices(reference_devices_toml(**{"1": "garden", "2": "roof"}))
+        self.assertTrue(self.service.reloader.reload())
+        self.send(reference_packet(device_id=1))
+        self.send(reference_packet(device_id=2))
+        self.assertEqual(
+            self.places(),
+            {
+                (m, p)
+                for m in ("light", "humidity", "temperature")
+                for p in ("garden", "roof")
+            },
+        )
+        [line] = self.messages("weather.app.reload.DevicesReloader")
+        self.assertIn("2 station profiles (added 2, removed none, changed 1)", line)
+
+    def test_badFileKeepsOldProfiles(self) -> None:
+        self.write_devices("[devices.1]\nvalues = 'not a list'\n")
+        self.assertFalse(self.service.reloader.reload())
+        self.send(reference_packet())
+        self.assertEqual({p for _, p in self.places()}, {"balcony"})
+        [line] = self.messages("weather.app.reload.DevicesReloader")
+        self.assertIn(self.devices, line)
+        self.assertIn("still using the 1 profiles loaded before", line)
+        self.assertEqual(self.service.reloader.failures, 1)
+
+    def test_missingFileKeepsOldProfiles(self) -> None:
+        os.remove(self.devices)
+        self.assertFalse(self.service.reloader.reload())
+        self.send(reference_packet())
+        self.assertEqual({p for _, p in self.places()}, {"balcony"})
+
+    def test_noDevicesFile(self) -> None:
+        applied = []
+        reloader = DevicesReloader(None, applied.append, {})
+        self.assertFalse(reloader.reload())
+        self.assertEqual(applied, [])
+
+
+class FakeReactor:
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def callFromThread(self, f, *args) -> None:
+        self.calls.append(f)
+
+
+class HangupServiceTests(SynchronousTestCase):
+    def test_sighupCallsActionInReactor(self) -> None:
+        """While running, SIGHUP queues the action; the process goes on."""
+        reactor = FakeReactor()
+        actions: list[str] = []
+        service = HangupService(reactor, lambda: actions.append("reload"))
+        before = signal.getsignal(signal.SIGHUP)
+        service.startService()
+        self.addCleanup(service.restore)
+        os.kill(os.getpid(), signal.SIGHUP)
+        self.assertEqual(len(reactor.calls), 1)
+        reactor.calls[0]()
+        self.assertEqual(actions, ["reload"])
+        # Stopped: SIGHUP must not end the process in the middle of its stop.
+        service.stopService()
+        os.kill(os.getpid(), signal.SIGHUP)
+        reactor.calls[1]()
+        self.assertEqual(actions, ["reload"])
+        service.restore()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), before)

@@ -1,0 +1,261 @@
+"""
+C{weather simulate}: stations that behave as the firmware does, with readings
+that follow a day, checked against PROTOCOL.md through the real decoder.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from twisted.internet.defer import fail, succeed
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.unit.test_cli import run
+from weather.core.decode import decode_packet
+from weather.core.devices import REFERENCE_DEVICES, parse_devices
+from weather.tools.simulate import (
+    ACK,
+    RING_RECORDS,
+    Simulation,
+    StationModel,
+    Upload,
+    devices_toml,
+)
+
+S = 1_000_000_000
+#: 2026-11-21 00:00 UTC
+MIDNIGHT = 1_795_219_200.0
+
+
+class StationModelTests(SynchronousTestCase):
+    def test_firstWakeCoversTheHourBefore(self) -> None:
+        station = StationModel(1, drift=0.02)
+        now = MIDNIGHT + 9 * 3600
+        records = station.wake(now)
+        self.assertEqual(len(records), 30)
+        self.assertEqual(records[-1].time, now)
+        steps = {
+            round(b.time - a.time, 6) for a, b in zip(records, records[1:], strict=False)
+        }
+        self.assertEqual(steps, {122.4})  # 120 s by a clock 2 % slow
+
+    def test_packetDecodesToTheRecordedReadings(self) -> None:
+        station = StationModel(1)
+        now = MIDNIGHT + 13 * 3600
+        records = station.wake(now)
+        packet = station.packet(records)
+        self.assertEqual(len(packet), 189)
+        decoded = decode_packet(packet, int(now * S), None, REFERENCE_DEVICES)
+        values = [r.value for r in decoded.readings]
+        want = [v for r in records for v in (r.lux, r.humidity, r.temperature)]
+        self.assertEqual(values, want)
+        # The decoder's stamps are the true times when the clock is exact.
+        self.assertEqual(
+            [r.time_ns for r in decoded.readings[::3]], [int(r.time * S) for r in records]
+        )
+        for r in records:
+            self.assertEqual(r.humidity_code & 3, 0)
+            self.assertEqual(r.temperature_code & 3, 0)
+
+    def test_aDayOfWeather(self) -> None:
+        station = StationModel(3, wake_every=600, measure_every=120)
+        day = [station.measure(MIDNIGHT + h * 3600) for h in range(24)]
+        temperature = [r.temperature for r in day]
+        humidity = [r.humidity for r in day]
+        self.assertGreater(temperature[15], temperature[4] + 6)
+        self.assertGreater(humidity[4], humidity[15])
+        self.assertEqual([r.lux for r in day[:5] + day[19:]], [0] * 10)
+        self.assertGreater(day[12].lux, 1000)
+        for r in day:
+            self.assertTrue(-10 < r.temperature < 30 and 5 <= r.humidity <= 100)
+
+    def test_missedUploadsFillTheRing(self) -> None:
+        """Two hours of records are 60; the ring keeps the newest 58."""
+        station = StationModel(1)
+        first = station.wake(MIDNIGHT)
+        second = station.wake(MIDNIGHT + 3600)
+        self.assertEqual(len(second), RING_RECORDS)
+        self.assertEqual(station.dropped, 2)
+        self.assertEqual(second[0], first[2])
+        station.delivered(second)
+        self.assertEqual(station.held, [])
+        self.assertEqual(len(station.wake(MIDNIGHT + 7200)), 30)
+
+    def test_intervalsMustFit(self) -> None:
+        self.assertRaises(ValueError, StationModel, 1, wake_every=100, measure_every=30)
+        self.assertRaises(ValueError, StationModel, 1, wake_every=7200, measure_every=60)
+
+
+class FirmwareConnection(StringTransport):
+    """A transport that tells its protocol when it is closed."""
+
+    def __init__(self, clock: Clock, reply: bytes = b"") -> None:
+        super().__init__()
+        self.clock = clock
+        self.reply = reply
+        self.writes: list[bytes] = []
+        self.nodelay = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+        if self.reply:
+            self.clock.callLater(0.001, self.protocol.dataReceived, self.reply)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            super().loseConnection()
+            self.clock.callLater(0, self.protocol.connectionLost, Failure(ConnectionDone()))
+
+
+class SimulationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(MIDNIGHT + 12 * 3600)
+        self.connections: list[FirmwareConnection] = []
+        self.refuse = 0
+        self.reply = b""
+        self.out = io.StringIO()
+
+    def connect(self, upload: Upload):
+        if self.refuse:
+            self.refuse -= 1
+            return fail(ConnectionRefusedError("refused"))
+        transport = FirmwareConnection(self.clock, self.reply)
+        transport.protocol = upload
+        self.connections.append(transport)
+        upload.makeConnection(transport)
+        return succeed(upload)
+
+    def simulate(self, stations, packets, **kw):
+        simulation = Simulation(self.clock, self.connect, stations, packets, self.out, **kw)
+        done = simulation.run()
+        while not done.called and self.clock.getDelayedCalls():
+            soonest = min(c.getTime() for c in self.clock.getDelayedCalls())
+            self.clock.advance(max(0.0, soonest - self.clock.seconds()))
+        return self.successResultOf(done)
+
+    def packets(self) -> list[bytes]:
+        return [b"".join(c.writes) for c in self.connections]
+
+    def test_firmwareUploads(self) -> None:
+        """Connect, write one packet, close; one wake interval apart."""
+        stations = [StationModel(1, wake_every=6, measure_every=2), StationModel(2)]
+        totals = self.simulate(stations, 3)
+        self.assertEqual((totals.packets, totals.records, totals.failed), (6, 99, 0))
+        packets = self.packets()
+        self.assertEqual(sorted(p[7] for p in packets), [1, 1, 1, 2, 2, 2])
+        self.assertTrue(all(c.disconnecting for c in self.connections))
+        self.assertEqual(len(self.out.getvalue().splitlines()), 6 + 99)
+        self.assertIn(
+            "station 2: 2026-11-21 14:00:00.000 30 records, 189 bytes: sent",
+            self.out.getvalue(),
+        )
+
+    def test_segments(self) -> None:
+        self.simulate([StationModel(1)], 1, segments=3, segment_delay=0.05, quiet=True)
+        (connection,) = self.connections
+        self.assertEqual([len(w) for w in connection.writes], [63, 63, 63])
+        self.assertTrue(connection.nodelay)
+        self.assertEqual(len(self.out.getvalue().splitlines()), 1)
+
+    def test_failedUploadKeepsRecordsForTheNext(self) -> None:
+        self.refuse = 1
+        totals = self.simulate([StationModel(1)], 2, quiet=True)
+        self.assertEqual((totals.packets, totals.failed), (1, 1))
+        (packet,) = self.packets()
+        self.assertEqual(packet[0] + 256 * packet[1], RING_RECORDS * 6)
+        self.assertIn(
+            "upload failed (Connection was refused by other side: refused.): keeps 30",
+            self.out.getvalue(),
+        )
+
+    def test_missedUploadsComeOnTop(self) -> None:
+        stations = [StationModel(d, wake_every=20, measure_every=2) for d in (1, 2, 3)]
+        totals = self.simulate(stations, 4, miss=0.3, seed=5, quiet=True)
+        self.assertGreater(totals.missed, 0)
+        self.assertEqual(totals.packets, 12)
+        # Nothing lost: every record measured was sent exactly once.
+        sizes = [len(p) - 9 for p in self.packets()]
+        self.assertEqual(sum(sizes) // 6, totals.records)
+        self.assertEqual(totals.records, 10 * (12 + totals.missed))
+        self.assertIn(60, sizes)
+
+    def test_slowUploadsLoseNoRecords(self) -> None:
+        """Waiting 5 s for an ACK that never comes, with uploads every 2 s."""
+        station = StationModel(1, wake_every=2, measure_every=1)
+        sent = []
+        forget = station.delivered
+        station.delivered = lambda records: (sent.extend(records), forget(records))
+        totals = self.simulate([station], 4, ack_timeout=5, quiet=True)
+        self.assertEqual(totals.packets, 4)
+        self.assertEqual(len(sent), totals.records)
+        # One record per second of the station's clock, none missing.
+        steps = {round(b.time - a.time, 6) for a, b in zip(sent, sent[1:], strict=False)}
+        self.assertEqual(steps, {1.0})
+        self.assertEqual((station.dropped, station.held), (0, []))
+
+    def test_connectionLostBetweenSegments(self) -> None:
+        """The station keeps its records, and leaves nothing scheduled."""
+        upload = Upload(b"x" * 30, self.clock, segments=3, delay=0.05)
+        transport = FirmwareConnection(self.clock)
+        transport.protocol = upload
+        upload.makeConnection(transport)
+        upload.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(upload.done, ConnectionDone)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_waitForAcknowledgement(self) -> None:
+        self.reply = ACK
+        totals = self.simulate([StationModel(1)], 1, ack_timeout=5)
+        self.assertEqual(totals.acknowledged, 1)
+        self.reply = b""
+        totals = self.simulate([StationModel(1)], 1, ack_timeout=5, quiet=True)
+        self.assertEqual(totals.acknowledged, 0)
+        self.assertIn("not acknowledged", self.out.getvalue())
+
+
+class SimulateCommandTests(SynchronousTestCase):
+    def test_devicesToml(self) -> None:
+        code, out, _ = run(
+            "simulate", "--stations", "3", "--first-id", "4", "--devices-toml"
+        )
+        self.assertEqual(code, 0)
+        profiles = parse_devices(out)
+        self.assertEqual(sorted(profiles), [4, 5, 6])
+        self.assertEqual(profiles[5].tags, (("place", "station-5"),))
+        self.assertEqual(profiles[5].values, REFERENCE_DEVICES[1].values)
+
+    def test_badOptions(self) -> None:
+        for argv, why in [
+            (["--stations", "0"], "--stations"),
+            (["--first-id", "250", "--stations", "7"], "device ids end at 255"),
+            (["--wake-every", "100", "--measure-every", "30"], "whole number"),
+            (["--miss", "1"], "--miss"),
+            (["--packets", "0"], "--packets"),
+        ]:
+            code, _, err = run("simulate", *argv)
+            self.assertEqual(code, 2, argv)
+            self.assertIn(why, err)
+
+    def test_driftIsPerStationAndSeeded(self) -> None:
+        from weather.tools.cli import SimulateOptions
+
+        options = SimulateOptions()
+        options.parseOptions(["--stations", "5", "--drift", "3", "--seed", "7"])
+        drifts = [s.drift for s in options.stations()]
+        self.assertEqual(len(set(drifts)), 5)
+        self.assertTrue(all(abs(d) <= 0.03 for d in drifts))
+        again = SimulateOptions()
+        again.parseOptions(["--stations", "5", "--drift", "3", "--seed", "7"])
+        self.assertEqual([s.drift for s in again.stations()], drifts)
+        self.assertFalse(any(math.isnan(d) for d in drifts))
+        self.assertEqual(devices_toml([1]).count("[devices.1]"), 1)

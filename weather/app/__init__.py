@@ -1,0 +1,1 @@
+"""The glue: options (one table), the twistd plugin's service maker, reload, logging."""

@@ -1,0 +1,119 @@
+"""
+SIGHUP re-reads the devices file, as daemons do with their configuration.
+
+Without a handler SIGHUP ends the process; with this one the server keeps
+running and decodes with the new profiles from the next packet on.  A file
+that does not load leaves the old profiles in place, and the log says why.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from weather.core.devices import DeviceProfile, DevicesError, load_devices
+
+
+class DevicesReloader:
+    """Load C{path} again and hand the profiles to C{apply}."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: str | None,
+        apply: Callable[[Mapping[int, DeviceProfile]], object],
+        current: Mapping[int, DeviceProfile],
+    ) -> None:
+        self.path = path
+        self.apply = apply
+        self.current = current
+        self.reloads = 0
+        self.failures = 0
+
+    def reload(self) -> bool:
+        """Re-read the devices file; False (and the old profiles kept) if it is bad."""
+        if self.path is None:
+            self.log.info(
+                "SIGHUP: no --devices file to re-read (the built-in reference "
+                "station is used)"
+            )
+            return False
+        try:
+            profiles = load_devices(self.path)
+        except DevicesError as e:
+            self.failures += 1
+            self.log.error(
+                "SIGHUP: {why}; still using the {count} profiles loaded before",
+                why=str(e),
+                count=len(self.current),
+            )
+            return False
+        added = sorted(set(profiles) - set(self.current))
+        removed = sorted(set(self.current) - set(profiles))
+        changed = sorted(
+            device
+            for device in set(profiles) & set(self.current)
+            if profiles[device] != self.current[device]
+        )
+        self.apply(profiles)
+        self.current = profiles
+        self.reloads += 1
+        self.log.info(
+            "SIGHUP: re-read {path}: {count} station profiles (added {added}, "
+            "removed {removed}, changed {changed}); packets in quarantine for "
+            "devices that were unknown can now be stored with 'weather replay'",
+            path=self.path,
+            count=len(profiles),
+            added=_ids(added),
+            removed=_ids(removed),
+            changed=_ids(changed),
+        )
+        return True
+
+
+def _ids(devices: list[int]) -> str:
+    return ", ".join(map(str, devices)) or "none"
+
+
+class HangupService(Service):
+    """
+    While running, SIGHUP calls C{action} in the reactor thread.  Once
+    stopped, SIGHUP is ignored rather than handed back to the default action,
+    which would end the process in the middle of its stop (a flush, the
+    journal's last commit); L{restore} puts the previous handler back.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, action: Callable[[], object]) -> None:
+        self.reactor = reactor
+        self.action = action
+        self._previous: Any = None
+        self._installed = False
+
+    def startService(self) -> None:
+        super().startService()
+        if not self._installed:
+            self._previous = signal.signal(signal.SIGHUP, self.hangup)
+            self._installed = True
+
+    def restore(self) -> None:
+        """Give SIGHUP back to the handler it had before."""
+        if self._installed:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._installed = False
+
+    def hangup(self, signum: int, frame: object) -> None:
+        """The signal handler: run the action soon, in the reactor thread."""
+        self.reactor.callFromThread(self._hungup)
+
+    def _hungup(self) -> None:
+        if self.running:
+            self.action()
+        else:
+            self.log.info("SIGHUP while stopping: ignored")

@@ -1,0 +1,323 @@
+"""
+The twistd plugin's service maker: C{twistd weather [options]}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import signal
+import socket
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import IService
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from weather.app.logfile import attach
+from weather.app.reload import DevicesReloader, HangupService
+from weather.app.settings import (
+    ConfigurationError,
+    Options,
+    Settings,
+    settings_from_options,
+)
+from weather.journal.service import (
+    LOCKNAME,
+    IDiskWorker,
+    Journal,
+    ThreadDiskWorker,
+    check_lock,
+)
+from weather.journal.store import FILENAME, JournalError, JournalFile
+from weather.ops.metrics import ServerMetrics
+from weather.ops.selfstats import SelfStatsReporter
+from weather.ops.stations import StationBook
+from weather.server.admission import Admission
+from weather.server.http import make_client, tls_policy
+from weather.server.logs import RateLimitedLog
+from weather.server.pipeline import PacketPipeline
+from weather.server.protocol import StationFactory
+from weather.server.service import CannotListen, StationListener, WeatherService
+from weather.server.writer import PointWriter
+
+__all__ = ["Options", "makeService", "build_service"]
+
+log = Logger()
+
+
+def station_endpoint(settings: Settings, reactor: Any) -> Any:
+    """The endpoint --port describes."""
+    try:
+        return serverFromString(reactor, settings.port)
+    except Exception as e:  # each endpoint parser raises its own kinds
+        why = str(e) or type(e).__name__
+        if settings.port.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+            why = (
+                "systemd passed no such socket to this process: start the server "
+                "through its socket unit (weather.socket), or by hand with "
+                "systemd-socket-activate --fdname=weather.socket"
+            )
+        raise ConfigurationError(f"--port {settings.port}: {why}") from None
+
+
+def build_service(
+    settings: Settings,
+    reactor: Any,
+    client: Any = None,
+    worker: IDiskWorker | None = None,
+    endpoint: Any = None,
+) -> WeatherService:
+    """
+    Assemble the server from checked settings; C{reactor} times and listens,
+    C{client} (treq-like) talks to InfluxDB, C{worker} does the journal's
+    disk I/O (a thread of its own by default), C{endpoint} is where station
+    connections come from (default: --port).
+    """
+    if endpoint is None:
+        endpoint = station_endpoint(settings, reactor)
+    close = None
+    if client is None:
+        client, pool = make_client(
+            reactor, tls_policy(settings.verify_tls, settings.ca_pem)
+        )
+        close = pool.closeCachedConnections
+    writer = PointWriter(
+        settings.target,
+        client,
+        reactor,
+        batch_size=settings.batch_size,
+        flush_interval=settings.flush_interval,
+        request_timeout=settings.request_timeout,
+        max_backoff=settings.max_backoff,
+        shutdown_timeout=settings.shutdown_timeout,
+        max_pending=settings.max_pending,
+    )
+    journal = Journal(
+        settings.data_dir,
+        reactor,
+        worker if worker is not None else ThreadDiskWorker(reactor),
+        max_bytes=settings.journal_max_bytes,
+        min_free_bytes=settings.journal_min_free_bytes,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    pipeline = PacketPipeline(settings.profiles, journal, writer, reactor)
+    admission = Admission(
+        reactor,
+        max_connections=settings.max_connections,
+        max_per_peer=settings.max_connections_per_peer,
+        ipv6_prefix=settings.ipv6_peer_prefix,
+        allow=settings.allow,
+        rate=settings.rate_limit,
+    )
+    factory = StationFactory(
+        pipeline,
+        reactor,
+        idle_timeout=settings.idle_timeout,
+        max_packet_size=settings.max_packet_size,
+        admission=admission,
+    )
+    listener = StationListener(endpoint, factory, reactor, settings.port, settings.grace)
+    service = WeatherService(journal, writer, pipeline, listener, close)
+    service.stations = StationBook()
+    pipeline.subscribe(service.stations)
+    service.reloader = DevicesReloader(
+        settings.devices_file, pipeline.set_profiles, settings.profiles
+    )
+    if settings.metrics_port is not None or settings.self_stats_interval:
+        add_monitoring(service, settings, reactor)
+    return service
+
+
+class MonitoringEndpoint(StreamServerEndpointService):
+    """The --metrics-port listener: a port in use stops the start in one line."""
+
+    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            why = getattr(getattr(e, "socketError", None), "strerror", None) or e
+            raise CannotListen(f"--metrics-port {self.description}: {why}") from None
+
+
+#: Seconds between counts of the journal's pending packets, for the metrics.
+JOURNAL_STATUS_INTERVAL = 10.0
+
+
+def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) -> None:
+    """The HTTP endpoint, the self-statistics and the journal counts they show."""
+    metrics = ServerMetrics(service, reactor)
+    service.metrics = metrics
+    if settings.metrics_port is not None:
+        from weather.ops.web import monitoring_site
+
+        site = monitoring_site(service, metrics, reactor, settings.unhealthy_after)
+        try:
+            endpoint = serverFromString(reactor, settings.metrics_port)
+        except Exception as e:
+            raise ConfigurationError(
+                f"--metrics-port {settings.metrics_port}: {e or type(e).__name__}"
+            ) from None
+        service.add_monitoring(MonitoringEndpoint(endpoint, site, settings.metrics_port))
+    limited = RateLimitedLog(log, reactor, period=3600)
+    service.add_monitoring(
+        _timer(JOURNAL_STATUS_INTERVAL, _refresh_journal_status, reactor, service, limited)
+    )
+    if settings.self_stats_interval:
+        tags: tuple[tuple[str, str], ...] = (
+            ("host", settings.self_stats_host or socket.gethostname()),
+        )
+        reporter = SelfStatsReporter(metrics.registry, service.writer, reactor, tags)
+        service.add_monitoring(
+            _timer(settings.self_stats_interval, reporter.report, reactor)
+        )
+
+
+def _timer(interval: float, call: Any, reactor: Any, *args: Any) -> TimerService:
+    timer = TimerService(interval, call, *args)
+    timer.clock = reactor
+    return timer
+
+
+def _refresh_journal_status(service: WeatherService, limited: RateLimitedLog) -> None:
+    """Count the journal's packets; a failure is logged (rarely), the timer goes on."""
+    journal = service.journal
+
+    def failed(failure: Failure) -> None:
+        journal.last_status = None  # no figures rather than stale ones
+        limited.warn(
+            "journal-count",
+            "Cannot count the journal's packets: {why}",
+            why=failure.getErrorMessage(),
+        )
+
+    if journal.running:
+        maybeDeferred(journal.refresh_status).addErrback(failed)
+
+
+#: Descriptors beyond station connections: journal, log, InfluxDB, HTTP.
+SPARE_DESCRIPTORS = 64
+
+
+def open_files_plan(max_connections: int, soft: int, hard: int) -> tuple[int, int]:
+    """
+    The soft open-files limit to ask for and the connection limit it allows.
+    Out of descriptors, Twisted accepts each connection and closes it at
+    once: stations that do not wait for the acknowledgement would take it
+    for a successful upload.  So the connection limit must fit.
+    """
+    infinite = resource.RLIM_INFINITY
+    need = max_connections + SPARE_DESCRIPTORS
+    if soft == infinite or soft >= need:
+        return soft, max_connections
+    new_soft = need if hard == infinite else min(hard, need)
+    return new_soft, min(max_connections, new_soft - SPARE_DESCRIPTORS)
+
+
+def fit_open_files(settings: Settings) -> Settings:
+    """Raise the open-files limit for --max-connections, or lower that to fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    new_soft, allowed = open_files_plan(settings.max_connections, soft, hard)
+    if new_soft != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+    if allowed < settings.max_connections:
+        if allowed < 1:
+            raise ConfigurationError(
+                f"the open-files limit ({hard}) leaves no room for station connections"
+            )
+        log.warn(
+            "--max-connections {wanted} does not fit the open-files limit ({hard}): "
+            "using {allowed}; raise it (ulimit -n, LimitNOFILE=) for more",
+            wanted=settings.max_connections,
+            hard=hard,
+            allowed=allowed,
+        )
+        return dataclasses.replace(settings, max_connections=allowed)
+    return settings
+
+
+def check_data_dir(directory: str) -> None:
+    """
+    Fail now, in one line, if the journal cannot be used, rather than once
+    daemonized.  Creates nothing: twistd may still switch to another user
+    (--uid), who must own what the journal creates.
+
+    @raise ConfigurationError: it cannot be used.
+    """
+    try:
+        if os.path.exists(os.path.join(directory, LOCKNAME)):
+            check_lock(directory)
+        if os.path.exists(os.path.join(directory, FILENAME)):
+            JournalFile(directory, create=False).close()
+    except JournalError as e:
+        raise ConfigurationError(str(e)) from None
+    existing = directory
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigurationError(f"--data-dir {directory}: {existing} is not a directory")
+
+
+def _log_to(
+    application: Any, twistd_options: Any, settings: Settings, reactor: Any
+) -> None:
+    """
+    Give twistd our log observer: size rotation, retention, SIGUSR1, JSON.
+    Without a log file of ours, SIGUSR1 is answered with a line rather than
+    ending the process.
+    """
+    log_file = attach(
+        application,
+        twistd_options,
+        max_bytes=settings.log_max_bytes,
+        keep=settings.log_keep,
+        json=settings.log_json,
+        reactor=reactor,
+    )
+    if log_file is None:
+
+        def nothing_to_rotate() -> None:
+            log.info("SIGUSR1: this server does not write a log file; nothing to rotate")
+
+        signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(nothing_to_rotate))
+
+
+def makeService(options: Options) -> IService:
+    """twistd's entry point: check the options, build the server."""
+    from twisted.internet import reactor
+
+    try:
+        settings = settings_from_options(options, os.environ)
+        settings = fit_open_files(settings)
+        check_data_dir(settings.data_dir)
+        service = build_service(settings, reactor)
+    except ConfigurationError as e:
+        raise SystemExit(f"weather: {e}") from None
+    service.add_monitoring(HangupService(reactor, service.reloader.reload))
+    twistd_options = getattr(options, "parent", None)
+    if twistd_options is not None:
+        service.application_hooks.append(
+            lambda application: _log_to(application, twistd_options, settings, reactor)
+        )
+    for warning in settings.warnings:
+        log.warn("Configuration: {problem}", problem=warning)
+    log.info(
+        "Writing readings to {target}; journal in {data_dir}; {count} station "
+        "profiles{source}",
+        data_dir=settings.data_dir,
+        target=settings.target.describe(),
+        count=len(settings.profiles),
+        source=f" from {settings.devices_file}"
+        if settings.devices_file
+        else " (built-in reference station)",
+    )
+    return service

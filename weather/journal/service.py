@@ -1,0 +1,553 @@
+"""
+The journal service: the server's side of the journal file.
+
+Packets are appended in the reactor thread (each gets its id and the timing
+state it will be decoded with at once, in arrival order) and committed by one
+worker thread, so a slow disk never blocks the event loop.  While one commit
+runs, the next packets gather into the next group: a burst costs one fsync.
+
+When the journal cannot be written (disk full, I/O error) the group stays in
+memory and is tried again every C{retry_interval} seconds; when it holds more
+than C{max_bytes} of live data, or the file system has less than
+C{min_free_bytes} left, the journal is I{full}: observers are told (the listener
+stops accepting stations, which keep their data) until it is back under the
+low-water mark.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import Interface, implementer
+
+from weather.core.decode import timed_device
+from weather.core.packet import Packet, PacketRejected
+from weather.journal.store import (
+    Changes,
+    JournalEntry,
+    JournalError,
+    JournalFile,
+    JournalStatus,
+    Quarantine,
+)
+
+T = TypeVar("T")
+
+LOCKNAME = "server.lock"
+#: The low-water mark, as a fraction of the high-water mark.
+LOW_WATER = 0.9
+#: Counting the journal waits this many times as long as the last count took,
+#: up to L{MAX_COUNT_WAIT} seconds.
+COUNT_DUTY_FACTOR = 20
+MAX_COUNT_WAIT = 600.0
+
+
+class IDiskWorker(Interface):
+    """Runs blocking journal calls away from the event loop, one at a time, in order."""
+
+    def start() -> None:
+        """Get ready to run calls."""
+
+    def run(f: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Call C{f(*args)}; the result fires in the reactor thread."""
+
+    def stop() -> None:
+        """Finish; called once nothing is running."""
+
+
+@implementer(IDiskWorker)
+class ThreadDiskWorker:
+    """One thread of its own: calls run in the order given."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="weather-journal")
+
+    def start(self) -> None:
+        self.pool.start()
+        # Its thread must not outlive the reactor, stopped cleanly or not.
+        self._trigger = self.reactor.addSystemEventTrigger(
+            "during", "shutdown", self.pool.stop
+        )
+
+    def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        return deferToThreadPool(self.reactor, self.pool, f, *args)
+
+    def stop(self) -> None:
+        if self.pool.started:
+            self.reactor.removeSystemEventTrigger(self._trigger)
+            self.pool.stop()
+
+
+@implementer(IDiskWorker)
+class ImmediateDiskWorker:
+    """Runs each call at once, in the caller's thread (tools and tests)."""
+
+    def start(self) -> None:
+        pass
+
+    def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        return maybeDeferred(f, *args)
+
+    def stop(self) -> None:
+        pass
+
+
+class JournalLocked(JournalError):
+    """Another server uses this data directory."""
+
+
+class Journal(Service):
+    """
+    Keep every packet in the journal file in C{directory} until it is
+    delivered (L{delivered}) or quarantined (L{quarantine}).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        directory: str,
+        clock: IReactorTime,
+        worker: IDiskWorker,
+        *,
+        max_bytes: int = 1 << 30,
+        min_free_bytes: int = 32 << 20,
+        retry_interval: float = 5.0,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.directory = os.path.abspath(directory)
+        self.clock = clock
+        self.worker = worker
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self.retry_interval = retry_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.file: JournalFile | None = None
+        self.stats: Counter[str] = Counter()
+        #: True while the journal takes no more packets (over the high-water mark,
+        #: short of disk space, or failing to write).
+        self.full = False
+        #: Called with the new value of L{full} when it changes.
+        self.full_observers: list[Callable[[bool], object]] = []
+        #: Live bytes after the last commit.
+        self.used_bytes = 0
+        #: Why the last commit failed, while it does.
+        self.failing: str | None = None
+        #: What the last L{refresh_status} counted (None: never asked).
+        self.last_status: JournalStatus | None = None
+        self._lock: int | None = None
+        self._next_id = 1
+        self._arrivals: dict[int, int] = {}
+        self._changes = Changes()
+        self._waiters: list[tuple[Deferred, JournalEntry]] = []
+        self._committing = False
+        self._retry_call: IDelayedCall | None = None
+        self._over_water = False
+        self._measure_call: IDelayedCall | None = None
+        self._counting = False
+        self._counted_at = 0.0
+        self._count_wait = 0.0
+        #: What the journal's counts are timed with (seconds, never stepped).
+        self.count_timer: Callable[[], float] = time.monotonic
+        self._idle: list[Deferred[None]] = []
+
+    # -- life cycle ------------------------------------------------------------
+
+    def startService(self) -> None:
+        """
+        Open the journal (at start-up the event loop may wait: a small file
+        is read).  @raise JournalError: it cannot be used.
+        """
+        self._lock = _lock(self.directory)
+        try:
+            self.file = JournalFile(self.directory)
+            self._next_id = self.file.next_id()
+            self._arrivals = self.file.device_arrivals()
+            status = self.file.status()
+        except BaseException:
+            os.close(self._lock)
+            self._lock = None
+            raise
+        self.used_bytes = status.used_bytes
+        self.worker.start()
+        super().startService()
+        self.log.info(
+            "Journal {path}: {pending} packets to deliver, {quarantined} in quarantine",
+            path=self.file.path,
+            pending=status.pending,
+            quarantined=status.quarantined,
+        )
+        self._check_water(self.used_bytes)
+        if self._over_water:
+            self._schedule_measure()
+        self._commit_next()  # anything appended before the start
+
+    def stopService(self) -> Deferred[None]:
+        """Commit what is left (retrying until C{shutdown_timeout}), then close."""
+        super().stopService()
+        if self._measure_call is not None:
+            self._measure_call.cancel()
+            self._measure_call = None
+        if self.file is None:
+            return succeed(None)
+        idle = self._when_idle()
+        if self._retry_call is not None:  # try once more at once
+            self._retry_call.cancel()
+            self._retry_call = None
+            self._commit_next()
+        deadline = self.clock.callLater(self.shutdown_timeout, self._give_up)
+        idle.addCallback(lambda _: deadline.cancel() if deadline.active() else None)
+        idle.addCallback(lambda _: self._close())
+        return idle
+
+    def _when_idle(self) -> Deferred[None]:
+        if not self._committing and not self._changes:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._idle.append(waiter)
+        return waiter
+
+    def _give_up(self) -> None:
+        """The disk will not take them: put the packets in the log, the last copy."""
+        if self._retry_call is not None:
+            self._retry_call.cancel()
+            self._retry_call = None
+        for entry, _ in self._changes.added:
+            self.log.critical(
+                "Not journaled (disk full?): packet from {peer} at {arrival_ns}: {hex}",
+                peer=entry.packet.peer,
+                arrival_ns=entry.packet.arrival_ns,
+                hex=entry.packet.data.hex(),
+            )
+        self.log.critical(
+            "Stopping with {count} packets not in the journal: they are in this log",
+            count=len(self._changes.added),
+        )
+        self._changes = Changes()
+        self._waiters = []
+        # A commit still running finishes before the worker stops (it joins).
+        self._notify_idle()
+
+    def _close(self) -> None:
+        self.worker.stop()
+        if self.file is not None:
+            try:
+                status = self.file.status()
+                self.log.info(
+                    "Journal closed: {pending} packets to deliver at the next start, "
+                    "{quarantined} in quarantine",
+                    pending=status.pending,
+                    quarantined=status.quarantined,
+                )
+            except sqlite3.Error as e:
+                self.log.error("Cannot read the journal's status: {why}", why=str(e))
+            self.file.close()
+            self.file = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    # -- what the pipeline calls ---------------------------------------------------
+
+    def append(self, packet: Packet) -> Deferred[JournalEntry]:
+        """Journal a whole packet; the result fires once it is on disk."""
+        device = timed_device(packet.data)
+        previous = None
+        if device is not None:
+            previous = self._arrivals.get(device)
+            self._arrivals[device] = packet.arrival_ns
+            self._changes.devices[device] = packet.arrival_ns
+        return self._add(JournalEntry(self._take_id(), packet, previous), None)
+
+    def append_rejected(self, packet: Packet, error: PacketRejected) -> Deferred:
+        """Journal bytes that are not a whole packet, straight into quarantine."""
+        entry = JournalEntry(self._take_id(), packet, None)
+        return self._add(entry, self._quarantine(error.reason, error.detail))
+
+    def delivered(self, entry_id: int) -> None:
+        """InfluxDB has every point of this packet: it may leave the journal."""
+        self._changes.delivered.add(entry_id)
+        self.stats["packets_delivered"] += 1
+        self._commit_next()
+
+    def quarantine(
+        self, entry_id: int, reason: str, detail: str, refused: tuple[bytes, ...] = ()
+    ) -> None:
+        """Keep this packet aside, with why, for a person to look at and replay."""
+        self._changes.delivered.discard(entry_id)
+        self._changes.quarantined[entry_id] = self._quarantine(reason, detail, refused)
+        self.stats["packets_quarantined"] += 1
+        self._commit_next()
+
+    def pending(self, after_id: int, limit: int) -> Deferred[list[JournalEntry]]:
+        """Undelivered packets after C{after_id}, oldest first."""
+        return self.worker.run(self._file().pending, after_id, limit)
+
+    def status(self) -> Deferred[JournalStatus]:
+        return self.worker.run(self._file().status)
+
+    def last_arrivals(self) -> dict[int, int]:
+        """Each device's last whole packet's arrival, in nanoseconds."""
+        return dict(self._arrivals)
+
+    def refresh_status(self) -> Deferred[JournalStatus | None]:
+        """
+        Count what the journal holds, on the disk worker; kept as
+        L{last_status}.  Counting reads the whole table (a second for three
+        million packets here, more on a Raspberry Pi's SD card), so after a
+        count that took I{d} seconds the next is skipped until
+        L{COUNT_DUTY_FACTOR} times I{d} has passed (at most L{MAX_COUNT_WAIT}),
+        and while one runs: a large backlog keeps the disk worker committing
+        packets, not counting them.  A skipped call gives the figures last
+        counted.
+        """
+        since = self.clock.seconds() - self._counted_at
+        if self._counting or 0 <= since < self._count_wait:  # < 0: clock set back
+            return succeed(self.last_status)
+        file = self._file()
+        self._counting = True
+        took = [0.0]
+
+        def count() -> JournalStatus:
+            # Only the count itself is timed (not its wait behind commits),
+            # on a clock that NTP does not step.
+            started = self.count_timer()
+            try:
+                return file.status()
+            finally:
+                took[0] = self.count_timer() - started
+
+        def counted(result: object) -> object:
+            self._counting = False
+            self._counted_at = self.clock.seconds()
+            self._count_wait = min(MAX_COUNT_WAIT, COUNT_DUTY_FACTOR * took[0])
+            return result
+
+        def keep(status: JournalStatus) -> JournalStatus:
+            self.last_status = status
+            return status
+
+        return self.worker.run(count).addBoth(counted).addCallback(keep)
+
+    @property
+    def full_reason(self) -> str | None:
+        """Why the journal takes no more packets, while it does not."""
+        if not self.full:
+            return None
+        if self.failing is not None:
+            return f"the journal cannot be written: {self.failing}"
+        return (
+            f"the journal holds {self.used_bytes} bytes (high-water mark "
+            f"{self.max_bytes}) or its disk has less than {self.min_free_bytes} "
+            "bytes free"
+        )
+
+    def _file(self) -> JournalFile:
+        if self.file is None:
+            raise JournalError("the journal is not open")
+        return self.file
+
+    def _take_id(self) -> int:
+        entry_id, self._next_id = self._next_id, self._next_id + 1
+        return entry_id
+
+    def _quarantine(self, reason: str, detail: str, refused=()) -> Quarantine:
+        return Quarantine(reason, detail, round(self.clock.seconds() * 1e9), refused)
+
+    def _add(self, entry: JournalEntry, quarantine: Quarantine | None) -> Deferred:
+        durable: Deferred[JournalEntry] = Deferred()
+        self._changes.added.append((entry, quarantine))
+        self._waiters.append((durable, entry))
+        self.stats["packets_journaled"] += 1
+        self._commit_next()
+        return durable
+
+    # -- group commit ----------------------------------------------------------
+
+    def _commit_next(self) -> None:
+        if self._committing or self._retry_call is not None or not self._changes:
+            return
+        if self.file is None:
+            return  # not started yet, or closed: kept until start / lost in _give_up
+        changes, self._changes = self._changes, Changes()
+        waiters, self._waiters = self._waiters, []
+        self._committing = True
+        self.stats["commits"] += 1
+        done = self.worker.run(self._commit, self.file, changes)
+        done.addCallbacks(
+            self._committed,
+            self._commit_failed,
+            callbackArgs=(waiters,),
+            errbackArgs=(changes, waiters),
+        )
+
+    def _commit(self, file: JournalFile, changes: Changes) -> tuple[int, int]:
+        """In the worker: commit, then measure the live size and the free space."""
+        used = file.commit(changes)
+        return used, _free_bytes(self.directory)
+
+    def _committed(self, sizes: tuple[int, int], waiters: list) -> None:
+        self._committing = False
+        if self.failing is not None:
+            self.log.info(
+                "The journal can be written again ({why} is over)", why=self.failing
+            )
+            self.failing = None
+        used, free = sizes
+        self.used_bytes = used
+        self._check_water(used, free)
+        for durable, entry in waiters:
+            durable.callback(entry)
+        self._commit_next()
+        if not self._committing:
+            self._notify_idle()
+
+    def _commit_failed(self, failure: Failure, changes: Changes, waiters: list) -> None:
+        self._committing = False
+        self._changes = changes.then(self._changes)
+        self._waiters = waiters + self._waiters
+        self.stats["commits_failed"] += 1
+        why = failure.getErrorMessage() or failure.type.__name__
+        if self.failing is None:
+            self.failing = why
+            if failure.check(sqlite3.Error, OSError):
+                self.log.critical(
+                    "Cannot write the journal {path}: {why}; keeping {count} packets "
+                    "in memory and taking no more from stations until it works again",
+                    path=self.file.path if self.file else self.directory,
+                    why=why,
+                    count=len(self._changes.added),
+                )
+            else:
+                self.log.failure("Unexpected error writing the journal", failure)
+        self._set_full(True)
+        if self.running:
+            self._retry_call = self.clock.callLater(self.retry_interval, self._retry)
+        else:
+            self._retry_call = self.clock.callLater(1.0, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        self._commit_next()
+
+    def _notify_idle(self) -> None:
+        waiters, self._idle = self._idle, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # -- high and low water --------------------------------------------------------
+
+    def _check_water(self, used: int, free: int | None = None) -> None:
+        if free is None:
+            free = _free_bytes(self.directory)
+        if not self._over_water:
+            if used >= self.max_bytes or free < self.min_free_bytes:
+                self._over_water = True
+                self._schedule_measure()
+                self.log.critical(
+                    "The journal holds {used} bytes (limit {limit}) and the disk has "
+                    "{free} bytes free (minimum {minimum}): taking no more packets "
+                    "from stations until InfluxDB takes the backlog",
+                    used=used,
+                    limit=self.max_bytes,
+                    free=free,
+                    minimum=self.min_free_bytes,
+                )
+        elif used <= self.max_bytes * LOW_WATER and free >= self.min_free_bytes * 2:
+            self._over_water = False
+            self.log.info("The journal holds {used} bytes: taking packets again", used=used)
+        self._set_full(self._over_water or self.failing is not None)
+
+    def _schedule_measure(self) -> None:
+        """
+        While over the mark, measure again now and then: with no station
+        accepted there may be no commit to measure after.
+        """
+        if self._measure_call is None and self.running:
+            self._measure_call = self.clock.callLater(self.retry_interval, self._measure)
+
+    def _measure(self) -> None:
+        self._measure_call = None
+        if not self._over_water or self.file is None:
+            return
+        file = self.file
+        measured = self.worker.run(lambda: (file.used_bytes(), _free_bytes(self.directory)))
+
+        def check(sizes: tuple[int, int]) -> None:
+            if self.file is not None:
+                self._check_water(*sizes)
+                if self._over_water:
+                    self._schedule_measure()
+
+        measured.addCallbacks(check, self._measure_failed)
+
+    def _measure_failed(self, failure: Failure) -> None:
+        self.log.error("Cannot measure the journal: {why}", why=failure.getErrorMessage())
+        self._schedule_measure()
+
+    def _set_full(self, full: bool) -> None:
+        if full == self.full:
+            return
+        self.full = full
+        for observer in list(self.full_observers):
+            observer(full)
+
+
+def _free_bytes(directory: str) -> int:
+    """Bytes an unprivileged writer may still use on C{directory}'s file system."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return 0
+    return stats.f_bavail * stats.f_frsize
+
+
+def server_running(directory: str) -> bool:
+    """Whether a server holds C{directory}'s lock; creates nothing."""
+    try:
+        fd = os.open(os.path.join(directory, LOCKNAME), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def check_lock(directory: str) -> None:
+    """@raise JournalError: the directory is unusable or another server holds it."""
+    os.close(_lock(directory))
+
+
+def _lock(directory: str) -> int:
+    """Hold C{directory}'s lock file: one server per journal."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(directory, LOCKNAME), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise JournalError(f"cannot use --data-dir {directory}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise JournalLocked(
+            f"another weather server is using --data-dir {directory}"
+        ) from None
+    return fd

@@ -1,0 +1,1 @@
+"""What operators look at: the station book, metrics, health, the status page."""

@@ -1,0 +1,77 @@
+"""
+Whether the server does its job, for a load balancer, a monitoring check or
+systemd: listening for stations, with room in the journal, and able to write
+to InfluxDB.  Pure: the caller says what time it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from weather.server.service import WeatherService
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """Healthy, or not with the reasons why, and the figures behind them."""
+
+    reasons: tuple[str, ...]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.reasons
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.healthy else "unhealthy",
+            "reasons": list(self.reasons),
+            **self.details,
+        }
+
+
+def check_health(
+    server: WeatherService, now: float, unreachable_after: float
+) -> HealthReport:
+    """
+    Unhealthy when not listening for stations, when the journal takes no
+    more packets, when writes to InfluxDB have failed for at least
+    C{unreachable_after} seconds (shorter outages are what the journal is
+    for, and are not worth waking anyone), or when the connection limit has
+    held that long without seconds of room (a moment at the limit only makes
+    stations wait a little in the listen queue; minutes of it keep stations
+    out: a flood, or a limit too low for the fleet).
+    """
+    reasons = []
+    listener, journal, writer = server.listener, server.journal, server.writer
+    if listener.port is None:
+        reasons.append("not listening for stations")
+    if journal.full:
+        reasons.append(journal.full_reason or "the journal is full")
+    failing = 0.0 if writer.failing_since is None else now - writer.failing_since
+    if writer.failing_since is not None and failing >= unreachable_after:
+        reasons.append(
+            f"InfluxDB writes have failed for {failing:.0f} s: {writer.last_failure}"
+        )
+    full = listener.at_limit_for(now)
+    if full and full >= unreachable_after:
+        reasons.append(
+            f"at the --max-connections limit ({listener.factory.admission.open} "
+            f"open) for {full:.0f} s: new stations wait or give up"
+        )
+    status = journal.last_status
+    return HealthReport(
+        tuple(reasons),
+        {
+            "listening": listener.port is not None,
+            "accepting": listener.accepting,
+            "connections": len(listener.factory.connections),
+            "at_connection_limit_seconds": round(full, 3),
+            "journal_full": journal.full,
+            "journal_pending_packets": None if status is None else status.pending,
+            "influxdb_failing_seconds": round(failing, 3),
+            "points_pending": writer.pending,
+        },
+    )

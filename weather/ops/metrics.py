@@ -1,0 +1,301 @@
+"""
+The server's figures in Prometheus' terms.
+
+The services keep plain counters (their C{stats}); L{ServerCollector} reads
+them when Prometheus scrapes, so nothing is counted twice and nothing is
+global: every server has its own L{CollectorRegistry}.  Write latency and
+batch sizes are histograms, fed as writes succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from twisted.internet.interfaces import IReactorTime
+
+from weather import __version__
+from weather.core.packet import Reason
+from weather.server.admission import REASONS
+
+if TYPE_CHECKING:
+    from weather.server.service import WeatherService
+
+#: Why packets are rejected: every L{Reason}, so each counter exists from the start.
+REJECTION_REASONS = tuple(
+    value
+    for name, value in vars(Reason).items()
+    if name.isupper() and isinstance(value, str)
+)
+
+WRITE_SECONDS_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+BATCH_POINTS_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 50000)
+
+
+class ServerCollector(Collector):
+    """Everything a L{WeatherService} counts, read at scrape time."""
+
+    def __init__(self, server: WeatherService, clock: IReactorTime) -> None:
+        self.server = server
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._connections()
+        yield from self._packets()
+        yield from self._writes()
+        yield from self._journal()
+        yield from self._stations()
+
+    def _connections(self) -> Iterator[Metric]:
+        listener = self.server.listener
+        stats = listener.factory.stats
+        yield _counter("weather_connections_accepted", "Station connections taken.", stats)
+        refused = CounterMetricFamily(
+            "weather_connections_refused",
+            "Connections closed at once: outside --allow, over the per-address "
+            "limit or rate, or accepted in the same burst as the last that fitted.",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            refused.add_metric([reason], stats[f"connections_refused_{reason}"])
+        yield refused
+        yield _counter(
+            "weather_connections_timed_out", "Connections closed for idleness.", stats
+        )
+        yield GaugeMetricFamily(
+            "weather_connections_active",
+            "Station connections open now.",
+            value=len(listener.factory.connections),
+        )
+        yield GaugeMetricFamily(
+            "weather_connections_peers",
+            "Addresses (IPv6: /64 networks) with an open connection.",
+            value=listener.factory.admission.peers,
+        )
+        yield GaugeMetricFamily(
+            "weather_accepting",
+            "1 while new station connections are accepted.",
+            value=int(listener.accepting),
+        )
+
+    def _packets(self) -> Iterator[Metric]:
+        pipeline = self.server.pipeline
+        stats = pipeline.stats
+        factory_stats = self.server.listener.factory.stats
+        yield _counter("weather_packets_accepted", "Packets decoded.", stats)
+        rejected = CounterMetricFamily(
+            "weather_packets_rejected",
+            "Packets put in quarantine on arrival or decoding, by reason.",
+            labels=["reason"],
+        )
+        for reason in REJECTION_REASONS:
+            rejected.add_metric([reason], stats[f"packets_rejected_{reason}"])
+        yield rejected
+        yield _counter(
+            "weather_packets_acknowledged",
+            "Acknowledgement bytes written to stations.",
+            factory_stats,
+        )
+        yield _counter(
+            "weather_packets_too_close",
+            "Packets much closer to their device's previous one than its upload interval.",
+            stats,
+        )
+        yield _counter("weather_records_decoded", "Records decoded.", stats)
+        yield _counter("weather_readings_decoded", "Readings decoded and stored.", stats)
+        yield _counter(
+            "weather_readings_not_finite",
+            "Readings not stored: NaN or infinite.",
+            stats,
+        )
+        yield CounterMetricFamily(
+            "weather_internal_errors",
+            "Bugs caught; the packets concerned stay in the journal.",
+            value=stats["internal_errors"] + factory_stats["internal_errors"],
+        )
+
+    def _writes(self) -> Iterator[Metric]:
+        writer = self.server.writer
+        stats = writer.stats
+        yield _counter("weather_points_written", "Points InfluxDB acknowledged.", stats)
+        yield _counter(
+            "weather_points_retried", "Points sent again after a failed write.", stats
+        )
+        yield CounterMetricFamily(
+            "weather_points_quarantined",
+            "Points InfluxDB refused for good; their packets are in quarantine.",
+            value=self.server.pipeline.stats["points_refused"],
+        )
+        yield CounterMetricFamily(
+            "weather_write_requests", "Write requests sent.", value=stats["requests"]
+        )
+        yield CounterMetricFamily(
+            "weather_write_requests_failed",
+            "Write requests that failed and will be retried.",
+            value=stats["requests_failed"],
+        )
+        yield GaugeMetricFamily(
+            "weather_points_pending",
+            "Points held in memory for InfluxDB.",
+            value=writer.pending,
+        )
+        failing = writer.failing_since
+        yield GaugeMetricFamily(
+            "weather_influxdb_failing_seconds",
+            "How long writes to InfluxDB have been failing (0 when they work).",
+            value=0.0 if failing is None else self.clock.seconds() - failing,
+        )
+
+    def _journal(self) -> Iterator[Metric]:
+        journal = self.server.journal
+        status = journal.last_status
+        if status is not None:
+            yield GaugeMetricFamily(
+                "weather_journal_pending_packets",
+                "Packets in the journal not yet delivered to InfluxDB "
+                "(counted every few seconds).",
+                value=status.pending,
+            )
+            oldest = status.oldest_pending_ns
+            yield GaugeMetricFamily(
+                "weather_journal_oldest_pending_age_seconds",
+                "Age of the oldest undelivered packet (0 when none).",
+                value=0.0
+                if oldest is None
+                else max(0.0, self.clock.seconds() - oldest / 1e9),
+            )
+            yield GaugeMetricFamily(
+                "weather_journal_quarantined_packets",
+                "Packets in quarantine (see: weather quarantine list).",
+                value=status.quarantined,
+            )
+        yield GaugeMetricFamily(
+            "weather_journal_bytes", "Live bytes in the journal.", value=journal.used_bytes
+        )
+        yield GaugeMetricFamily(
+            "weather_journal_max_bytes",
+            "The journal's high-water mark.",
+            value=journal.max_bytes,
+        )
+        yield GaugeMetricFamily(
+            "weather_journal_full",
+            "1 while the journal takes no more packets.",
+            value=int(journal.full),
+        )
+        yield CounterMetricFamily(
+            "weather_journal_commits",
+            "Journal transactions.",
+            value=journal.stats["commits"],
+        )
+        yield CounterMetricFamily(
+            "weather_journal_commits_failed",
+            "Journal transactions that failed (disk full, I/O error).",
+            value=journal.stats["commits_failed"],
+        )
+
+    def _stations(self) -> Iterator[Metric]:
+        labels = ["device", "place"]
+        families = {
+            name: kind(f"weather_station_{name}", text, labels=labels)
+            for name, kind, text in (
+                (
+                    "last_seen_timestamp_seconds",
+                    GaugeMetricFamily,
+                    "When the station's last packet arrived (Unix time).",
+                ),
+                ("packets", CounterMetricFamily, "Packets decoded."),
+                ("records", CounterMetricFamily, "Records decoded."),
+                ("rejected_packets", CounterMetricFamily, "Packets rejected."),
+                (
+                    "missed_uploads",
+                    CounterMetricFamily,
+                    "Uploads missed (packet spacing over 1.5 wake intervals).",
+                ),
+                (
+                    "nominal_interval_seconds",
+                    GaugeMetricFamily,
+                    "The record interval the station announces (measurementEvery).",
+                ),
+                (
+                    "measured_interval_seconds",
+                    GaugeMetricFamily,
+                    "The record interval measured from upload spacing (mean).",
+                ),
+                (
+                    "clock_drift_ppm",
+                    GaugeMetricFamily,
+                    "Measured against nominal interval, in parts per million (+: slow).",
+                ),
+            )
+        }
+        for station in self.server.stations:
+            key = [str(station.device_id), station.place or ""]
+            values = {
+                "packets": station.packets,
+                "records": station.records,
+                "rejected_packets": station.rejected,
+                "missed_uploads": station.missed_uploads,
+            }
+            if station.last_seen_ns is not None:
+                values["last_seen_timestamp_seconds"] = station.last_seen_ns / 1e9
+            if station.measurement_every:
+                values["nominal_interval_seconds"] = station.measurement_every
+            if station.measured_interval is not None:
+                values["measured_interval_seconds"] = station.measured_interval
+                values["clock_drift_ppm"] = station.drift_ppm
+            for name, value in values.items():
+                families[name].add_metric(key, value)
+        yield from families.values()
+
+
+def _counter(name: str, documentation: str, stats) -> CounterMetricFamily:
+    """A counter read from a C{stats} entry of the same name (without weather_)."""
+    return CounterMetricFamily(
+        name, documentation, value=stats[name.removeprefix("weather_")]
+    )
+
+
+class ServerMetrics:
+    """A server's own registry: its collector, write histograms and process figures."""
+
+    def __init__(self, server: WeatherService, clock: IReactorTime) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(ServerCollector(server, clock))
+        ProcessCollector(registry=self.registry)
+        self.write_seconds = Histogram(
+            "weather_write_duration_seconds",
+            "Time InfluxDB took to acknowledge a write.",
+            buckets=WRITE_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_points = Histogram(
+            "weather_write_batch_points",
+            "Points per successful write.",
+            buckets=BATCH_POINTS_BUCKETS,
+            registry=self.registry,
+        )
+        Info("weather_build", "The server's version.", registry=self.registry).info(
+            {"version": __version__}
+        )
+        server.writer.write_observers.append(self.written)
+
+    def written(self, points: int, seconds: float) -> None:
+        self.write_seconds.observe(seconds)
+        self.batch_points.observe(points)

@@ -1,0 +1,100 @@
+"""
+The server's own figures written to InfluxDB on an interval
+(C{--self-stats-interval}), as Telegraf's C{internal} plugin does: the same
+numbers as C{/metrics}, so a Grafana dashboard can show the server's health
+next to the readings without a Prometheus.
+"""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import CollectorRegistry
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from weather.core.decode import Reading
+from weather.core.lineprotocol import LineEncoder
+from weather.server.logs import RateLimitedLog
+from weather.server.writer import PointWriter
+
+#: The measurement the figures are stored in.
+MEASUREMENT = "weather_internal"
+#: Samples that say nothing over time or that InfluxDB can compute.
+SKIPPED_SUFFIXES = ("_bucket", "_created")
+
+
+def self_stat_readings(
+    registry: CollectorRegistry,
+    time_ns: int,
+    tags: tuple[tuple[str, str], ...] = (),
+) -> list[Reading]:
+    """
+    Every sample of C{registry} as a reading of L{MEASUREMENT}: its name
+    (without C{weather_}) is the field, its labels and C{tags} the tags.
+    """
+    readings = []
+    for metric in registry.collect():
+        if metric.type == "info":
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith(SKIPPED_SUFFIXES) or not math.isfinite(sample.value):
+                continue
+            labels = {**{k: v for k, v in sample.labels.items() if v}, **dict(tags)}
+            name = sample.name.removeprefix("weather_")
+            readings.append(
+                Reading(
+                    MEASUREMENT,
+                    tuple(sorted(labels.items())),
+                    name,
+                    float(sample.value),
+                    time_ns,
+                )
+            )
+    return readings
+
+
+class SelfStatsReporter:
+    """
+    Write the registry's figures through C{writer}, one call per interval,
+    with C{tags} on every point (C{host}).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        writer: PointWriter,
+        clock: IReactorTime,
+        tags: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.tags = tags
+        self.registry = registry
+        self.writer = writer
+        self.clock = clock
+        self.encoder = LineEncoder()
+        self._limited = RateLimitedLog(self.log, clock, period=3600)
+
+    def report(self) -> None:
+        """
+        Queue one point per figure; skipped while writes fail or the writer
+        is overloaded: they would pile up in memory ahead of the readings
+        waiting in the journal, and say nothing new once InfluxDB is back.
+        """
+        writer = self.writer
+        if writer.overloaded or not writer.running or writer.failing_since is not None:
+            self.writer.stats["self_stats_skipped"] += 1
+            return
+        time_ns = round(self.clock.seconds() * 1e6) * 1000
+        lines = self.encoder.encode(self_stat_readings(self.registry, time_ns, self.tags))
+        self.writer.stats["self_stats_points"] += len(lines)
+        self.writer.write(lines).addErrback(self._refused)
+
+    def _refused(self, failure: Failure) -> None:
+        self._limited.error(
+            "refused",
+            "InfluxDB refused the server's own statistics: {why}",
+            why=failure.getErrorMessage(),
+        )

@@ -1,0 +1,362 @@
+"""
+The status page (C{/} on C{--metrics-port}): one row per station with when it
+was last heard from, its latest readings and a chart of each over the last
+24 hours, and what it sent.  Overdue stations stand out.
+
+Server-rendered HTML with inline SVG and CSS: no JavaScript, readable on a
+phone, reloading itself every minute.  Pure: the caller gives the time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from html import escape
+
+from weather.core.devices import DeviceProfile
+from weather.ops.history import BUCKET_NS, BUCKETS, Bucket, SeriesHistory
+from weather.ops.stations import OVERDUE_FACTOR, StationRecord
+
+NANOSECONDS = 1_000_000_000
+CHART_WIDTH = 240
+CHART_HEIGHT = 40
+
+STYLE = """
+body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:84rem;padding:1rem;
+color:#1d232a;background:#f6f7f9}
+h1{font-size:1.3rem;margin:0 0 .2rem}
+.summary{margin:0 0 1rem;color:#505a66}
+.summary .bad{color:#b3261e;font-weight:600}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{padding:.5rem .6rem;border-bottom:1px solid #e1e4e8;text-align:left;
+vertical-align:top}
+th{font-size:.8rem;text-transform:uppercase;color:#505a66;background:#eef0f3}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.overdue{background:#fdecea}
+tr.overdue td:first-child{border-left:6px solid #b3261e}
+.badge{display:inline-block;margin-top:.2rem;padding:0 .4rem;border-radius:.3rem;
+background:#b3261e;color:#fff;font-size:.8rem;font-weight:600}
+.quiet{color:#6b7580;font-size:.85rem}
+.reading{display:flex;align-items:center;gap:.5rem;margin:.1rem 0}
+.reading .v{min-width:11rem;white-space:nowrap;font-variant-numeric:tabular-nums}
+svg.chart{width:240px;height:40px;flex:none}
+svg.chart .band{fill:#c9dcf5}
+svg.chart .line{fill:none;stroke:#1f5fbf;stroke-width:1.5}
+svg.chart .axis{stroke:#d0d5db;stroke-width:1}
+@media (max-width:720px){
+ table,thead,tbody,tr,td{display:block}
+ thead{display:none}
+ tr{margin:0 0 .8rem;border:1px solid #e1e4e8}
+ td{border:0;padding:.25rem .6rem}
+ td.n{text-align:left}
+ td[data-label]::before{content:attr(data-label) ": ";color:#505a66;font-size:.85rem}
+ svg.chart{width:100%;max-width:240px}
+}
+"""
+
+
+def ago(seconds: float) -> str:
+    """How long ago, the way a person says it: just now, 12 min ago, 3 h 5 min ago."""
+    seconds = int(seconds)
+    if seconds < 0:
+        return "in the future"
+    if seconds < 60:
+        return "just now" if seconds < 10 else f"{seconds} s ago"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min ago"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min ago" if minutes else f"{hours} h ago"
+    return f"{hours // 24} d {hours % 24} h ago"
+
+
+def every(seconds: float) -> str:
+    """An interval: 120 s, 60 min, 2 h."""
+    if seconds < 600 or seconds % 60:
+        return f"{seconds:g} s"
+    if seconds < 7200 or seconds % 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
+
+
+def utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / NANOSECONDS, timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC"
+    )
+
+
+def number(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if abs(value) >= 1000 or value.is_integer():
+        return f"{value:.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+class Drawing:
+    """A series' chart drawn in bucket units, valid until the series changes."""
+
+    __slots__ = ("series", "version", "base", "shapes", "label")
+
+    def __init__(self, series: SeriesHistory, title: str) -> None:
+        self.series = series
+        self.version = series.version
+        buckets = series.buckets()
+        self.base = buckets[0].start_ns // BUCKET_NS if buckets else 0
+        self.shapes, self.label = _shapes(buckets, self.base, title)
+
+
+def _shapes(buckets: list[Bucket], base: int, title: str) -> tuple[str, str]:
+    """
+    The mean as a line, lowest to highest as a band, a gap where no bucket
+    is; x in buckets from C{base}, y in pixels.
+    """
+    if not buckets:
+        return "", ""
+    low = min(b.low for b in buckets)
+    high = max(b.high for b in buckets)
+    pad = 3
+    span = high - low
+    if not (math.isfinite(span) and span > 1e-9 * max(1.0, abs(high))):
+        # Flat, or wider than a float holds: centred, one percent each way.
+        middle = low / 2 + high / 2
+        half = max(1.0, abs(middle) / 100)
+        low, high = middle - half, middle + half
+        span = high - low
+    scale = (CHART_HEIGHT - 2 * pad) / span
+
+    def y(value: float) -> str:
+        return f"{pad + (high - value) * scale:.1f}"
+
+    runs: list[list[Bucket]] = []
+    previous = None
+    for b in buckets:
+        index = b.start_ns // BUCKET_NS
+        if runs and index - previous == 1:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+        previous = index
+    shapes = []
+    for run in runs:
+        xs = [b.start_ns // BUCKET_NS - base + 0.5 for b in run]
+        if len(run) == 1:
+            b = run[0]
+            top = float(y(b.high))
+            height = max(float(y(b.low)) - top, 1.5)
+            shapes.append(
+                f'<rect class="band" x="{xs[0] - 0.4:g}" y="{top:.1f}" width="0.8" '
+                f'height="{height:.1f}"/>'
+            )
+            continue
+        band = " ".join(
+            [f"{x:g},{y(b.high)}" for x, b in zip(xs, run, strict=True)]
+            + [
+                f"{x:g},{y(b.low)}"
+                for x, b in zip(reversed(xs), reversed(run), strict=True)
+            ]
+        )
+        line = " ".join(f"{x:g},{y(b.mean)}" for x, b in zip(xs, run, strict=True))
+        shapes.append(f'<polygon class="band" points="{band}"/>')
+        shapes.append(
+            f'<polyline class="line" vector-effect="non-scaling-stroke" points="{line}"/>'
+        )
+    return "".join(shapes), f"{title}: last 24 h, {number(low)} to {number(high)}"
+
+
+class ChartCache:
+    """
+    Drawings by station and measurement, redrawn only when their series
+    changed (about once an upload): a page reload redraws nothing.  Only the
+    view box moves with time.  Holds what the last page showed, no more.
+    """
+
+    def __init__(self) -> None:
+        self._drawings: dict[tuple[int, str], Drawing] = {}
+        self._used: set[tuple[int, str]] = set()
+
+    def drawing(self, device_id: int, name: str, series: SeriesHistory) -> Drawing:
+        key = (device_id, name)
+        self._used.add(key)
+        drawn = self._drawings.get(key)
+        if drawn is None or drawn.series is not series or drawn.version != series.version:
+            drawn = self._drawings[key] = Drawing(series, name)
+        return drawn
+
+    def forget_unused(self) -> None:
+        """Drop drawings the page no longer shows (stations removed)."""
+        for key in set(self._drawings) - self._used:
+            del self._drawings[key]
+        self._used.clear()
+
+
+def chart(drawing: Drawing, now_ns: int) -> str:
+    """The last 24 hours of a drawing up to C{now_ns}; empty if nothing to draw."""
+    if not drawing.shapes:
+        return ""
+    left = now_ns // BUCKET_NS - BUCKETS + 1 - drawing.base
+    label = escape(drawing.label)
+    return (
+        f'<svg class="chart" viewBox="{left} 0 {BUCKETS} {CHART_HEIGHT}" '
+        f'preserveAspectRatio="none" role="img" aria-label="{label}">'
+        f"<title>{label}</title>"
+        f'<line class="axis" x1="{left}" y1="{CHART_HEIGHT - 0.5}" '
+        f'x2="{left + BUCKETS}" y2="{CHART_HEIGHT - 0.5}" '
+        f'vector-effect="non-scaling-stroke"/>{drawing.shapes}</svg>'
+    )
+
+
+def _place(tags: Iterable[tuple[str, str]]) -> str:
+    tags = dict(tags)
+    place = tags.pop("place", None)
+    others = ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
+    text = escape(place) if place else ""
+    if others:
+        text += f' <span class="quiet">{escape(others)}</span>'
+    return text
+
+
+def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCache) -> str:
+    overdue = station.overdue(now_ns)
+    seen = station.last_seen_ns
+    cells = [
+        f'<td data-label="Station"><strong>{station.device_id}</strong> '
+        f"{_place(station.tags)}"
+        + (
+            f'<br><span class="badge">overdue</span> <span class="quiet">no packet '
+            f"for more than {OVERDUE_FACTOR:g} × {every(station.expected_wake_every)}"
+            + ("" if station.wake_every else " (assumed until it uploads)")
+            + "</span>"
+            if overdue
+            else ""
+        )
+        + "</td>",
+        '<td data-label="Last seen">'
+        + (
+            f'<span title="{utc(seen)}">{ago((now_ns - seen) / NANOSECONDS)}</span>'
+            if seen is not None
+            else '<span class="quiet">never</span>'
+        )
+        + (
+            f'<br><span class="quiet">from {escape(station.peer)}</span>'
+            if station.peer
+            else ""
+        )
+        + "</td>",
+    ]
+    readings = []
+    for name in names + [n for n in station.latest if n not in names]:
+        latest = station.latest.get(name)
+        if latest is None:
+            continue
+        series = station.history.series.get(name)
+        drawing = (
+            chart(charts.drawing(station.device_id, name, series), now_ns)
+            if series is not None
+            else ""
+        )
+        unit = f" {escape(latest.unit)}" if latest.unit else ""
+        readings.append(
+            f'<div class="reading" data-measurement="{escape(name)}">'
+            f'<span class="v">{escape(name)} <strong>{number(latest.value)}</strong>'
+            f"{unit}</span>{drawing}</div>"
+        )
+    cells.append(
+        '<td data-label="Latest">'
+        + ("".join(readings) or '<span class="quiet">no readings yet</span>')
+        + "</td>"
+    )
+    cells.append(f'<td class="n" data-label="Packets">{station.packets}</td>')
+    cells.append(f'<td class="n" data-label="Records">{station.records}</td>')
+    nominal = station.measurement_every
+    measured = station.measured_interval
+    if nominal is None:
+        interval = '<span class="quiet">-</span>'
+    elif measured is None:
+        interval = f'{every(nominal)} <span class="quiet">nominal</span>'
+    else:
+        drift = (measured / nominal - 1) * 100
+        interval = (
+            f'{measured:.1f} s <span class="quiet">vs {every(nominal)} '
+            f"({drift:+.1f} %)</span>"
+        )
+    cells.append(f'<td class="n" data-label="Record interval">{interval}</td>')
+    cells.append(f'<td class="n" data-label="Missed uploads">{station.missed_uploads}</td>')
+    cells.append(f'<td class="n" data-label="Rejected packets">{station.rejected}</td>')
+    css = ' class="overdue"' if overdue else ""
+    return f'<tr{css} data-device="{station.device_id}">' + "".join(cells) + "</tr>"
+
+
+def render_status(
+    stations: Iterable[StationRecord],
+    profiles: Mapping[int, DeviceProfile],
+    now_ns: int,
+    problems: Iterable[str] = (),
+    charts: ChartCache | None = None,
+) -> bytes:
+    """
+    The whole page: the stations heard from, and those the devices file
+    describes that have not been heard from since the server started.
+    C{charts} keeps drawings from one page to the next.
+    """
+    if charts is None:
+        charts = ChartCache()
+    heard = {s.device_id: s for s in stations}
+    everyone = dict(heard)
+    for device_id, profile in profiles.items():
+        if device_id not in everyone:
+            everyone[device_id] = StationRecord(device_id, tags=profile.tags)
+    rows = []
+    for device_id in sorted(everyone):
+        profile = profiles.get(device_id)
+        names = [spec.name for spec in profile.values] if profile else []
+        rows.append(_row(everyone[device_id], names, now_ns, charts))
+    charts.forget_unused()
+    overdue = [s.device_id for s in everyone.values() if s.overdue(now_ns)]
+    problems = list(problems)
+    summary = [f"{len(everyone)} stations"]
+    if overdue:
+        summary.append(
+            f'<span class="bad">{len(overdue)} overdue: '
+            f"{', '.join(map(str, sorted(overdue)))}</span>"
+        )
+    else:
+        summary.append("none overdue")
+    for problem in problems:
+        summary.append(f'<span class="bad">{escape(problem)}</span>')
+    summary.append(f"updated {utc(now_ns)}")
+    body = (
+        "\n".join(rows)
+        if rows
+        else '<tr><td colspan="8" class="quiet">No stations described or heard '
+        "from yet.</td></tr>"
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="60">
+<title>weather: {len(overdue)} of {len(everyone)} stations overdue</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>Weather stations</h1>
+<p class="summary">{" · ".join(summary)}</p>
+<table>
+<thead><tr><th>Station</th><th>Last seen</th><th>Latest (24 h)</th><th>Packets</th>
+<th>Records</th><th>Record interval</th><th>Missed uploads</th><th>Rejected</th></tr>
+</thead>
+<tbody>
+{body}
+</tbody>
+</table>
+<p class="quiet">Charts: the last 24 hours in quarter-hour steps (line: mean, band:
+lowest to highest), kept in memory since the server started.
+<a href="/metrics">/metrics</a> · <a href="/health">/health</a></p>
+</body>
+</html>
+"""
+    return page.encode("utf-8")

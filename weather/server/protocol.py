@@ -1,0 +1,279 @@
+"""
+The station protocol: one instance per TCP connection.
+
+It accumulates the connection's bytes, cuts them into packets by their headers
+(L{PacketFramer}), stamps each packet with the time its last byte arrived and
+hands it to an L{IPacketSink}.  A connection idle past the timeout is closed;
+one whose header announces more than the maximum packet size is cut.  Bytes
+left when the connection ends are a truncated packet.  Nothing the peer sends
+raises out of here.
+
+Once a packet is durable in the journal, the protocol writes one byte,
+L{ACK} (0x06), back on the connection if it is still open: firmware that
+waits for it can delete its records knowing the server has them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger, LogLevel
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from weather.core.packet import (
+    MAX_PACKET_SIZE,
+    Packet,
+    PacketFramer,
+    PacketRejected,
+    Reason,
+)
+from weather.server.admission import NOT_ALLOWED, Admission, peer_address
+from weather.server.interfaces import IPacketSink
+from weather.server.logs import RateLimitedLog
+
+#: Written back once a packet is durable (ASCII ACK).
+ACK = b"\x06"
+#: Addresses outside the allow-list are logged once each, up to this many.
+MAX_LOGGED_ADDRESSES = 4096
+
+
+def describe_peer(address: IAddress) -> str:
+    """C{host:port} for IP peers, the address's text otherwise."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(getattr(address, "name", None) or address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class StationProtocol(Protocol, TimeoutMixin):
+    """Receive one station's packets on one connection."""
+
+    factory: StationFactory
+    log = Logger()
+
+    def connectionMade(self) -> None:
+        self.callLater = self.factory.clock.callLater
+        address = self.transport.getPeer()
+        self.host = getattr(address, "host", None)
+        self.peer = describe_peer(address)
+        self.framer = PacketFramer(self.factory.max_packet_size)
+        self.factory.connection_opened(self)
+        self.setTimeout(self.factory.idle_timeout)
+        if self.factory.paused:
+            self.pause(True)
+
+    def pause(self, paused: bool) -> None:
+        """
+        Stop reading this connection, or start again.  A paused connection
+        is not idle: its timeout waits too, so nothing the station sent is cut.
+        """
+        if paused:
+            self.setTimeout(None)
+            self.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
+            self.setTimeout(self.factory.idle_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.framer.error is not None:
+            return  # already cut; ignore what was in flight
+        self.resetTimeout()
+        packets = self.framer.feed(data)
+        if packets:
+            arrival_ns = self.factory.now_ns()
+            for raw in packets:
+                durable = self.factory.deliver(Packet(raw, self.peer, arrival_ns))
+                if durable is not None:
+                    durable.addCallback(self._acknowledge)
+        if self.framer.error is not None:
+            self._reject(self.framer.take_pending(), self.framer.error)
+            self.transport.abortConnection()
+
+    def _acknowledge(self, _: object) -> None:
+        """The packet is durable: tell the station, if it still listens."""
+        if self.connected and not self.transport.disconnecting:
+            self.transport.write(ACK)
+            self.factory.stats["packets_acknowledged"] += 1
+
+    def timeoutConnection(self) -> None:
+        self.factory.stats["connections_timed_out"] += 1
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.connected = False
+        self.setTimeout(None)
+        rest = self.framer.take_pending()
+        if rest:
+            self._reject(
+                rest,
+                PacketRejected(
+                    Reason.TRUNCATED,
+                    f"connection ended after {len(rest)} bytes of a packet",
+                ),
+            )
+        self.factory.connection_closed(self)
+
+    def _reject(self, data: bytes, error: PacketRejected) -> None:
+        packet = Packet(data, self.peer, self.factory.now_ns())
+        self.factory.sink.packet_rejected(packet, error)
+
+
+class RefusedProtocol(Protocol):
+    """A connection the server does not take: closed at once, nothing read."""
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()
+
+
+class StationFactory(Factory):
+    """
+    Build L{StationProtocol}s that hand packets to C{sink}, stamping arrival
+    times from C{clock}, and keep track of open connections; refuse the
+    connections L{Admission} says no to.
+    """
+
+    protocol = StationProtocol
+    noisy = False
+
+    log = Logger()
+
+    def __init__(
+        self,
+        sink: IPacketSink,
+        clock: IReactorTime,
+        idle_timeout: float = 30.0,
+        max_packet_size: int = MAX_PACKET_SIZE,
+        admission: Admission | None = None,
+    ) -> None:
+        self.sink = sink
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.max_packet_size = max_packet_size
+        self.admission = admission if admission is not None else Admission(clock)
+        self.connections: set[StationProtocol] = set()
+        #: True while connections are not read (the journal is full).
+        self.paused = False
+        #: Called with L{Admission.at_capacity} when it changes.
+        self.capacity_observers: list[Callable[[bool], object]] = []
+        self._limited = RateLimitedLog(self.log, clock)
+        # Its own table: a flood of refusals must not crowd out other lines.
+        self._refusals = RateLimitedLog(self.log, clock)
+        self._logged_addresses: set[str] = set()
+        self._drain_waiters: list[Deferred[None]] = []
+        self.stats: Counter[str] = Counter()
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        host = getattr(addr, "host", None)
+        reason = self.admission.refusal(host)
+        if reason is not None:
+            self._refused(host, describe_peer(addr), reason)
+            protocol: Protocol = RefusedProtocol()
+            protocol.factory = self
+            return protocol
+        self.stats["connections_accepted"] += 1
+        return super().buildProtocol(addr)
+
+    def _refused(self, host: str | None, peer: str, reason: str) -> None:
+        self.stats["connections_refused"] += 1
+        self.stats[f"connections_refused_{reason}"] += 1
+        if reason == NOT_ALLOWED:
+            address = str(peer_address(host) or host)  # one form per address
+            if address in self._logged_addresses:
+                return
+            if len(self._logged_addresses) >= MAX_LOGGED_ADDRESSES:
+                return
+            self._logged_addresses.add(address)
+            more = len(self._logged_addresses) == MAX_LOGGED_ADDRESSES
+            self.log.warn(
+                "Refused a connection from {host}: not in the --allow networks "
+                "(logged once per address{more})",
+                host=host,
+                more="; no more addresses will be logged" if more else "",
+                reason=reason,
+            )
+            return
+        key = self.admission.limit_key(host)
+        source = "that address"
+        if isinstance(key, ipaddress.IPv6Network) and key.prefixlen < 128:
+            source = "its network " + key.compressed
+        self._refusals.warn(
+            (reason, key if key is not None else host),
+            "Refused a connection from {peer} ({reason}): {open} connections open "
+            "from {source}, {total} in all",
+            peer=peer,
+            reason=reason,
+            open=self.admission.open_from(host),
+            source=source,
+            total=self.admission.open,
+        )
+
+    def deliver(self, packet: Packet) -> Deferred | None:
+        """
+        Hand a packet to the sink; a bug there must not lose the next ones.
+        The result fires once the packet is durable (None after a bug).
+        """
+        try:
+            return self.sink.packet_received(packet)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            self._limited.emit(
+                LogLevel.critical,
+                "deliver",
+                "Internal error handling a packet from {peer}",
+                peer=packet.peer,
+                log_failure=Failure(),
+            )
+            return None
+
+    def pause(self, paused: bool) -> None:
+        """Stop reading every connection (and those to come), or start again."""
+        self.paused = paused
+        for protocol in list(self.connections):
+            protocol.pause(paused)
+
+    def drained(self) -> Deferred[None]:
+        """A L{Deferred} that fires once no connection is open."""
+        if not self.connections:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def connection_opened(self, protocol: StationProtocol) -> None:
+        self.connections.add(protocol)
+        self.admission.opened(protocol.host)
+        if self.admission.open == self.admission.max_connections:
+            self._limited.warn(
+                "capacity",
+                "{count} station connections are open, the --max-connections "
+                "limit: not accepting more until some close",
+                count=self.admission.open,
+            )
+            self._capacity_changed(True)
+
+    def connection_closed(self, protocol: StationProtocol) -> None:
+        if protocol not in self.connections:
+            return
+        self.connections.discard(protocol)
+        self.admission.closed(protocol.host)
+        if self.admission.open == self.admission.max_connections - 1:
+            self._capacity_changed(False)
+        if not self.connections:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def _capacity_changed(self, at_capacity: bool) -> None:
+        for observer in list(self.capacity_observers):
+            observer(at_capacity)
+
+    def now_ns(self) -> int:
+        """The current time, to the microsecond, in nanoseconds since the epoch."""
+        return round(self.clock.seconds() * 1_000_000) * 1000

@@ -1,0 +1,504 @@
+"""
+The writer service: batches points and writes them to InfluxDB.
+
+Points are queued as lines of line protocol.  A batch is sent when
+C{batch_size} points are waiting or the oldest has waited C{flush_interval}
+seconds, whichever comes first, with at most one request in flight.  A network
+error, a timeout, 5xx, 429, 401/403 or 404 keeps the batch and tries again after
+a capped exponential backoff with jitter (or the server's C{Retry-After}, if
+longer).  413 halves the batch (and the batch size from then on); 400 halves a
+batch until the offending points are alone, so only they are refused.
+
+Each L{PointWriter.write} returns a L{Deferred} that fires once InfluxDB has
+acknowledged every one of its points, or fails with L{PointsRejected} naming
+the points InfluxDB refused for good.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from itertools import chain
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    TimeoutError,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from weather.server.influx import IWriteTarget, error_message
+from weather.server.logs import RateLimitedLog
+
+#: Statuses after which a batch is sent again as it is.
+RETRY_AS_IS = frozenset({401, 403, 404, 408, 429})
+#: Statuses that refuse the points themselves: isolate and refuse only those.
+REFUSED = frozenset({400, 422})
+#: The longest C{Retry-After} honoured, in seconds.
+MAX_RETRY_AFTER = 3600.0
+#: The longest wait between retries once the service is stopping, in seconds.
+STOPPING_BACKOFF = 1.0
+#: Below this fraction of C{max_pending}, an overloaded writer takes points again.
+RESUME_FRACTION = 0.8
+
+
+class PointsRejected(Exception):
+    """InfluxDB refused these points for good (e.g. a type conflict)."""
+
+    def __init__(self, status: int, message: str, lines: list[bytes]) -> None:
+        super().__init__(status, message, len(lines))
+        self.status = status
+        self.message = message
+        self.lines = lines
+
+    def __str__(self) -> str:
+        return f"InfluxDB refused {len(self.lines)} points ({self.status}): {self.message}"
+
+
+@dataclass(eq=False)
+class _Delivery:
+    """The points of one L{PointWriter.write} call that are not yet settled."""
+
+    remaining: int
+    deferred: Deferred = field(default_factory=Deferred)
+    refused: list[bytes] = field(default_factory=list)
+    status: int = 0
+    message: str = ""
+
+    def settle(self, count: int) -> None:
+        self.remaining -= count
+        if self.remaining == 0:
+            if self.refused:
+                self.deferred.errback(
+                    PointsRejected(self.status, self.message, self.refused)
+                )
+            else:
+                self.deferred.callback(None)
+
+
+#: Some consecutive points of one L{PointWriter.write} call, and that call.
+_Chunk = tuple[list[bytes], _Delivery]
+
+
+@dataclass(eq=False)
+class _Batch:
+    """The points of one request: whole or partial writes, in order."""
+
+    chunks: list[_Chunk]
+    points: int
+
+    def lines(self) -> Iterator[bytes]:
+        return chain.from_iterable(lines for lines, _ in self.chunks)
+
+    def first_line(self) -> bytes:
+        return self.chunks[0][0][0]
+
+    def halves(self) -> tuple[_Batch, _Batch]:
+        """Two batches of half the points each (a write may straddle them)."""
+        room = self.points // 2
+        first: list[_Chunk] = []
+        second: list[_Chunk] = []
+        for lines, delivery in self.chunks:
+            if room >= len(lines):
+                first.append((lines, delivery))
+                room -= len(lines)
+            elif room > 0:
+                first.append((lines[:room], delivery))
+                second.append((lines[room:], delivery))
+                room = 0
+            else:
+                second.append((lines, delivery))
+        half = self.points // 2
+        return _Batch(first, half), _Batch(second, self.points - half)
+
+
+def retry_after_seconds(value: bytes | None, now: float) -> float | None:
+    """A C{Retry-After} header's delay: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    text = value.decode("latin-1").strip()
+    digits = text.removeprefix("-").removeprefix("+")
+    if digits.isascii() and digits.isdigit():
+        if text.startswith("-"):
+            return 0.0
+        try:
+            return float(int(digits))
+        except (ValueError, OverflowError):
+            return float("inf")  # longer than any wait; the caller caps it
+    try:
+        return max(0.0, parsedate_to_datetime(text).timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+class PointWriter(Service):
+    """
+    Batch points and write them to an L{IWriteTarget} with a treq-like
+    C{client} (anything with treq's C{post}), timing everything on C{clock}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        target: IWriteTarget,
+        client: Any,
+        clock: IReactorTime,
+        *,
+        batch_size: int = 5000,
+        flush_interval: float = 1.0,
+        request_timeout: float = 30.0,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        shutdown_timeout: float = 10.0,
+        max_pending: int = 1_000_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.target = target
+        self.client = client
+        self.clock = clock
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.request_timeout = request_timeout
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.shutdown_timeout = shutdown_timeout
+        self.max_pending = max_pending
+        #: True while more than C{max_pending} points wait: stop taking more.
+        self.overloaded = False
+        #: Called with the new value of L{overloaded} when it changes.
+        self.overload_observers: list[Callable[[bool], object]] = []
+        self.random = rng if rng is not None else random.Random()
+        self.stats: Counter[str] = Counter()
+        #: When the current run of failed requests began (None: all is well).
+        self.failing_since: float | None = None
+        #: Why the last request failed, while they fail.
+        self.last_failure: str | None = None
+        #: Called with (points, seconds) for every successful request.
+        self.write_observers: list[Callable[[int, float], object]] = []
+        self._limited = RateLimitedLog(self.log, clock)
+        self._batch_limit = batch_size
+        #: Writes waiting to be batched, and how many points they hold.
+        self._queue: deque[_Chunk] = deque()
+        self._queued = 0
+        self._resend: deque[_Batch] = deque()
+        self._sending: _Batch | None = None
+        self._request: Deferred | None = None
+        self._flush_call: IDelayedCall | None = None
+        self._backoff_call: IDelayedCall | None = None
+        self._due = False
+        self._failures = 0
+        self._stopping = False
+        self._gave_up = False
+        self._drained: Deferred | None = None
+        #: How long the last successful request took, in seconds.
+        self.last_write_seconds: float | None = None
+
+    # -- the interface -----------------------------------------------------
+
+    def write(self, lines: list[bytes]) -> Deferred[None]:
+        """Queue points; the result fires once InfluxDB has them all."""
+        if not lines:
+            return succeed(None)
+        delivery = _Delivery(len(lines))
+        self._queue.append((lines, delivery))
+        self._queued += len(lines)
+        self.stats["points_queued"] += len(lines)
+        self._schedule()
+        return delivery.deferred
+
+    def _check_load(self) -> None:
+        """Say when the backlog passes C{max_pending}, and when it is back under."""
+        pending = self.pending
+        if not self.overloaded and pending >= self.max_pending:
+            self.overloaded = True
+            self.log.warn(
+                "{count} points wait for InfluxDB (limit {limit}): new packets wait "
+                "in the journal until it catches up",
+                count=pending,
+                limit=self.max_pending,
+            )
+        elif self.overloaded and pending <= self.max_pending * RESUME_FRACTION:
+            self.overloaded = False
+            self.log.info(
+                "{count} points wait for InfluxDB: decoding packets again", count=pending
+            )
+        else:
+            return
+        for observer in list(self.overload_observers):
+            observer(self.overloaded)
+
+    @property
+    def pending(self) -> int:
+        """Points not yet acknowledged: queued, waiting to be resent, in flight."""
+        return (
+            self._queued
+            + sum(batch.points for batch in self._resend)
+            + (self._sending.points if self._sending is not None else 0)
+        )
+
+    def flush(self) -> None:
+        """Send what is queued now rather than at the end of the flush interval."""
+        self._due = True
+        self._schedule()
+
+    def stopService(self) -> Deferred[None]:
+        """Send everything still queued, giving up after C{shutdown_timeout}."""
+        super().stopService()
+        self._stopping = True
+        self._cancel_flush_call()
+        if self._backoff_call is not None and self._backoff_call.active():
+            # Waiting for minutes is no use now: try once more at once.
+            self._backoff_call.cancel()
+            self._backoff_call = None
+        if not self.pending:
+            return succeed(None)
+        self.log.info(
+            "Writing {count} points before stopping (at most {timeout} s)",
+            count=self.pending,
+            timeout=self.shutdown_timeout,
+        )
+        self._drained = Deferred()
+        deadline = self.clock.callLater(self.shutdown_timeout, self._give_up)
+        self._drained.addBoth(lambda r: deadline.cancel() if deadline.active() else None)
+        self._schedule()
+        return self._drained
+
+    # -- sending -------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Send a batch if one is due and nothing stands in the way."""
+        self._check_load()
+        if self._gave_up:
+            return
+        if self._queue and not self._due and self._flush_call is None:
+            # The oldest queued point's wait starts now, even if a request
+            # or a backoff keeps it from being sent yet.
+            self._flush_call = self.clock.callLater(self.flush_interval, self._flush_due)
+        if self._sending is not None or self._backoff_call is not None:
+            return
+        if self._drained is not None and not self._drained.called and not self.pending:
+            self._drained.callback(None)
+            return
+        if (
+            self._resend
+            or self._queued >= self._batch_limit
+            or (self._queue and (self._due or self._stopping))
+        ):
+            self._send(self._next_batch())
+
+    def _flush_due(self) -> None:
+        self._flush_call = None
+        self.flush()
+
+    def _cancel_flush_call(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+
+    def _next_batch(self) -> _Batch:
+        if self._resend:
+            return self._resend.popleft()
+        queue = self._queue
+        if self._queued <= self._batch_limit:
+            batch = _Batch(list(queue), self._queued)
+            queue.clear()
+        else:
+            # Whole writes while they fit, then the front part of the next.
+            chunks: list[_Chunk] = []
+            room = self._batch_limit
+            while room:
+                lines, delivery = queue[0]
+                if len(lines) <= room:
+                    chunks.append(queue.popleft())
+                    room -= len(lines)
+                else:
+                    chunks.append((lines[:room], delivery))
+                    queue[0] = (lines[room:], delivery)
+                    room = 0
+            batch = _Batch(chunks, self._batch_limit)
+        self._queued -= batch.points
+        if not queue:
+            self._due = False
+            self._cancel_flush_call()
+        return batch
+
+    def _send(self, batch: _Batch) -> None:
+        self._sending = batch
+        self.stats["requests"] += 1
+        started = self.clock.seconds()
+        body = b"\n".join(batch.lines())
+        request = maybeDeferred(
+            self.client.post,
+            self.target.url,
+            data=body,
+            params=self.target.params,
+            headers=self.target.headers,
+        )
+        request.addCallback(self._read_response)
+        # After the body is read, so that the timeout covers the whole answer.
+        request.addTimeout(self.request_timeout, self.clock)
+        request.addCallbacks(
+            self._answered,
+            self._unreachable,
+            callbackArgs=(batch, started),
+            errbackArgs=(batch,),
+        )
+        request.addErrback(self._bug, batch)
+        if self._sending is batch:
+            self._request = request
+
+    @staticmethod
+    def _read_response(response: Any) -> Deferred:
+        body = response.content()
+        return body.addCallback(lambda content: (response.code, content, response.headers))
+
+    def _done(self) -> None:
+        self._sending = None
+        self._request = None
+
+    def _answered(self, answer: tuple, batch: _Batch, started: float) -> None:
+        status, body, headers = answer
+        ok = 200 <= status < 300
+        # Read everything from the answer before settling anything, so that a
+        # surprise here leaves the batch in flight for _bug to keep.
+        message = "" if ok else error_message(body)
+        delay = retry_after_seconds(
+            (headers.getRawHeaders(b"retry-after") or [None])[0], self.clock.seconds()
+        )
+        self._done()
+        if ok:
+            self._succeeded(batch, started)
+        elif status == 413 and batch.points > 1:
+            self._split(batch)
+            if self._batch_limit > batch.points // 2:
+                self._batch_limit = max(1, batch.points // 2)
+                self.log.warn(
+                    "InfluxDB says {count} points is too large a request; "
+                    "sending at most {limit} from now on",
+                    count=batch.points,
+                    limit=self._batch_limit,
+                )
+        elif status in REFUSED and batch.points > 1:
+            self._split(batch)
+        elif status in REFUSED or status == 413:
+            self._refuse(batch, status, message)
+        else:
+            self._failed(batch, f"HTTP {status}: {message}", delay)
+        self._schedule()
+
+    def _unreachable(self, failure: Failure, batch: _Batch) -> None:
+        self._done()
+        if failure.check(TimeoutError):
+            why = f"no answer within {self.request_timeout} s"
+        elif failure.check(CancelledError):
+            why = "cancelled"
+        else:
+            why = failure.getErrorMessage() or failure.type.__name__
+        self._failed(batch, why, None)
+        self._schedule()
+
+    def _bug(self, failure: Failure, batch: _Batch) -> None:
+        """A mistake in this module: log it, keep the points."""
+        self.log.failure("Unexpected error handling an InfluxDB write", failure)
+        if self._sending is batch:
+            self._done()
+            self._failed(batch, "internal error", None)
+
+    # -- outcomes ------------------------------------------------------------
+
+    def _succeeded(self, batch: _Batch, started: float) -> None:
+        self.stats["points_written"] += batch.points
+        self.stats["batches_written"] += 1
+        self.last_write_seconds = self.clock.seconds() - started
+        for observer in list(self.write_observers):
+            observer(batch.points, self.last_write_seconds)
+        if self._failures:
+            self.log.info(
+                "InfluxDB writes work again after {failures} failed attempts",
+                failures=self._failures,
+            )
+        self._failures = 0
+        self.failing_since = None
+        self.last_failure = None
+        for lines, delivery in batch.chunks:
+            delivery.settle(len(lines))
+
+    def _split(self, batch: _Batch) -> None:
+        first, second = batch.halves()
+        self._resend.appendleft(second)
+        self._resend.appendleft(first)
+
+    def _refuse(self, batch: _Batch, status: int, message: str) -> None:
+        self.stats["points_refused"] += batch.points
+        self._limited.error(
+            ("refused", status),
+            "InfluxDB refused {count} points for good (HTTP {status}): {why}; "
+            "first point: {line}",
+            count=batch.points,
+            status=status,
+            why=message,
+            line=batch.first_line()[:200].decode("utf-8", "replace"),
+        )
+        for lines, delivery in batch.chunks:
+            delivery.refused.extend(lines)
+            delivery.status = status
+            delivery.message = message
+            delivery.settle(len(lines))
+
+    def _failed(self, batch: _Batch, why: str, retry_after: float | None) -> None:
+        self._resend.appendleft(batch)
+        self._failures += 1
+        self.stats["requests_failed"] += 1
+        self.stats["points_retried"] += batch.points
+        self.last_failure = why
+        if self.failing_since is None:
+            self.failing_since = self.clock.seconds()
+        if self._gave_up:
+            return
+        ceiling = min(
+            self.max_backoff, self.initial_backoff * 2 ** min(self._failures - 1, 32)
+        )
+        delay = ceiling / 2 + self.random.uniform(0, ceiling / 2)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        if self._stopping:
+            delay = min(delay, STOPPING_BACKOFF)  # the shutdown deadline is near
+        self._limited.warn(
+            "write-failed",
+            "InfluxDB write failed ({why}); {count} points kept, next try in {delay:.1f} s",
+            why=why,
+            count=self.pending,
+            delay=delay,
+        )
+        self._backoff_call = self.clock.callLater(delay, self._retry)
+
+    def _retry(self) -> None:
+        self._backoff_call = None
+        self._schedule()
+
+    def _give_up(self) -> None:
+        """The shutdown deadline passed: stop trying, say what is left."""
+        self._gave_up = True
+        self._cancel_flush_call()
+        if self._backoff_call is not None and self._backoff_call.active():
+            self._backoff_call.cancel()
+        self._backoff_call = None
+        if self._request is not None:
+            self._request.cancel()
+        self.log.error(
+            "{count} points were not written to InfluxDB before the shutdown deadline",
+            count=self.pending,
+        )
+        if self._drained is not None and not self._drained.called:
+            self._drained.callback(None)

@@ -1,0 +1,702 @@
+"""
+The C{weather} command: look into the journal and the quarantine, replay
+quarantined packets.
+
+    weather journal status     packets to deliver, the oldest one's age, disk use
+    weather quarantine list    what is in quarantine, and why
+    weather replay             decode quarantined packets again and send them
+    weather decode PACKET      show a packet's header and readings (hex, file, log line)
+    weather simulate           stations sending to a server, as the firmware does
+
+The journal commands take C{--data-dir} (the server's default when not given).
+"""
+
+from __future__ import annotations
+
+import getopt
+import os
+import random
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from weather.app.settings import (
+    ConfigurationError,
+    Settings,
+    data_dir,
+    settings_from_options,
+)
+from weather.app.settings import (
+    Options as ServerOptions,
+)
+from weather.core.decode import decode_packet, is_storable
+from weather.core.devices import REFERENCE_DEVICES, DevicesError, load_devices
+from weather.core.dump import NotAPacket, describe_packet, packet_from_text
+from weather.core.lineprotocol import LineEncoder
+from weather.core.packet import PacketRejected
+from weather.journal.service import server_running
+from weather.journal.store import (
+    JournalError,
+    JournalFile,
+    Quarantine,
+    QuarantinedPacket,
+)
+from weather.server.pipeline import REFUSED
+from weather.server.writer import PointsRejected, PointWriter
+from weather.tools.simulate import Simulation, StationModel, devices_toml, tcp_connector
+
+#: The server's options that say where and how to write to InfluxDB.
+INFLUX_OPTIONS = (
+    "influx-url",
+    "database",
+    "retention-policy",
+    "username",
+    "password-file",
+    "bucket",
+    "org",
+    "token-file",
+    "ca-file",
+    "devices",
+    "batch-size",
+    "request-timeout",
+)
+
+
+class DataDirOptions(usage.Options):
+    optParameters = [
+        [
+            "data-dir",
+            "d",
+            None,
+            "The server's --data-dir (default: the server's default).",
+        ]
+    ]
+
+    def data_dir(self) -> str:
+        try:
+            return data_dir(self["data-dir"], os.environ)
+        except ConfigurationError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class JournalStatusOptions(DataDirOptions):
+    synopsis = "Usage: weather journal status [--data-dir DIR]"
+
+
+class JournalOptions(usage.Options):
+    synopsis = "Usage: weather journal status [--data-dir DIR]"
+    subCommands = [
+        ["status", None, JournalStatusOptions, "Packets to deliver, their age, disk use."]
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("give a subcommand: status")
+
+
+class QuarantineListOptions(DataDirOptions):
+    synopsis = "Usage: weather quarantine list [--data-dir DIR] [--reason R] [--hex]"
+    optParameters = [["reason", "r", None, "Only packets quarantined for this reason."]]
+    optFlags = [["hex", None, "Show each packet's bytes as hex."]]
+
+
+class QuarantineOptions(usage.Options):
+    synopsis = "Usage: weather quarantine list [--data-dir DIR]"
+    subCommands = [["list", None, QuarantineListOptions, "What is in quarantine, and why."]]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("give a subcommand: list")
+
+
+class ReplayOptions(DataDirOptions):
+    synopsis = "Usage: weather replay [--data-dir DIR] [--devices FILE] [InfluxDB options]"
+    longdesc = (
+        "Decode quarantined packets again (after describing a device in the "
+        "devices file, say) and write their readings to InfluxDB with the "
+        "server's InfluxDB options. Delivered packets leave the quarantine; "
+        "the others stay, with the new reason."
+    )
+    optParameters = DataDirOptions.optParameters + [
+        p for p in ServerOptions.optParameters if p[0] in INFLUX_OPTIONS
+    ]
+    optParameters += [
+        ["reason", "r", None, "Only packets quarantined for this reason."],
+        ["timeout", None, "300", "Give up on InfluxDB after this many seconds."],
+    ]
+    optFlags = [
+        ["dry-run", "n", "Show what would be written; change nothing."],
+        *ServerOptions.optFlags,
+    ]
+
+    def opt_id(self, value: str) -> None:
+        """Only this packet (repeatable)."""
+        try:
+            self.setdefault("ids", set()).add(int(value))
+        except ValueError:
+            raise usage.UsageError(f"--id {value!r}: give a packet number") from None
+
+    def settings(self) -> Settings:
+        """The InfluxDB target and devices, checked as the server checks them."""
+        server = ServerOptions()
+        for name in INFLUX_OPTIONS + ("insecure",):
+            server[name] = self[name]
+        return settings_from_options(server, os.environ)
+
+
+def parse_time(value: str, name: str) -> int:
+    """
+    A time given on the command line, in nanoseconds: seconds since the epoch,
+    or ISO 8601 (UTC unless it carries an offset).
+    """
+    wrong = usage.UsageError(
+        f"--{name} {value!r}: give seconds since 1970 or a time such as "
+        "2026-11-21T12:00:00Z, between 1970 and 2262"
+    )
+    if re.fullmatch(r"[0-9]+(\.[0-9]{0,9})?", value):
+        whole, _, fraction = value.partition(".")
+        ns = int(whole) * 1_000_000_000 + int(fraction.ljust(9, "0"))
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise wrong from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        seconds = (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()
+        ns = int(seconds) * 1_000_000_000 + moment.microsecond * 1000
+    if not 0 <= ns < 2**63:
+        raise wrong
+    return ns
+
+
+class DecodeOptions(usage.Options):
+    synopsis = "Usage: weather decode [options] [PACKET ...]"
+    longdesc = (
+        "Show a packet's header and its readings with the timestamps the server "
+        "would give them. PACKET is hex (b4001000...), decimal bytes (180 0 16 "
+        "...), or a whole line pasted from the original server's log (Received "
+        "raw data = 180 0 16 ...); without PACKET or --file, the text is read "
+        "from standard input."
+    )
+    optParameters = [
+        ["file", "f", None, "Read the packet's raw bytes from this file (- for stdin)."],
+        ["devices", None, None, "The devices file (default: the reference station)."],
+        ["arrival", "a", None, "When its last byte arrived (default: now)."],
+        [
+            "previous",
+            "p",
+            None,
+            "When the device's previous packet arrived (gives a measured interval).",
+        ],
+        ["base", None, "auto", "Read PACKET as hex, decimal or auto."],
+    ]
+    optFlags = [["lines", "l", "Also print the line protocol the server would write."]]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Options may also follow the packet (a pasted log line is long)."""
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            found, rest = getopt.gnu_getopt(list(options), self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e)) from None
+        takes = {f"--{o[:-1]}" for o in self.longOpt if o.endswith("=")}
+        takes |= {
+            f"-{c}"
+            for c, n in zip(self.shortOpt, self.shortOpt[1:] + " ", strict=True)
+            if n == ":"
+        }
+        ordered = [
+            part
+            for option, value in found
+            for part in ((option, value) if option in takes else (option,))
+        ]
+        super().parseOptions([*ordered, "--", *rest])
+
+    def parseArgs(self, *packet: str) -> None:
+        self["packet"] = " ".join(packet)
+
+    def postOptions(self) -> None:
+        if self["base"] not in ("auto", "hex", "decimal"):
+            raise usage.UsageError("--base: give hex, decimal or auto")
+        if self["packet"] and self["file"]:
+            raise usage.UsageError("give PACKET or --file, not both")
+        for name in ("arrival", "previous"):
+            if self[name] is not None:
+                self[name] = parse_time(self[name], name)
+
+
+class SimulateOptions(usage.Options):
+    synopsis = "Usage: weather simulate [--host H] [--port P] [--stations N] [--packets K]"
+    longdesc = (
+        "Simulated reference stations sending to a server as the firmware does: "
+        "connect, write one packet, close (never reading unless --wait-ack). "
+        "Each station wakes --packets times, the first at once with the "
+        "--wake-every seconds before it, then every --wake-every seconds by its "
+        "own drifting clock. Prints each upload and each reading with its true "
+        "time (UTC), to compare with what the server stored. Stations are "
+        "devices --first-id, --first-id + 1, ...: give the server a devices "
+        "file that describes them (--devices-toml prints one)."
+    )
+    optParameters = [
+        ["host", "H", "127.0.0.1", "The server's address or name."],
+        ["port", "P", 8266, "The server's port.", usage.portCoerce],
+        ["stations", "n", 1, "How many stations.", int],
+        ["packets", "k", 1, "Uploads per station.", int],
+        ["first-id", None, 1, "The first station's device id.", int],
+        ["wake-every", "w", 3600, "Seconds between uploads (wakeEvery).", int],
+        ["measure-every", "m", 120, "Seconds between records (measurementEvery).", int],
+        ["drift", None, 2.0, "Each clock runs up to this many percent off.", float],
+        ["miss", None, 0.0, "Probability that a station misses an upload.", float],
+        ["segments", None, 1, "Write each packet in this many TCP segments.", int],
+        ["segment-delay", None, 0.05, "Seconds between segments.", float],
+        ["ack-timeout", None, 5.0, "With --wait-ack: seconds to wait.", float],
+        ["spread", None, 0.0, "Spread the first uploads over this many seconds.", float],
+        ["seed", None, 0, "Seed for drift, weather and missed uploads.", int],
+    ]
+    optFlags = [
+        ["wait-ack", None, "Wait for the server's acknowledgement before closing."],
+        ["quiet", "q", "Print uploads only, not every reading."],
+        ["devices-toml", None, "Print a devices file for these stations and exit."],
+    ]
+
+    def postOptions(self) -> None:
+        if not 1 <= self["first-id"] <= 255:
+            raise usage.UsageError("--first-id: device ids are 1 to 255")
+        if self["stations"] < 1 or self["first-id"] + self["stations"] - 1 > 255:
+            raise usage.UsageError(
+                f"--stations: 1 to {256 - self['first-id']} (device ids end at 255)"
+            )
+        if self["packets"] < 1:
+            raise usage.UsageError("--packets: at least 1")
+        if not 0 <= self["miss"] < 1:
+            raise usage.UsageError("--miss: a probability, 0 to below 1")
+        if not 0 <= self["drift"] < 50:
+            raise usage.UsageError("--drift: a percentage, 0 to below 50")
+        if self["segments"] < 1:
+            raise usage.UsageError("--segments: at least 1")
+        if not 0 < self["wake-every"] <= 0xFFFF or not 0 < self["measure-every"] <= 0xFFFF:
+            raise usage.UsageError("--wake-every and --measure-every: 1 to 65535 s")
+        try:
+            self.stations()
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def device_ids(self) -> list[int]:
+        return list(range(self["first-id"], self["first-id"] + self["stations"]))
+
+    def stations(self) -> list[StationModel]:
+        chance = random.Random(self["seed"])
+        drift = self["drift"] / 100
+        return [
+            StationModel(
+                device,
+                wake_every=self["wake-every"],
+                measure_every=self["measure-every"],
+                drift=chance.uniform(-drift, drift),
+                seed=self["seed"],
+            )
+            for device in self.device_ids()
+        ]
+
+
+class Options(usage.Options):
+    synopsis = "Usage: weather <command> [options]"
+    longdesc = (
+        "Look into the server's journal and quarantine, replay quarantined "
+        "packets, decode a packet by hand, or simulate stations. The journal "
+        "commands take --data-dir (default: the server's)."
+    )
+    subCommands = [
+        ["journal", None, JournalOptions, "The journal: weather journal status."],
+        ["quarantine", None, QuarantineOptions, "The quarantine: weather quarantine list."],
+        ["replay", None, ReplayOptions, "Decode quarantined packets again and send them."],
+        ["decode", None, DecodeOptions, "Show a packet's header and readings."],
+        ["simulate", None, SimulateOptions, "Stations sending to a server."],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError(
+                "give a command: journal, quarantine, replay, decode or simulate"
+            )
+
+
+# -- presentation -------------------------------------------------------------
+
+
+def utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def age(seconds: float) -> str:
+    """A duration the way a person says it: 45 s, 12 min, 3 h 5 min, 2 d 4 h."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def counted(count: int, noun: str) -> str:
+    """1 station, 2 stations."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+class Progress:
+    """A one-line progress bar on a terminal; a line per tenth otherwise."""
+
+    def __init__(self, total: int, out: TextIO, width: int = 30) -> None:
+        self.total = max(total, 1)
+        self.out = out
+        self.width = width
+        self.tty = out.isatty()
+        self._shown = -1
+
+    def update(self, done: int) -> None:
+        if self.tty:
+            filled = self.width * done // self.total
+            bar = "#" * filled + "." * (self.width - filled)
+            self.out.write(f"\r[{bar}] {done}/{self.total} packets")
+            if done >= self.total:
+                self.out.write("\n")
+        else:
+            tenth = 10 * done // self.total
+            if tenth == self._shown:
+                return
+            self._shown = tenth
+            self.out.write(f"{done}/{self.total} packets\n")
+        self.out.flush()
+
+
+# -- the commands ----------------------------------------------------------------
+
+
+def journal_status(directory: str, out: TextIO, now: float) -> int:
+    file = JournalFile(directory, create=False)
+    try:
+        status = file.status()
+    finally:
+        file.close()
+    server = (
+        "a server is using it" if server_running(directory) else "no server is using it"
+    )
+    oldest = (
+        f"{age(now - status.oldest_pending_ns / 1e9)} old "
+        f"(arrived {utc(status.oldest_pending_ns)} UTC)"
+        if status.oldest_pending_ns is not None
+        else "none"
+    )
+    out.write(
+        f"Journal:      {file.path} ({server})\n"
+        f"Pending:      {status.pending} packets not yet acknowledged by InfluxDB\n"
+        f"Oldest:       {oldest}\n"
+        f"Quarantined:  {status.quarantined} packets (weather quarantine list)\n"
+        f"Disk use:     {size(status.file_bytes)} on disk, {size(status.used_bytes)} "
+        "of it live data\n"
+    )
+    return 0
+
+
+def quarantine_list(directory: str, reason: str | None, show_hex: bool, out: TextIO) -> int:
+    file = JournalFile(directory, create=False)
+    try:
+        kept = [
+            q for q in file.quarantined() if reason is None or q.quarantine.reason == reason
+        ]
+    finally:
+        file.close()
+    if not kept:
+        out.write(
+            "Nothing in quarantine.\n" if reason is None else f"Nothing for {reason}.\n"
+        )
+        return 0
+    out.write(
+        f"{'id':>7}  {'arrived (UTC)':19}  {'device':>6}  {'bytes':>5}  peer / reason\n"
+    )
+    for item in kept:
+        packet = item.entry.packet
+        device = packet.device_id if packet.device_id is not None else "-"
+        out.write(
+            f"{item.entry.id:>7}  {utc(packet.arrival_ns)}  {device:>6}  "
+            f"{len(packet.data):>5}  {packet.peer}\n"
+            f"{'':>7}  {item.quarantine.reason}: {item.quarantine.detail}\n"
+        )
+        for line in item.quarantine.refused[:3]:
+            out.write(f"{'':>9}refused: {line.decode('utf-8', 'replace')}\n")
+        if len(item.quarantine.refused) > 3:
+            out.write(f"{'':>9}... {len(item.quarantine.refused) - 3} more refused\n")
+        if show_hex:
+            out.write(f"{'':>9}{packet.data.hex()}\n")
+    reasons: dict[str, int] = {}
+    for item in kept:
+        reasons[item.quarantine.reason] = reasons.get(item.quarantine.reason, 0) + 1
+    summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+    out.write(f"{len(kept)} packets in quarantine: {summary}\n")
+    return 0
+
+
+def lines_for(
+    item: QuarantinedPacket, settings: Settings, encoder: LineEncoder
+) -> list[bytes]:
+    """
+    Decode a quarantined packet as the server would have, with its recorded
+    timing state.  @raise PacketRejected: it still cannot be decoded.
+    """
+    entry = item.entry
+    decoded = decode_packet(
+        entry.packet.data,
+        entry.packet.arrival_ns,
+        entry.previous_arrival_ns,
+        settings.profiles,
+    )
+    return encoder.encode([r for r in decoded.readings if is_storable(r)])
+
+
+@inlineCallbacks
+def replay(
+    reactor: Any,
+    options: ReplayOptions,
+    out: TextIO,
+    err: TextIO,
+    client: Any = None,
+) -> Any:
+    """Decode quarantined packets again and write them; 0 when all are delivered."""
+    settings = options.settings()
+    directory = options.data_dir()
+    file = JournalFile(directory, create=False)
+    try:
+        kept = [
+            q
+            for q in file.quarantined()
+            if (options["reason"] is None or q.quarantine.reason == options["reason"])
+            and (not options.get("ids") or q.entry.id in options["ids"])
+        ]
+        encoder = LineEncoder()
+        ready: list[tuple[QuarantinedPacket, list[bytes]]] = []
+        still: dict[int, Quarantine] = {}
+        for item in kept:
+            try:
+                ready.append((item, lines_for(item, settings, encoder)))
+            except PacketRejected as e:
+                still[item.entry.id] = Quarantine(e.reason, e.detail, time.time_ns())
+        if options["dry-run"]:
+            for item, lines in ready:
+                out.write(f"# packet {item.entry.id}: {len(lines)} points\n")
+                for line in lines:
+                    out.write(line.decode("utf-8") + "\n")
+            for entry_id, q in still.items():
+                why = f"{q.reason}: {q.detail}"
+                out.write(f"# packet {entry_id}: still not decodable: {why}\n")
+            err.write(
+                f"Dry run: {len(ready)} packets would be written, "
+                f"{len(still)} stay in quarantine.\n"
+            )
+            return 0
+        delivered, refused = yield _send(reactor, settings, ready, options, err, client)
+        still.update(refused)
+        if delivered:
+            file.forget(delivered)
+        if still:
+            file.requarantine(still)
+    finally:
+        file.close()
+    undelivered = len(ready) - len(delivered) - len(refused)
+    err.write(
+        f"Replayed {len(delivered)} packets into InfluxDB; {len(still)} stay in "
+        f"quarantine; {undelivered} not sent (InfluxDB did not answer in time).\n"
+    )
+    for entry_id, q in sorted(still.items()):
+        err.write(f"  packet {entry_id}: {q.reason}: {q.detail}\n")
+    return 0 if not still and not undelivered else 1
+
+
+@inlineCallbacks
+def _send(reactor, settings, ready, options, err, client) -> Any:
+    from weather.server.http import make_client, tls_policy
+
+    pool = None
+    if client is None:
+        client, pool = make_client(
+            reactor, tls_policy(settings.verify_tls, settings.ca_pem)
+        )
+    writer = PointWriter(
+        settings.target,
+        client,
+        reactor,
+        batch_size=settings.batch_size,
+        flush_interval=0.05,
+        request_timeout=settings.request_timeout,
+        max_backoff=10,
+        shutdown_timeout=1,
+    )
+    writer.startService()
+    delivered: list[int] = []
+    refused: dict[int, Quarantine] = {}
+    progress = Progress(len(ready), err)
+    progress.update(0)
+
+    def written(_: None, entry_id: int) -> None:
+        delivered.append(entry_id)
+        progress.update(len(delivered) + len(refused))
+
+    def refused_for_good(failure: Failure, entry_id: int) -> None:
+        failure.trap(PointsRejected)
+        e: PointsRejected = failure.value
+        refused[entry_id] = Quarantine(
+            REFUSED, f"HTTP {e.status}: {e.message}", time.time_ns(), tuple(e.lines)
+        )
+        progress.update(len(delivered) + len(refused))
+
+    writes = []
+    for item, lines in ready:
+        d = writer.write(lines)
+        d.addCallbacks(
+            written,
+            refused_for_good,
+            callbackArgs=(item.entry.id,),
+            errbackArgs=(item.entry.id,),
+        )
+        writes.append(d)
+    writer.flush()
+    everything: Deferred = DeferredList(writes, consumeErrors=True)
+    everything.addTimeout(float(options["timeout"]), reactor, lambda *_: None)
+    try:
+        yield everything
+    except Exception:
+        pass
+    yield writer.stopService()
+    if pool is not None:
+        yield pool.closeCachedConnections()
+    return delivered, refused
+
+
+def decode(options: DecodeOptions, out: TextIO, stdin: TextIO, now_ns: int) -> int:
+    """C{weather decode}: 0 if the packet decodes, 1 if the server would reject it."""
+    profiles = load_devices(options["devices"]) if options["devices"] else REFERENCE_DEVICES
+    try:
+        if options["file"] == "-":
+            data = stdin.buffer.read()
+        elif options["file"]:
+            with open(options["file"], "rb") as f:
+                data = f.read()
+        else:
+            data = packet_from_text(options["packet"] or stdin.read(), options["base"])
+    except OSError as e:
+        raise usage.UsageError(f"--file: {e.strerror}: {e.filename}") from None
+    except NotAPacket as e:
+        raise usage.UsageError(f"not a packet: {e}") from None
+    arrival = options["arrival"] if options["arrival"] is not None else now_ns
+    return describe_packet(
+        data, arrival, options["previous"], profiles, out, lines=options["lines"]
+    )
+
+
+@inlineCallbacks
+def simulate(reactor: Any, options: SimulateOptions, out: TextIO) -> Any:
+    """C{weather simulate}: 0 once every record of every station was sent."""
+    stations = options.stations()
+    simulation = Simulation(
+        reactor,
+        tcp_connector(reactor, options["host"], options["port"]),
+        stations,
+        options["packets"],
+        out,
+        miss=options["miss"],
+        segments=options["segments"],
+        segment_delay=options["segment-delay"],
+        ack_timeout=options["ack-timeout"] if options["wait-ack"] else None,
+        spread=options["spread"],
+        quiet=options["quiet"],
+        seed=options["seed"],
+    )
+    totals = yield simulation.run()
+    held = sum(len(s.held) for s in stations)
+    dropped = sum(s.dropped for s in stations)
+    acknowledged = f" ({totals.acknowledged} acknowledged)" if options["wait-ack"] else ""
+    out.write(
+        f"{counted(len(stations), 'station')} sent {counted(totals.packets, 'packet')}"
+        f"{acknowledged} with {counted(totals.records, 'record')}; {totals.failed} "
+        f"uploads failed, {totals.missed} missed; {held} records still on the "
+        f"stations, {dropped} dropped by full rings.\n"
+    )
+    not_acknowledged = options["wait-ack"] and totals.acknowledged < totals.packets
+    return 1 if held or dropped or not_acknowledged else 0
+
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
+    """The console script."""
+    options = Options()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        lost = str(e).startswith(("give a command", "give a subcommand"))
+        err.write(f"weather: {e}\n{options}\n" if lost else f"weather: {e}\n")
+        return 2
+    command = options.subCommand
+    sub = options.subOptions
+    try:
+        if command == "decode":
+            return decode(sub, out, sys.stdin, time.time_ns())
+        if command == "simulate":
+            if sub["devices-toml"]:
+                out.write(devices_toml(sub.device_ids()))
+                return 0
+            return _react(lambda reactor: simulate(reactor, sub, out))
+        if command == "journal":
+            return journal_status(sub.subOptions.data_dir(), out, time.time())
+        if command == "quarantine":
+            q = sub.subOptions
+            return quarantine_list(q.data_dir(), q["reason"], q["hex"], out)
+        sub.settings()  # the InfluxDB options and devices file, checked before starting
+        JournalFile(sub.data_dir(), create=False).close()
+        return _react(lambda reactor: replay(reactor, sub, out, err))
+    except (JournalError, ConfigurationError, DevicesError, usage.UsageError) as e:
+        err.write(f"weather: {e}\n")
+        return 1
+
+
+def _react(run: Callable[[Any], Deferred]) -> int:
+    from twisted.internet import reactor
+
+    result: list[int] = []
+    failure: list[Any] = []
+
+    def go() -> None:
+        d = run(reactor)
+        d.addCallbacks(result.append, failure.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+    if failure:
+        failure[0].raiseException()
+    return result[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""
+Simulated reference stations: what C{weather simulate} sends.
+
+A simulated station behaves as the firmware does (PROTOCOL.md): its ATtiny
+measures every C{measurementEvery} seconds by a clock that drifts, keeps the
+records in a ring of at most 58, and every C{wakeEvery} seconds the ESP
+connects, writes one packet with every record held, and closes; it never reads
+unless told to wait for the server's acknowledgement byte.  A failed or missed
+upload keeps the records for the next one.  Readings follow a day: temperature
+on a daily curve, humidity moving against it, light following the sun.
+
+L{StationModel} is pure (every time is passed in); L{Simulation} drives
+stations on a reactor and reports what they sent.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from weather.core.devices import si7021_humidity, si7021_temperature
+from weather.core.packet import HEADER
+
+#: The ATtiny's ring: 350 bytes hold at most 58 six-byte records.
+RING_RECORDS = 58
+RECORD = struct.Struct("<HHH")
+#: The server's acknowledgement byte (written once a packet is durable).
+ACK = b"\x06"
+
+
+def humidity_code(percent: float) -> int:
+    """The SI7021 code (two low bits clear) that reads back as C{percent}."""
+    return _code((percent + 6.0) * 65536.0 / 125.0)
+
+
+def temperature_code(celsius: float) -> int:
+    """The SI7021 code (two low bits clear) that reads back as C{celsius}."""
+    return _code((celsius + 46.85) * 65536.0 / 175.72)
+
+
+def _code(value: float) -> int:
+    return min(max(int(round(value)), 0), 0xFFFF) & 0xFFFC
+
+
+@dataclass(frozen=True)
+class Record:
+    """One measurement: when it was really taken, and what the station sends."""
+
+    time: float
+    lux: int
+    humidity_code: int
+    temperature_code: int
+
+    @property
+    def humidity(self) -> float:
+        return si7021_humidity(self.humidity_code)
+
+    @property
+    def temperature(self) -> float:
+        return si7021_temperature(self.temperature_code)
+
+    def pack(self) -> bytes:
+        return RECORD.pack(self.lux, self.humidity_code, self.temperature_code)
+
+
+@dataclass
+class StationModel:
+    """
+    One simulated reference station.  C{drift} is how much slower (+) or faster
+    (-) its clock runs than real time, as a fraction (0.02: 2 % slow).
+    """
+
+    device_id: int
+    wake_every: int = 3600
+    measure_every: int = 120
+    drift: float = 0.0
+    #: Hours to add to UTC for the station's solar time (the sun's noon at 12).
+    solar_offset: float = 0.0
+    seed: int = 0
+    #: Records measured and not yet delivered, oldest first.
+    held: list[Record] = field(default_factory=list)
+    #: Records the ring dropped because uploads failed for too long.
+    dropped: int = 0
+    #: When the last record was measured (None before the first wake).
+    last_measured: float | None = None
+    _random: random.Random = field(init=False, repr=False)
+    _clouds: float = field(init=False, repr=False)
+    _weather: float = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.measure_every <= 0 or self.wake_every % self.measure_every:
+            raise ValueError(
+                f"wake every {self.wake_every} s is not a whole number of "
+                f"measurements every {self.measure_every} s"
+            )
+        if self.wake_every // self.measure_every > RING_RECORDS:
+            raise ValueError(
+                f"{self.wake_every // self.measure_every} records per upload: the "
+                f"station's ring holds {RING_RECORDS}"
+            )
+        self._random = random.Random(self.seed * 257 + self.device_id)
+        self._clouds = self._random.uniform(0.3, 1.0)
+        self._weather = self._random.uniform(-3.0, 3.0)
+
+    @property
+    def records_per_upload(self) -> int:
+        return self.wake_every // self.measure_every
+
+    @property
+    def true_measure_every(self) -> float:
+        """Real seconds between two records."""
+        return self.measure_every * (1.0 + self.drift)
+
+    @property
+    def true_wake_every(self) -> float:
+        return self.wake_every * (1.0 + self.drift)
+
+    def weather_at(self, t: float) -> tuple[float, float, float]:
+        """Light (lx), relative humidity (%) and temperature (°C) at time C{t}."""
+        # Slow random walks: clouds and a warm or cold spell.
+        self._clouds = min(max(self._clouds + self._random.gauss(0, 0.05), 0.15), 1.0)
+        self._weather = min(max(self._weather + self._random.gauss(0, 0.05), -6), 6)
+        hour = (t / 3600.0 + self.solar_offset) % 24.0
+        # Coolest before dawn (about 4 h), warmest mid-afternoon (about 15 h).
+        temperature = 11.0 + self._weather + 6.0 * math.cos(2 * math.pi * (hour - 15) / 24)
+        humidity = 68.0 - 3.5 * (temperature - 11.0) + self._random.gauss(0, 0.8)
+        sun = math.sin(math.pi * (hour - 6.0) / 12.0) if 6.0 < hour < 18.0 else 0.0
+        light = 60000.0 * sun**1.5 * self._clouds
+        return (
+            light * (1.0 + self._random.gauss(0, 0.02)),
+            min(max(humidity, 5.0), 99.0),
+            temperature + self._random.gauss(0, 0.05),
+        )
+
+    def measure(self, t: float) -> Record:
+        light, humidity, temperature = self.weather_at(t)
+        return Record(
+            t,
+            min(max(int(light), 0), 0xFFFF),
+            humidity_code(humidity),
+            temperature_code(temperature),
+        )
+
+    def wake(self, now: float) -> list[Record]:
+        """
+        The ESP wakes at C{now}, right after a measurement: take the records
+        measured since the last wake (the first wake covers one upload's
+        worth before it) and return everything held, oldest first.
+        """
+        step = self.true_measure_every
+        count = self.records_per_upload
+        if self.last_measured is not None:
+            # Every measurement since the last one, up to now.
+            count = max(0, int(round((now - self.last_measured) / step)))
+        for i in range(count - 1, -1, -1):
+            self.held.append(self.measure(now - i * step))
+        if count:
+            self.last_measured = now
+        if len(self.held) > RING_RECORDS:
+            self.dropped += len(self.held) - RING_RECORDS
+            del self.held[:-RING_RECORDS]
+        return list(self.held)
+
+    def packet(self, records: Sequence[Record]) -> bytes:
+        """The packet the firmware writes for C{records}."""
+        body = b"".join(r.pack() for r in records)
+        header = HEADER.pack(
+            len(body), self.wake_every, self.measure_every, RECORD.size, self.device_id, 3
+        )
+        return header + body
+
+    def delivered(self, records: Sequence[Record]) -> None:
+        """The TCP write returned: the station forgets these records."""
+        sent = {id(r) for r in records}
+        self.held = [r for r in self.held if id(r) not in sent]
+
+
+class Upload(Protocol):
+    """
+    The ESP's connection: write the packet (in C{segments} pieces, C{delay}
+    seconds apart), then close, or first wait up to C{ack_timeout} seconds for
+    the acknowledgement byte.  C{done} fires with C{"sent"}, C{"acknowledged"}
+    or C{"not acknowledged"}, or fails if the connection broke mid-write.
+    """
+
+    def __init__(
+        self,
+        packet: bytes,
+        clock: IReactorTime,
+        segments: int = 1,
+        delay: float = 0.05,
+        ack_timeout: float | None = None,
+    ) -> None:
+        self.packet = packet
+        self.clock = clock
+        self.segments = max(1, min(segments, len(packet)))
+        self.delay = delay
+        self.ack_timeout = ack_timeout
+        self.done: Deferred[str] = Deferred()
+        self.written = False
+        self.acknowledged = False
+        self._timeout: Any = None
+        self._next_piece: Any = None
+
+    def connectionMade(self) -> None:
+        if self.segments > 1:
+            self.transport.setTcpNoDelay(True)
+        size = -(-len(self.packet) // self.segments)
+        pieces = [self.packet[i : i + size] for i in range(0, len(self.packet), size)]
+        self._write(pieces)
+
+    def _write(self, pieces: list[bytes]) -> None:
+        if not self.transport.connected:
+            return
+        self.transport.write(pieces[0])
+        if len(pieces) > 1:
+            self._next_piece = self.clock.callLater(self.delay, self._write, pieces[1:])
+            return
+        self.written = True
+        if self.ack_timeout is None:
+            self.transport.loseConnection()
+        else:
+            self._timeout = self.clock.callLater(
+                self.ack_timeout, self.transport.loseConnection
+            )
+
+    def dataReceived(self, data: bytes) -> None:
+        if ACK in data and not self.acknowledged:
+            self.acknowledged = True
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        for call in (self._timeout, self._next_piece):
+            if call is not None and call.active():
+                call.cancel()
+        if not self.written:
+            self.done.errback(reason)
+        elif self.ack_timeout is None:
+            self.done.callback("sent")
+        else:
+            self.done.callback("acknowledged" if self.acknowledged else "not acknowledged")
+
+
+def utc(t: float, with_date: bool = False) -> str:
+    """A true time as the simulator prints it (UTC, to the millisecond)."""
+    moment = datetime.fromtimestamp(t, timezone.utc)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S.%f" if with_date else "%H:%M:%S.%f")
+    return text[:-3]
+
+
+@dataclass
+class Totals:
+    """What a simulation did, for its summary line."""
+
+    packets: int = 0
+    records: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+    missed: int = 0
+
+
+class Simulation:
+    """
+    Run stations on a reactor: each wakes C{packets} times (the first at
+    once, or spread over C{spread} seconds), C{true_wake_every} apart, and
+    prints every upload and, unless C{quiet}, every reading with its true time.
+    A wake is skipped as a missed upload with probability C{miss}; such wakes
+    come on top of the C{packets} uploads.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        connect: Callable[[Upload], Deferred],
+        stations: Sequence[StationModel],
+        packets: int,
+        out: TextIO,
+        miss: float = 0.0,
+        segments: int = 1,
+        segment_delay: float = 0.05,
+        ack_timeout: float | None = None,
+        spread: float = 0.0,
+        quiet: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.reactor = reactor
+        self.connect = connect
+        self.stations = stations
+        self.packets = packets
+        self.out = out
+        self.miss = miss
+        self.segments = segments
+        self.segment_delay = segment_delay
+        self.ack_timeout = ack_timeout
+        self.spread = spread
+        self.quiet = quiet
+        self.random = random.Random(seed)
+        self.totals = Totals()
+
+    def run(self) -> Deferred[Totals]:
+        """Fires with the totals once every station made its uploads."""
+        runs = []
+        for station in self.stations:
+            finished: Deferred[None] = Deferred()
+            first = self.random.uniform(0, self.spread) if self.spread > 0 else 0
+            self.reactor.callLater(first, self._wake, station, self.packets, finished)
+            runs.append(finished)
+        return gatherResults(runs).addCallback(lambda _: self.totals)
+
+    def _wake(
+        self,
+        station: StationModel,
+        left: int,
+        finished: Deferred,
+        scheduled: float | None = None,
+    ) -> None:
+        # The station's own schedule, not when the reactor got round to it:
+        # lateness must not add up over many wakes.
+        now = self.reactor.seconds() if scheduled is None else scheduled
+        records = station.wake(now)
+        if self.miss > 0 and self.random.random() < self.miss:
+            self.totals.missed += 1
+            self._print(
+                f"station {station.device_id}: {utc(now, True)} missed upload "
+                f"(holds {len(records)} records)"
+            )
+            self._next(station, left, finished, now)
+            return
+        packet = station.packet(records)
+        upload = Upload(
+            packet, self.reactor, self.segments, self.segment_delay, self.ack_timeout
+        )
+        connecting = self.connect(upload)
+        connecting.addCallback(lambda _: upload.done)
+        connecting.addCallbacks(
+            self._sent,
+            self._failed,
+            callbackArgs=(station, records, len(packet), now),
+            errbackArgs=(station, records, now),
+        )
+        connecting.addBoth(lambda _: self._next(station, left - 1, finished, now))
+
+    def _next(
+        self, station: StationModel, left: int, finished: Deferred, woke: float
+    ) -> None:
+        if left <= 0:
+            finished.callback(None)
+            return
+        # The next wake is one upload interval (by the station's clock) after
+        # this one, however long the connection took.
+        wake = woke + station.true_wake_every
+        delay = max(0.0, wake - self.reactor.seconds())
+        self.reactor.callLater(delay, self._wake, station, left, finished, wake)
+
+    def _sent(
+        self,
+        outcome: str,
+        station: StationModel,
+        records: list[Record],
+        size: int,
+        woke: float,
+    ) -> None:
+        station.delivered(records)
+        self.totals.packets += 1
+        self.totals.records += len(records)
+        if outcome == "acknowledged":
+            self.totals.acknowledged += 1
+        self._print(
+            f"station {station.device_id}: {utc(woke, True)} {len(records)} records, "
+            f"{size} bytes: {outcome}"
+        )
+        if not self.quiet:
+            for r in records:
+                self._print(
+                    f"  {utc(r.time)}  light {r.lux} lx  humidity {r.humidity:.2f} %  "
+                    f"temperature {r.temperature:.2f} °C"
+                )
+
+    def _failed(
+        self, failure: Failure, station: StationModel, records: list[Record], woke: float
+    ) -> None:
+        self.totals.failed += 1
+        self._print(
+            f"station {station.device_id}: {utc(woke, True)} upload failed "
+            f"({failure.getErrorMessage()}): keeps {len(records)} records"
+        )
+
+    def _print(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+def tcp_connector(reactor: Any, host: str, port: int, timeout: float = 10.0):
+    """Connect an L{Upload} to C{host}:C{port} over TCP (IPv4, IPv6 or a name)."""
+
+    def connect(upload: Upload) -> Deferred:
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        return connectProtocol(endpoint, upload)
+
+    return connect
+
+
+def devices_toml(device_ids: Sequence[int]) -> str:
+    """A devices file describing simulated stations (reference layout)."""
+    return "".join(
+        f"""[devices.{device}]
+tags = {{ place = "station-{device}" }}
+values = [
+  {{ name = "light", unit = "lx" }},
+  {{ name = "humidity", conversion = "si7021_humidity", unit = "%" }},
+  {{ name = "temperature", conversion = "si7021_temperature", unit = "°C" }},
+]
+
+"""
+        for device in device_ids
+    )

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from html.parser import HTMLParser
 
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.template import Flattenable, flattenString
 
 from tests.support import reference_packet
 from tests.unit.test_monitoring import MonitoringTestCase
 from weather.core.decode import decode_packet
-from weather.core.devices import parse_devices
+from weather.core.devices import DeviceProfile, parse_devices
 from weather.ops.history import (
     BUCKET_NS,
     BUCKETS,
@@ -22,12 +25,34 @@ from weather.ops.history import (
     SeriesHistory,
     StationHistory,
 )
-from weather.ops.stations import StationBook
-from weather.ops.statuspage import ChartCache, Drawing, ago, chart, render_status
+from weather.ops.stations import StationBook, StationRecord
+from weather.ops.statuspage import ChartCache, Drawing, StatusElement, ago, chart
 from weather.tools.simulate import StationModel, devices_toml
 
 S = 1_000_000_000
 NOW = 1_795_262_400 * S  # 2026-11-21 12:00 UTC
+
+
+def flat(root: Flattenable) -> str:
+    """C{root} flattened at once: nothing on the status page waits."""
+    result: list[bytes | Failure] = []
+    flattenString(None, root).addBoth(result.append)
+    (done,) = result
+    if isinstance(done, Failure):
+        done.raiseException()
+    return done.decode("utf-8")
+
+
+def render_status(
+    stations: Iterable[StationRecord],
+    profiles: Mapping[int, DeviceProfile],
+    now_ns: int,
+    problems: Iterable[str] = (),
+    charts: ChartCache | None = None,
+) -> bytes:
+    """The status page as the monitoring endpoint serves it."""
+    page = StatusElement(stations, profiles, now_ns, problems, charts)
+    return b"<!DOCTYPE html>\n" + flat(page).encode("utf-8")
 
 
 class SeriesHistoryTests(SynchronousTestCase):
@@ -183,11 +208,27 @@ class StatusPageTests(SynchronousTestCase):
         self.assertIn(b"&lt;script&gt;", page)
         self.assertIn(b"InfluxDB &lt;down&gt;", page)
 
+    def test_tagsFromTheDevicesFileAreText(self) -> None:
+        """Markup and ampersands in a station's tags show as written, never as markup."""
+        place = '<script>alert("a&b")</script>'
+        profiles = parse_devices(
+            devices_toml([1]).replace(
+                'place = "station-1"', f"place = '{place}', owner = 'Q&A <lab>'"
+            )
+        )
+        page = render_status(StationBook(), profiles, NOW)
+        self.assertNotIn(b"<script>", page)
+        self.assertNotIn(b"<lab>", page)
+        self.assertIn(b'&lt;script&gt;alert("a&amp;b")&lt;/script&gt;', page)
+        self.assertIn(b"owner=Q&amp;A &lt;lab&gt;", page)
+        text = self.parse(page).rows[1]["text"]
+        self.assertEqual(text[:3], ["1", place, "owner=Q&A <lab>"])
+
     def test_chartGapsAndScale(self) -> None:
         series = SeriesHistory()
         for hour in (1, 2, 10):
             series.add(NOW - hour * 3600 * S, float(hour))
-        drawing = chart(Drawing(series, "t"), NOW)
+        drawing = flat(chart(Drawing(series, "t"), NOW))
         self.assertIn('aria-label="t: last 24 h, 1 to 10"', drawing)
         # Three separate buckets: three marks, no line joining across the gaps.
         self.assertEqual(drawing.count("<rect"), 3)
@@ -196,13 +237,13 @@ class StatusPageTests(SynchronousTestCase):
         self.assertEqual(xs, [0.1, 32.1, 36.1])
         # The view box ends with NOW's bucket: 24 h of quarter hours.
         self.assertIn('viewBox="-55 0 96 40"', drawing)
-        self.assertEqual(chart(Drawing(SeriesHistory(), "t"), NOW), "")
+        self.assertEqual(flat(chart(Drawing(SeriesHistory(), "t"), NOW)), "")
 
     def test_hugeAndFlatValues(self) -> None:
         series = SeriesHistory()
         series.add(NOW - 3600 * S, 1e300)
         series.add(NOW - 1800 * S, 1e300)
-        drawing = chart(Drawing(series, "big"), NOW)
+        drawing = flat(chart(Drawing(series, "big"), NOW))
         self.assertNotIn("nan", drawing)
         self.assertNotIn("inf", drawing)
 

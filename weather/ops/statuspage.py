@@ -4,7 +4,9 @@ was last heard from, its latest readings and a chart of each over the last
 24 hours, and what it sent.  Overdue stations stand out.
 
 Server-rendered HTML with inline SVG and CSS: no JavaScript, readable on a
-phone, reloading itself every minute.  Pure: the caller gives the time.
+phone, reloading itself every minute.  Built with L{twisted.web.template},
+which escapes what stations and the devices file say.  Pure: the caller
+gives the time.
 """
 
 from __future__ import annotations
@@ -12,17 +14,27 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from html import escape
+
+from twisted.web.iweb import IRequest
+from twisted.web.template import Element, Flattenable, Tag, XMLString, renderer, tags
 
 from weather.core.devices import DeviceProfile
 from weather.ops.history import BUCKET_NS, BUCKETS, Bucket, SeriesHistory
 from weather.ops.stations import OVERDUE_FACTOR, StationRecord
 
 NANOSECONDS = 1_000_000_000
-CHART_WIDTH = 240
 CHART_HEIGHT = 40
 
-STYLE = """
+# The page around the rows.  The flattener escapes text, so the style sheet
+# must not use ">", "<" or "&".
+PAGE = """\
+<html xmlns:t="http://twistedmatrix.com/ns/twisted.web.template/0.1" lang="en">
+<head>
+<meta charset="utf-8" />
+<meta name="viewport" content="width=device-width, initial-scale=1" />
+<meta http-equiv="refresh" content="60" />
+<title t:render="title" />
+<style>
 body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:84rem;padding:1rem;
 color:#1d232a;background:#f6f7f9}
 h1{font-size:1.3rem;margin:0 0 .2rem}
@@ -53,7 +65,22 @@ svg.chart .axis{stroke:#d0d5db;stroke-width:1}
  td[data-label]::before{content:attr(data-label) ": ";color:#505a66;font-size:.85rem}
  svg.chart{width:100%;max-width:240px}
 }
-"""
+</style>
+</head>
+<body>
+<h1>Weather stations</h1>
+<p class="summary" t:render="summary" />
+<table>
+<thead><tr><th>Station</th><th>Last seen</th><th>Latest (24 h)</th><th>Packets</th>
+<th>Records</th><th>Record interval</th><th>Missed uploads</th><th>Rejected</th></tr>
+</thead>
+<tbody t:render="rows" />
+</table>
+<p class="quiet">Charts: the last 24 hours in quarter-hour steps (line: mean, band:
+lowest to highest), kept in memory since the server started.
+<a href="/metrics">/metrics</a> · <a href="/health">/health</a></p>
+</body>
+</html>"""
 
 
 def ago(seconds: float) -> str:
@@ -108,13 +135,13 @@ class Drawing:
         self.shapes, self.label = _shapes(buckets, self.base, title)
 
 
-def _shapes(buckets: list[Bucket], base: int, title: str) -> tuple[str, str]:
+def _shapes(buckets: list[Bucket], base: int, title: str) -> tuple[list[Tag], str]:
     """
     The mean as a line, lowest to highest as a band, a gap where no bucket
     is; x in buckets from C{base}, y in pixels.
     """
     if not buckets:
-        return "", ""
+        return [], ""
     low = min(b.low for b in buckets)
     high = max(b.high for b in buckets)
     pad = 3
@@ -147,8 +174,16 @@ def _shapes(buckets: list[Bucket], base: int, title: str) -> tuple[str, str]:
             top = float(y(b.high))
             height = max(float(y(b.low)) - top, 1.5)
             shapes.append(
-                f'<rect class="band" x="{xs[0] - 0.4:g}" y="{top:.1f}" width="0.8" '
-                f'height="{height:.1f}"/>'
+                Tag(
+                    "rect",
+                    {
+                        "class": "band",
+                        "x": f"{xs[0] - 0.4:g}",
+                        "y": f"{top:.1f}",
+                        "width": "0.8",
+                        "height": f"{height:.1f}",
+                    },
+                )
             )
             continue
         band = " ".join(
@@ -159,11 +194,14 @@ def _shapes(buckets: list[Bucket], base: int, title: str) -> tuple[str, str]:
             ]
         )
         line = " ".join(f"{x:g},{y(b.mean)}" for x, b in zip(xs, run, strict=True))
-        shapes.append(f'<polygon class="band" points="{band}"/>')
+        shapes.append(Tag("polygon", {"class": "band", "points": band}))
         shapes.append(
-            f'<polyline class="line" vector-effect="non-scaling-stroke" points="{line}"/>'
+            Tag(
+                "polyline",
+                {"class": "line", "vector-effect": "non-scaling-stroke", "points": line},
+            )
         )
-    return "".join(shapes), f"{title}: last 24 h, {number(low)} to {number(high)}"
+    return shapes, f"{title}: last 24 h, {number(low)} to {number(high)}"
 
 
 class ChartCache:
@@ -192,60 +230,73 @@ class ChartCache:
         self._used.clear()
 
 
-def chart(drawing: Drawing, now_ns: int) -> str:
+def chart(drawing: Drawing, now_ns: int) -> Flattenable:
     """The last 24 hours of a drawing up to C{now_ns}; empty if nothing to draw."""
     if not drawing.shapes:
         return ""
     left = now_ns // BUCKET_NS - BUCKETS + 1 - drawing.base
-    label = escape(drawing.label)
-    return (
-        f'<svg class="chart" viewBox="{left} 0 {BUCKETS} {CHART_HEIGHT}" '
-        f'preserveAspectRatio="none" role="img" aria-label="{label}">'
-        f"<title>{label}</title>"
-        f'<line class="axis" x1="{left}" y1="{CHART_HEIGHT - 0.5}" '
-        f'x2="{left + BUCKETS}" y2="{CHART_HEIGHT - 0.5}" '
-        f'vector-effect="non-scaling-stroke"/>{drawing.shapes}</svg>'
-    )
+    svg = {
+        "class": "chart",
+        "viewBox": f"{left} 0 {BUCKETS} {CHART_HEIGHT}",
+        "preserveAspectRatio": "none",
+        "role": "img",
+        "aria-label": drawing.label,
+    }
+    axis = {
+        "class": "axis",
+        "x1": f"{left}",
+        "y1": f"{CHART_HEIGHT - 0.5}",
+        "x2": f"{left + BUCKETS}",
+        "y2": f"{CHART_HEIGHT - 0.5}",
+        "vector-effect": "non-scaling-stroke",
+    }
+    return Tag("svg", svg, [tags.title(drawing.label), Tag("line", axis), *drawing.shapes])
 
 
-def _place(tags: Iterable[tuple[str, str]]) -> str:
-    tags = dict(tags)
-    place = tags.pop("place", None)
-    others = ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
-    text = escape(place) if place else ""
-    if others:
-        text += f' <span class="quiet">{escape(others)}</span>'
-    return text
+def _cell(label: str, *content: Flattenable, numeric: bool = False) -> Tag:
+    """A cell, labelled for the phone layout where each cell is a line of its own."""
+    css = {"class": "n"} if numeric else {}
+    return Tag("td", {**css, "data-label": label}, list(content))
 
 
-def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCache) -> str:
+def _quiet(text: str) -> Tag:
+    return tags.span(text, class_="quiet")
+
+
+def _place(described: Iterable[tuple[str, str]]) -> list[Flattenable]:
+    """The station's place, then its other tags, quieter."""
+    others = dict(described)
+    place = others.pop("place", "")
+    rest = ", ".join(f"{k}={v}" for k, v in sorted(others.items()))
+    return [place, " ", _quiet(rest)] if rest else [place]
+
+
+def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCache) -> Tag:
     overdue = station.overdue(now_ns)
-    seen = station.last_seen_ns
-    cells = [
-        f'<td data-label="Station"><strong>{station.device_id}</strong> '
-        f"{_place(station.tags)}"
-        + (
-            f'<br><span class="badge">overdue</span> <span class="quiet">no packet '
-            f"for more than {OVERDUE_FACTOR:g} × {every(station.expected_wake_every)}"
-            + ("" if station.wake_every else " (assumed until it uploads)")
-            + "</span>"
-            if overdue
-            else ""
-        )
-        + "</td>",
-        '<td data-label="Last seen">'
-        + (
-            f'<span title="{utc(seen)}">{ago((now_ns - seen) / NANOSECONDS)}</span>'
-            if seen is not None
-            else '<span class="quiet">never</span>'
-        )
-        + (
-            f'<br><span class="quiet">from {escape(station.peer)}</span>'
-            if station.peer
-            else ""
-        )
-        + "</td>",
+    who: list[Flattenable] = [
+        tags.strong(str(station.device_id)),
+        " ",
+        _place(station.tags),
     ]
+    if overdue:
+        assumed = "" if station.wake_every else " (assumed until it uploads)"
+        who += [
+            tags.br(),
+            tags.span("overdue", class_="badge"),
+            " ",
+            _quiet(
+                f"no packet for more than {OVERDUE_FACTOR:g} × "
+                f"{every(station.expected_wake_every)}{assumed}"
+            ),
+        ]
+    seen = station.last_seen_ns
+    heard: list[Flattenable] = [
+        _quiet("never")
+        if seen is None
+        else tags.span(ago((now_ns - seen) / NANOSECONDS), title=utc(seen))
+    ]
+    if station.peer:
+        heard += [tags.br(), _quiet(f"from {station.peer}")]
     readings = []
     for name in names + [n for n in station.latest if n not in names]:
         latest = station.latest.get(name)
@@ -257,106 +308,90 @@ def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCac
             if series is not None
             else ""
         )
-        unit = f" {escape(latest.unit)}" if latest.unit else ""
+        unit = f" {latest.unit}" if latest.unit else ""
+        value = tags.span(name, " ", tags.strong(number(latest.value)), unit, class_="v")
         readings.append(
-            f'<div class="reading" data-measurement="{escape(name)}">'
-            f'<span class="v">{escape(name)} <strong>{number(latest.value)}</strong>'
-            f"{unit}</span>{drawing}</div>"
+            Tag("div", {"class": "reading", "data-measurement": name}, [value, drawing])
         )
-    cells.append(
-        '<td data-label="Latest">'
-        + ("".join(readings) or '<span class="quiet">no readings yet</span>')
-        + "</td>"
-    )
-    cells.append(f'<td class="n" data-label="Packets">{station.packets}</td>')
-    cells.append(f'<td class="n" data-label="Records">{station.records}</td>')
     nominal = station.measurement_every
     measured = station.measured_interval
     if nominal is None:
-        interval = '<span class="quiet">-</span>'
+        interval: list[Flattenable] = [_quiet("-")]
     elif measured is None:
-        interval = f'{every(nominal)} <span class="quiet">nominal</span>'
+        interval = [every(nominal), " ", _quiet("nominal")]
     else:
         drift = (measured / nominal - 1) * 100
-        interval = (
-            f'{measured:.1f} s <span class="quiet">vs {every(nominal)} '
-            f"({drift:+.1f} %)</span>"
-        )
-    cells.append(f'<td class="n" data-label="Record interval">{interval}</td>')
-    cells.append(f'<td class="n" data-label="Missed uploads">{station.missed_uploads}</td>')
-    cells.append(f'<td class="n" data-label="Rejected packets">{station.rejected}</td>')
-    css = ' class="overdue"' if overdue else ""
-    return f'<tr{css} data-device="{station.device_id}">' + "".join(cells) + "</tr>"
+        interval = [f"{measured:.1f} s ", _quiet(f"vs {every(nominal)} ({drift:+.1f} %)")]
+    css = {"class": "overdue"} if overdue else {}
+    return Tag(
+        "tr",
+        {**css, "data-device": str(station.device_id)},
+        [
+            _cell("Station", *who),
+            _cell("Last seen", *heard),
+            _cell("Latest", *(readings or [_quiet("no readings yet")])),
+            _cell("Packets", str(station.packets), numeric=True),
+            _cell("Records", str(station.records), numeric=True),
+            _cell("Record interval", *interval, numeric=True),
+            _cell("Missed uploads", str(station.missed_uploads), numeric=True),
+            _cell("Rejected packets", str(station.rejected), numeric=True),
+        ],
+    )
 
 
-def render_status(
-    stations: Iterable[StationRecord],
-    profiles: Mapping[int, DeviceProfile],
-    now_ns: int,
-    problems: Iterable[str] = (),
-    charts: ChartCache | None = None,
-) -> bytes:
+class StatusElement(Element):
     """
     The whole page: the stations heard from, and those the devices file
     describes that have not been heard from since the server started.
     C{charts} keeps drawings from one page to the next.
     """
-    if charts is None:
-        charts = ChartCache()
-    heard = {s.device_id: s for s in stations}
-    everyone = dict(heard)
-    for device_id, profile in profiles.items():
-        if device_id not in everyone:
-            everyone[device_id] = StationRecord(device_id, tags=profile.tags)
-    rows = []
-    for device_id in sorted(everyone):
-        profile = profiles.get(device_id)
-        names = [spec.name for spec in profile.values] if profile else []
-        rows.append(_row(everyone[device_id], names, now_ns, charts))
-    charts.forget_unused()
-    overdue = [s.device_id for s in everyone.values() if s.overdue(now_ns)]
-    problems = list(problems)
-    summary = [f"{len(everyone)} stations"]
-    if overdue:
-        summary.append(
-            f'<span class="bad">{len(overdue)} overdue: '
-            f"{', '.join(map(str, sorted(overdue)))}</span>"
-        )
-    else:
-        summary.append("none overdue")
-    for problem in problems:
-        summary.append(f'<span class="bad">{escape(problem)}</span>')
-    summary.append(f"updated {utc(now_ns)}")
-    body = (
-        "\n".join(rows)
-        if rows
-        else '<tr><td colspan="8" class="quiet">No stations described or heard '
-        "from yet.</td></tr>"
-    )
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="60">
-<title>weather: {len(overdue)} of {len(everyone)} stations overdue</title>
-<style>{STYLE}</style>
-</head>
-<body>
-<h1>Weather stations</h1>
-<p class="summary">{" · ".join(summary)}</p>
-<table>
-<thead><tr><th>Station</th><th>Last seen</th><th>Latest (24 h)</th><th>Packets</th>
-<th>Records</th><th>Record interval</th><th>Missed uploads</th><th>Rejected</th></tr>
-</thead>
-<tbody>
-{body}
-</tbody>
-</table>
-<p class="quiet">Charts: the last 24 hours in quarter-hour steps (line: mean, band:
-lowest to highest), kept in memory since the server started.
-<a href="/metrics">/metrics</a> · <a href="/health">/health</a></p>
-</body>
-</html>
-"""
-    return page.encode("utf-8")
+
+    loader = XMLString(PAGE)
+
+    def __init__(
+        self,
+        stations: Iterable[StationRecord],
+        profiles: Mapping[int, DeviceProfile],
+        now_ns: int,
+        problems: Iterable[str] = (),
+        charts: ChartCache | None = None,
+    ) -> None:
+        super().__init__()
+        self.profiles = profiles
+        self.now_ns = now_ns
+        self.problems = list(problems)
+        self.charts = ChartCache() if charts is None else charts
+        self.stations = {s.device_id: s for s in stations}
+        for device_id, profile in profiles.items():
+            if device_id not in self.stations:
+                self.stations[device_id] = StationRecord(device_id, tags=profile.tags)
+        self.overdue = sorted(d for d, s in self.stations.items() if s.overdue(now_ns))
+
+    @renderer
+    def title(self, request: IRequest | None, tag: Tag) -> Tag:
+        return tag(f"weather: {len(self.overdue)} of {len(self.stations)} stations overdue")
+
+    @renderer
+    def summary(self, request: IRequest | None, tag: Tag) -> Tag:
+        parts: list[Flattenable] = [f"{len(self.stations)} stations"]
+        if self.overdue:
+            overdue = ", ".join(map(str, self.overdue))
+            parts.append(tags.span(f"{len(self.overdue)} overdue: {overdue}", class_="bad"))
+        else:
+            parts.append("none overdue")
+        parts += [tags.span(problem, class_="bad") for problem in self.problems]
+        parts.append(f"updated {utc(self.now_ns)}")
+        return tag(parts[0], [(" · ", part) for part in parts[1:]])
+
+    @renderer
+    def rows(self, request: IRequest | None, tag: Tag) -> Tag:
+        rows = []
+        for device_id in sorted(self.stations):
+            profile = self.profiles.get(device_id)
+            names = [spec.name for spec in profile.values] if profile else []
+            rows += ["\n", _row(self.stations[device_id], names, self.now_ns, self.charts)]
+        self.charts.forget_unused()
+        if not rows:
+            empty = "No stations described or heard from yet."
+            rows = ["\n", tags.tr(tags.td(empty, colspan="8", class_="quiet"))]
+        return tag(rows, "\n")

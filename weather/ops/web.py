@@ -15,10 +15,11 @@ from prometheus_client.exposition import choose_encoder
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+from twisted.web.template import renderElement
 
 from weather.ops.health import HealthReport, check_health
 from weather.ops.metrics import ServerMetrics
-from weather.ops.statuspage import ChartCache, render_status
+from weather.ops.statuspage import ChartCache, StatusElement
 
 if TYPE_CHECKING:
     from weather.server.service import WeatherService
@@ -78,7 +79,7 @@ class StatusPage(ServerPage):
         super().__init__(server, clock, unreachable_after)
         self.charts = ChartCache()
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         if request.postpath not in ([], [b""]):
             request.setResponseCode(404)
             request.setHeader("content-type", "text/plain; charset=utf-8")
@@ -88,13 +89,14 @@ class StatusPage(ServerPage):
         report = self.health(now)
         request.setHeader("content-type", "text/html; charset=utf-8")
         request.setHeader("cache-control", "no-store")
-        return render_status(
+        page = StatusElement(
             server.stations,
             server.pipeline.profiles,
             int(now * 1_000_000_000),
             report.reasons,
             self.charts,
         )
+        return renderElement(request, page)
 
 
 class QuietSite(Site):

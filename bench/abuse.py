@@ -52,11 +52,15 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.weatherd import WeatherDaemon  # noqa: E402
-from tests.support import header_bytes, reference_packet  # noqa: E402
+from tests.integration.daemon import Daemon  # noqa: E402
 from weather.tools.localinflux import InfluxServer, free_port  # noqa: E402
+from weather.tools.simulate import (  # noqa: E402
+    ACK,
+    StationModel,
+    build_packet,
+    send_packet,
+)
 
-ACK = b"\x06"
 DATABASE = "weather"
 
 SCENARIOS: dict[str, dict] = {
@@ -126,12 +130,16 @@ def metrics(port: int) -> dict[str, float]:
     return values
 
 
+def upload(hours: int) -> bytes:
+    """Station 1's packet of C{hours} hours from now (30 records)."""
+    station = StationModel(1)
+    return station.packet(station.wake(time.time() + 3600 * hours))
+
+
 def station(port: int, packet: bytes, timeout: float = 120.0) -> float:
     """Connect from 127.0.0.1, send C{packet}, wait for the ACK: seconds taken."""
     started = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(packet)
-        answer = s.recv(1)
+    answer = send_packet("127.0.0.1", port, packet, timeout)
     if answer != ACK:
         raise RuntimeError(f"the station got {answer!r}, not the ACK")
     return time.perf_counter() - started
@@ -222,7 +230,7 @@ class Abuser:
         self.sockets = []
 
 
-class Server(WeatherDaemon):
+class Server(Daemon):
     """`twistd -n weather` in a subprocess, on loopback ports of its own."""
 
     def __init__(self, influx_url: str, args: list[str], workdir: str) -> None:
@@ -242,13 +250,7 @@ class Server(WeatherDaemon):
             str(self.metrics_port),
             *args,
         ]
-        super().__init__(
-            arguments,
-            workdir,
-            os.path.join(workdir, "weather.log"),
-            lambda: metrics(self.metrics_port),
-            timeout=30,
-        )
+        super().__init__(arguments, workdir)
 
 
 def seen(figures: dict[str, float]) -> int:
@@ -269,9 +271,9 @@ def run(name: str, influx: InfluxServer, connections: int) -> dict:
     server = Server(influx.url, scenario["args"], workdir)
     abuser = None
     try:
-        packet = reference_packet(30)
-        first_ack = station(server.port, packet)
-        station(server.port, reference_packet(30, start=30))
+        server.wait_ready(lambda: metrics(server.metrics_port), timeout=30)
+        first_ack = station(server.port, upload(0))
+        station(server.port, upload(1))
         time.sleep(0.5)
         rss_before = rss_kib(server.pid)
         cpu_before = cpu_seconds(server.pid)
@@ -281,7 +283,7 @@ def run(name: str, influx: InfluxServer, connections: int) -> dict:
         if scenario.get("partial"):
             # The largest packet of the reference layout (10,922 records of
             # 6 bytes: 65,541 bytes with the header), less its last byte.
-            payload = header_bytes(10922 * 6) + bytes(10922 * 6 - 1)
+            payload = build_packet(1, [(0, 0, 0)] * 10922)[:-1]
         abuser = Abuser(server.port, sources, count, payload)
         opening = abuser.open(server)
         time.sleep(2.0)
@@ -289,7 +291,7 @@ def run(name: str, influx: InfluxServer, connections: int) -> dict:
         cpu_flood = cpu_seconds(server.pid) - cpu_before
         states = abuser.states()
         figures = metrics(server.metrics_port)
-        ack = station(server.port, reference_packet(30, start=60))
+        ack = station(server.port, upload(2))
         after_station = metrics(server.metrics_port)
         refused = {
             k.split('"')[1]: int(v)

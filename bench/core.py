@@ -4,10 +4,11 @@ the 30-record reference packet (90 values), on one core.  Run by hand:
 
     python bench/core.py [--seconds 2] [--runs 5] [--per-reading]
 
-Each packet goes the way the server sends it (PacketPipeline): decode_packet,
-then LineEncoder.encode_packet, whose lines are what the writer receives, and
-the count of values left out as NaN or infinite.  --per-reading also times the
-older way, one Reading object and one line at a time, for comparison.
+Each packet goes the way the server sends it (PacketPipeline, weather replay):
+packet_points, that is decode_packet, then LineEncoder.encode_packet, whose
+lines are what the writer receives, and the count of values left out as NaN or
+infinite.  --per-reading also times the older way, one Reading object and one
+line at a time, kept as the tests' oracle (tests/oracle.py), for comparison.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import os
 import platform
 import statistics
 import struct
+import sys
 import time
 from collections.abc import Callable
 
-from weather.core.decode import decode_packet, is_storable
+from weather.core.decode import decode_packet
 from weather.core.devices import REFERENCE_DEVICES
-from weather.core.lineprotocol import LineEncoder
+from weather.core.lineprotocol import LineEncoder, packet_points
 
 S = 1_000_000_000
 
@@ -33,23 +35,25 @@ def reference_packet() -> bytes:
 
 
 def server_path(encoder: LineEncoder) -> Callable[[bytes, int], int]:
-    """What the pipeline does with a packet; returns how many lines it made."""
+    """What the pipeline does with a packet; returns how many values it left out."""
 
     def step(packet: bytes, arrival: int) -> int:
-        decoded = decode_packet(packet, arrival, arrival - 3600 * S, REFERENCE_DEVICES)
-        lines = encoder.encode_packet(decoded)
-        return decoded.value_count - len(lines)
+        previous = arrival - 3600 * S
+        points = packet_points(packet, arrival, previous, REFERENCE_DEVICES, encoder)
+        return points.not_finite
 
     return step
 
 
-def per_reading_path(encoder: LineEncoder) -> Callable[[bytes, int], int]:
-    """The same through DecodedPacket.readings and LineEncoder.encode."""
+def per_reading_path(_: LineEncoder) -> Callable[[bytes, int], int]:
+    """The same through DecodedPacket.readings and the tests' per-reading oracle."""
+    from tests.oracle import PerReadingEncoder
+
+    encoder = PerReadingEncoder()
 
     def step(packet: bytes, arrival: int) -> int:
         decoded = decode_packet(packet, arrival, arrival - 3600 * S, REFERENCE_DEVICES)
-        readings = [r for r in decoded.readings if is_storable(r)]
-        lines = encoder.encode(readings)
+        lines = encoder.encode(decoded.readings)
         return len(decoded.readings) - len(lines)
 
     return step
@@ -101,6 +105,8 @@ def main() -> None:
     )
     report("core", [run(server_path, args.seconds) for _ in range(args.runs)])
     if args.per_reading:
+        # tests/oracle.py, in the project beside bench/.
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         report(
             "per-reading",
             [run(per_reading_path, args.seconds) for _ in range(args.runs)],

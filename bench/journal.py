@@ -52,7 +52,14 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def measure(name: str, worker, seconds: float, rate: int) -> dict:
     directory = tempfile.mkdtemp(prefix="weather-bench-")
-    journal = Journal(directory, reactor, worker, max_bytes=1 << 40, min_free_bytes=0)
+    journal = Journal(
+        directory,
+        reactor,
+        worker,
+        max_bytes=1 << 40,
+        min_free_bytes=0,
+        shutdown_timeout=10.0,
+    )
     journal.startService()
     data = reference_packet(30)
     burst = max(1, rate // 100)
@@ -95,8 +102,8 @@ def measure(name: str, worker, seconds: float, rate: int) -> dict:
             name=name,
             packets=len(durable),
             rate=len(durable) / elapsed,
-            commits=journal.stats["commits"],
-            per_commit=len(durable) / max(1, journal.stats["commits"]),
+            commits=journal.stats.commits,
+            per_commit=len(durable) / max(1, journal.stats.commits),
             stall_p99_ms=percentile(stalls, 0.99) * 1000,
             stall_max_ms=max(stalls) * 1000,
             durable_p50_ms=statistics.median(latencies) * 1000,

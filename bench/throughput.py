@@ -61,8 +61,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.weatherd import (  # noqa: E402
-    WeatherDaemon,
+from tests.integration.daemon import (  # noqa: E402
+    Daemon,
     die_with_parent,
     stop_process,
     twistd,
@@ -227,7 +227,7 @@ class Ceiling:
         self._reader.join(5)
 
 
-class Weather(WeatherDaemon):
+class Weather(Daemon):
     """`twistd -n weather` in a subprocess, on loopback ports of its own."""
 
     def __init__(
@@ -252,8 +252,7 @@ class Weather(WeatherDaemon):
             str(self.metrics_port),
             *args,
         ]
-        log_path = os.path.join(workdir, "twistd.log")
-        super().__init__(arguments, workdir, log_path, self.metrics)
+        super().__init__(arguments, workdir, os.path.join(workdir, "twistd.log"))
 
     def pids(self) -> list[int]:
         """The server's process (a list: the measures below sum over processes)."""
@@ -497,6 +496,7 @@ def servers(settings: Settings, name: str) -> Iterator[tuple[str, Influx, Weathe
             settings.server_args,
             settings.backlog,
         )
+        server.wait_ready(server.metrics)
         yield workdir, influx, server
     finally:
         if server is not None:

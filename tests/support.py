@@ -21,6 +21,7 @@ from weather.app.settings import Options, Settings, settings_from_options
 from weather.app.tap import build_service
 from weather.journal.service import IDiskWorker, ImmediateDiskWorker, Journal
 from weather.journal.store import JournalFile, JournalStatus, QuarantinedPacket
+from weather.server.admission import Admission
 from weather.server.interfaces import IPacketSink
 from weather.server.service import WeatherService
 from weather.server.writer import PointsRejected
@@ -211,15 +212,80 @@ class ManualDiskWorker:
             self.step()
 
 
+def option_defaults() -> Settings:
+    """
+    Every option at its default: what the components a test builds are
+    given, unless the test says otherwise (they have no defaults of their own).
+    """
+    options = Options()
+    options.parseOptions([])
+    return settings_from_options(options, {})
+
+
+def writer_options(**overrides: Any) -> dict[str, Any]:
+    """L{PointWriter}'s keyword arguments from the options' defaults, and C{overrides}."""
+    defaults = option_defaults()
+    return {
+        "batch_size": defaults.batch_size,
+        "flush_interval": defaults.flush_interval,
+        "request_timeout": defaults.request_timeout,
+        "max_backoff": defaults.max_backoff,
+        "shutdown_timeout": defaults.shutdown_timeout,
+        "max_pending": defaults.max_pending,
+        **overrides,
+    }
+
+
+def journal_options(**overrides: Any) -> dict[str, Any]:
+    """L{Journal}'s keyword arguments from the options' defaults, and C{overrides}."""
+    defaults = option_defaults()
+    return {
+        "max_bytes": defaults.journal_max_bytes,
+        "min_free_bytes": defaults.journal_min_free_bytes,
+        "shutdown_timeout": defaults.shutdown_timeout,
+        **overrides,
+    }
+
+
+def admission_options(**overrides: Any) -> dict[str, Any]:
+    """L{Admission}'s keyword arguments from the options' defaults, and C{overrides}."""
+    defaults = option_defaults()
+    return {
+        "max_connections": defaults.max_connections,
+        "max_per_peer": defaults.max_connections_per_peer,
+        "ipv6_prefix": defaults.ipv6_peer_prefix,
+        "allow": defaults.allow,
+        "rate": defaults.rate_limit,
+        **overrides,
+    }
+
+
+def factory_options(clock: Any, **overrides: Any) -> dict[str, Any]:
+    """
+    L{StationFactory}'s keyword arguments from the options' defaults (an
+    L{Admission} on C{clock} with them too), and C{overrides}.
+    """
+    defaults = option_defaults()
+    return {
+        "idle_timeout": defaults.idle_timeout,
+        "max_packet_size": defaults.max_packet_size,
+        "admission": Admission(clock, **admission_options()),
+        **overrides,
+    }
+
+
 def started_journal(
     testcase, clock, worker: IDiskWorker | None = None, **kwargs
 ) -> Journal:
-    """A started L{Journal} in a fresh directory, stopped when the test ends."""
+    """
+    A started L{Journal} in a fresh directory, stopped when the test ends;
+    C{kwargs} override the options' defaults.
+    """
     journal = Journal(
         testcase.mktemp(),
         clock,
         worker if worker is not None else ImmediateDiskWorker(),
-        **kwargs,
+        **journal_options(**kwargs),
     )
     journal.startService()
     testcase.addCleanup(_stop_journal, journal)

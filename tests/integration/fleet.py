@@ -2,7 +2,8 @@
 A simulated fleet of stations for the reliability tests, and the oracle that
 says which points InfluxDB must hold afterwards.
 
-A station here does what ACK-aware firmware does: connect, write one whole
+A station here does what ACK-aware firmware does, with
+L{weather.tools.simulate}'s packets and connections: connect, write one whole
 packet, wait (a while) for the server's acknowledgement byte, close.  Every
 packet a station builds is identifiable: the light value of record C{i} of the
 device's packet number C{seq} is C{seq * records + i + 1} (the light field's
@@ -18,23 +19,18 @@ rule, values from the SI7021 datasheet formulas.
 from __future__ import annotations
 
 import random
-import socket
-import struct
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from tests.support import header_bytes
+from weather.core.packet import HEADER
+from weather.tools.simulate import RECORD, Upload, build_packet, tcp_connector
 
 LOOPBACK = "127.0.0.1"
-#: The server's acknowledgement byte (PROTOCOL: written once a packet is durable).
-ACK = b"\x06"
 S = 1_000_000_000
 #: The reference station's measurements, in record order.
 REFERENCE_NAMES = ("light", "humidity", "temperature")
@@ -68,12 +64,15 @@ def fleet_packet(
     measurement_every: int = 120,
 ) -> bytes:
     """A reference-layout packet whose every record is identifiable."""
-    body = b"".join(
-        struct.pack("<HHH", lux, *codes_of(lux))
-        for lux in (lux_of(seq, i, records) for i in range(records))
+    return build_packet(
+        device_id,
+        (
+            (lux, *codes_of(lux))
+            for lux in (lux_of(seq, i, records) for i in range(records))
+        ),
+        wake_every,
+        measurement_every,
     )
-    header = header_bytes(len(body), wake_every, measurement_every, 6, device_id, 3)
-    return header + body
 
 
 def values_of(lux: int) -> tuple[float, float, float]:
@@ -88,8 +87,8 @@ def values_of(lux: int) -> tuple[float, float, float]:
 
 def read_packet(data: bytes) -> tuple[int, int, int, list[int]]:
     """(device id, wakeEvery, measurementEvery, light values) of a fleet packet."""
-    _, wake, every, _, device, _ = struct.unpack_from("<HHHBBB", data)
-    lights = [lux for lux, _, _ in struct.iter_unpack("<HHH", data[9:])]
+    _, wake, every, _, device, _ = HEADER.unpack_from(data)
+    lights = [lux for lux, _, _ in RECORD.iter_unpack(data[HEADER.size :])]
     return device, wake, every, lights
 
 
@@ -140,11 +139,11 @@ def expected_points(
     return {series: sorted(found) for series, found in points.items()}
 
 
-# -- one upload ------------------------------------------------------------------------
+# -- one attempt to deliver a packet ----------------------------------------------------
 
 
 @dataclass(eq=False)
-class Upload:
+class Attempt:
     """One attempt of one station to deliver one packet, and how it went."""
 
     device_id: int
@@ -164,90 +163,49 @@ class Upload:
         return self.ack_ns is not None
 
 
-class _Uplink(Protocol):
-    """
-    Write the packet (in two pieces C{split} seconds apart, if given: a slow
-    link), wait for the ACK byte, close.
-    """
-
-    def __init__(
-        self, upload: Upload, reactor, ack_timeout: float, split: float | None = None
-    ) -> None:
-        self.upload = upload
-        self.reactor = reactor
-        self.ack_timeout = ack_timeout
-        self.split = split
-        self.done: Deferred[Upload] = Deferred()
-        self._timer = None
-
-    def connectionMade(self) -> None:
-        self.upload.connected = True
-        if self.split is None:
-            self._write(self.upload.data)
-        else:
-            cut = len(self.upload.data) // 2
-            self.transport.write(self.upload.data[:cut])
-            self._timer = self.reactor.callLater(
-                self.split, self._write, self.upload.data[cut:]
-            )
-
-    def _write(self, data: bytes) -> None:
-        self.transport.write(data)
-        self._timer = self.reactor.callLater(self.ack_timeout, self._no_ack)
-
-    def dataReceived(self, data: bytes) -> None:
-        if ACK in data and self.upload.ack_ns is None:
-            self.upload.ack_ns = time.time_ns()
-            self._cancel_timer()
-            self.transport.loseConnection()
-
-    def _no_ack(self) -> None:
-        self._timer = None
-        self.upload.error = f"no ACK within {self.ack_timeout} s"
-        self.transport.loseConnection()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def connectionLost(self, reason: Failure = None) -> None:
-        self._cancel_timer()
-        if not self.upload.acked and not self.upload.error:
-            self.upload.error = f"connection lost: {reason.getErrorMessage()}"
-        self.upload.ended_ns = time.time_ns()
-        self.done.callback(self.upload)
-
-
-def send_upload(
+def send_attempt(
     reactor,
     port: int,
-    upload: Upload,
+    attempt: Attempt,
     ack_timeout: float = 2.0,
     connect_timeout: float = 2.0,
     split: float | None = None,
-) -> Deferred[Upload]:
-    """Deliver C{upload} to 127.0.0.1:C{port}; fires (never fails) once it is over."""
-    uplink = _Uplink(upload, reactor, ack_timeout, split)
-    endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, port, timeout=connect_timeout)
+) -> Deferred[Attempt]:
+    """
+    Deliver C{attempt} to 127.0.0.1:C{port} as a station does (in two pieces
+    C{split} seconds apart, if given: a slow link); fires (never fails) once
+    it is over.
+    """
+    upload = Upload(
+        attempt.data, reactor, 1 if split is None else 2, split or 0, ack_timeout
+    )
 
-    def not_connected(failure: Failure) -> Upload:
-        upload.error = f"cannot connect: {failure.getErrorMessage()}"
-        upload.ended_ns = time.time_ns()
-        return upload
+    def connected(_: object) -> Deferred[str]:
+        attempt.connected = True
+        return upload.done
 
-    connecting = connectProtocol(endpoint, uplink)
-    connecting.addCallbacks(lambda _: uplink.done, not_connected)
-    return connecting
+    def over(outcome: str | Failure) -> Attempt:
+        attempt.ended_ns = time.time_ns()
+        if isinstance(outcome, Failure):
+            attempt.error = (
+                "connection lost: " if attempt.connected else "cannot connect: "
+            ) + outcome.getErrorMessage()
+        elif upload.acknowledged_at is not None:
+            attempt.ack_ns = round(upload.acknowledged_at * S)
+        else:
+            attempt.error = f"not acknowledged (waited up to {ack_timeout} s)"
+        return attempt
+
+    connecting = tcp_connector(reactor, LOOPBACK, port, connect_timeout)(upload)
+    return connecting.addCallback(connected).addBoth(over)
 
 
-def send_packet(
+def deliver(
     reactor, port: int, data: bytes, seq: int = 0, ack_timeout: float = 2.0
-) -> Deferred[Upload]:
-    """Send one packet as a station would; fires with its L{Upload}."""
-    device = data[7]
-    return send_upload(
-        reactor, port, Upload(device, seq, data, time.time_ns()), ack_timeout
+) -> Deferred[Attempt]:
+    """Send one packet as a station would; fires with its L{Attempt}."""
+    return send_attempt(
+        reactor, port, Attempt(data[7], seq, data, time.time_ns()), ack_timeout
     )
 
 
@@ -292,7 +250,7 @@ class Fleet:
         self.retry_delay = retry_delay
         self.ack_timeout = ack_timeout
         self.split = split
-        self.uploads: list[Upload] = []
+        self.uploads: list[Attempt] = []
         self.stopping = False
         self._loops: list[Deferred] = []
         self._sleeps: dict[Deferred, object] = {}
@@ -327,9 +285,9 @@ class Fleet:
             data = fleet_packet(
                 device, seq, self.records, self.wake_every, self.measurement_every
             )
-            upload = Upload(device, seq, data, time.time_ns())
+            upload = Attempt(device, seq, data, time.time_ns())
             split = self.random.uniform(*self.split) if self.split else None
-            yield send_upload(
+            yield send_attempt(
                 self.reactor, self.port, upload, self.ack_timeout, split=split
             )
             self.uploads.append(upload)
@@ -358,7 +316,7 @@ class Fleet:
 
 def audit(
     stored: Mapping[str, Iterable[tuple[int, object, Mapping[str, str]]]],
-    uploads: Iterable[Upload],
+    uploads: Iterable[Attempt],
     places: Mapping[int, str],
     records: int,
     slack_ns: int = 2_000,
@@ -385,7 +343,7 @@ def audit(
     problems: list[str] = []
     counts: Counter[str] = Counter()
     device_of = {place: device for device, place in places.items()}
-    by_packet: dict[tuple[int, int], list[Upload]] = defaultdict(list)
+    by_packet: dict[tuple[int, int], list[Attempt]] = defaultdict(list)
     for upload in uploads:
         if upload.connected:
             by_packet[(upload.device_id, upload.seq)].append(upload)
@@ -490,29 +448,3 @@ def audit(
             )
     counts["packets stored"] = len(present)
     return problems, counts
-
-
-# -- ports ----------------------------------------------------------------------------
-
-
-def free_listening_port() -> int:
-    """
-    A free loopback port below the ephemeral range.  A server that is down
-    while stations keep connecting to its port must not have that port picked
-    as a client's ephemeral port (a TCP self-connect would hold it).
-    """
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(10000, max(10001, low))
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((LOOPBACK, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port below the ephemeral range")

@@ -115,8 +115,8 @@ class RealSocketTests(TestCase):
 
     def handled(self) -> int:
         return (
-            self.factory.stats["connections_accepted"]
-            + self.factory.stats["connections_refused"]
+            self.factory.stats.connections_accepted
+            + self.factory.stats.connections_refused.total()
         )
 
     @inlineCallbacks
@@ -130,7 +130,7 @@ class RealSocketTests(TestCase):
         abusers = yield self.open_idle(300, "127.0.0.2")
         yield until(lambda: self.handled() == 300, what="the server to see 300")
         self.assertEqual(self.factory.admission.open_from("127.0.0.2"), 20)
-        self.assertEqual(self.factory.stats["connections_refused_peer_limit"], 280)
+        self.assertEqual(self.factory.stats.connections_refused["peer_limit"], 280)
         yield until(
             lambda: sum(a.lost.called for a in abusers) == 280,
             what="280 refused connections to end",
@@ -141,7 +141,7 @@ class RealSocketTests(TestCase):
         received = yield station.done.addTimeout(10, reactor)
         self.assertEqual(received, ACK)
         self.assertLess(time.monotonic() - started, 5)
-        self.assertEqual(self.factory.stats["packets_acknowledged"], 1)
+        self.assertEqual(self.factory.stats.packets_acknowledged, 1)
         self.assertEqual(self.factory.admission.open_from("127.0.0.2"), 20)
 
     @inlineCallbacks
@@ -159,17 +159,17 @@ class RealSocketTests(TestCase):
         station = yield self.station()  # the kernel completed the handshake
         yield deferLater(reactor, 0.3, lambda: None)
         self.assertEqual(len(self.factory.connections), 20)
-        self.assertEqual(self.factory.stats["connections_accepted"], 20)
-        self.assertEqual(self.factory.stats["connections_refused"], 0)
+        self.assertEqual(self.factory.stats.connections_accepted, 20)
+        self.assertEqual(self.factory.stats.connections_refused.total(), 0)
         self.assertEqual(station.received, b"")
         self.assertFalse(station.done.called)
         for client in idle[:5]:
             client.transport.loseConnection()
         received = yield station.done.addTimeout(10, reactor)
         self.assertEqual(received, ACK)
-        self.assertEqual(self.factory.stats["connections_accepted"], 21)
-        self.assertEqual(self.factory.stats["connections_refused"], 0)
-        self.assertEqual(self.factory.stats["packets_acknowledged"], 1)
+        self.assertEqual(self.factory.stats.connections_accepted, 21)
+        self.assertEqual(self.factory.stats.connections_refused.total(), 0)
+        self.assertEqual(self.factory.stats.packets_acknowledged, 1)
         yield until(lambda: len(self.factory.connections) == 15, what="15 connections")
         self.assertTrue(self.listener.accepting)
         self.assertIn(self.listener.port, reactor.getReaders())
@@ -200,7 +200,7 @@ class RealSocketTests(TestCase):
         yield until(lambda: len(self.factory.connections) == 20, what="20 connections")
         yield deferLater(reactor, 0.3, lambda: None)
         self.assertEqual(
-            self.factory.stats["connections_refused_server_limit"],
+            self.factory.stats.connections_refused["server_limit"],
             0,
             "connections past --max-connections were accepted and closed",
         )

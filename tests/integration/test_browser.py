@@ -22,8 +22,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from tests.integration.influxd import free_port
 from tests.integration.test_integration import InfluxTestCase
 from tests.support import unavailable
-from tests.unit.test_statuspage import NOW, PageParser, simulated_book
-from weather.ops.statuspage import render_status
+from tests.unit.test_statuspage import NOW, PageParser, render_status, simulated_book
 from weather.tools.simulate import Simulation, StationModel, tcp_connector
 
 
@@ -85,7 +84,7 @@ class BrowserTests(InfluxTestCase):
         totals = yield simulation.run()
         self.assertEqual(totals.packets, 3)
         for _ in range(500):
-            if service.pipeline.stats["packets_accepted"] == 3:
+            if service.pipeline.stats.packets_accepted == 3:
                 break
             yield deferLater(reactor, 0.01, lambda: None)
         else:

@@ -20,7 +20,6 @@ where they fail.  logrotate is optional: without it its test is skipped.
 
 from __future__ import annotations
 
-import ctypes
 import grp
 import os
 import pwd
@@ -28,17 +27,15 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import urllib.request
-from typing import IO
 
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import TestCase
 
+from tests.integration.daemon import Daemon, alive, twistd, wait_until
 from tests.integration.influxd import free_port, start_influxd
-from tests.integration.test_integration import twistd, wait_until
 from tests.support import (
     ROOT,
     journal_status,
@@ -48,6 +45,7 @@ from tests.support import (
 )
 from weather.app.settings import Options
 from weather.server.protocol import ACK
+from weather.tools.simulate import send_packet
 
 SYSTEMD = os.path.join(ROOT, "contrib", "systemd")
 SERVICE = os.path.join(SYSTEMD, "weather.service")
@@ -126,22 +124,6 @@ def option_value(argv: list[str], name: str) -> str:
 
 def replace_option(argv: list[str], name: str, value: str) -> None:
     argv[argv.index(name) + 1] = value
-
-
-def _die_with_parent() -> None:
-    """In the child: have Linux SIGTERM it should the test process die."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 class UnitFileTests(TestCase):
@@ -302,7 +284,7 @@ class SocketActivationTests(TestCase):
             f.write(PASSWORD + "\n")
         os.chmod(password, 0o400)
 
-    def start(self, port_option: str | None = None) -> tuple[subprocess.Popen, int, str]:
+    def start(self, port_option: str | None = None) -> tuple[Daemon, int, str]:
         """
         Listen as weather.socket does, on a free loopback port, and run the
         unit's command line on the first connection; return the process, the
@@ -326,11 +308,12 @@ class SocketActivationTests(TestCase):
         host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "[::1]"}.get(host, host)
         self.host = host.strip("[]")
         port = free_port()
-        log_path = os.path.join(self.workdir, "output.log")
-        log: IO[bytes] = open(log_path, "wb")
-        self.addCleanup(log.close)
-        process = subprocess.Popen(
-            [
+        self.log_path = os.path.join(self.workdir, "output.log")
+        process = Daemon(
+            argv,
+            self.workdir,
+            self.log_path,
+            command=[
                 self.activate,
                 f"--listen={host}:{port}",
                 # systemd names each passed socket (LISTEN_FDNAMES): after its
@@ -339,29 +322,13 @@ class SocketActivationTests(TestCase):
                 "--fdname=weather.socket",
                 f"--setenv=CREDENTIALS_DIRECTORY={self.credentials}",
                 "--",
-                *argv,
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
             # systemd-socket-activate passes on PATH and HOME only (and --setenv).
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workdir},
-            preexec_fn=_die_with_parent,
+            environ={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workdir},
         )
-        self.addCleanup(self.kill, process)
-        self.log_path = log_path
-        wait_until(
-            lambda: f":{port} as 3." in self.log() or process.poll() is not None,
-            what="systemd-socket-activate listening",
-        )
-        self.assertIsNone(process.poll(), self.log())
-        return process, port, log_path
-
-    def kill(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
+        self.addCleanup(process.kill)
+        process.wait_ready(lambda: f":{port} as 3." in self.log(), timeout=20)
+        return process, port, self.log_path
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
@@ -372,9 +339,7 @@ class SocketActivationTests(TestCase):
         Send like a station; return the server's answer.  The first
         connection waits for the server to start (in the socket's backlog).
         """
-        with socket.create_connection((self.host, port), timeout=60) as connection:
-            connection.sendall(packet)
-            return connection.recv(16)
+        return send_packet(self.host, port, packet, timeout=60)
 
     def stored(self, measurement: str, place: str) -> list[tuple[int, float]]:
         return [
@@ -383,16 +348,14 @@ class SocketActivationTests(TestCase):
             if tags.get("place") == place
         ]
 
-    def stop(self, process: subprocess.Popen) -> str:
-        """SIGTERM, as systemctl stop sends; return the log once it has exited."""
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.fail("the server did not stop within 60 s of SIGTERM:\n" + self.log())
+    def stop(self, process: Daemon) -> str:
+        """
+        SIGTERM, as systemctl stop sends (SIGKILL after 60 s); return the log
+        once it has exited.
+        """
         # twistd ends by re-raising the signal that stopped it, which systemd
         # counts as a clean exit for SIGTERM.
-        self.assertEqual(process.returncode, -signal.SIGTERM, self.log())
+        self.assertEqual(process.stop(60), -signal.SIGTERM, self.log())
         return self.log()
 
     def test_wrongFamilyRefusedInOneLine(self) -> None:
@@ -402,15 +365,11 @@ class SocketActivationTests(TestCase):
         peer addresses.
         """
         process, port, _ = self.start("systemd:domain=INET6:index=0")
-        with socket.create_connection((self.host, port), timeout=60) as connection:
-            connection.sendall(reference_packet(30))
-            connection.settimeout(60)
-            try:
-                self.assertEqual(connection.recv(16), b"")
-            except ConnectionResetError:
-                pass
-        process.wait(60)
-        self.assertEqual(process.returncode, 1, self.log())
+        try:
+            self.assertEqual(self.send(port, reference_packet(30)), b"")
+        except ConnectionResetError:
+            pass
+        self.assertEqual(process.process.wait(60), 1, self.log())
         self.assertIn(
             "systemd:domain=INET6:index=0: the socket is INET, not INET6",
             self.log(),
@@ -446,7 +405,7 @@ class SocketActivationTests(TestCase):
         self.assertEqual(self.send(port, reference_packet(30)), ACK, self.log())
         with open(self.devices, "w") as f:
             f.write(reference_devices_toml(**{"1": "balcony", "2": "garden"}))
-        process.send_signal(signal.SIGHUP)
+        process.signal(signal.SIGHUP)
         self.assertEqual(
             self.send(port, reference_packet(30, device_id=2)),
             ACK,

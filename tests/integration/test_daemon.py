@@ -16,16 +16,12 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.daemon import alive, kill, wait_until
 from tests.integration.influxd import free_port
-from tests.integration.test_integration import (
-    TwistdTestCase,
-    _alive,
-    _kill,
-    send_packet,
-    wait_until,
-)
+from tests.integration.test_integration import TwistdTestCase
 from tests.support import journal_status, reference_devices_toml, reference_packet
 from weather.server.protocol import ACK
+from weather.tools.simulate import send_packet
 
 
 def http_get(url: str) -> tuple[int, bytes]:
@@ -85,7 +81,7 @@ class OperatedDaemonTests(TwistdTestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         wait_until(lambda: os.path.exists(self.pidfile), what="pid file")
         self.pid = int(read(self.pidfile))
-        self.addCleanup(_kill, self.pid)
+        self.addCleanup(kill, self.pid)
         wait_until(lambda: self.get("/health")[0] == 200, what="daemon healthy", timeout=30)
 
     def write_devices(self, text: str) -> None:
@@ -102,12 +98,12 @@ class OperatedDaemonTests(TwistdTestCase):
         """Send C{signum}; wait for C{text} in the current log file."""
         os.kill(self.pid, signum)
         wait_until(lambda: text in read(self.logfile), what=what)
-        self.assertTrue(_alive(self.pid), f"the daemon died of {what}")
+        self.assertTrue(alive(self.pid), f"the daemon died of {what}")
 
     def test_operatedForMonths(self) -> None:
         self.start_daemon("--log-keep", "3")
         # A packet lands; /metrics and /health say so.
-        self.assertEqual(send_packet(self.port, reference_packet(30)), ACK)
+        self.assertEqual(send_packet("127.0.0.1", self.port, reference_packet(30)), ACK)
         wait_until(
             lambda: len(self.stored("temperature", "balcony")) == 30, what="30 temperatures"
         )
@@ -132,7 +128,9 @@ class OperatedDaemonTests(TwistdTestCase):
         self.assertNotIn("Listening for stations on", read(self.logfile))
 
         # Device 2 is unknown: quarantined, not lost.
-        self.assertEqual(send_packet(self.port, reference_packet(30, device_id=2)), ACK)
+        self.assertEqual(
+            send_packet("127.0.0.1", self.port, reference_packet(30, device_id=2)), ACK
+        )
         wait_until(
             lambda: "Device 2 (from" in read(self.logfile), what="unknown device line"
         )
@@ -145,11 +143,15 @@ class OperatedDaemonTests(TwistdTestCase):
         # SIGHUP with a good file: device 2 is decoded from the next packet on.
         self.write_devices(reference_devices_toml(**{"1": "balcony", "2": "garden"}))
         self.signal_and_wait(signal.SIGHUP, "SIGHUP: re-read", "a good devices file")
-        self.assertEqual(send_packet(self.port, reference_packet(30, device_id=2)), ACK)
+        self.assertEqual(
+            send_packet("127.0.0.1", self.port, reference_packet(30, device_id=2)), ACK
+        )
         wait_until(
             lambda: len(self.stored("temperature", "garden")) == 30, what="garden stored"
         )
-        self.assertEqual(send_packet(self.port, reference_packet(30, start=30)), ACK)
+        self.assertEqual(
+            send_packet("127.0.0.1", self.port, reference_packet(30, start=30)), ACK
+        )
         wait_until(
             lambda: len(self.stored("temperature", "balcony")) == 60,
             what="second balcony packet",
@@ -157,7 +159,7 @@ class OperatedDaemonTests(TwistdTestCase):
 
         # SIGTERM: a clean exit, everything accounted for.
         os.kill(self.pid, signal.SIGTERM)
-        wait_until(lambda: not _alive(self.pid), what="daemon exit")
+        wait_until(lambda: not alive(self.pid), what="daemon exit")
         self.assertFalse(os.path.exists(self.pidfile))
         log = read(self.logfile)
         self.assertIn("Main loop terminated.", log)
@@ -180,10 +182,10 @@ class OperatedDaemonTests(TwistdTestCase):
     def test_jsonLogLines(self) -> None:
         """--log-format json: every line of the log file is one JSON object."""
         self.start_daemon("--log-format", "json")
-        self.assertEqual(send_packet(self.port, reference_packet(30)), ACK)
+        self.assertEqual(send_packet("127.0.0.1", self.port, reference_packet(30)), ACK)
         wait_until(lambda: len(self.stored("temperature", "balcony")) == 30, what="stored")
         os.kill(self.pid, signal.SIGTERM)
-        wait_until(lambda: not _alive(self.pid), what="daemon exit")
+        wait_until(lambda: not alive(self.pid), what="daemon exit")
         events = [json.loads(line) for line in read(self.logfile).splitlines()]
         self.assertTrue(all({"time", "level", "message"} <= set(e) for e in events))
         listening = [e for e in events if e["message"].startswith("Listening for")]

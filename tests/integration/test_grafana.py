@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -31,8 +30,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.integration.daemon import Daemon, wait_until
 from tests.integration.influxd import InfluxServer, free_port
-from tests.integration.test_integration import TwistdTestCase, _kill, twistd, wait_until
+from tests.integration.test_integration import TwistdTestCase
 from tests.support import ROOT
 
 DASHBOARD_PATH = os.path.join(
@@ -506,16 +506,8 @@ class DashboardQueriesTests(TwistdTestCase):
         with open(path, "w", encoding="utf-8") as f:
             f.write(devices)
         port = free_port()
-        environ = {**os.environ, "HOME": self.workdir}
-        log = open(os.path.join(self.workdir, "weather.log"), "w")  # noqa: SIM115
-        self.addCleanup(log.close)
-        process = subprocess.Popen(
+        server = Daemon(
             [
-                twistd(),
-                "-n",
-                "--pidfile",
-                "",
-                "weather",
                 "--port",
                 f"tcp:{port}:interface=127.0.0.1",
                 "--influx-url",
@@ -531,31 +523,11 @@ class DashboardQueriesTests(TwistdTestCase):
                 "--self-stats-interval",
                 "1",
             ],
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environ,
+            self.workdir,
         )
-        self.addCleanup(self.stop_server, process)
-        wait_until(
-            lambda: process.poll() is not None or self.internal("packets_accepted_total"),
-            what="the server's first self-statistics",
-        )
-        self.assertIsNone(process.poll(), self.server_log())
+        self.addCleanup(server.stop, 10)
+        server.wait_ready(lambda: self.internal("packets_accepted_total"), timeout=20)
         return port
-
-    def stop_server(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                _kill(process.pid)
-                process.wait()
-
-    def server_log(self) -> str:
-        with open(os.path.join(self.workdir, "weather.log"), encoding="utf-8") as f:
-            return f.read()
 
     def internal(self, field: str, group: str = "") -> list[list]:
         """The last value of a self-statistic, per C{group} tag."""

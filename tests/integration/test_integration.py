@@ -11,19 +11,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from tests.integration.daemon import alive, kill, listening, run_twistd, wait_until
 from tests.integration.influxd import InfluxServer, free_port, require_influxd
 from tests.support import (
     SetTime,
@@ -36,43 +33,10 @@ from weather.app.settings import Options, settings_from_options
 from weather.app.tap import build_service
 from weather.core.devices import si7021_humidity, si7021_temperature
 from weather.server.protocol import ACK
-from weather.tools.simulate import devices_toml
+from weather.tools.simulate import Upload, devices_toml, send_packet, tcp_connector
 
 S = 1_000_000_000
 DEVICES = reference_devices_toml(**{"1": "balcony", "2": "garden, north"})
-
-
-def twistd() -> str:
-    """The twistd of the Python running the tests."""
-    here = os.path.join(os.path.dirname(sys.executable), "twistd")
-    return here if os.path.exists(here) else shutil.which("twistd")
-
-
-class Sender(Protocol):
-    """
-    Writes a packet in given pieces, like a station, and closes once the
-    server acknowledges it.
-    """
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-        self.received = b""
-        # Cancelled (by a timeout): give up on the connection.
-        self.done: Deferred = Deferred(
-            lambda _: self.transport and self.transport.abortConnection()
-        )
-
-    def connectionMade(self) -> None:
-        for piece in self.pieces:
-            self.transport.write(piece)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason) -> None:
-        if not self.done.called:  # cancelled by a timeout already
-            self.done.callback(self.received)
 
 
 def expected(packet: bytes, arrival_ns: int, interval_ns: int) -> dict[str, list]:
@@ -171,20 +135,23 @@ class ServiceIntoInfluxDBTests(InfluxTestCase):
         service.startService()
         stopped = False
         try:
-            port = service.listener.port.getHost().port
-            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+            connect = tcp_connector(
+                reactor, "127.0.0.1", service.listener.port.getHost().port
+            )
 
             @inlineCallbacks
-            def send(pieces):
-                """Send, and wait until the server has taken the packet."""
+            def send(packet, cuts=()):
+                """
+                Send (in pieces cut at C{cuts}, a little apart), and wait
+                until the server has taken the packet.
+                """
                 stats = service.pipeline.stats
-                seen = stats["packets_accepted"]
-                sender = Sender(pieces)
-                connectProtocol(endpoint, sender)
-                acknowledged = yield sender.done.addTimeout(10, reactor)
-                self.assertEqual(acknowledged, ACK)
+                seen = stats.packets_accepted
+                upload = Upload(packet, reactor, cuts, delay=0.01, ack_timeout=10)
+                yield connect(upload)
+                self.assertEqual((yield upload.done), "acknowledged")
                 for _ in range(1000):
-                    if stats["packets_accepted"] > seen:
+                    if stats.packets_accepted > seen:
                         return
                     yield deferLater(reactor, 0.01, lambda: None)
                 self.fail("the server did not take the packet within 10 s")
@@ -193,14 +160,14 @@ class ServiceIntoInfluxDBTests(InfluxTestCase):
             # split into three segments.
             first = reference_packet(30, device_id=1)
             other = reference_packet(30, device_id=2, start=7)
-            yield send([first])
-            yield send([other[:5], other[5:100], other[100:]])
+            yield send(first)
+            yield send(other, [5, 100])
             # An hour and 100 s later (the station's clock runs slow), device 1
             # again, with two packets on one connection would be two uploads;
             # a station sends one: 30 more records.
             clock.now = t0 + 3700
             second = reference_packet(30, device_id=1, start=30)
-            yield send([second[:1], second[1:]])
+            yield send(second, [1])
             yield service.stopService()
             stopped = True
         finally:
@@ -216,26 +183,11 @@ class ServiceIntoInfluxDBTests(InfluxTestCase):
             self.stored("temperature", "garden, north"),
             expected(other, t0_ns, 120 * S)["temperature"],
         )
-        self.assertEqual(service.pipeline.stats["packets_accepted"], 3)
-        self.assertEqual(service.writer.stats["points_written"], 270)
-        self.assertEqual(service.listener.factory.stats["packets_acknowledged"], 3)
+        self.assertEqual(service.pipeline.stats.packets_accepted, 3)
+        self.assertEqual(service.writer.stats.points_written, 270)
+        self.assertEqual(service.listener.factory.stats.packets_acknowledged, 3)
         status = journal_status(settings.data_dir)
         self.assertEqual((status.pending, status.quarantined), (0, 0))
-
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.05)
-
-
-def send_packet(port: int, data: bytes) -> bytes:
-    """Send C{data} like a station; return what the server answered."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(data)
-        return connection.recv(16)
 
 
 class TwistdTestCase(InfluxTestCase):
@@ -247,18 +199,7 @@ class TwistdTestCase(InfluxTestCase):
         self.addCleanup(shutil.rmtree, self.workdir, True)
 
     def run_twistd(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        # Should a test forget --data-dir, the default is not the real home's.
-        environ = {**os.environ, "HOME": self.workdir}
-        for name in ("WEATHER_DATA_DIR", "XDG_STATE_HOME"):
-            environ.pop(name, None)
-        return subprocess.run(
-            [twistd(), *args],
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=environ,
-        )
+        return run_twistd(self.workdir, *args, timeout=timeout)
 
 
 class TwistdPluginTests(TwistdTestCase):
@@ -320,19 +261,11 @@ class TwistdPluginTests(TwistdTestCase):
         wait_until(lambda: os.path.exists(pidfile), what="pid file")
         with open(pidfile) as f:
             pid = int(f.read())
-        self.addCleanup(_kill, pid)
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        wait_until(listening, what="daemon listening")
+        self.addCleanup(kill, pid)
+        wait_until(lambda: listening(port), what="daemon listening")
         packet = reference_packet(30)
         before = time.time_ns()
-        self.assertEqual(send_packet(port, packet), ACK)
+        self.assertEqual(send_packet("127.0.0.1", port, packet), ACK)
         wait_until(
             lambda: len(self.stored("temperature", "balcony")) == 30,
             what="30 temperatures in InfluxDB",
@@ -342,7 +275,7 @@ class TwistdPluginTests(TwistdTestCase):
         self.assertTrue(before <= stored[-1][0] <= after)
         self.assertEqual(stored[-1][0] - stored[0][0], 29 * 120 * S)
         os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not _alive(pid), what="daemon exit")
+        wait_until(lambda: not alive(pid), what="daemon exit")
         with open(logfile) as f:
             log = f.read()
         self.assertNotIn(password, log)
@@ -360,16 +293,3 @@ class TwistdPluginTests(TwistdTestCase):
         self.assertEqual((status.pending, status.quarantined), (0, 0))
         self.assertNotIn("Starting factory", log)
         self.assertFalse(os.path.exists(pidfile))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _kill(pid: int) -> None:
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)

@@ -10,6 +10,7 @@ import sqlite3
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from tests.support import journal_options
 from tests.unit.test_journalservice import T0, packet
 from weather.journal.service import (
     Journal,
@@ -22,13 +23,15 @@ class ThreadDiskWorkerTests(TestCase):
     """The real worker: commits in its own thread, results in the reactor's."""
 
     def test_commitsInAThread(self):
-        journal = Journal(self.mktemp(), reactor, ThreadDiskWorker(reactor))
+        journal = Journal(
+            self.mktemp(), reactor, ThreadDiskWorker(reactor), **journal_options()
+        )
         journal.startService()
         appended = [journal.append(packet(T0 + i, 1)) for i in range(100)]
 
         def check(_):
             self.assertEqual(len(JournalFile(journal.directory).pending()), 100)
-            self.assertLess(journal.stats["commits"], 100)
+            self.assertLess(journal.stats.commits, 100)
             self.assertFalse(journal.worker.pool.started)
 
         from twisted.internet.defer import gatherResults

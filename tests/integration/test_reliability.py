@@ -27,7 +27,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -36,8 +35,6 @@ from collections.abc import Callable, Iterable
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
@@ -47,16 +44,16 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from tests.integration.daemon import Daemon, free_listening_port
 from tests.integration.fleet import (
+    Attempt,
     Fleet,
     S,
-    Upload,
     audit,
+    deliver,
     expected_points,
     fleet_packet,
-    free_listening_port,
-    send_packet,
-    send_upload,
+    send_attempt,
 )
 from tests.integration.influxd import InfluxServer, start_influxd
 from tests.support import SetTime, reference_devices_toml, unavailable
@@ -208,7 +205,7 @@ class InfluxDBOutageTests(InProcessMixin, TestCase):
             """Each station sends packet C{seq}; they arrive at C{arrival}."""
             clock.now = arrival
             uploads = yield gatherResults(
-                [send_packet(reactor, port, fleet_packet(d, seq), seq) for d in places]
+                [deliver(reactor, port, fleet_packet(d, seq), seq) for d in places]
             )
             sent.extend((upload.data, arrival * S) for upload in uploads)
             return uploads
@@ -217,7 +214,7 @@ class InfluxDBOutageTests(InProcessMixin, TestCase):
         # InfluxDB up: the first round is delivered and leaves the journal.
         uploads = yield send_round(0, t0)
         self.assertTrue(all(u.acked for u in uploads), [u.error for u in uploads])
-        yield poll(lambda: journal.stats["packets_delivered"] == 3, 10, "first round")
+        yield poll(lambda: journal.stats.packets_delivered == 3, 10, "first round")
 
         influx.terminate()
         # Rounds while it is down: an hour and 100 s later (measured
@@ -231,17 +228,17 @@ class InfluxDBOutageTests(InProcessMixin, TestCase):
                 "every station gets its ACK while InfluxDB is down",
             )
         # The writer has found InfluxDB gone, more than once, and keeps the points.
-        yield poll(lambda: service.writer.stats["requests_failed"] >= 2, 10, "write fails")
+        yield poll(lambda: service.writer.stats.requests_failed >= 2, 10, "write fails")
         status = yield journal.status()
         self.assertEqual(status.pending, 3 * len(arrivals))
-        self.assertEqual(journal.stats["packets_delivered"], 3)
+        self.assertEqual(journal.stats.packets_delivered, 3)
 
         influx.start()
         # One more round while the backlog drains.
         yield send_round(len(arrivals) + 1, arrivals[-1] + 3600)
         total = 3 * (len(arrivals) + 2)
         yield poll(
-            lambda: journal.stats["packets_delivered"] == total, 15, "backlog delivered"
+            lambda: journal.stats.packets_delivered == total, 15, "backlog delivered"
         )
         status = yield journal.status()
         self.assertEqual((status.pending, status.quarantined), (0, 0))
@@ -258,66 +255,6 @@ class InfluxDBOutageTests(InProcessMixin, TestCase):
 
 
 # -- the server killed: twistd as a subprocess ------------------------------------------
-
-#: Runs twistd in the child, which the kernel kills if the test process dies.
-TWISTD = (
-    "import ctypes, signal, sys\n"
-    "try:\n"
-    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
-    "except Exception:\n"
-    "    pass\n"
-    "sys.argv[0] = 'twistd'\n"
-    "from twisted.scripts.twistd import run\n"
-    "run()\n"
-)
-
-
-class ServerProcess(ProcessProtocol):
-    """One run of C{twistd -n weather}: its output, when it listens, how it ended."""
-
-    def __init__(self, number: int, log_path: str) -> None:
-        self.number = number
-        self.log_path = log_path
-        self.output = bytearray()
-        self.listening: Deferred[None] = Deferred()
-        self.ended: Deferred = Deferred()
-        self.exit_code: int | None = None
-        self.signal: int | None = None
-
-    def _received(self, data: bytes) -> None:
-        self.output += data
-        with open(self.log_path, "ab") as f:
-            f.write(data)
-        if not self.listening.called and b"Listening for stations on" in self.output:
-            self.listening.callback(None)
-
-    outReceived = errReceived = _received
-
-    def processEnded(self, reason) -> None:
-        self.exit_code = getattr(reason.value, "exitCode", None)
-        self.signal = getattr(reason.value, "signal", None)
-        if not self.listening.called:
-            self.listening.errback(
-                RuntimeError(
-                    f"server run {self.number} ended before listening:\n{self.tail()}"
-                )
-            )
-        self.ended.callback(reason.value)
-
-    @property
-    def running(self) -> bool:
-        return not self.ended.called
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.output.decode("utf-8", "replace").splitlines()[-lines:])
-
-    def kill(self, name: str = "KILL") -> Deferred:
-        if self.running:
-            try:
-                self.transport.signalProcess(name)
-            except ProcessExitedAlready:
-                pass  # exited; processEnded has not been called yet
-        return self.ended
 
 
 class ServerCrashTests(TestCase):
@@ -353,9 +290,6 @@ class ServerCrashTests(TestCase):
         data_dir = os.path.join(workdir, "data")
         port = free_listening_port()
         args = [
-            "-n",
-            "--pidfile=",
-            "weather",
             "--port",
             f"tcp:{port}:interface=127.0.0.1",
             "--influx-url",
@@ -375,28 +309,20 @@ class ServerCrashTests(TestCase):
             "--shutdown-timeout",
             "5",
         ]
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("WEATHER_")}
-        runs: list[ServerProcess] = []
+        runs: list[Daemon] = []
 
-        def stop_all() -> Deferred:
-            return gatherResults([run.kill() for run in runs if run.running])
+        def stop_all() -> None:
+            for run in runs:
+                run.kill()
 
         self.addCleanup(stop_all)
 
         @inlineCallbacks
         def start_server():
-            run = ServerProcess(len(runs), os.path.join(workdir, f"server-{len(runs)}.log"))
+            run = Daemon(args, workdir, os.path.join(workdir, f"server-{len(runs)}.log"))
             runs.append(run)
-            reactor.spawnProcess(
-                run,
-                sys.executable,
-                [sys.executable, "-c", TWISTD, *args],
-                environment,
-                workdir,
-            )
-            ready = run.listening
-            ready.addTimeout(15, reactor)
-            yield ready
+            # The stations keep sending while it starts.
+            yield run.when_ready(reactor, timeout=15)
             return run
 
         started = time.monotonic()
@@ -421,8 +347,7 @@ class ServerCrashTests(TestCase):
                 alive = rng.uniform(0.3, 1.6)
                 yield sleep(alive)
                 moments.append(round(alive, 2))
-                yield server.kill()
-                self.assertEqual(server.signal, signal.SIGKILL, server.tail())
+                self.assertEqual(server.kill(), -signal.SIGKILL, server.log_tail())
                 yield sleep(rng.uniform(0.0, 0.4))
                 server = yield start_server()
             yield sleep(1.5)
@@ -435,12 +360,9 @@ class ServerCrashTests(TestCase):
             return status.pending == 0
 
         yield poll(drained, 20, "journal drained", interval=0.1)
-        yield server.kill("TERM")
         # twistd ends a run stopped by a signal with that signal.
-        self.assertIn(
-            (server.exit_code, server.signal), [(0, None), (None, signal.SIGTERM)]
-        )
-        self.assertIn(b"Main loop terminated.", server.output, server.tail())
+        self.assertIn(server.stop(), [0, -signal.SIGTERM], server.log_tail())
+        self.assertIn("Main loop terminated.", server.log(), server.log_tail())
         status = journal_status(data_dir)
         self.assertEqual((status.pending, status.quarantined), (0, 0))
 
@@ -450,9 +372,9 @@ class ServerCrashTests(TestCase):
         }
         problems, counts = audit(stored, fleet.uploads, places, records=30)
         replays = [
-            run.number
-            for run in runs[1:]
-            if b"Sending packets kept in the journal" in run.output
+            number
+            for number, run in enumerate(runs)
+            if number and "Sending packets kept in the journal" in run.log()
         ]
         print(
             f"  SIGKILL test: killed after {moments} s of running; "
@@ -466,10 +388,10 @@ class ServerCrashTests(TestCase):
                 + "\n".join(problems[:20])
             )
         self.assertGreater(counts["acknowledged, stored"], 0)
-        for run in runs:
-            text = run.output.decode("utf-8", "replace")
-            self.assertNotIn("Traceback", text, f"run {run.number}:\n{run.tail()}")
-            self.assertNotIn("Unhandled", text, f"run {run.number}:\n{run.tail()}")
+        for number, run in enumerate(runs):
+            text = run.log()
+            self.assertNotIn("Traceback", text, f"run {number}:\n{run.log_tail()}")
+            self.assertNotIn("Unhandled", text, f"run {number}:\n{run.log_tail()}")
 
 
 # -- InfluxDB's faults: a scripted proxy in front of the real influxd --------------------
@@ -617,14 +539,14 @@ class InfluxFaultTests(InProcessMixin, TestCase):
         sent = []
         for device, seq, arrival in plan:
             clock.now = arrival
-            upload = yield send_packet(reactor, port, fleet_packet(device, seq), seq)
+            upload = yield deliver(reactor, port, fleet_packet(device, seq), seq)
             self.assertTrue(upload.acked, upload.error)
             sent.append((upload.data, arrival * S))
         garden = sent[1][0]
         journal = service.journal
         yield poll(
             lambda: (
-                (journal.stats["packets_delivered"], journal.stats["packets_quarantined"])
+                (journal.stats.packets_delivered, journal.stats.packets_quarantined)
                 == (len(plan) - 1, 1)
             ),
             30,
@@ -644,7 +566,7 @@ class InfluxFaultTests(InProcessMixin, TestCase):
         conflicts = [body for _, status, body in proxy.answers if status == 400]
         self.assertTrue(conflicts, "InfluxDB refused the soil temperatures itself")
         self.assertIn(b"field type conflict", conflicts[0])
-        self.assertEqual(service.writer.stats["requests_failed"], 4)
+        self.assertEqual(service.writer.stats.requests_failed, 4)
 
         # InfluxDB holds everything but the garden's soil temperatures.
         want = expected_points(sent, places, names)
@@ -858,9 +780,9 @@ class DiskFullTests(InProcessMixin, TestCase):
 
         # Before: a packet is journaled, acknowledged and delivered.
         data, seq = packet(t0)
-        upload = yield send_packet(reactor, port, data, seq)
+        upload = yield deliver(reactor, port, data, seq)
         self.assertTrue(upload.acked, upload.error)
-        yield poll(lambda: journal.stats["packets_delivered"] == 1, 10, "first delivered")
+        yield poll(lambda: journal.stats.packets_delivered == 1, 10, "first delivered")
         if disk.stop_influx:
             influx.terminate()
         filled = yield disk.fill(journal)
@@ -869,7 +791,7 @@ class DiskFullTests(InProcessMixin, TestCase):
         for _ in range(200):
             data, seq = packet(clock.now + 1)
             clock.now += 1
-            upload = yield send_packet(reactor, port, data, seq, ack_timeout=1.0)
+            upload = yield deliver(reactor, port, data, seq, ack_timeout=1.0)
             if not upload.acked:
                 break
         else:
@@ -881,15 +803,15 @@ class DiskFullTests(InProcessMixin, TestCase):
         self.assertNotIn(listener.port, reactor.getReaders(), "the port is not accepting")
 
         # A station connecting now is not served (the kernel queues it)...
-        accepted = factory.stats["connections_accepted"]
+        accepted = factory.stats.connections_accepted
         clock.now += 1
         late_arrival = clock.now
         data, seq = packet(late_arrival)
-        late_upload = Upload(data[7], seq, data, time.time_ns())
-        late = send_upload(reactor, port, late_upload, ack_timeout=20.0)
-        failed = journal.stats["commits_failed"]
-        yield poll(lambda: journal.stats["commits_failed"] >= failed + 2, 5, "two retries")
-        self.assertEqual(factory.stats["connections_accepted"], accepted)
+        late_upload = Attempt(data[7], seq, data, time.time_ns())
+        late = send_attempt(reactor, port, late_upload, ack_timeout=20.0)
+        failed = journal.stats.commits_failed
+        yield poll(lambda: journal.stats.commits_failed >= failed + 2, 5, "two retries")
+        self.assertEqual(factory.stats.connections_accepted, accepted)
         self.assertTrue(late_upload.connected, "the kernel queued the connection")
         self.assertEqual((late_upload.ack_ns, late_upload.ended_ns), (None, 0))
         # ... and one critical line said why.
@@ -907,16 +829,16 @@ class DiskFullTests(InProcessMixin, TestCase):
         self.assertIn(listener.port, reactor.getReaders(), "the port accepts again")
         upload = yield late
         self.assertTrue(upload.acked, f"the station that waited is served: {upload.error}")
-        self.assertEqual(factory.stats["connections_accepted"], accepted + 1)
+        self.assertEqual(factory.stats.connections_accepted, accepted + 1)
         clock.now += 1
         data, seq = packet(clock.now)
-        upload = yield send_packet(reactor, port, data, seq)
+        upload = yield deliver(reactor, port, data, seq)
         self.assertTrue(upload.acked, upload.error)
 
         if disk.stop_influx:
             influx.start()
         yield poll(
-            lambda: journal.stats["packets_delivered"] == len(sent), 20, "all delivered"
+            lambda: journal.stats.packets_delivered == len(sent), 20, "all delivered"
         )
         yield service.stopService()
         status = journal_status(disk.data_dir)
@@ -982,13 +904,13 @@ class JournalFullStateTests(InProcessMixin, TestCase):
         journal = service.journal
         acked = 0
         for seq in range(300):
-            upload = yield send_packet(
+            upload = yield deliver(
                 reactor, port, fleet_packet(1, seq, records=6), seq, ack_timeout=1.0
             )
             if not upload.acked:
                 break
             acked += 1
-        yield poll(lambda: journal.stats["packets_delivered"] == acked, 10, "all delivered")
+        yield poll(lambda: journal.stats.packets_delivered == acked, 10, "all delivered")
         status = yield journal.status()
         self.assertEqual(status.pending, 0)
         self.assertFalse(

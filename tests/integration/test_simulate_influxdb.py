@@ -41,7 +41,7 @@ class SimulatorIntoInfluxDBTests(InfluxTestCase):
         self.assertEqual((totals.packets, totals.records, totals.failed), (6, 12, 0))
         # The firmware does not wait: the last packets may still be on their way.
         for _ in range(1000):
-            if service.writer.stats["points_written"] == 36:
+            if service.writer.stats.points_written == 36:
                 break
             yield deferLater(reactor, 0.01, lambda: None)
         else:

@@ -36,8 +36,11 @@ from tests.fakeinflux import FakeInfluxDB
 from tests.support import (
     RecordingPort,
     RecordingSink,
+    admission_options,
     build_test_service,
+    factory_options,
     make_settings,
+    option_defaults,
     reference_packet,
 )
 from weather.app.settings import ConfigurationError, Options
@@ -48,7 +51,6 @@ from weather.server.admission import (
     NOT_ALLOWED,
     PEER_LIMIT,
     RATE_LIMITED,
-    REASONS,
     SERVER_LIMIT,
     AddressBuckets,
     Admission,
@@ -349,7 +351,9 @@ class AdmissionTests(SynchronousTestCase):
         self.clock.advance(T0)
 
     def test_defaults(self) -> None:
-        admission = Admission(self.clock)
+        """No defaults of its own: the options' defaults take every peer."""
+        self.assertRaises(TypeError, Admission, self.clock)
+        admission = Admission(self.clock, **admission_options())
         self.assertEqual((admission.max_connections, admission.max_per_peer), (512, 32))
         self.assertEqual(admission.allow, ())
         self.assertIsNone(admission.rate)
@@ -360,7 +364,7 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_addressesRemembered(self) -> None:
         """Parsed once per peer, the same as L{peer_address}; bounded."""
-        admission = Admission(self.clock)
+        admission = Admission(self.clock, **admission_options())
         for host in ("198.51.100.1", "::ffff:198.51.100.1", "fe80::1%eth0", "x", None):
             self.assertEqual(admission.address(host), peer_address(host))
             self.assertIs(admission.address(host), admission.address(host))
@@ -375,7 +379,9 @@ class AdmissionTests(SynchronousTestCase):
         self.assertEqual(admission.peers, 0)
 
     def test_allowIPv4(self) -> None:
-        admission = Admission(self.clock, allow=[parse_network("192.168.1.0/24")])
+        admission = Admission(
+            self.clock, **admission_options(allow=[parse_network("192.168.1.0/24")])
+        )
         self.assertIsNone(admission.refusal("192.168.1.7"))
         self.assertIsNone(admission.refusal("192.168.1.255"))
         self.assertEqual(admission.refusal("192.168.2.7"), NOT_ALLOWED)
@@ -385,13 +391,18 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_allowMapped(self) -> None:
         """An IPv4 peer on a dual-stack listener is checked as IPv4."""
-        admission = Admission(self.clock, allow=[parse_network("192.168.1.0/24")])
+        admission = Admission(
+            self.clock, **admission_options(allow=[parse_network("192.168.1.0/24")])
+        )
         self.assertIsNone(admission.refusal("::ffff:192.168.1.7"))
         self.assertEqual(admission.refusal("::ffff:192.168.2.7"), NOT_ALLOWED)
 
     def test_allowIPv6(self) -> None:
         admission = Admission(
-            self.clock, allow=[parse_network("2001:db8::/32"), parse_network("fe80::/10")]
+            self.clock,
+            **admission_options(
+                allow=[parse_network("2001:db8::/32"), parse_network("fe80::/10")]
+            ),
         )
         self.assertIsNone(admission.refusal("2001:db8:1::5"))
         self.assertIsNone(admission.refusal("fe80::1%eth0"))
@@ -400,7 +411,10 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_allowSeveral(self) -> None:
         admission = Admission(
-            self.clock, allow=[parse_network("10.0.0.0/8"), parse_network("192.0.2.7")]
+            self.clock,
+            **admission_options(
+                allow=[parse_network("10.0.0.0/8"), parse_network("192.0.2.7")]
+            ),
         )
         self.assertIsNone(admission.refusal("10.200.0.1"))
         self.assertIsNone(admission.refusal("192.0.2.7"))
@@ -409,14 +423,15 @@ class AdmissionTests(SynchronousTestCase):
     def test_allowListBeforeLimits(self) -> None:
         """A peer outside the list is refused as such, whatever the load."""
         admission = Admission(
-            self.clock, max_connections=1, allow=[parse_network("10.0.0.0/8")]
+            self.clock,
+            **admission_options(max_connections=1, allow=[parse_network("10.0.0.0/8")]),
         )
         admission.opened("10.0.0.1")
         self.assertEqual(admission.refusal("192.0.2.1"), NOT_ALLOWED)
         self.assertEqual(admission.refusal("10.0.0.2"), SERVER_LIMIT)
 
     def test_perPeer(self) -> None:
-        admission = Admission(self.clock, max_per_peer=2)
+        admission = Admission(self.clock, **admission_options(max_per_peer=2))
         admission.opened("10.0.0.1")
         self.assertIsNone(admission.refusal("10.0.0.1"))
         admission.opened("10.0.0.1")
@@ -432,7 +447,7 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_perPeerMappedIsTheSamePeer(self) -> None:
         """An address seen as IPv4 and as IPv4-mapped IPv6 is one peer."""
-        admission = Admission(self.clock, max_per_peer=2)
+        admission = Admission(self.clock, **admission_options(max_per_peer=2))
         admission.opened("::ffff:10.0.0.1")
         admission.opened("10.0.0.1")
         self.assertEqual(admission.refusal("10.0.0.1"), PEER_LIMIT)
@@ -440,7 +455,7 @@ class AdmissionTests(SynchronousTestCase):
         self.assertEqual(admission.peers, 1)
 
     def test_perPeerScopeIds(self) -> None:
-        admission = Admission(self.clock, max_per_peer=1)
+        admission = Admission(self.clock, **admission_options(max_per_peer=1))
         admission.opened("fe80::1%eth0")
         self.assertEqual(admission.refusal("fe80::1%eth1"), PEER_LIMIT)
 
@@ -450,11 +465,12 @@ class AdmissionTests(SynchronousTestCase):
         another /64 is another peer.  The allow-list still sees addresses.
         """
         admission = Admission(
-            self.clock, max_per_peer=2, allow=[parse_network("2001:db8:0:7::5")]
+            self.clock,
+            **admission_options(max_per_peer=2, allow=[parse_network("2001:db8:0:7::5")]),
         )
         self.assertIsNone(admission.refusal("2001:db8:0:7::5"))
         self.assertEqual(admission.refusal("2001:db8:0:7::6"), NOT_ALLOWED)
-        admission = Admission(self.clock, max_per_peer=2)
+        admission = Admission(self.clock, **admission_options(max_per_peer=2))
         admission.opened("2001:db8:0:7::5")
         admission.opened("2001:db8:0:7:abcd:1:2:3")
         self.assertEqual(admission.refusal("2001:db8:0:7::99"), PEER_LIMIT)
@@ -474,11 +490,15 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_ipv6PrefixChosen(self) -> None:
         """--ipv6-peer-prefix 128: each address alone; 56: a whole delegation."""
-        admission = Admission(self.clock, max_per_peer=1, ipv6_prefix=128)
+        admission = Admission(
+            self.clock, **admission_options(max_per_peer=1, ipv6_prefix=128)
+        )
         admission.opened("2001:db8::1")
         self.assertIsNone(admission.refusal("2001:db8::2"))
         self.assertEqual(admission.refusal("2001:db8::1"), PEER_LIMIT)
-        admission = Admission(self.clock, max_per_peer=1, ipv6_prefix=56)
+        admission = Admission(
+            self.clock, **admission_options(max_per_peer=1, ipv6_prefix=56)
+        )
         admission.opened("2001:db8:0:1::1")
         self.assertEqual(admission.refusal("2001:db8:0:ff::1"), PEER_LIMIT)
         self.assertIsNone(admission.refusal("2001:db8:0:100::1"))
@@ -486,14 +506,14 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_rateLimitIPv6Network(self) -> None:
         """A new address in the same /64 takes from the same bucket."""
-        admission = Admission(self.clock, rate=RateLimit(2, 60.0))
+        admission = Admission(self.clock, **admission_options(rate=RateLimit(2, 60.0)))
         self.assertIsNone(admission.refusal("2001:db8::1"))
         self.assertIsNone(admission.refusal("2001:db8::2"))
         self.assertEqual(admission.refusal("2001:db8::ffff:3"), RATE_LIMITED)
         self.assertIsNone(admission.refusal("2001:db8:0:1::1"))
 
     def test_serverLimit(self) -> None:
-        admission = Admission(self.clock, max_connections=2)
+        admission = Admission(self.clock, **admission_options(max_connections=2))
         admission.opened("10.0.0.1")
         self.assertFalse(admission.at_capacity)
         admission.opened("10.0.0.2")
@@ -504,7 +524,7 @@ class AdmissionTests(SynchronousTestCase):
         self.assertIsNone(admission.refusal("10.0.0.3"))
 
     def test_rateLimit(self) -> None:
-        admission = Admission(self.clock, rate=RateLimit(2, 60.0))
+        admission = Admission(self.clock, **admission_options(rate=RateLimit(2, 60.0)))
         self.assertIsNone(admission.refusal("10.0.0.1"))
         self.assertIsNone(admission.refusal("10.0.0.1"))
         self.assertEqual(admission.refusal("10.0.0.1"), RATE_LIMITED)
@@ -514,13 +534,15 @@ class AdmissionTests(SynchronousTestCase):
         self.assertEqual(admission.refusal("10.0.0.1"), RATE_LIMITED)
 
     def test_rateLimitMapped(self) -> None:
-        admission = Admission(self.clock, rate=RateLimit(1, 60.0))
+        admission = Admission(self.clock, **admission_options(rate=RateLimit(1, 60.0)))
         self.assertIsNone(admission.refusal("10.0.0.1"))
         self.assertEqual(admission.refusal("::ffff:10.0.0.1"), RATE_LIMITED)
 
     def test_refusedForLimitCostsNoToken(self) -> None:
         """A connection refused for the per-peer limit does not use the rate."""
-        admission = Admission(self.clock, max_per_peer=1, rate=RateLimit(2, 60.0))
+        admission = Admission(
+            self.clock, **admission_options(max_per_peer=1, rate=RateLimit(2, 60.0))
+        )
         self.assertIsNone(admission.refusal("10.0.0.1"))
         admission.opened("10.0.0.1")
         for _ in range(10):
@@ -542,15 +564,20 @@ class FactoryTests(SynchronousTestCase):
         return StationFactory(
             self.sink,
             self.clock,
-            idle_timeout=3600,
-            admission=Admission(self.clock, **kwargs),
+            **factory_options(
+                self.clock,
+                idle_timeout=3600,
+                admission=Admission(self.clock, **admission_options(**kwargs)),
+            ),
         )
 
     def warnings(self) -> list[str]:
         return [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.warn]
 
     def test_defaultAdmission(self) -> None:
-        factory = StationFactory(self.sink, self.clock)
+        """No defaults of its own: the options' give the connection limits."""
+        self.assertRaises(TypeError, StationFactory, self.sink, self.clock)
+        factory = StationFactory(self.sink, self.clock, **factory_options(self.clock))
         self.assertEqual(factory.admission.max_connections, 512)
         self.assertEqual(factory.admission.max_per_peer, 32)
 
@@ -559,7 +586,7 @@ class FactoryTests(SynchronousTestCase):
         protocol, transport = connect(factory, STATION)
         self.assertIsInstance(protocol, StationProtocol)
         self.assertFalse(transport.disconnecting)
-        self.assertEqual(factory.stats["connections_accepted"], 1)
+        self.assertEqual(factory.stats.connections_accepted, 1)
         self.assertEqual(factory.admission.open, 1)
         transport.loseConnection()
         self.assertEqual(factory.admission.open, 0)
@@ -599,10 +626,10 @@ class FactoryTests(SynchronousTestCase):
         connect(factory, v4("10.0.0.3"))
         connect(factory, v4("10.0.0.4"))  # the third: at capacity
         connect(factory, v4("10.0.0.5"))  # in the same accept burst
-        self.assertEqual(factory.stats["connections_accepted"], 5)
-        self.assertEqual(factory.stats["connections_refused"], 5)
+        self.assertEqual(factory.stats.connections_accepted, 5)
+        self.assertEqual(factory.stats.connections_refused.total(), 5)
         self.assertEqual(
-            {reason: factory.stats[f"connections_refused_{reason}"] for reason in REASONS},
+            factory.stats.connections_refused,
             {NOT_ALLOWED: 1, PEER_LIMIT: 2, RATE_LIMITED: 1, SERVER_LIMIT: 1},
         )
 
@@ -613,7 +640,7 @@ class FactoryTests(SynchronousTestCase):
         connect(factory, v6("2001:db8::1"))
         connect(factory, v4("192.0.2.1"))
         connect(factory, v4("10.0.0.1"))
-        self.assertEqual(factory.stats["connections_refused_not_allowed"], 7)
+        self.assertEqual(factory.stats.connections_refused["not_allowed"], 7)
         self.assertEqual(
             self.warnings(),
             [
@@ -641,7 +668,7 @@ class FactoryTests(SynchronousTestCase):
         self.assertTrue(warnings[-1].endswith("; no more addresses will be logged)"))
         self.assertNotIn("no more", warnings[-2])
         self.assertEqual(len(factory._logged_addresses), 3)
-        self.assertEqual(factory.stats["connections_refused_not_allowed"], 10)
+        self.assertEqual(factory.stats.connections_refused["not_allowed"], 10)
 
     def test_limitRefusalsRateLimitedInTheLog(self) -> None:
         """A peer over its limit gets one line a minute, with the count left out."""
@@ -661,7 +688,7 @@ class FactoryTests(SynchronousTestCase):
         connect(factory, v4(ABUSER_HOST))
         self.assertEqual(len(self.warnings()), 2)
         self.assertIn("(99 more like this were not logged)", self.warnings()[1])
-        self.assertEqual(factory.stats["connections_refused_peer_limit"], 101)
+        self.assertEqual(factory.stats.connections_refused["peer_limit"], 101)
 
     def test_ipv6Peer(self) -> None:
         factory = self.factory(max_per_peer=1)
@@ -767,11 +794,15 @@ class AbuseTests(SynchronousTestCase):
         self.clock.advance(T0)
         self.sink = RecordingSink()
         self.factory = StationFactory(
-            self.sink, self.clock, idle_timeout=30.0, admission=Admission(self.clock)
+            self.sink, self.clock, **factory_options(self.clock, idle_timeout=30.0)
         )
         self.port = RecordingPort()
         self.listener = StationListener(
-            FakeEndpoint(self.port), self.factory, self.clock, "tcp:8266"
+            FakeEndpoint(self.port),
+            self.factory,
+            self.clock,
+            "tcp:8266",
+            option_defaults().grace,
         )
         self.listener.startService()
         self.events = capture_logs(self, "weather.server.protocol")
@@ -798,14 +829,14 @@ class AbuseTests(SynchronousTestCase):
         self.assertEqual(len(self.factory.connections), 32)
         self.assertEqual(self.factory.admission.open_from(ABUSER_HOST), 32)
         self.assertEqual(sum(not t.disconnecting for t in transports), 32)
-        self.assertEqual(self.factory.stats["connections_accepted"], 32)
-        self.assertEqual(self.factory.stats["connections_refused_peer_limit"], 9968)
+        self.assertEqual(self.factory.stats.connections_accepted, 32)
+        self.assertEqual(self.factory.stats.connections_refused["peer_limit"], 9968)
         self.assertEqual(self.port.calls, [])
         # One line for the flood.
         self.assertEqual(len(self.events), 1)
         self.station()
         self.assertEqual(len(self.sink.received), 1)
-        self.assertEqual(self.factory.stats["packets_acknowledged"], 1)
+        self.assertEqual(self.factory.stats.packets_acknowledged, 1)
         self.assertEqual(len(self.factory.connections), 33)
 
     def test_manyAddressesUntilTheIdleTimeout(self) -> None:
@@ -820,11 +851,11 @@ class AbuseTests(SynchronousTestCase):
             opened += 1
         self.assertEqual(opened, 512)
         self.assertEqual(self.port.calls, ["stopReading"])
-        self.assertEqual(self.factory.stats["connections_refused"], 0)
+        self.assertEqual(self.factory.stats.connections_refused.total(), 0)
         self.clock.advance(29)
         self.assertFalse(self.listener.accepting)
         self.clock.advance(1)
-        self.assertEqual(self.factory.stats["connections_timed_out"], 512)
+        self.assertEqual(self.factory.stats.connections_timed_out, 512)
         self.assertEqual(self.port.calls, ["stopReading", "startReading"])
         self.station()
 
@@ -837,11 +868,18 @@ class ListenerTests(SynchronousTestCase):
         self.clock.advance(T0)
         self.sink = RecordingSink()
         self.factory = StationFactory(
-            self.sink, self.clock, admission=Admission(self.clock, max_connections=3)
+            self.sink,
+            self.clock,
+            **factory_options(
+                self.clock,
+                admission=Admission(self.clock, **admission_options(max_connections=3)),
+            ),
         )
         self.port = RecordingPort()
         self.endpoint = FakeEndpoint(self.port)
-        self.listener = StationListener(self.endpoint, self.factory, self.clock, "tcp:8266")
+        self.listener = StationListener(
+            self.endpoint, self.factory, self.clock, "tcp:8266", option_defaults().grace
+        )
         self.listener.startService()
         capture_logs(self)
 
@@ -928,11 +966,18 @@ class ListenerTests(SynchronousTestCase):
     def test_listeningStartsAtCapacity(self) -> None:
         """A listener whose port comes while the limit is reached does not read."""
         factory = StationFactory(
-            self.sink, self.clock, admission=Admission(self.clock, max_connections=1)
+            self.sink,
+            self.clock,
+            **factory_options(
+                self.clock,
+                admission=Admission(self.clock, **admission_options(max_connections=1)),
+            ),
         )
         connect(factory, STATION)
         port = RecordingPort()
-        listener = StationListener(FakeEndpoint(port), factory, self.clock, "tcp:8266")
+        listener = StationListener(
+            FakeEndpoint(port), factory, self.clock, "tcp:8266", option_defaults().grace
+        )
         listener.startService()
         self.assertEqual(port.calls, ["stopReading"])
         self.assertFalse(listener.accepting)
@@ -945,9 +990,16 @@ class ListenerTests(SynchronousTestCase):
         """
         port = AcceptRoundPort()
         factory = StationFactory(
-            self.sink, self.clock, admission=Admission(self.clock, max_connections=20)
+            self.sink,
+            self.clock,
+            **factory_options(
+                self.clock,
+                admission=Admission(self.clock, **admission_options(max_connections=20)),
+            ),
         )
-        listener = StationListener(FakeEndpoint(port), factory, self.clock, "tcp:8266")
+        listener = StationListener(
+            FakeEndpoint(port), factory, self.clock, "tcp:8266", option_defaults().grace
+        )
         listener.startService()
         port.doRead()
         self.assertEqual(port.rounds, [20])
@@ -961,16 +1013,23 @@ class ListenerTests(SynchronousTestCase):
             transport.loseConnection()
         port.doRead()
         self.assertEqual(port.rounds, [20, 5, 3])
-        self.assertEqual(factory.stats["connections_refused"], 0)
+        self.assertEqual(factory.stats.connections_refused.total(), 0)
 
     def test_portWithoutStopReading(self) -> None:
         """A port that cannot stop reading: nothing breaks at the limit."""
         port = MemoryReactorClock().listenTCP(0, self.factory)
         self.assertFalse(hasattr(port, "stopReading"))
         factory = StationFactory(
-            self.sink, self.clock, admission=Admission(self.clock, max_connections=1)
+            self.sink,
+            self.clock,
+            **factory_options(
+                self.clock,
+                admission=Admission(self.clock, **admission_options(max_connections=1)),
+            ),
         )
-        listener = StationListener(FakeEndpoint(port), factory, self.clock, "tcp:0")
+        listener = StationListener(
+            FakeEndpoint(port), factory, self.clock, "tcp:0", option_defaults().grace
+        )
         listener.startService()
         _, transport = connect(factory, STATION)
         protocol, _ = connect(factory, v4("10.0.0.1"))

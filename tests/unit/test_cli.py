@@ -6,15 +6,31 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import sys
 
 from treq.testing import StubTreq
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakeinflux import FakeInfluxDB
-from tests.support import reference_devices_toml, reference_packet
+from tests.oracle import oracle_lines
+from tests.support import (
+    HEADER,
+    RecordingWriter,
+    reference_devices_toml,
+    reference_packet,
+    started_journal,
+)
+from weather import __version__
+from weather.app.options import DATA_DIR, DEVICES, INFLUX, DataDirOptions, InfluxOptions
+from weather.app.options import Options as ServerOptions
+from weather.core.devices import parse_devices
 from weather.core.packet import Packet
 from weather.journal.store import Changes, JournalEntry, JournalFile, Quarantine
+from weather.server.pipeline import REFUSED, PacketPipeline
+from weather.tools import cli
 from weather.tools.cli import Options, Progress, ReplayOptions, age, main, replay, size
 
 S = 1_000_000_000
@@ -245,6 +261,102 @@ class ReplayTests(SynchronousTestCase, JournalFixture):
         self.assertIn("--influx-url", err)
 
 
+class SameAsServerTests(SynchronousTestCase):
+    """
+    C{weather replay} sends a journaled packet the server's way: the lines
+    the server's pipeline writes for it, and its quarantine when InfluxDB
+    refuses them.
+    """
+
+    DEVICES = (
+        '[devices.5]\ntags = { place = "roof top" }\nvalues = [\n'
+        '{ name = "wind", type = "f32" }, { name = "gust", type = "i16", scale = 0.1 }]\n'
+    )
+    ROWS = [(1.5, -3), (float("nan"), 20), (0.1, 0), (float("-inf"), 7)]
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0 / S)
+        self.profiles = parse_devices(self.DEVICES)
+        self.writer = RecordingWriter()
+        self.journal = started_journal(self, self.clock)
+        pipeline = PacketPipeline(self.profiles, self.journal, self.writer, self.clock)
+        pipeline.startService()
+        self.addCleanup(pipeline.stopService)
+        body = b"".join(struct.pack("<fh", *row) for row in self.ROWS)
+        self.data = HEADER.pack(len(body), 3600, 120, 6, 5, 2) + body
+        # The second packet's interval is measured from the first's arrival.
+        for arrival in (T0, T0 + 3590 * S):
+            pipeline.packet_received(Packet(self.data, "192.0.2.5:1", arrival))
+        self.entries = self.journal.file.pending()
+        self.assertEqual(len(self.writer.writes), 2)
+
+    def replay(self, influx: FakeInfluxDB) -> list[Quarantine]:
+        """Replay the server's journaled packets, quarantined for an unknown device."""
+        directory = self.mktemp()
+        file = JournalFile(directory)
+        unknown = Quarantine("unknown_device", "no profile for device 5", T0)
+        file.commit(Changes(added=[(entry, unknown) for entry in self.entries]))
+        file.close()
+        devices = self.mktemp()
+        with open(devices, "w") as f:
+            f.write(self.DEVICES)
+        options = ReplayOptions()
+        options.parseOptions(["--data-dir", directory, "--devices", devices])
+        stub = StubTreq(influx)
+        result = replay(self.clock, options, io.StringIO(), io.StringIO(), client=stub)
+        for _ in range(50):
+            stub.flush()
+            self.clock.advance(0.1)
+        self.successResultOf(result)
+        return [q.quarantine for q in JournalFile(directory).quarantined()]
+
+    def test_sameLines(self) -> None:
+        """The same timestamps and values, NaN and infinity left out."""
+        influx = FakeInfluxDB()
+        self.assertEqual(self.replay(influx), [])
+        written = [
+            line
+            for request in influx.requests
+            if request.path == "/write"
+            for line in request.body.splitlines()
+        ]
+        self.assertEqual(written, self.writer.lines)
+        expected = [
+            oracle_lines(
+                e.packet.data, e.packet.arrival_ns, e.previous_arrival_ns, self.profiles
+            )
+            for e in self.entries
+        ]
+        self.assertEqual([lines for lines, _ in self.writer.writes], expected)
+        self.assertEqual(len(written), 2 * (8 - 2))
+        self.assertNotIn(b"nan", b"".join(written).lower())
+        self.assertNotIn(b"inf", b"".join(written).lower())
+        # Measured: 3590 s over 4 records.
+        self.assertIn(
+            b"wind,place=roof\\ top value=0.10000000149011612 %d"
+            % (T0 + 3590 * S - 3590 * S // 4),
+            written,
+        )
+
+    def test_sameRefusal(self) -> None:
+        """Points InfluxDB refuses: the same reason, detail and lines."""
+        message = "partial write: field type conflict"
+        for index in (0, 1):
+            self.writer.refuse(index, status=400, message=message)
+        server = [q.quarantine for q in self.journal.file.quarantined()]
+        influx = FakeInfluxDB()
+        influx.fail_next(400, {"error": message}, count=1000)
+        replayed = self.replay(influx)
+        self.assertEqual(
+            [(q.reason, q.detail, q.refused) for q in replayed],
+            [(q.reason, q.detail, q.refused) for q in server],
+        )
+        self.assertEqual(server[0].reason, REFUSED)
+        self.assertEqual(server[0].detail, f"HTTP 400: {message}")
+        self.assertEqual([len(q.refused) for q in server], [6, 6])
+
+
 class PresentationTests(SynchronousTestCase):
     def test_age(self) -> None:
         self.assertEqual(
@@ -282,3 +394,103 @@ class PresentationTests(SynchronousTestCase):
         text = str(Options())
         for command in ("journal", "quarantine", "replay"):
             self.assertIn(command, text)
+
+
+class SharedOptionsTests(SynchronousTestCase):
+    """weather replay takes the server's own declarations, through mixins."""
+
+    def test_sameDeclarations(self) -> None:
+        self.assertTrue(issubclass(ReplayOptions, DataDirOptions))
+        self.assertTrue(issubclass(ReplayOptions, InfluxOptions))
+        replay_options, server = ReplayOptions(), ServerOptions()
+        for option in (DATA_DIR, DEVICES, *INFLUX):
+            self.assertEqual(
+                replay_options.docs[option.name], server.docs[option.name], option.name
+            )
+            self.assertEqual(
+                replay_options.defaults[option.name],
+                server.defaults[option.name],
+                option.name,
+            )
+
+    def test_onlyThose(self) -> None:
+        """The server's other options mean nothing to a replay: it does not take them."""
+        for name in ("port", "flush-interval", "metrics-port", "workers"):
+            self.assertNotIn(name, ReplayOptions().docs)
+
+    def test_settingsWithServerDefaults(self) -> None:
+        options = ReplayOptions()
+        options.parseOptions(["--batch-size", "7", "--database", "wx"])
+        settings = options.settings()
+        self.assertEqual(settings.batch_size, 7)
+        self.assertEqual(settings.target.database, "wx")
+        self.assertEqual(settings.flush_interval, 1.0)
+        self.assertEqual(settings.max_pending, 1_000_000)
+
+
+class HelpTests(SynchronousTestCase):
+    def help(self, *argv: str) -> str:
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, main, [*argv, "--help"])
+        self.assertEqual(error.code, 0)
+        return out.getvalue()
+
+    def test_oneUsageLine(self) -> None:
+        """Each command's usage line names it once, after one 'Usage:'."""
+        cases = {
+            (): "Usage: weather <command> [options]",
+            ("journal",): "Usage: weather journal status [--data-dir DIR]",
+            ("journal", "status"): "Usage: weather journal status [--data-dir DIR]",
+            ("quarantine",): "Usage: weather quarantine list [--data-dir DIR] "
+            "[--reason R] [--hex]",
+            ("quarantine", "list"): "Usage: weather quarantine list [--data-dir DIR] "
+            "[--reason R] [--hex]",
+            ("replay",): "Usage: weather replay [--data-dir DIR] [--devices FILE] "
+            "[InfluxDB options]",
+            ("decode",): "Usage: weather decode [options] [PACKET ...]",
+            ("simulate",): "Usage: weather simulate [--host H] [--port P] "
+            "[--stations N] [--packets K]",
+        }
+        for argv, line in cases.items():
+            text = self.help(*argv)
+            self.assertEqual(text.splitlines()[0], line, argv)
+            self.assertEqual(text.count("Usage:"), 1, argv)
+
+    def test_lostShowsTheCommandsUsage(self) -> None:
+        code, _, err = run("quarantine")
+        self.assertEqual(code, 2)
+        self.assertTrue(
+            err.startswith("weather: give a subcommand: list\nUsage: weather quarantine"),
+            err,
+        )
+
+    def test_version(self) -> None:
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        for argv in (["--version"], ["replay", "--version"]):
+            error = self.assertRaises(SystemExit, main, argv)
+            self.assertEqual(error.code, 0)
+        self.assertEqual(out.getvalue(), f"weather {__version__}\n" * 2)
+
+
+class ReactTests(SynchronousTestCase, JournalFixture):
+    """The commands that use the network run under task.react."""
+
+    def test_exitCode(self) -> None:
+        """react exits 0 unless the command's Deferred fails with SystemExit."""
+        self.assertIsNone(
+            self.successResultOf(cli._exiting(Clock(), lambda r, n: succeed(n), 0))
+        )
+        failure = self.failureResultOf(
+            cli._exiting(Clock(), lambda r, n: succeed(n), 1), SystemExit
+        )
+        self.assertEqual(failure.value.code, 1)
+
+    def test_underReact(self) -> None:
+        calls: list[tuple] = []
+        self.patch(cli, "react", lambda run, argv: calls.append((run, argv)))
+        main(["simulate"])
+        main(["replay", "-d", self.make_journal()])
+        self.assertEqual([run for run, _ in calls], [cli._exiting, cli._exiting])
+        self.assertEqual([argv[0] for _, argv in calls], [cli.simulate, cli.replay])

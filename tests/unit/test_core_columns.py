@@ -1,8 +1,9 @@
 """
-Tests for the columnar core: L{decode_packet}'s C{times} and C{columns} and
-L{LineEncoder.encode_packet} give exactly what the per-reading way gave, one
-L{Reading} and one line at a time, for every value type, NaN and infinity,
-signed zeros, odd names, and caches that fill up and start again.
+Tests for the columnar core: L{decode_packet}'s C{times} and C{columns},
+L{LineEncoder.encode_packet} and L{packet_points} give exactly what the
+per-reading oracle (tests/oracle.py) gives, one L{Reading} and one line at a
+time, for every value type, NaN and infinity, signed zeros, odd names, and
+caches that fill up and start again.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.oracle import per_reading, per_reading_lines
 from tests.support import header_bytes
 from weather.core import devices, lineprotocol
 from weather.core.decode import (
     NANOSECONDS,
     DecodedPacket,
-    Reading,
-    decode_header,
     decode_packet,
     is_storable,
-    record_interval,
     record_times,
 )
 from weather.core.devices import (
@@ -34,33 +33,10 @@ from weather.core.devices import (
     ValueSpec,
     parse_devices,
 )
-from weather.core.lineprotocol import LineEncoder
-from weather.core.packet import HEADER_SIZE
+from weather.core.lineprotocol import LineEncoder, packet_points
 
 S = NANOSECONDS
 T = 1_700_000_000 * S
-
-
-def per_reading(data: bytes, arrival: int, previous: int | None, profiles) -> list[Reading]:
-    """
-    The readings as decode_packet made them before it decoded by columns:
-    one record, then one value, at a time.
-    """
-    header, profile = decode_header(data, profiles)
-    interval, _ = record_interval(header, arrival, previous)
-    count = header.record_count
-    times = [arrival - (count - 1 - i) * interval for i in range(count)]
-    records = profile.record.iter_unpack(data[HEADER_SIZE:])
-    return [
-        Reading(spec.name, profile.tags, spec.field, spec.convert(raw), time_ns)
-        for time_ns, record in zip(times, records, strict=True)
-        for spec, raw in zip(profile.values, record, strict=True)
-    ]
-
-
-def per_reading_lines(readings: list[Reading]) -> list[bytes]:
-    """The lines the pipeline wrote before: storable readings, one by one."""
-    return LineEncoder().encode(r for r in readings if is_storable(r))
 
 
 def exact(readings) -> list[tuple]:
@@ -97,13 +73,13 @@ class SameAsPerReadingMixin:
         previous: int | None,
         profiles,
     ) -> DecodedPacket:
-        decoded = decode_packet(data, arrival, previous, profiles)
+        decoded, lines, not_finite = packet_points(
+            data, arrival, previous, profiles, encoder
+        )
         expected = per_reading(data, arrival, previous, profiles)
         self.assertEqual(exact(decoded.readings), exact(expected))
-        lines = encoder.encode_packet(decoded)
         self.assertEqual(lines, per_reading_lines(expected))
-        skipped = sum(1 for r in expected if not is_storable(r))
-        self.assertEqual(decoded.value_count - len(lines), skipped)
+        self.assertEqual(not_finite, sum(1 for r in expected if not is_storable(r)))
         self.assertEqual(decoded.value_count, len(expected))
         return decoded
 

@@ -6,14 +6,22 @@ would store them, with the server's reasons when it would not.
 from __future__ import annotations
 
 import io
+import math
+import struct
 
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.oracle import oracle_lines
 from tests.support import header_bytes, reference_devices_toml, reference_packet
 from tests.unit.test_cli import run
-from weather.core.devices import REFERENCE_DEVICES, si7021_humidity
+from weather.core.devices import (
+    REFERENCE_DEVICES,
+    DeviceProfile,
+    ValueSpec,
+    si7021_humidity,
+)
 from weather.core.dump import NotAPacket, describe_packet, packet_from_text
 
 S = 1_000_000_000
@@ -113,6 +121,26 @@ class DescribeTests(SynchronousTestCase):
     def test_lines(self) -> None:
         _, text = self.describe(reference_packet(2), lines=True)
         self.assertIn(f"light,place=balcony value=101.0 {NOON_NS}", text)
+
+    def test_linesAsTheServerWritesThem(self) -> None:
+        """Every line the server would write, in order, and only those."""
+        previous = NOON_NS - 3590 * S
+        _, text = self.describe(reference_packet(30), previous=previous, lines=True)
+        shown = text.split("(as written to InfluxDB):\n")[1].encode().splitlines()
+        self.assertEqual(
+            shown, oracle_lines(reference_packet(30), NOON_NS, previous, REFERENCE_DEVICES)
+        )
+
+    def test_linesLeaveOutNaN(self) -> None:
+        profiles = {5: DeviceProfile(5, (), (ValueSpec("x", "f32"),))}
+        data = header_bytes(12, bytes_per_measurement=4, device_id=5, sensor_count=1)
+        data += struct.pack("<fff", 1.5, math.nan, math.inf)
+        out = io.StringIO()
+        self.assertEqual(describe_packet(data, NOON_NS, None, profiles, out, lines=True), 0)
+        text = out.getvalue()
+        self.assertIn(f"\nx value=1.5 {NOON_NS - 240 * S}\n", text)
+        self.assertNotIn("x value=nan", text)
+        self.assertIn("(2 values NaN or infinite, left out", text)
 
     def test_rejectionsGiveTheServersReasons(self) -> None:
         good = reference_packet(3)

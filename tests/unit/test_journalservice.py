@@ -14,7 +14,12 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import ManualDiskWorker, reference_packet, started_journal
+from tests.support import (
+    ManualDiskWorker,
+    journal_options,
+    reference_packet,
+    started_journal,
+)
 from weather.core.packet import Packet, PacketRejected, Reason
 from weather.journal.service import (
     ImmediateDiskWorker,
@@ -62,7 +67,7 @@ class GroupCommitTests(SynchronousTestCase):
         self.worker.step()
         entries = [self.successResultOf(d) for d in burst]
         self.assertEqual([e.id for e in entries], list(range(2, 52)))
-        self.assertEqual(self.journal.stats["commits"], 2)
+        self.assertEqual(self.journal.stats.commits, 2)
         self.assertEqual(self.worker.waiting, [])
 
     def test_idsAndTimingStateInArrivalOrder(self) -> None:
@@ -84,7 +89,9 @@ class GroupCommitTests(SynchronousTestCase):
         self.worker.run_all()
         self.journal.stopService()
         self.worker.run_all()
-        again = Journal(self.journal.directory, self.clock, ImmediateDiskWorker())
+        again = Journal(
+            self.journal.directory, self.clock, ImmediateDiskWorker(), **journal_options()
+        )
         again.startService()
         self.addCleanup(again.stopService)
         entry = self.successResultOf(again.append(packet(T0 + 3600 * S, device_id=1)))
@@ -135,7 +142,7 @@ class GroupCommitTests(SynchronousTestCase):
         self.worker.step()  # the other two, in one group
         self.assertEqual(self.journal.file.pending(), [])
         self.assertEqual([q.entry.id for q in self.journal.file.quarantined()], [ids[1]])
-        self.assertEqual(self.journal.stats["commits"], 4)  # 2 appends, 2 settles
+        self.assertEqual(self.journal.stats.commits, 4)  # 2 appends, 2 settles
 
     def test_stopCommitsWhatIsLeft(self) -> None:
         durable = self.journal.append(packet())
@@ -274,7 +281,7 @@ class DiskTroubleTests(SynchronousTestCase):
         self.assertIn("full", line["why"])
         self.assertEqual(self.full, [True])
         self.assertTrue(self.journal.full)
-        self.assertGreaterEqual(self.journal.stats["commits_failed"], 2)
+        self.assertGreaterEqual(self.journal.stats.commits_failed, 2)
 
         self.db.execute("PRAGMA max_page_count = 1000000")  # space returns
         with capturedLogs() as events:
@@ -347,7 +354,9 @@ class WaterMarkTests(SynchronousTestCase):
 class LockTests(SynchronousTestCase):
     def test_oneServerPerDirectory(self) -> None:
         first = started_journal(self, Clock())
-        second = Journal(first.directory, Clock(), ImmediateDiskWorker())
+        second = Journal(
+            first.directory, Clock(), ImmediateDiskWorker(), **journal_options()
+        )
         with self.assertRaises(JournalLocked) as caught:
             second.startService()
         self.assertIn("another weather server", str(caught.exception))
@@ -359,7 +368,9 @@ class LockTests(SynchronousTestCase):
         blocker = self.mktemp()
         with open(blocker, "w") as f:
             f.write("a file")
-        journal = Journal(os.path.join(blocker, "d"), Clock(), ImmediateDiskWorker())
+        journal = Journal(
+            os.path.join(blocker, "d"), Clock(), ImmediateDiskWorker(), **journal_options()
+        )
         with self.assertRaises(Exception) as caught:
             journal.startService()
         self.assertIn("cannot use --data-dir", str(caught.exception))

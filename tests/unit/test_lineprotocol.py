@@ -1,22 +1,28 @@
 """
-Tests for L{weather.core.lineprotocol}: escaping, number formatting and lines.
+Tests for L{weather.core.lineprotocol}: escaping, number formatting, lines,
+and a packet's points.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from weather.core.decode import Reading, decode_packet
-from weather.core.devices import REFERENCE_DEVICES
+from tests.oracle import PerReadingEncoder, oracle_lines, per_reading_lines
+from weather.core.decode import Reading
+from weather.core.devices import REFERENCE_DEVICES, DeviceProfile, ValueSpec
 from weather.core.lineprotocol import (
     LineEncoder,
     escape_key,
     escape_measurement,
     format_float,
+    line,
+    packet_points,
     series_prefix,
 )
+from weather.core.packet import PacketRejected, Reason
 
 T = 1_700_000_000_000_000_000
 BALCONY = (("place", "balcony"),)
@@ -101,19 +107,78 @@ class FormatFloatTests(SynchronousTestCase):
             self.assertEqual(float(format_float(value)), value)
 
 
-class LineEncoderTests(SynchronousTestCase):
+class LineTests(SynchronousTestCase):
+    """L{line}: one point that is not a packet's, such as the server's own figures."""
+
     def test_referenceLine(self) -> None:
         reading = Reading("temperature", BALCONY, "value", 20.1818603515625, T)
         self.assertEqual(
-            LineEncoder().line(reading),
+            line(reading),
             b"temperature,place=balcony value=20.1818603515625 1700000000000000000",
         )
+
+    def test_timestampNanoseconds(self) -> None:
+        for time_ns in (0, 1, 1_700_000_000_123_456_789):
+            self.assertEqual(
+                line(Reading("m", (), "value", 1.0, time_ns)), b"m value=1.0 %d" % time_ns
+            )
+
+    def test_noNewline(self) -> None:
+        self.assertNotIn(b"\n", line(Reading("m", BALCONY, "value", 1.0, T)))
+
+    def test_utf8(self) -> None:
+        reading = Reading("°C", (("room", "Küche"),), "value", 1.0, 0)
+        self.assertEqual(line(reading), "°C,room=Küche value=1.0 0".encode())
+
+    def test_escapedLine(self) -> None:
+        reading = Reading("air temp", (("place", "roof, north"),), "value", -3.0, T)
+        self.assertEqual(
+            line(reading),
+            b"air\\ temp,place=roof\\,\\ north value=-3.0 1700000000000000000",
+        )
+
+
+class OracleTests(SynchronousTestCase):
+    """The per-reading oracle (tests/oracle.py) the fast path is held against."""
+
+    def test_seriesKeptApart(self) -> None:
+        """Its prefix cache tells series apart by measurement, tags and field."""
+        readings = [
+            Reading("t", (("place", "a"),), "value", 1.0, 5),
+            Reading("t", (("place", "b"),), "value", 2.0, 5),
+            Reading("t", (("place", "a"),), "max", 3.0, 5),
+            Reading("u", (("place", "a"),), "value", 4.0, 5),
+            Reading("t", (("place", "a"),), "value", 5.0, 6),
+        ]
+        expected = [
+            b"t,place=a value=1.0 5",
+            b"t,place=b value=2.0 5",
+            b"t,place=a max=3.0 5",
+            b"u,place=a value=4.0 5",
+            b"t,place=a value=5.0 6",
+        ]
+        self.assertEqual(PerReadingEncoder().encode(readings), expected)
+        self.assertEqual([line(r) for r in readings], expected)
+
+    def test_notFiniteLeftOut(self) -> None:
+        readings = [
+            Reading("m", (), "value", value, 1)
+            for value in (1.0, math.nan, math.inf, -math.inf, 2.0)
+        ]
+        self.assertEqual(per_reading_lines(readings), [b"m value=1.0 1", b"m value=2.0 1"])
+        self.assertEqual(per_reading_lines([]), [])
+
+
+class PacketPointsTests(SynchronousTestCase):
+    """L{packet_points}: a journaled packet to the lines the server writes for it."""
 
     def test_referencePacket(self) -> None:
         body = struct.pack("<HHH", 129, 32768, 25000) + struct.pack("<HHH", 130, 0, 0)
         packet = struct.pack("<HHHBBB", 12, 3600, 120, 6, 1, 3) + body
-        decoded = decode_packet(packet, T, None, REFERENCE_DEVICES)
-        lines = LineEncoder().encode(decoded.readings)
+        decoded, lines, not_finite = packet_points(
+            packet, T, None, REFERENCE_DEVICES, LineEncoder()
+        )
+        self.assertEqual(decoded.times, [T - 120_000_000_000, T])
         early = T - 120_000_000_000
         self.assertEqual(
             lines,
@@ -126,48 +191,27 @@ class LineEncoderTests(SynchronousTestCase):
                 b"temperature,place=balcony value=-46.85 %d" % T,
             ],
         )
+        self.assertEqual(not_finite, 0)
+        self.assertEqual(lines, oracle_lines(packet, T, None, REFERENCE_DEVICES))
 
-    def test_timestampNanoseconds(self) -> None:
-        encoder = LineEncoder()
-        for time_ns in (0, 1, 1_700_000_000_123_456_789):
-            line = encoder.line(Reading("m", (), "value", 1.0, time_ns))
-            self.assertEqual(line, b"m value=1.0 %d" % time_ns)
+    def test_measuredInterval(self) -> None:
+        """The previous arrival recorded with the packet times its records."""
+        packet = struct.pack("<HHHBBB", 12, 3600, 120, 6, 1, 3) + bytes(12)
+        previous = T - 3590_000_000_000
+        points = packet_points(packet, T, previous, REFERENCE_DEVICES, LineEncoder())
+        self.assertEqual(points.decoded.times, [T - 1795_000_000_000, T])
+        self.assertEqual(points.lines, oracle_lines(packet, T, previous, REFERENCE_DEVICES))
 
-    def test_noNewline(self) -> None:
-        line = LineEncoder().line(Reading("m", BALCONY, "value", 1.0, T))
-        self.assertNotIn(b"\n", line)
+    def test_notFiniteCounted(self) -> None:
+        profiles = {5: DeviceProfile(5, (), (ValueSpec("x", "f32"),))}
+        body = struct.pack("<fff", 1.5, math.nan, -math.inf)
+        packet = struct.pack("<HHHBBB", 12, 3600, 120, 4, 5, 1) + body
+        points = packet_points(packet, T, None, profiles, LineEncoder())
+        self.assertEqual(points.lines, [b"x value=1.5 %d" % (T - 240_000_000_000)])
+        self.assertEqual(points.not_finite, 2)
 
-    def test_seriesKeptApart(self) -> None:
-        """The prefix cache tells series apart by measurement, tags and field."""
-        encoder = LineEncoder()
-        readings = [
-            Reading("t", (("place", "a"),), "value", 1.0, 5),
-            Reading("t", (("place", "b"),), "value", 2.0, 5),
-            Reading("t", (("place", "a"),), "max", 3.0, 5),
-            Reading("u", (("place", "a"),), "value", 4.0, 5),
-            Reading("t", (("place", "a"),), "value", 5.0, 6),
-        ]
-        self.assertEqual(
-            encoder.encode(readings),
-            [
-                b"t,place=a value=1.0 5",
-                b"t,place=b value=2.0 5",
-                b"t,place=a max=3.0 5",
-                b"u,place=a value=4.0 5",
-                b"t,place=a value=5.0 6",
-            ],
-        )
-
-    def test_utf8(self) -> None:
-        line = LineEncoder().line(Reading("°C", (("room", "Küche"),), "value", 1.0, 0))
-        self.assertEqual(line, "°C,room=Küche value=1.0 0".encode())
-
-    def test_escapedLine(self) -> None:
-        reading = Reading("air temp", (("place", "roof, north"),), "value", -3.0, T)
-        self.assertEqual(
-            LineEncoder().line(reading),
-            b"air\\ temp,place=roof\\,\\ north value=-3.0 1700000000000000000",
-        )
-
-    def test_encodeEmpty(self) -> None:
-        self.assertEqual(LineEncoder().encode([]), [])
+    def test_rejected(self) -> None:
+        packet = struct.pack("<HHHBBB", 0, 3600, 120, 6, 9, 3)
+        with self.assertRaises(PacketRejected) as caught:
+            packet_points(packet, T, None, REFERENCE_DEVICES, LineEncoder())
+        self.assertEqual(caught.exception.reason, Reason.UNKNOWN_DEVICE)

@@ -23,11 +23,22 @@ from tests.support import (
     make_settings,
     reference_packet,
 )
-from weather.ops.metrics import REJECTION_REASONS
-from weather.ops.selfstats import MEASUREMENT, self_stat_readings
+from weather.ops.selfstats import MEASUREMENT, SelfStatsReporter, self_stat_readings
+from weather.server.pipeline import REJECTION_REASONS
+from weather.server.service import WeatherService
 
 T0 = 1_700_000_000
 PEER = IPv4Address("TCP", "192.0.2.7", 40123)
+
+
+def self_stats_reporter(service: WeatherService) -> SelfStatsReporter:
+    """The reporter whose timer the service runs (see L{weather.app.tap})."""
+    for timer in service.monitoring:
+        call = getattr(timer, "call", (None,))[0]
+        reporter = getattr(call, "__self__", None)
+        if isinstance(reporter, SelfStatsReporter):
+            return reporter
+    raise AssertionError("no self-statistics timer")
 
 
 class MonitoringTestCase(SynchronousTestCase):
@@ -368,13 +379,16 @@ class SelfStatsTests(MonitoringTestCase):
         self.assertFalse(any(name.endswith("_bucket") for name, _ in fields))
         times = {p.timestamp for p in internal}
         self.assertEqual(len(times), 2)  # at start, and 60 s later
+        self.assertEqual(
+            self_stats_reporter(self.service).stats.points_queued, len(internal)
+        )
 
     def test_skippedWhileOverloaded(self) -> None:
         self.service.startService()
         writer = self.service.writer
         writer.overloaded = True
         self.reactor.advance(60)
-        self.assertEqual(writer.stats["self_stats_skipped"], 1)
+        self.assertEqual(self_stats_reporter(self.service).stats.reports_skipped, 1)
 
     def test_readingsFromRegistry(self) -> None:
         """Samples become readings; empty labels are not tags; NaN is skipped."""
@@ -439,7 +453,7 @@ class SelfStatsWhileFailing(MonitoringTestCase):
         for _ in range(10):
             self.reactor.advance(60)
         self.assertEqual(self.service.writer.pending, pending)
-        self.assertGreaterEqual(self.service.writer.stats["self_stats_skipped"], 9)
+        self.assertGreaterEqual(self_stats_reporter(self.service).stats.reports_skipped, 9)
 
 
 class OpenFilesTests(SynchronousTestCase):

@@ -31,9 +31,12 @@ from tests.support import (
     RecordingPort,
     RecordingSink,
     build_test_service,
+    factory_options,
     journal_status,
     make_settings,
+    option_defaults,
     reference_packet,
+    writer_options,
 )
 from weather.journal import service as journalservice
 from weather.journal.store import JournalFile
@@ -88,9 +91,8 @@ class WriterOverloadTests(SynchronousTestCase):
             V1,
             self.stub,
             self.clock,
-            max_pending=max_pending,
             rng=random.Random(SEED),
-            **settings,
+            **writer_options(max_pending=max_pending, **settings),
         )
         #: (value the observers were called with, pending then)
         self.changes: list[tuple[bool, int]] = []
@@ -199,7 +201,7 @@ class WriterOverloadTests(SynchronousTestCase):
             self.assertEqual(self.writer.pending, 100)
             self.assertTrue(self.writer.overloaded)
         self.assertEqual(self.changes, [(True, 100)])
-        self.assertEqual(self.writer.stats["requests_failed"], 3)
+        self.assertEqual(self.writer.stats.requests_failed, 3)
         # The third failure's backoff runs out: the retry lands.
         while not self.fake.points:
             self.clock.advance(0.25)
@@ -233,7 +235,9 @@ class FactoryPauseTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(T0)
         self.sink = RecordingSink()
-        self.factory = StationFactory(self.sink, self.clock, idle_timeout=30.0)
+        self.factory = StationFactory(
+            self.sink, self.clock, **factory_options(self.clock, idle_timeout=30.0)
+        )
 
     def connect(self, peer=PEER):
         protocol = self.factory.buildProtocol(peer)
@@ -257,7 +261,7 @@ class FactoryPauseTests(SynchronousTestCase):
         self.clock.advance(100 * self.factory.idle_timeout)
         self.assertFalse(transport.disconnecting)
         self.assertFalse(transport.disconnected)
-        self.assertEqual(self.factory.stats["connections_timed_out"], 0)
+        self.assertEqual(self.factory.stats.connections_timed_out, 0)
         self.assertEqual(self.factory.connections, {protocol})
 
     def test_resumeRestartsIdleTimeout(self) -> None:
@@ -273,7 +277,7 @@ class FactoryPauseTests(SynchronousTestCase):
         self.assertFalse(transport.disconnected)
         self.clock.advance(0.002)
         self.assertTrue(transport.disconnected)
-        self.assertEqual(self.factory.stats["connections_timed_out"], 1)
+        self.assertEqual(self.factory.stats.connections_timed_out, 1)
 
     def test_connectionWhilePausedStartsPaused(self) -> None:
         self.factory.pause(True)
@@ -282,7 +286,7 @@ class FactoryPauseTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(1000)
         self.assertFalse(transport.disconnected)
-        self.assertEqual(self.factory.stats["connections_timed_out"], 0)
+        self.assertEqual(self.factory.stats.connections_timed_out, 0)
         self.factory.pause(False)
         self.assertEqual(transport.producerState, "producing")
         self.clock.advance(29.999)
@@ -317,7 +321,9 @@ class ListenerPauseTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(T0)
         self.sink = RecordingSink()
-        self.factory = StationFactory(self.sink, self.clock, idle_timeout=30.0)
+        self.factory = StationFactory(
+            self.sink, self.clock, **factory_options(self.clock, idle_timeout=30.0)
+        )
         self.port = RecordingPort()
         self.listener = StationListener(
             PortEndpoint(self.port), self.factory, self.clock, "tcp:8266", grace=5.0
@@ -351,12 +357,9 @@ class ListenerPauseTests(SynchronousTestCase):
         """A port that cannot stop reading: the connections are still paused."""
         port = MemoryReactorClock().listenTCP(0, self.factory)
         self.assertFalse(hasattr(port, "stopReading"))
-        factory = StationFactory(self.sink, self.clock)
+        factory = StationFactory(self.sink, self.clock, **factory_options(self.clock))
         listener = StationListener(
-            PortEndpoint(port),
-            factory,
-            self.clock,
-            "tcp:0",
+            PortEndpoint(port), factory, self.clock, "tcp:0", option_defaults().grace
         )
         listener.startService()
         _, transport = self.connectTo(factory)
@@ -473,7 +476,7 @@ class ServiceOverloadTests(SynchronousTestCase):
         self.send_packets(first, 3, first=12)
         self.assertEqual(first_transport.value(), ACK * 15)
         self.assertEqual(self.writer.pending, 12 * POINTS_PER_PACKET)
-        self.assertEqual(self.pipeline.stats["packets_accepted"], 12)
+        self.assertEqual(self.pipeline.stats.packets_accepted, 12)
         self.assertEqual(self.pending(), 15)
         self.assertPaused(False, first_transport, second_transport)
         self.assertEqual(self.port.calls, [])
@@ -499,13 +502,13 @@ class ServiceOverloadTests(SynchronousTestCase):
         self.assertEqual(self.sent(), list(range(12)))
         self.assertFalse(self.writer.overloaded)
         # The three that waited are read back from the journal.
-        self.assertEqual(self.pipeline.stats["packets_from_journal"], 3)
+        self.assertEqual(self.pipeline.stats.packets_from_journal, 3)
         self.assertEqual(self.writer.pending, 3 * POINTS_PER_PACKET)
         self.assertEqual(self.pending(), 3)
         self.writer.flush()
         self.assertEqual(self.sent(), list(range(15)))
         self.assertEqual(self.pending(), 0)
-        self.assertEqual(self.pipeline.stats["packets_accepted"], 15)
+        self.assertEqual(self.pipeline.stats.packets_accepted, 15)
         self.assertEqual(self.port.calls, [])
         self.assertPaused(False, transport)
 
@@ -527,13 +530,13 @@ class ServiceOverloadTests(SynchronousTestCase):
         self.assertEqual(transport.value(), ACK * 13)
         transport.loseConnection()
         self.assertIsNone(self.successResultOf(stopped))
-        self.assertEqual(self.pipeline.stats["packets_accepted"], 12)
+        self.assertEqual(self.pipeline.stats.packets_accepted, 12)
         self.assertEqual(self.sent(), list(range(12)))
         self.assertEqual(self.writer.pending, 0)
         self.assertEqual(journal_status(self.settings.data_dir).pending, 1)
 
         self.start("--data-dir", self.settings.data_dir)
-        self.assertEqual(self.pipeline.stats["packets_from_journal"], 1)
+        self.assertEqual(self.pipeline.stats.packets_from_journal, 1)
         self.successResultOf(self.service.stopService())
         self.assertEqual(self.sent(), [12])
         self.assertEqual(journal_status(self.settings.data_dir).pending, 0)

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import HEADER, RecordingSink, reference_packet
+from tests.support import HEADER, RecordingSink, factory_options, reference_packet
 from weather.core.packet import Reason
 from weather.server.protocol import ACK, StationFactory, describe_peer
 
@@ -22,7 +22,9 @@ class StationProtocolTests(SynchronousTestCase):
         self.clock.advance(1_700_000_000.25)
         self.sink = RecordingSink()
         self.factory = StationFactory(
-            self.sink, self.clock, idle_timeout=30.0, max_packet_size=400
+            self.sink,
+            self.clock,
+            **factory_options(self.clock, idle_timeout=30.0, max_packet_size=400),
         )
 
     def connect(self, peer=PEER):
@@ -132,7 +134,7 @@ class StationProtocolTests(SynchronousTestCase):
         self.assertFalse(transport.disconnected)
         self.clock.advance(1)
         self.assertTrue(transport.disconnected)
-        self.assertEqual(self.factory.stats["connections_timed_out"], 1)
+        self.assertEqual(self.factory.stats.connections_timed_out, 1)
         protocol.connectionLost(None)
         [(rejected, error)] = self.sink.rejected
         self.assertEqual(error.reason, Reason.TRUNCATED)
@@ -153,7 +155,7 @@ class StationProtocolTests(SynchronousTestCase):
         second.connectionLost(None)
         self.successResultOf(drained)
         self.successResultOf(self.factory.drained())
-        self.assertEqual(self.factory.stats["connections_accepted"], 2)
+        self.assertEqual(self.factory.stats.connections_accepted, 2)
 
     def test_garbageNeverRaises(self) -> None:
         """Random garbage is rejected, never raised."""
@@ -174,7 +176,9 @@ class AcknowledgementTests(SynchronousTestCase):
         self.clock = Clock()
         self.sink = RecordingSink(hold=True)
         self.factory = StationFactory(
-            self.sink, self.clock, idle_timeout=30.0, max_packet_size=400
+            self.sink,
+            self.clock,
+            **factory_options(self.clock, idle_timeout=30.0, max_packet_size=400),
         )
         self.protocol = self.factory.buildProtocol(PEER)
         self.transport = StringTransport(peerAddress=PEER)
@@ -187,10 +191,10 @@ class AcknowledgementTests(SynchronousTestCase):
         self.protocol.dataReceived(reference_packet())
         [durable] = self.sink.durable
         self.assertEqual(self.transport.value(), b"")
-        self.assertEqual(self.factory.stats["packets_acknowledged"], 0)
+        self.assertEqual(self.factory.stats.packets_acknowledged, 0)
         durable.callback(None)
         self.assertEqual(self.transport.value(), ACK)
-        self.assertEqual(self.factory.stats["packets_acknowledged"], 1)
+        self.assertEqual(self.factory.stats.packets_acknowledged, 1)
         self.assertFalse(self.transport.disconnecting)
 
     def test_notWrittenBeforeTheWholePacket(self) -> None:
@@ -207,7 +211,7 @@ class AcknowledgementTests(SynchronousTestCase):
         self.protocol.connectionLost(None)
         self.sink.durable[0].callback(None)
         self.assertEqual(self.transport.value(), b"")
-        self.assertEqual(self.factory.stats["packets_acknowledged"], 0)
+        self.assertEqual(self.factory.stats.packets_acknowledged, 0)
 
     def test_notWrittenWhileClosing(self) -> None:
         self.protocol.dataReceived(reference_packet())
@@ -226,7 +230,7 @@ class AcknowledgementTests(SynchronousTestCase):
         self.assertEqual(self.transport.value(), ACK)
         first.callback(None)
         self.assertEqual(self.transport.value(), ACK * 2)
-        self.assertEqual(self.factory.stats["packets_acknowledged"], 2)
+        self.assertEqual(self.factory.stats.packets_acknowledged, 2)
 
     def test_rejectedBytesNotAcknowledged(self) -> None:
         """An oversized packet is cut, not acknowledged."""

@@ -64,7 +64,7 @@ class ReloadTests(SynchronousTestCase):
     def test_goodFile(self) -> None:
         """New tags and a new device are used from the next packet on."""
         self.send(reference_packet(device_id=2))
-        self.assertEqual(self.service.pipeline.stats["packets_rejected_unknown-device"], 1)
+        self.assertEqual(self.service.pipeline.stats.packets_rejected["unknown-device"], 1)
         self.write_devices(reference_devices_toml(**{"1": "garden", "2": "roof"}))
         self.assertTrue(self.service.reloader.reload())
         self.send(reference_packet(device_id=1))

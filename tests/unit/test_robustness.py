@@ -27,11 +27,13 @@ from tests.support import (
     RecordingSink,
     RecordingWriter,
     build_test_service,
+    factory_options,
     journal_quarantined,
     journal_status,
     make_settings,
     reference_packet,
     started_journal,
+    writer_options,
 )
 from weather.core.devices import REFERENCE_DEVICES
 from weather.core.packet import Packet, Reason
@@ -78,7 +80,7 @@ class WriterTestCase(SynchronousTestCase):
         }
         settings.update(options)
         self.writer = PointWriter(
-            V1, self.stub, self.clock, rng=random.Random(SEED), **settings
+            V1, self.stub, self.clock, rng=random.Random(SEED), **writer_options(**settings)
         )
         return self.writer
 
@@ -105,7 +107,7 @@ class OddAnswerTests(WriterTestCase):
         self.writer.flush()
         self.assertEqual(len(self.fake.requests), 1)
         self.assertEqual(self.writer.pending, 2)
-        self.assertEqual(self.writer.stats["requests_failed"], 1)
+        self.assertEqual(self.writer.stats.requests_failed, 1)
         self.assertNoResult(d)
         self.assertEqual(self.next_calls(), [MAX_RETRY_AFTER])
         self.clock.advance(MAX_RETRY_AFTER - 0.001)
@@ -127,8 +129,8 @@ class OddAnswerTests(WriterTestCase):
         self.writer.flush()
         self.assertEqual(len(self.fake.requests), 1)
         self.assertEqual(self.writer.pending, 3)
-        self.assertEqual(self.writer.stats["requests_failed"], 1)
-        self.assertEqual(self.writer.stats["points_refused"], 0)
+        self.assertEqual(self.writer.stats.requests_failed, 1)
+        self.assertEqual(self.writer.stats.points_refused, 0)
         self.assertNoResult(d)
         [warning] = self.at(LogLevel.warn)
         self.assertEqual(warning["why"], why)
@@ -275,7 +277,7 @@ class TooCloseTests(PipelineTestCase):
         with capturedLogs() as events:
             self.receive(reference_packet(device_id=1, wake_every=3600), t0)
             self.receive(reference_packet(device_id=1, wake_every=3600), t0 + 10 * S)
-        self.assertEqual(self.pipeline.stats["packets_too_close"], 1)
+        self.assertEqual(self.pipeline.stats.packets_too_close, 1)
         [warning] = self.warnings(events)
         self.assertEqual(warning["device"], 1)
         self.assertEqual(
@@ -285,7 +287,7 @@ class TooCloseTests(PipelineTestCase):
             "may overwrite each other",
         )
         # Both are still stored.
-        self.assertEqual(self.pipeline.stats["packets_accepted"], 2)
+        self.assertEqual(self.pipeline.stats.packets_accepted, 2)
         self.assertEqual(len(self.writer.lines), 180)
 
     def test_hourly(self) -> None:
@@ -297,15 +299,15 @@ class TooCloseTests(PipelineTestCase):
                 self.receive(
                     reference_packet(wake_every=3600), t0 + hour * 3600 * S + drift
                 )
-        self.assertEqual(self.pipeline.stats["packets_too_close"], 0)
-        self.assertEqual(self.pipeline.stats["packets_accepted"], 5)
+        self.assertEqual(self.pipeline.stats.packets_too_close, 0)
+        self.assertEqual(self.pipeline.stats.packets_accepted, 5)
         self.assertEqual(self.warnings(events), [])
         self.assertEqual(events, [])
 
     def test_firstPacketNeverTooClose(self) -> None:
         with capturedLogs() as events:
             self.receive(reference_packet(), T0 * S)
-        self.assertEqual(self.pipeline.stats["packets_too_close"], 0)
+        self.assertEqual(self.pipeline.stats.packets_too_close, 0)
         self.assertEqual(self.warnings(events), [])
 
 
@@ -336,9 +338,9 @@ class UnknownDeviceTests(PipelineTestCase):
         [second] = self.warnings(more)
         self.assertEqual(second["device"], 10)
         stats = self.pipeline.stats
-        self.assertEqual(stats["packets_rejected_unknown-device"], 1006)
-        self.assertEqual(stats["packets_rejected"], 1006)
-        self.assertEqual(stats["packets_accepted"], 0)
+        self.assertEqual(stats.packets_rejected["unknown-device"], 1006)
+        self.assertEqual(stats.packets_rejected.total(), 1006)
+        self.assertEqual(stats.packets_accepted, 0)
         self.assertEqual(self.writer.writes, [])
         # Every one is kept, to be replayed once the device is described.
         status = self.journal.file.status()
@@ -366,7 +368,7 @@ class DeliverTests(SynchronousTestCase):
         self.clock.advance(T0)
 
     def connect(self, sink):
-        self.factory = StationFactory(sink, self.clock)
+        self.factory = StationFactory(sink, self.clock, **factory_options(self.clock))
         protocol = self.factory.buildProtocol(PEER)
         transport = StringTransport(peerAddress=PEER)
         protocol.makeConnection(transport)
@@ -379,7 +381,7 @@ class DeliverTests(SynchronousTestCase):
         with capturedLogs() as events:
             protocol.dataReceived(first + second)
         self.assertEqual([p.data for p in sink.received], [second])
-        self.assertEqual(self.factory.stats["internal_errors"], 1)
+        self.assertEqual(self.factory.stats.internal_errors, 1)
         self.assertFalse(transport.disconnecting)
         # Only the packet the sink kept is acknowledged.
         self.assertEqual(transport.value(), ACK)
@@ -398,7 +400,7 @@ class DeliverTests(SynchronousTestCase):
         with capturedLogs() as events:
             protocol.dataReceived(reference_packet() * 6)
         self.assertEqual(len(sink.received), 1)
-        self.assertEqual(self.factory.stats["internal_errors"], 5)
+        self.assertEqual(self.factory.stats.internal_errors, 5)
         self.assertEqual(len([e for e in events if e["log_level"] == LogLevel.critical]), 1)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 

@@ -412,9 +412,9 @@ class StopTests(ServiceTestCase):
         self.assertTrue(transport.aborted)
         self.assertEqual(self.service.listener.factory.connections, set())
         stats = self.service.pipeline.stats
-        self.assertEqual(stats["packets_accepted"], 1)
-        self.assertEqual(stats["packets_rejected"], 1)
-        self.assertEqual(stats["packets_rejected_truncated"], 1)
+        self.assertEqual(stats.packets_accepted, 1)
+        self.assertEqual(stats.packets_rejected.total(), 1)
+        self.assertEqual(stats.packets_rejected["truncated"], 1)
         self.assertDelivered(T0)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         # The partial packet is kept in quarantine, whole, with why.
@@ -448,8 +448,8 @@ class StopTests(ServiceTestCase):
             ["stopListening", "pipeline stop", "writer stop", "POST", "journal stop"],
         )
         self.assertFalse(transport.aborted)
-        self.assertEqual(self.service.pipeline.stats["packets_rejected"], 0)
-        self.assertEqual(self.service.pipeline.stats["packets_accepted"], 1)
+        self.assertEqual(self.service.pipeline.stats.packets_rejected.total(), 0)
+        self.assertEqual(self.service.pipeline.stats.packets_accepted, 1)
         self.assertDelivered(T0 + 2)
         self.assertEqual(self.reactor.seconds(), T0 + 2)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
@@ -481,7 +481,7 @@ class StopTests(ServiceTestCase):
                 "journal stop",
             ],
         )
-        self.assertEqual(self.service.pipeline.stats["packets_rejected"], 0)
+        self.assertEqual(self.service.pipeline.stats.packets_rejected.total(), 0)
         self.assertDelivered(T0 + 1)
 
     def test_onlyLeftoversAborted(self) -> None:
@@ -513,7 +513,7 @@ class StopTests(ServiceTestCase):
         self.assertTrue(second_transport.aborted)
         stats = self.service.pipeline.stats
         self.assertEqual(
-            (stats["packets_accepted"], stats["packets_rejected_truncated"]), (1, 1)
+            (stats.packets_accepted, stats.packets_rejected["truncated"]), (1, 1)
         )
         self.assertDelivered(T0 + 1)
 
@@ -535,7 +535,7 @@ class StopTests(ServiceTestCase):
                 "journal stop",
             ],
         )
-        self.assertEqual(self.service.pipeline.stats["packets_rejected_truncated"], 1)
+        self.assertEqual(self.service.pipeline.stats.packets_rejected["truncated"], 1)
         self.assertEqual(self.reactor.seconds(), T0)
 
     def test_stopWaitsForTheWriter(self) -> None:
@@ -602,7 +602,7 @@ class StopTests(ServiceTestCase):
 
         self.build("--data-dir", self.settings.data_dir)  # InfluxDB works again
         self.start()
-        self.assertEqual(self.service.pipeline.stats["packets_from_journal"], 1)
+        self.assertEqual(self.service.pipeline.stats.packets_from_journal, 1)
         self.assertEqual(self.service.writer.pending, 9)
         self.successResultOf(self.service.stopService())
         self.assertDelivered(T0)

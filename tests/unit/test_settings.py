@@ -6,8 +6,12 @@ points (makeService, the plugin).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import fcntl
+import io
 import os
+import re
+import sys
 
 from treq.testing import StubTreq
 from twisted.application.service import IServiceMaker
@@ -20,7 +24,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
 
+from tests.support import ROOT
+from weather import __version__
 from weather.app import tap
+from weather.app.options import DECLARED, TOPICS, Option
 from weather.app.settings import (
     DATA_DIR_VARIABLE,
     PASSWORD_VARIABLE,
@@ -110,6 +117,18 @@ class DefaultTests(SettingsTestCase):
                 data_dir="/home/station/.local/state/weather",
                 journal_max_bytes=1 << 30,
                 journal_min_free_bytes=32 << 20,
+                max_connections=512,
+                max_connections_per_peer=32,
+                ipv6_peer_prefix=64,
+                allow=(),
+                rate_limit=None,
+                metrics_port=None,
+                unhealthy_after=300.0,
+                self_stats_interval=0.0,
+                self_stats_host=None,
+                log_max_bytes=10 << 20,
+                log_keep=10,
+                log_json=False,
                 warnings=(),
             ),
         )
@@ -1173,3 +1192,88 @@ class OperationsOptionsTests(SettingsTestCase):
         result = settings("--max-connections", "10", "--max-connections-per-peer", "2")
         self.assertEqual((result.max_connections, result.max_connections_per_peer), (10, 2))
         self.assertConfigurationError("--max-connections", "0")
+
+
+class DeclarationTests(SynchronousTestCase):
+    """
+    Each option is declared once, in weather.app.options.TOPICS: --help, the
+    settings and the README's table come from that declaration.
+    """
+
+    def test_helpByTopic(self) -> None:
+        """The topics in a reader's order, each option under its own, in order."""
+        text = str(Options())
+        headings = [topic.heading for topic in TOPICS]
+        self.assertEqual(
+            headings,
+            [
+                "Stations and listener",
+                "InfluxDB",
+                "Journal",
+                "Limits",
+                "Monitoring",
+                "Logs",
+            ],
+        )
+        places = [text.index(f"\n{heading}:\n") for heading in headings]
+        self.assertEqual(places, sorted(places))
+        listed = re.findall(r"^  (?:-\w,|   ) --([a-z0-9-]+)", text, re.MULTILINE)
+        self.assertEqual(listed, [o.name for o in DECLARED] + ["help", "version"])
+        self.assertIn("[default: 8266]", text)
+        self.assertEqual(text.count("Usage:"), 0)  # twistd puts its own line first
+
+    def test_internalHidden(self) -> None:
+        """--workers (removed), --password and --token (refused) are not offered."""
+        text = str(Options())
+        for hidden in ("--workers", "--password=", "--token="):
+            self.assertNotIn(hidden, text)
+
+    def test_helpStandsAlone(self) -> None:
+        """Each help text is a sentence of its own, not the rest of another."""
+        for option in DECLARED:
+            self.assertRegex(option.help, r"^[A-Z].*[.]$", option.name)
+            self.assertFalse(option.help.startswith("..."), option.name)
+            self.assertNotIn("those figures", option.help, option.name)
+
+    def test_version(self) -> None:
+        """twistd weather --version is weather's."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, parse, "--version")
+        self.assertEqual(error.code, 0)
+        self.assertEqual(out.getvalue(), f"weather {__version__}\n")
+
+    def test_settingsHaveNoDefaults(self) -> None:
+        """Settings take every value from the options: none has a default of its own."""
+        for field in dataclasses.fields(Settings):
+            self.assertIs(field.default, dataclasses.MISSING, field.name)
+            self.assertIs(field.default_factory, dataclasses.MISSING, field.name)
+
+    def test_coercionMessage(self) -> None:
+        """A coercion's ValueError follows the option's name; ConfigurationError is kept."""
+        option = Option("x", "X.", coerce=int)
+        self.assertEqual(option.value("12"), 12)
+        self.assertIsNone(option.value(None))
+        error = self.assertRaises(ConfigurationError, option.value, "a")
+        self.assertTrue(str(error).startswith("--x invalid literal"), str(error))
+
+        def own(text: str) -> str:
+            raise ConfigurationError("a message of its own")
+
+        error = self.assertRaises(
+            ConfigurationError, Option("x", "X.", coerce=own).value, ""
+        )
+        self.assertEqual(str(error), "a message of its own")
+
+    def test_readmeTable(self) -> None:
+        """README's options table: the declared options, in order, with their defaults."""
+        with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+        rows = re.findall(
+            r"^\| `--([a-z0-9-]+)`(?:, `-(\w)`)? \| ([^|]*) \|", readme, re.MULTILINE
+        )
+        self.assertEqual([name for name, _, _ in rows], [o.name for o in DECLARED])
+        for (name, short, default), option in zip(rows, DECLARED, strict=True):
+            self.assertEqual(short or None, option.short, name)
+            if option.default is not None:
+                self.assertTrue(default.startswith(f"`{option.default}`"), (name, default))

@@ -18,12 +18,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.unit.test_cli import run
 from weather.core.decode import decode_packet
 from weather.core.devices import REFERENCE_DEVICES, parse_devices
+from weather.core.packet import HEADER
 from weather.tools.simulate import (
     ACK,
+    RECORD,
     RING_RECORDS,
     Simulation,
     StationModel,
     Upload,
+    build_packet,
     devices_toml,
 )
 
@@ -85,6 +88,18 @@ class StationModelTests(SynchronousTestCase):
         station.delivered(second)
         self.assertEqual(station.held, [])
         self.assertEqual(len(station.wake(MIDNIGHT + 7200)), 30)
+
+    def test_buildPacket(self) -> None:
+        """The firmware's layout: the header, then the records as they are."""
+        self.assertEqual(
+            build_packet(7, [(1, 2, 3), (4, 5, 6)], wake_every=600, measure_every=60),
+            HEADER.pack(12, 600, 60, 6, 7, 3) + RECORD.pack(1, 2, 3) + RECORD.pack(4, 5, 6),
+        )
+        station = StationModel(2)
+        records = station.wake(MIDNIGHT)
+        self.assertEqual(
+            station.packet(records), build_packet(2, [r.fields for r in records])
+        )
 
     def test_intervalsMustFit(self) -> None:
         self.assertRaises(ValueError, StationModel, 1, wake_every=100, measure_every=30)
@@ -212,6 +227,33 @@ class SimulationTests(SynchronousTestCase):
         upload.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(upload.done, ConnectionDone)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cutAtOffsets(self) -> None:
+        """Pieces cut where the caller says: here inside the header."""
+        packet = bytes(range(189))
+        upload = Upload(packet, self.clock, [5, 100], delay=0.01)
+        transport = FirmwareConnection(self.clock)
+        transport.protocol = upload
+        upload.makeConnection(transport)
+        self.clock.advance(0.01)
+        self.clock.advance(0.01)
+        self.clock.advance(0)
+        self.assertEqual(transport.writes, [packet[:5], packet[5:100], packet[100:]])
+        self.assertTrue(transport.nodelay)
+        self.assertEqual(self.successResultOf(upload.done), "sent")
+
+    def test_acknowledgedAt(self) -> None:
+        """When the ACK came, by the clock the upload was given."""
+        upload = Upload(b"x" * 30, self.clock, ack_timeout=5)
+        transport = FirmwareConnection(self.clock)
+        transport.protocol = upload
+        upload.makeConnection(transport)
+        self.assertIsNone(upload.acknowledged_at)
+        self.clock.advance(0.25)
+        upload.dataReceived(ACK)
+        self.assertEqual(upload.acknowledged_at, self.clock.seconds())
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(upload.done), "acknowledged")
 
     def test_waitForAcknowledgement(self) -> None:
         self.reply = ACK

@@ -5,6 +5,7 @@ L{PointWriter}, against the in-memory InfluxDB of L{tests.fakeinflux}.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from email.utils import formatdate
@@ -23,7 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.fakeinflux import FakeInfluxDB
-from tests.support import Gate
+from tests.support import Gate, writer_options
 from weather.server.influx import InfluxV1, InfluxV2
 from weather.server.writer import PointsRejected, PointWriter, retry_after_seconds
 
@@ -135,14 +136,18 @@ class WriterTestCase(SynchronousTestCase):
                 dict(
                     event,
                     clock_time=self.clock.seconds(),
-                    failed_so_far=self.writer.stats["requests_failed"],
+                    failed_so_far=self.writer.stats.requests_failed,
                 )
             )
             globalLogPublisher(event)
 
         self.patch(PointWriter, "log", Logger(observer=observe))
         self.writer = PointWriter(
-            target, self.client, self.clock, rng=random.Random(SEED), **settings
+            target,
+            self.client,
+            self.clock,
+            rng=random.Random(SEED),
+            **writer_options(**settings),
         )
         #: Draws the same jitter as the writer's random.Random(SEED).
         self.jitter = random.Random(SEED)
@@ -408,9 +413,9 @@ class RetryTests(WriterTestCase):
         self.assertIsNone(self.successResultOf(d))
         self.assertIsNone(self.writer.failing_since)
         self.assertEqual(self.writer.pending, 0)
-        self.assertEqual(self.writer.stats["requests_failed"], failures)
-        self.assertEqual(self.writer.stats["points_retried"], 2 * failures)
-        self.assertEqual(self.writer.stats["points_refused"], 0)
+        self.assertEqual(self.writer.stats.requests_failed, failures)
+        self.assertEqual(self.writer.stats.points_retried, 2 * failures)
+        self.assertEqual(self.writer.stats.points_refused, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def assertStatusRetried(self, status: int, body: Any = b"") -> None:
@@ -481,7 +486,7 @@ class RetryTests(WriterTestCase):
         self.assertBackoff(2.0)
         self.assertEqual(self.stamps(), [1])
         self.assertIsNone(self.successResultOf(d))
-        self.assertEqual(self.writer.stats["points_refused"], 0)
+        self.assertEqual(self.writer.stats.points_refused, 0)
 
     def test_networkError(self) -> None:
         self.build(script=[ConnectionRefusedError(), ConnectionRefusedError()])
@@ -500,7 +505,7 @@ class RetryTests(WriterTestCase):
         d = self.writer.write([line(1)])
         self.writer.flush()
         self.assertEqual(self.sent, 1)
-        self.assertEqual(self.writer.stats["requests_failed"], 1)
+        self.assertEqual(self.writer.stats.requests_failed, 1)
         self.assertEqual(self.writer.pending, 1)
         [warning] = self.at(events, LogLevel.warn)
         self.assertEqual(warning["why"], "expected integer for port")
@@ -515,10 +520,10 @@ class RetryTests(WriterTestCase):
         self.writer.flush()
         self.assertEqual(self.sent, 1)
         self.clock.advance(29.999)
-        self.assertEqual(self.writer.stats["requests_failed"], 0)
+        self.assertEqual(self.writer.stats.requests_failed, 0)
         self.assertIsNone(self.writer.failing_since)
         self.clock.advance(0.002)
-        self.assertEqual(self.writer.stats["requests_failed"], 1)
+        self.assertEqual(self.writer.stats.requests_failed, 1)
         self.assertEqual(self.writer.failing_since, self.clock.seconds())
         self.assertTrue(self.client.hanging[0].called)
         [warning] = self.at(events, LogLevel.warn)
@@ -541,7 +546,7 @@ class RetryTests(WriterTestCase):
         self.assertEqual(self.sent, 1)
         self.clock.advance(30.001)
         self.stub.flush()
-        self.assertEqual(self.writer.stats["requests_failed"], 1)
+        self.assertEqual(self.writer.stats.requests_failed, 1)
         self.clock.advance(1.0)
         self.stub.flush()
         self.assertEqual(self.sent, 2)
@@ -653,9 +658,9 @@ class OversizeTests(WriterTestCase):
             [(8, 4), (4, 2)],
         )
         stats = self.writer.stats
-        self.assertEqual(stats["points_written"], 13)
-        self.assertEqual(stats["points_refused"], 0)
-        self.assertEqual(stats["requests_failed"], 0)
+        self.assertEqual(stats.points_written, 13)
+        self.assertEqual(stats.points_refused, 0)
+        self.assertEqual(stats.requests_failed, 0)
         self.assertIsNone(self.writer.failing_since)
 
     def test_singlePointTooLargeRefused(self) -> None:
@@ -666,7 +671,7 @@ class OversizeTests(WriterTestCase):
         self.assertEqual(failure.value.status, 413)
         self.assertEqual(failure.value.message, "Request Entity Too Large")
         self.assertEqual(failure.value.lines, [fixed(1)])
-        self.assertEqual(self.writer.stats["points_refused"], 1)
+        self.assertEqual(self.writer.stats.points_refused, 1)
         self.assertEqual(self.writer.pending, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         # A point that fits still goes.
@@ -704,9 +709,9 @@ class RefusedTests(WriterTestCase):
         self.assertEqual(failure.value.status, 400)
         self.assertEqual(failure.value.message, message)
         self.assertEqual(failure.value.lines, [self.BAD])
-        self.assertEqual(self.writer.stats["points_refused"], 1)
-        self.assertEqual(self.writer.stats["points_written"], 8)
-        self.assertEqual(self.writer.stats["requests_failed"], 0)
+        self.assertEqual(self.writer.stats.points_refused, 1)
+        self.assertEqual(self.writer.stats.points_written, 8)
+        self.assertEqual(self.writer.stats.requests_failed, 0)
         self.assertEqual(self.writer.pending, 0)
         self.assertIsNone(self.writer.failing_since)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -935,9 +940,8 @@ class StatsTests(WriterTestCase):
         refused = self.writer.write([line(4), b"m f=bad 5"])
         self.writer.flush()
         self.failureResultOf(refused, PointsRejected)
-        stats = self.writer.stats
         self.assertEqual(
-            {key: stats[key] for key in stats},
+            dataclasses.asdict(self.writer.stats),
             {
                 "points_queued": 5,
                 # 3 failed twice, then [1,2,3]; [4,bad] refused, [4], [bad].
@@ -964,7 +968,7 @@ class LoggingTests(WriterTestCase):
         while len(self.fake.requests) < 101 and self.clock.seconds() < 60:
             self.clock.advance(0.05)
         self.assertEqual(len(self.fake.requests), 101)
-        self.assertEqual(self.writer.stats["requests_failed"], 100)
+        self.assertEqual(self.writer.stats.requests_failed, 100)
         self.assertEqual(self.stamps(), [1])
         [warning] = self.at(events, LogLevel.warn)
         self.assertEqual(warning["why"], "HTTP 500: boom")
@@ -1010,7 +1014,7 @@ class LoggingTests(WriterTestCase):
         for d in writes:
             self.failureResultOf(d, PointsRejected)
         self.assertEqual(len(self.at(events, LogLevel.error)), 1)
-        self.assertEqual(self.writer.stats["points_refused"], 5)
+        self.assertEqual(self.writer.stats.points_refused, 5)
 
 
 class RetryAfterTests(SynchronousTestCase):
@@ -1092,7 +1096,7 @@ class WritesAcrossBatchesTests(WriterTestCase):
             else:
                 self.assertIsNone(self.successResultOf(d))
         stats = self.writer.stats
-        self.assertEqual(stats["points_written"], len(good))
-        self.assertEqual(stats["points_refused"], len(bad & set(range(start))))
-        self.assertEqual(stats["requests_failed"], 0)
+        self.assertEqual(stats.points_written, len(good))
+        self.assertEqual(stats.points_refused, len(bad & set(range(start))))
+        self.assertEqual(stats.requests_failed, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])

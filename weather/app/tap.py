@@ -19,13 +19,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from weather.app.logfile import attach
+from weather.app.options import ConfigurationError, Options
 from weather.app.reload import DevicesReloader, HangupService
-from weather.app.settings import (
-    ConfigurationError,
-    Options,
-    Settings,
-    settings_from_options,
-)
+from weather.app.settings import Settings, settings_from_options
 from weather.journal.service import (
     LOCKNAME,
     IDiskWorker,

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TextIO
 
-from weather.core.decode import NANOSECONDS, decode_packet, is_storable
+from weather.core.decode import NANOSECONDS
 from weather.core.devices import DeviceProfile
-from weather.core.lineprotocol import LineEncoder
+from weather.core.lineprotocol import LineEncoder, packet_points
 from weather.core.packet import PacketRejected, Reason, read_header
 
 _SEPARATORS = re.compile(r"[\s,;:\[\]()]+")
@@ -132,9 +132,12 @@ def describe_packet(
         f"Arrival:           {when(arrival_ns)} UTC\n"
     )
     try:
-        decoded = decode_packet(data, arrival_ns, previous_arrival_ns, profiles)
+        points = packet_points(
+            data, arrival_ns, previous_arrival_ns, profiles, LineEncoder()
+        )
     except PacketRejected as e:
         return _rejected(e, out)
+    decoded = points.decoded
     interval = decoded.interval_ns / NANOSECONDS
     how = (
         "measured from the previous packet"
@@ -163,8 +166,13 @@ def describe_packet(
         )
     if lines:
         out.write("\nLine protocol (as written to InfluxDB):\n")
-        for line in LineEncoder().encode(filter(is_storable, readings)):
+        for line in points.lines:
             out.write(line.decode("utf-8") + "\n")
+        if points.not_finite:
+            out.write(
+                f"({points.not_finite} values NaN or infinite, left out: "
+                "InfluxDB cannot store them)\n"
+            )
     return 0
 
 

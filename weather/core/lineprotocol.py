@@ -1,5 +1,5 @@
 """
-InfluxDB line protocol: readings to points.
+InfluxDB line protocol: packets to points.
 
 Pure code.  Escaping follows InfluxDB's line protocol reference: in a
 measurement, commas and spaces are escaped; in tag keys, tag values and field
@@ -7,19 +7,23 @@ keys, commas, equals signs and spaces.  Backslashes themselves are literal, and
 names ending in a backslash or holding a newline cannot be written (the
 devices file loader refuses them).  Values are floats, timestamps nanoseconds.
 
-A packet's lines are built column by column (L{LineEncoder.encode_packet}):
-most of the time of writing a line goes into C{repr} of its value (up to half
-a microsecond for a value such as C{20.1818603515625}), and a station's values
-repeat, so each series remembers the start of its lines by value.
+L{packet_points} is the one way from a journaled packet to the lines written
+for it: the server's pipeline, C{weather replay} and C{weather decode --lines}
+all take it.  A packet's lines are built column by column
+(L{LineEncoder.encode_packet}): most of the time of writing a line goes into
+C{repr} of its value (up to half a microsecond for a value such as
+C{20.1818603515625}), and a station's values repeat, so each series remembers
+the start of its lines by value.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from operator import add
+from typing import NamedTuple
 
-from weather.core.decode import DecodedPacket, Reading
+from weather.core.decode import DecodedPacket, Reading, decode_packet
 from weather.core.devices import DeviceProfile
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
@@ -45,6 +49,16 @@ def series_prefix(measurement: str, tags: Iterable[tuple[str, str]], field: str)
 def format_float(value: float) -> str:
     """A float as line protocol writes it (finite values only)."""
     return repr(float(value))
+
+
+def line(reading: Reading) -> bytes:
+    """
+    One finite reading as a line, without its newline: for points that are
+    not a packet's, such as the server's own figures (L{weather.ops.selfstats}).
+    A packet's lines come from L{packet_points}.
+    """
+    prefix = series_prefix(reading.measurement, reading.tags, reading.field)
+    return f"{prefix}{format_float(reading.value)} {reading.time_ns}".encode()
 
 
 #: How many values a series remembers the text of; then it forgets them all
@@ -74,36 +88,24 @@ class _Stems(dict[float, bytes]):
 
 class LineEncoder:
     """
-    Encode readings as line protocol, remembering each series' escaped prefix
-    (a station has a handful of series and sends thousands of readings) and,
-    for whole packets, the start of its lines by value.
+    Encode decoded packets as line protocol, remembering the start of each
+    series' lines by value (a station has a handful of series and sends
+    thousands of readings, many of them alike).
     """
 
     def __init__(self) -> None:
-        self._prefixes: dict[tuple, str] = {}
         self._stems: dict[tuple, _Stems] = {}
         #: id(profile) -> (profile, one _Stems per value): a profile's own
         #: hash compares all its fields, ten times the cost of the lookup.
         self._profiles: dict[int, tuple[DeviceProfile, list[_Stems]]] = {}
 
-    def line(self, reading: Reading) -> bytes:
-        """One reading as a line of line protocol, without its newline."""
-        key = (reading.measurement, reading.tags, reading.field)
-        prefix = self._prefixes.get(key)
-        if prefix is None:
-            prefix = self._prefixes[key] = series_prefix(*key)
-        return f"{prefix}{format_float(reading.value)} {reading.time_ns}".encode()
-
-    def encode(self, readings: Iterable[Reading]) -> list[bytes]:
-        """One line (without its newline) per reading."""
-        return [self.line(r) for r in readings]
-
     def encode_packet(self, decoded: DecodedPacket) -> list[bytes]:
         """
-        The lines (without newlines) of a decoded packet's storable values:
-        the same lines, in the same order, as C{encode(r for r in
-        decoded.readings if is_storable(r))}.  NaN and infinite values are
-        left out; C{decoded.value_count - len(lines)} says how many.
+        The lines (without newlines) of a decoded packet's storable values,
+        record by record, each record's values in profile order: the same
+        lines as L{line} of each finite reading in C{decoded.readings}
+        (tests/oracle.py checks so).  NaN and infinite values are left out;
+        C{decoded.value_count - len(lines)} says how many.
         """
         suffixes = [b" %d" % time_ns for time_ns in decoded.times]
         series = self._series(decoded.profile)
@@ -142,3 +144,32 @@ class LineEncoder:
             series.append(stems)
         self._profiles[id(profile)] = (profile, series)
         return series
+
+
+class PacketPoints(NamedTuple):
+    """A decoded packet and the lines written for it."""
+
+    decoded: DecodedPacket
+    lines: list[bytes]
+    #: How many of its values are NaN or infinite, left out of C{lines}:
+    #: InfluxDB cannot store them.
+    not_finite: int
+
+
+def packet_points(
+    data: bytes,
+    arrival_ns: int,
+    previous_arrival_ns: int | None,
+    profiles: Mapping[int, DeviceProfile],
+    encoder: LineEncoder,
+) -> PacketPoints:
+    """
+    Decode a journaled packet with the timing state recorded for it and
+    encode its storable values: what the server writes for it, whenever
+    and by whichever command that happens.
+
+    @raise PacketRejected: with the reason the packet cannot be decoded.
+    """
+    decoded = decode_packet(data, arrival_ns, previous_arrival_ns, profiles)
+    lines = encoder.encode_packet(decoded)
+    return PacketPoints(decoded, lines, decoded.value_count - len(lines))

@@ -20,8 +20,8 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
@@ -53,6 +53,17 @@ LOW_WATER = 0.9
 #: up to L{MAX_COUNT_WAIT} seconds.
 COUNT_DUTY_FACTOR = 20
 MAX_COUNT_WAIT = 600.0
+
+
+@dataclass(slots=True)
+class JournalCounts:
+    """What a L{Journal} counts, since it was made."""
+
+    packets_journaled: int = 0
+    packets_delivered: int = 0
+    packets_quarantined: int = 0
+    commits: int = 0
+    commits_failed: int = 0
 
 
 class IDiskWorker(Interface):
@@ -124,10 +135,10 @@ class Journal(Service):
         clock: IReactorTime,
         worker: IDiskWorker,
         *,
-        max_bytes: int = 1 << 30,
-        min_free_bytes: int = 32 << 20,
+        max_bytes: int,
+        min_free_bytes: int,
+        shutdown_timeout: float,
         retry_interval: float = 5.0,
-        shutdown_timeout: float = 10.0,
     ) -> None:
         self.directory = os.path.abspath(directory)
         self.clock = clock
@@ -137,7 +148,7 @@ class Journal(Service):
         self.retry_interval = retry_interval
         self.shutdown_timeout = shutdown_timeout
         self.file: JournalFile | None = None
-        self.stats: Counter[str] = Counter()
+        self.stats = JournalCounts()
         #: True while the journal takes no more packets (over the high-water mark,
         #: short of disk space, or failing to write).
         self.full = False
@@ -281,7 +292,7 @@ class Journal(Service):
     def delivered(self, entry_id: int) -> None:
         """InfluxDB has every point of this packet: it may leave the journal."""
         self._changes.delivered.add(entry_id)
-        self.stats["packets_delivered"] += 1
+        self.stats.packets_delivered += 1
         self._commit_next()
 
     def quarantine(
@@ -290,7 +301,7 @@ class Journal(Service):
         """Keep this packet aside, with why, for a person to look at and replay."""
         self._changes.delivered.discard(entry_id)
         self._changes.quarantined[entry_id] = self._quarantine(reason, detail, refused)
-        self.stats["packets_quarantined"] += 1
+        self.stats.packets_quarantined += 1
         self._commit_next()
 
     def pending(self, after_id: int, limit: int) -> Deferred[list[JournalEntry]]:
@@ -372,7 +383,7 @@ class Journal(Service):
         durable: Deferred[JournalEntry] = Deferred()
         self._changes.added.append((entry, quarantine))
         self._waiters.append((durable, entry))
-        self.stats["packets_journaled"] += 1
+        self.stats.packets_journaled += 1
         self._commit_next()
         return durable
 
@@ -386,7 +397,7 @@ class Journal(Service):
         changes, self._changes = self._changes, Changes()
         waiters, self._waiters = self._waiters, []
         self._committing = True
-        self.stats["commits"] += 1
+        self.stats.commits += 1
         done = self.worker.run(self._commit, self.file, changes)
         done.addCallbacks(
             self._committed,
@@ -420,7 +431,7 @@ class Journal(Service):
         self._committing = False
         self._changes = changes.then(self._changes)
         self._waiters = waiters + self._waiters
-        self.stats["commits_failed"] += 1
+        self.stats.commits_failed += 1
         why = failure.getErrorMessage() or failure.type.__name__
         if self.failing is None:
             self.failing = why

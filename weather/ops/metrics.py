@@ -1,10 +1,10 @@
 """
 The server's figures in Prometheus' terms.
 
-The services keep plain counters (their C{stats}); L{ServerCollector} reads
-them when Prometheus scrapes, so nothing is counted twice and nothing is
-global: every server has its own L{CollectorRegistry}.  Write latency and
-batch sizes are histograms, fed as writes succeed.
+The services keep plain counters (their C{stats}, a dataclass each);
+L{ServerCollector} reads them when Prometheus scrapes, so nothing is counted
+twice and nothing is global: every server has its own L{CollectorRegistry}.
+Write latency and batch sizes are histograms, fed as writes succeed.
 """
 
 from __future__ import annotations
@@ -19,18 +19,9 @@ from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 
 from weather import __version__
-from weather.core.packet import Reason
-from weather.server.admission import REASONS
 
 if TYPE_CHECKING:
     from weather.server.service import WeatherService
-
-#: Why packets are rejected: every L{Reason}, so each counter exists from the start.
-REJECTION_REASONS = tuple(
-    value
-    for name, value in vars(Reason).items()
-    if name.isupper() and isinstance(value, str)
-)
 
 WRITE_SECONDS_BUCKETS = (
     0.005,
@@ -73,8 +64,8 @@ class ServerCollector(Collector):
             "limit or rate, or accepted in the same burst as the last that fitted.",
             labels=["reason"],
         )
-        for reason in REASONS:
-            refused.add_metric([reason], stats[f"connections_refused_{reason}"])
+        for reason, count in stats.connections_refused.items():
+            refused.add_metric([reason], count)
         yield refused
         yield _counter(
             "weather_connections_timed_out", "Connections closed for idleness.", stats
@@ -105,8 +96,8 @@ class ServerCollector(Collector):
             "Packets put in quarantine on arrival or decoding, by reason.",
             labels=["reason"],
         )
-        for reason in REJECTION_REASONS:
-            rejected.add_metric([reason], stats[f"packets_rejected_{reason}"])
+        for reason, count in stats.packets_rejected.items():
+            rejected.add_metric([reason], count)
         yield rejected
         yield _counter(
             "weather_packets_acknowledged",
@@ -128,7 +119,7 @@ class ServerCollector(Collector):
         yield CounterMetricFamily(
             "weather_internal_errors",
             "Bugs caught; the packets concerned stay in the journal.",
-            value=stats["internal_errors"] + factory_stats["internal_errors"],
+            value=stats.internal_errors + factory_stats.internal_errors,
         )
 
     def _writes(self) -> Iterator[Metric]:
@@ -141,15 +132,15 @@ class ServerCollector(Collector):
         yield CounterMetricFamily(
             "weather_points_quarantined",
             "Points InfluxDB refused for good; their packets are in quarantine.",
-            value=self.server.pipeline.stats["points_refused"],
+            value=self.server.pipeline.stats.points_refused,
         )
         yield CounterMetricFamily(
-            "weather_write_requests", "Write requests sent.", value=stats["requests"]
+            "weather_write_requests", "Write requests sent.", value=stats.requests
         )
         yield CounterMetricFamily(
             "weather_write_requests_failed",
             "Write requests that failed and will be retried.",
-            value=stats["requests_failed"],
+            value=stats.requests_failed,
         )
         yield GaugeMetricFamily(
             "weather_points_pending",
@@ -202,12 +193,12 @@ class ServerCollector(Collector):
         yield CounterMetricFamily(
             "weather_journal_commits",
             "Journal transactions.",
-            value=journal.stats["commits"],
+            value=journal.stats.commits,
         )
         yield CounterMetricFamily(
             "weather_journal_commits_failed",
             "Journal transactions that failed (disk full, I/O error).",
-            value=journal.stats["commits_failed"],
+            value=journal.stats.commits_failed,
         )
 
     def _stations(self) -> Iterator[Metric]:
@@ -265,10 +256,13 @@ class ServerCollector(Collector):
         yield from families.values()
 
 
-def _counter(name: str, documentation: str, stats) -> CounterMetricFamily:
-    """A counter read from a C{stats} entry of the same name (without weather_)."""
+def _counter(name: str, documentation: str, stats: object) -> CounterMetricFamily:
+    """
+    A counter read from the C{stats} field of the same name (without
+    weather_); a name with no such field raises L{AttributeError}.
+    """
     return CounterMetricFamily(
-        name, documentation, value=stats[name.removeprefix("weather_")]
+        name, documentation, value=getattr(stats, name.removeprefix("weather_"))
     )
 
 

@@ -8,6 +8,7 @@ next to the readings without a Prometheus.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
@@ -15,7 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from weather.core.decode import Reading
-from weather.core.lineprotocol import LineEncoder
+from weather.core.lineprotocol import line
 from weather.server.logs import RateLimitedLog
 from weather.server.writer import PointWriter
 
@@ -55,6 +56,15 @@ def self_stat_readings(
     return readings
 
 
+@dataclass(slots=True)
+class SelfStatsCounts:
+    """What a L{SelfStatsReporter} counts, since it was made."""
+
+    points_queued: int = 0
+    #: Intervals with nothing written: writes failing, or the writer overloaded.
+    reports_skipped: int = 0
+
+
 class SelfStatsReporter:
     """
     Write the registry's figures through C{writer}, one call per interval,
@@ -74,8 +84,8 @@ class SelfStatsReporter:
         self.registry = registry
         self.writer = writer
         self.clock = clock
-        self.encoder = LineEncoder()
         self._limited = RateLimitedLog(self.log, clock, period=3600)
+        self.stats = SelfStatsCounts()
 
     def report(self) -> None:
         """
@@ -85,11 +95,11 @@ class SelfStatsReporter:
         """
         writer = self.writer
         if writer.overloaded or not writer.running or writer.failing_since is not None:
-            self.writer.stats["self_stats_skipped"] += 1
+            self.stats.reports_skipped += 1
             return
         time_ns = round(self.clock.seconds() * 1e6) * 1000
-        lines = self.encoder.encode(self_stat_readings(self.registry, time_ns, self.tags))
-        self.writer.stats["self_stats_points"] += len(lines)
+        lines = [line(r) for r in self_stat_readings(self.registry, time_ns, self.tags)]
+        self.stats.points_queued += len(lines)
         self.writer.write(lines).addErrback(self._refused)
 
     def _refused(self, failure: Failure) -> None:

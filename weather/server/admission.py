@@ -43,10 +43,6 @@ def parse_network(text: str) -> Network:
 
 #: Parsed peer addresses an L{Admission} keeps (then it starts again).
 ADDRESSES_KEPT = 4096
-#: IPv6 peers share their limits with their network of this prefix by
-#: default: a host picks new (privacy) addresses within its /64 at will, as
-#: an IPv4 LAN shares its router's one address.
-IPV6_LIMIT_PREFIX = 64
 _UNKNOWN = object()
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -67,10 +63,12 @@ def peer_address(host: str | None) -> Address | None:
     return address
 
 
-def limit_key(address: Address, ipv6_prefix: int = IPV6_LIMIT_PREFIX) -> LimitKey:
+def limit_key(address: Address, ipv6_prefix: int) -> LimitKey:
     """
     What C{address} counts as for the per-address limits: itself (IPv4),
-    or its network of C{ipv6_prefix} bits (IPv6).
+    or its network of C{ipv6_prefix} bits (IPv6): a host picks new (privacy)
+    addresses within its /64 at will, as an IPv4 LAN shares its router's one
+    address.
     """
     if isinstance(address, ipaddress.IPv6Address):
         return ipaddress.IPv6Network((address, ipv6_prefix), strict=False)
@@ -153,18 +151,19 @@ class Admission:
     Decide, connection by connection, whether a peer may talk to the server,
     and keep count of what is open per address (per network of
     C{ipv6_prefix} bits for IPv6: see L{limit_key}); the allow-list is
-    matched against the whole address.
+    matched against the whole address.  An empty C{allow} takes every
+    address; a C{rate} of None puts no limit on how often one connects.
     """
 
     def __init__(
         self,
         clock: IReactorTime,
         *,
-        max_connections: int = 512,
-        max_per_peer: int = 32,
-        ipv6_prefix: int = IPV6_LIMIT_PREFIX,
-        allow: Iterable[Network] = (),
-        rate: RateLimit | None = None,
+        max_connections: int,
+        max_per_peer: int,
+        ipv6_prefix: int,
+        allow: Iterable[Network],
+        rate: RateLimit | None,
     ) -> None:
         self.max_connections = max_connections
         self.max_per_peer = max_per_peer

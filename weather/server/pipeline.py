@@ -16,8 +16,8 @@ chunks; the backlog is on disk.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -26,18 +26,52 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from weather.core.decode import NANOSECONDS, decode_packet
+from weather.core.decode import NANOSECONDS
 from weather.core.devices import DeviceProfile
-from weather.core.lineprotocol import LineEncoder
+from weather.core.lineprotocol import LineEncoder, packet_points
 from weather.core.packet import Header, Packet, PacketRejected, Reason
 from weather.journal.service import Journal
 from weather.journal.store import JournalEntry
+from weather.server.counts import ReasonCounts
 from weather.server.interfaces import IPacketSink, IPipelineObserver
 from weather.server.logs import RateLimitedLog
 from weather.server.writer import PointsRejected, PointWriter
 
 #: The reason recorded for packets whose points InfluxDB refused.
 REFUSED = "refused_by_influxdb"
+#: Why packets are rejected on arrival or decoding: every L{Reason}.
+REJECTION_REASONS = tuple(
+    value
+    for name, value in vars(Reason).items()
+    if name.isupper() and isinstance(value, str)
+)
+
+
+@dataclass(slots=True)
+class PipelineCounts:
+    """What a L{PacketPipeline} counts, since it was made."""
+
+    packets_accepted: int = 0
+    #: By reason: one of L{REJECTION_REASONS}.
+    packets_rejected: ReasonCounts = field(
+        default_factory=lambda: ReasonCounts(REJECTION_REASONS)
+    )
+    packets_from_journal: int = 0
+    packets_too_close: int = 0
+    packets_quarantined_refused: int = 0
+    records_decoded: int = 0
+    readings_decoded: int = 0
+    readings_not_finite: int = 0
+    points_refused: int = 0
+    internal_errors: int = 0
+
+
+def refusal(refused: PointsRejected) -> tuple[str, str, tuple[bytes, ...]]:
+    """
+    The quarantine reason, detail and refused lines of a packet whose points
+    InfluxDB refused for good: the same for the server and C{weather replay}.
+    """
+    return REFUSED, f"HTTP {refused.status}: {refused.message}", tuple(refused.lines)
 
 
 @implementer(IPacketSink)
@@ -63,7 +97,7 @@ class PacketPipeline(Service):
         self.chunk = chunk
         self.retry_interval = retry_interval
         self.encoder = LineEncoder()
-        self.stats: Counter[str] = Counter()
+        self.stats = PipelineCounts()
         #: Told what becomes of each packet (see L{subscribe}).
         self.observers: list[IPipelineObserver] = []
         #: Packets handed to the writer and not yet settled.
@@ -148,7 +182,7 @@ class PacketPipeline(Service):
         try:
             self._decode_and_send(entry)
         except Exception:
-            self.stats["internal_errors"] += 1
+            self.stats.internal_errors += 1
             self.log.failure(
                 "Internal error decoding packet {id}; it stays in the journal",
                 id=entry.id,
@@ -170,7 +204,7 @@ class PacketPipeline(Service):
             )
         for entry in entries:
             self._cursor = entry.id
-            self.stats["packets_from_journal"] += 1
+            self.stats.packets_from_journal += 1
             self._process(entry)
         # Only now: a writer that has room again while this chunk is sent
         # must not start a second read from the middle of it.
@@ -197,8 +231,12 @@ class PacketPipeline(Service):
         """Decode one journaled packet and send its points."""
         packet = entry.packet
         try:
-            decoded = decode_packet(
-                packet.data, packet.arrival_ns, entry.previous_arrival_ns, self.profiles
+            decoded, lines, skipped = packet_points(
+                packet.data,
+                packet.arrival_ns,
+                entry.previous_arrival_ns,
+                self.profiles,
+                self.encoder,
             )
         except PacketRejected as error:
             self._count_rejection(packet, error)
@@ -208,18 +246,15 @@ class PacketPipeline(Service):
         header = decoded.header
         if entry.previous_arrival_ns is not None:
             self._check_spacing(header, packet.arrival_ns - entry.previous_arrival_ns)
-        self.stats["packets_accepted"] += 1
-        self.stats["records_decoded"] += header.record_count
+        self.stats.packets_accepted += 1
+        self.stats.records_decoded += header.record_count
         for observer in self.observers:
             observer.packet_decoded(
                 decoded, packet.peer, packet.arrival_ns, entry.previous_arrival_ns
             )
-        # NaN and infinite values are left out: InfluxDB cannot store them.
-        lines = self.encoder.encode_packet(decoded)
-        self.stats["readings_decoded"] += len(lines)
-        skipped = decoded.value_count - len(lines)
+        self.stats.readings_decoded += len(lines)
         if skipped:
-            self.stats["readings_not_finite"] += skipped
+            self.stats.readings_not_finite += skipped
             self._limited.warn(
                 ("not-finite", header.device_id),
                 "Device {device} sent {count} values that are NaN or infinite; "
@@ -244,14 +279,9 @@ class PacketPipeline(Service):
         self.in_flight -= 1
         failure.trap(PointsRejected)
         refused: PointsRejected = failure.value
-        self.stats["points_refused"] += len(refused.lines)
-        self.stats["packets_quarantined_refused"] += 1
-        self.journal.quarantine(
-            entry_id,
-            REFUSED,
-            f"HTTP {refused.status}: {refused.message}",
-            tuple(refused.lines),
-        )
+        self.stats.points_refused += len(refused.lines)
+        self.stats.packets_quarantined_refused += 1
+        self.journal.quarantine(entry_id, *refusal(refused))
 
     def _check_spacing(self, header: Header, spacing_ns: int) -> None:
         """
@@ -260,7 +290,7 @@ class PacketPipeline(Service):
         on the same timestamps and overwrite each other, so say so.
         """
         if 3 * spacing_ns < header.wake_every * NANOSECONDS:
-            self.stats["packets_too_close"] += 1
+            self.stats.packets_too_close += 1
             self._limited.warn(
                 ("too-close", header.device_id),
                 "Device {device} sent a packet {seconds:.1f} s after its previous "
@@ -274,8 +304,7 @@ class PacketPipeline(Service):
     # -- rejections ------------------------------------------------------------
 
     def _count_rejection(self, packet: Packet, error: PacketRejected) -> None:
-        self.stats["packets_rejected"] += 1
-        self.stats[f"packets_rejected_{error.reason}"] += 1
+        self.stats.packets_rejected.add(error.reason)
         if packet.device_id is not None:
             for observer in self.observers:
                 observer.packet_rejected(self.profiles.get(packet.device_id))

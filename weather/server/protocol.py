@@ -16,8 +16,8 @@ waits for it can delete its records knowing the server has them.
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -26,14 +26,9 @@ from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from weather.core.packet import (
-    MAX_PACKET_SIZE,
-    Packet,
-    PacketFramer,
-    PacketRejected,
-    Reason,
-)
-from weather.server.admission import NOT_ALLOWED, Admission, peer_address
+from weather.core.packet import Packet, PacketFramer, PacketRejected, Reason
+from weather.server.admission import NOT_ALLOWED, REASONS, Admission, peer_address
+from weather.server.counts import ReasonCounts
 from weather.server.interfaces import IPacketSink
 from weather.server.logs import RateLimitedLog
 
@@ -50,6 +45,18 @@ def describe_peer(address: IAddress) -> str:
     if host is None:
         return str(getattr(address, "name", None) or address)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(slots=True)
+class ConnectionCounts:
+    """What a L{StationFactory} counts, since it was made."""
+
+    connections_accepted: int = 0
+    #: By reason: one of L{weather.server.admission.REASONS}.
+    connections_refused: ReasonCounts = field(default_factory=lambda: ReasonCounts(REASONS))
+    connections_timed_out: int = 0
+    packets_acknowledged: int = 0
+    internal_errors: int = 0
 
 
 class StationProtocol(Protocol, TimeoutMixin):
@@ -100,10 +107,10 @@ class StationProtocol(Protocol, TimeoutMixin):
         """The packet is durable: tell the station, if it still listens."""
         if self.connected and not self.transport.disconnecting:
             self.transport.write(ACK)
-            self.factory.stats["packets_acknowledged"] += 1
+            self.factory.stats.packets_acknowledged += 1
 
     def timeoutConnection(self) -> None:
-        self.factory.stats["connections_timed_out"] += 1
+        self.factory.stats.connections_timed_out += 1
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:
@@ -148,15 +155,16 @@ class StationFactory(Factory):
         self,
         sink: IPacketSink,
         clock: IReactorTime,
-        idle_timeout: float = 30.0,
-        max_packet_size: int = MAX_PACKET_SIZE,
-        admission: Admission | None = None,
+        *,
+        idle_timeout: float,
+        max_packet_size: int,
+        admission: Admission,
     ) -> None:
         self.sink = sink
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.max_packet_size = max_packet_size
-        self.admission = admission if admission is not None else Admission(clock)
+        self.admission = admission
         self.connections: set[StationProtocol] = set()
         #: True while connections are not read (the journal is full).
         self.paused = False
@@ -167,7 +175,7 @@ class StationFactory(Factory):
         self._refusals = RateLimitedLog(self.log, clock)
         self._logged_addresses: set[str] = set()
         self._drain_waiters: list[Deferred[None]] = []
-        self.stats: Counter[str] = Counter()
+        self.stats = ConnectionCounts()
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         host = getattr(addr, "host", None)
@@ -177,12 +185,11 @@ class StationFactory(Factory):
             protocol: Protocol = RefusedProtocol()
             protocol.factory = self
             return protocol
-        self.stats["connections_accepted"] += 1
+        self.stats.connections_accepted += 1
         return super().buildProtocol(addr)
 
     def _refused(self, host: str | None, peer: str, reason: str) -> None:
-        self.stats["connections_refused"] += 1
-        self.stats[f"connections_refused_{reason}"] += 1
+        self.stats.connections_refused.add(reason)
         if reason == NOT_ALLOWED:
             address = str(peer_address(host) or host)  # one form per address
             if address in self._logged_addresses:
@@ -222,7 +229,7 @@ class StationFactory(Factory):
         try:
             return self.sink.packet_received(packet)
         except Exception:
-            self.stats["internal_errors"] += 1
+            self.stats.internal_errors += 1
             self._limited.emit(
                 LogLevel.critical,
                 "deliver",

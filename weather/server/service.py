@@ -80,7 +80,7 @@ class StationListener(Service):
         factory: StationFactory,
         clock: IReactorTime,
         description: str,
-        grace: float = 5.0,
+        grace: float,
     ) -> None:
         self.endpoint = endpoint
         self.factory = factory
@@ -327,8 +327,8 @@ class WeatherService(MultiService):
         self.log.info(
             "Totals: {accepted} packets accepted, {rejected} quarantined on arrival "
             "or decoding; {written} points written, {refused} refused by InfluxDB",
-            accepted=packets["packets_accepted"],
-            rejected=packets["packets_rejected"],
-            written=points["points_written"],
-            refused=points["points_refused"],
+            accepted=packets.packets_accepted,
+            rejected=packets.packets_rejected.total(),
+            written=points.points_written,
+            refused=points.points_refused,
         )

@@ -17,7 +17,7 @@ the points InfluxDB refused for good.
 from __future__ import annotations
 
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -49,6 +49,19 @@ MAX_RETRY_AFTER = 3600.0
 STOPPING_BACKOFF = 1.0
 #: Below this fraction of C{max_pending}, an overloaded writer takes points again.
 RESUME_FRACTION = 0.8
+
+
+@dataclass(slots=True)
+class WriterCounts:
+    """What a L{PointWriter} counts, since it was made."""
+
+    points_queued: int = 0
+    points_written: int = 0
+    points_retried: int = 0
+    points_refused: int = 0
+    batches_written: int = 0
+    requests: int = 0
+    requests_failed: int = 0
 
 
 class PointsRejected(Exception):
@@ -154,13 +167,13 @@ class PointWriter(Service):
         client: Any,
         clock: IReactorTime,
         *,
-        batch_size: int = 5000,
-        flush_interval: float = 1.0,
-        request_timeout: float = 30.0,
+        batch_size: int,
+        flush_interval: float,
+        request_timeout: float,
+        max_backoff: float,
+        shutdown_timeout: float,
+        max_pending: int,
         initial_backoff: float = 1.0,
-        max_backoff: float = 60.0,
-        shutdown_timeout: float = 10.0,
-        max_pending: int = 1_000_000,
         rng: random.Random | None = None,
     ) -> None:
         self.target = target
@@ -178,7 +191,7 @@ class PointWriter(Service):
         #: Called with the new value of L{overloaded} when it changes.
         self.overload_observers: list[Callable[[bool], object]] = []
         self.random = rng if rng is not None else random.Random()
-        self.stats: Counter[str] = Counter()
+        self.stats = WriterCounts()
         #: When the current run of failed requests began (None: all is well).
         self.failing_since: float | None = None
         #: Why the last request failed, while they fail.
@@ -212,7 +225,7 @@ class PointWriter(Service):
         delivery = _Delivery(len(lines))
         self._queue.append((lines, delivery))
         self._queued += len(lines)
-        self.stats["points_queued"] += len(lines)
+        self.stats.points_queued += len(lines)
         self._schedule()
         return delivery.deferred
 
@@ -335,7 +348,7 @@ class PointWriter(Service):
 
     def _send(self, batch: _Batch) -> None:
         self._sending = batch
-        self.stats["requests"] += 1
+        self.stats.requests += 1
         started = self.clock.seconds()
         body = b"\n".join(batch.lines())
         request = maybeDeferred(
@@ -418,8 +431,8 @@ class PointWriter(Service):
     # -- outcomes ------------------------------------------------------------
 
     def _succeeded(self, batch: _Batch, started: float) -> None:
-        self.stats["points_written"] += batch.points
-        self.stats["batches_written"] += 1
+        self.stats.points_written += batch.points
+        self.stats.batches_written += 1
         self.last_write_seconds = self.clock.seconds() - started
         for observer in list(self.write_observers):
             observer(batch.points, self.last_write_seconds)
@@ -440,7 +453,7 @@ class PointWriter(Service):
         self._resend.appendleft(first)
 
     def _refuse(self, batch: _Batch, status: int, message: str) -> None:
-        self.stats["points_refused"] += batch.points
+        self.stats.points_refused += batch.points
         self._limited.error(
             ("refused", status),
             "InfluxDB refused {count} points for good (HTTP {status}): {why}; "
@@ -459,8 +472,8 @@ class PointWriter(Service):
     def _failed(self, batch: _Batch, why: str, retry_after: float | None) -> None:
         self._resend.appendleft(batch)
         self._failures += 1
-        self.stats["requests_failed"] += 1
-        self.stats["points_retried"] += batch.points
+        self.stats.requests_failed += 1
+        self.stats.points_retried += batch.points
         self.last_failure = why
         if self.failing_since is None:
             self.failing_since = self.clock.seconds()

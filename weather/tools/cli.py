@@ -24,22 +24,22 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from weather.app.settings import (
+from weather.app.options import (
     ConfigurationError,
-    Settings,
-    data_dir,
-    settings_from_options,
+    DataDirOptions,
+    DevicesOptions,
+    InfluxOptions,
+    WeatherOptions,
 )
-from weather.app.settings import (
-    Options as ServerOptions,
-)
-from weather.core.decode import decode_packet, is_storable
+from weather.app.options import Options as ServerOptions
+from weather.app.settings import Settings, settings_from_options
 from weather.core.devices import REFERENCE_DEVICES, DevicesError, load_devices
 from weather.core.dump import NotAPacket, describe_packet, packet_from_text
-from weather.core.lineprotocol import LineEncoder
+from weather.core.lineprotocol import LineEncoder, PacketPoints, packet_points
 from weather.core.packet import PacketRejected
 from weather.journal.service import server_running
 from weather.journal.store import (
@@ -48,50 +48,31 @@ from weather.journal.store import (
     Quarantine,
     QuarantinedPacket,
 )
-from weather.server.pipeline import REFUSED
+from weather.server.pipeline import refusal
 from weather.server.writer import PointsRejected, PointWriter
 from weather.tools.simulate import Simulation, StationModel, devices_toml, tcp_connector
 
-#: The server's options that say where and how to write to InfluxDB.
-INFLUX_OPTIONS = (
-    "influx-url",
-    "database",
-    "retention-policy",
-    "username",
-    "password-file",
-    "bucket",
-    "org",
-    "token-file",
-    "ca-file",
-    "devices",
-    "batch-size",
-    "request-timeout",
-)
 
+class CommandOptions(WeatherOptions):
+    """
+    A command with subcommands.  Once one is chosen, the synopsis is only the
+    way to it: the subcommand's synopsis follows (usage.Options joins them).
+    """
 
-class DataDirOptions(usage.Options):
-    optParameters = [
-        [
-            "data-dir",
-            "d",
-            None,
-            "The server's --data-dir (default: the server's default).",
-        ]
-    ]
-
-    def data_dir(self) -> str:
-        try:
-            return data_dir(self["data-dir"], os.environ)
-        except ConfigurationError as e:
-            raise usage.UsageError(str(e)) from None
+    def getSynopsis(self) -> str:
+        if getattr(self, "subCommand", None) is None:
+            return super().getSynopsis()
+        if self.parent is None:
+            return "Usage: weather"
+        return f"{self.parent.getSynopsis()} {self.parent.subCommand}"
 
 
 class JournalStatusOptions(DataDirOptions):
-    synopsis = "Usage: weather journal status [--data-dir DIR]"
+    synopsis = "[--data-dir DIR]"
 
 
-class JournalOptions(usage.Options):
-    synopsis = "Usage: weather journal status [--data-dir DIR]"
+class JournalOptions(CommandOptions):
+    synopsis = "status [--data-dir DIR]"
     subCommands = [
         ["status", None, JournalStatusOptions, "Packets to deliver, their age, disk use."]
     ]
@@ -102,13 +83,13 @@ class JournalOptions(usage.Options):
 
 
 class QuarantineListOptions(DataDirOptions):
-    synopsis = "Usage: weather quarantine list [--data-dir DIR] [--reason R] [--hex]"
+    synopsis = "[--data-dir DIR] [--reason R] [--hex]"
     optParameters = [["reason", "r", None, "Only packets quarantined for this reason."]]
     optFlags = [["hex", None, "Show each packet's bytes as hex."]]
 
 
-class QuarantineOptions(usage.Options):
-    synopsis = "Usage: weather quarantine list [--data-dir DIR]"
+class QuarantineOptions(CommandOptions):
+    synopsis = "list [--data-dir DIR] [--reason R] [--hex]"
     subCommands = [["list", None, QuarantineListOptions, "What is in quarantine, and why."]]
 
     def postOptions(self) -> None:
@@ -116,25 +97,21 @@ class QuarantineOptions(usage.Options):
             raise usage.UsageError("give a subcommand: list")
 
 
-class ReplayOptions(DataDirOptions):
-    synopsis = "Usage: weather replay [--data-dir DIR] [--devices FILE] [InfluxDB options]"
+class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
+    """The server's --data-dir, --devices and InfluxDB options, and the replay's own."""
+
+    synopsis = "[--data-dir DIR] [--devices FILE] [InfluxDB options]"
     longdesc = (
         "Decode quarantined packets again (after describing a device in the "
         "devices file, say) and write their readings to InfluxDB with the "
         "server's InfluxDB options. Delivered packets leave the quarantine; "
         "the others stay, with the new reason."
     )
-    optParameters = DataDirOptions.optParameters + [
-        p for p in ServerOptions.optParameters if p[0] in INFLUX_OPTIONS
-    ]
-    optParameters += [
+    optParameters = [
         ["reason", "r", None, "Only packets quarantined for this reason."],
         ["timeout", None, "300", "Give up on InfluxDB after this many seconds."],
     ]
-    optFlags = [
-        ["dry-run", "n", "Show what would be written; change nothing."],
-        *ServerOptions.optFlags,
-    ]
+    optFlags = [["dry-run", "n", "Show what would be written; change nothing."]]
 
     def opt_id(self, value: str) -> None:
         """Only this packet (repeatable)."""
@@ -144,10 +121,12 @@ class ReplayOptions(DataDirOptions):
             raise usage.UsageError(f"--id {value!r}: give a packet number") from None
 
     def settings(self) -> Settings:
-        """The InfluxDB target and devices, checked as the server checks them."""
+        """
+        The settings the server would have with these options (the options the
+        replay does not take have the server's defaults), checked as it checks them.
+        """
         server = ServerOptions()
-        for name in INFLUX_OPTIONS + ("insecure",):
-            server[name] = self[name]
+        server.update(self)
         return settings_from_options(server, os.environ)
 
 
@@ -177,8 +156,8 @@ def parse_time(value: str, name: str) -> int:
     return ns
 
 
-class DecodeOptions(usage.Options):
-    synopsis = "Usage: weather decode [options] [PACKET ...]"
+class DecodeOptions(DevicesOptions):
+    synopsis = "[options] [PACKET ...]"
     longdesc = (
         "Show a packet's header and its readings with the timestamps the server "
         "would give them. PACKET is hex (b4001000...), decimal bytes (180 0 16 "
@@ -188,7 +167,6 @@ class DecodeOptions(usage.Options):
     )
     optParameters = [
         ["file", "f", None, "Read the packet's raw bytes from this file (- for stdin)."],
-        ["devices", None, None, "The devices file (default: the reference station)."],
         ["arrival", "a", None, "When its last byte arrived (default: now)."],
         [
             "previous",
@@ -234,8 +212,8 @@ class DecodeOptions(usage.Options):
                 self[name] = parse_time(self[name], name)
 
 
-class SimulateOptions(usage.Options):
-    synopsis = "Usage: weather simulate [--host H] [--port P] [--stations N] [--packets K]"
+class SimulateOptions(WeatherOptions):
+    synopsis = "[--host H] [--port P] [--stations N] [--packets K]"
     longdesc = (
         "Simulated reference stations sending to a server as the firmware does: "
         "connect, write one packet, close (never reading unless --wait-ack). "
@@ -308,12 +286,12 @@ class SimulateOptions(usage.Options):
         ]
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     synopsis = "Usage: weather <command> [options]"
     longdesc = (
         "Look into the server's journal and quarantine, replay quarantined "
         "packets, decode a packet by hand, or simulate stations. The journal "
-        "commands take --data-dir (default: the server's)."
+        "and quarantine are the server's, or those in --data-dir."
     )
     subCommands = [
         ["journal", None, JournalOptions, "The journal: weather journal status."],
@@ -458,21 +436,22 @@ def quarantine_list(directory: str, reason: str | None, show_hex: bool, out: Tex
     return 0
 
 
-def lines_for(
+def points_for(
     item: QuarantinedPacket, settings: Settings, encoder: LineEncoder
-) -> list[bytes]:
+) -> PacketPoints:
     """
-    Decode a quarantined packet as the server would have, with its recorded
-    timing state.  @raise PacketRejected: it still cannot be decoded.
+    A quarantined packet's points, made as the server's pipeline makes them,
+    with its recorded timing state.  @raise PacketRejected: it still cannot
+    be decoded.
     """
-    entry = item.entry
-    decoded = decode_packet(
-        entry.packet.data,
-        entry.packet.arrival_ns,
-        entry.previous_arrival_ns,
+    packet = item.entry.packet
+    return packet_points(
+        packet.data,
+        packet.arrival_ns,
+        item.entry.previous_arrival_ns,
         settings.profiles,
+        encoder,
     )
-    return encoder.encode([r for r in decoded.readings if is_storable(r)])
 
 
 @inlineCallbacks
@@ -495,17 +474,20 @@ def replay(
             and (not options.get("ids") or q.entry.id in options["ids"])
         ]
         encoder = LineEncoder()
-        ready: list[tuple[QuarantinedPacket, list[bytes]]] = []
+        ready: list[tuple[QuarantinedPacket, PacketPoints]] = []
         still: dict[int, Quarantine] = {}
         for item in kept:
             try:
-                ready.append((item, lines_for(item, settings, encoder)))
+                ready.append((item, points_for(item, settings, encoder)))
             except PacketRejected as e:
                 still[item.entry.id] = Quarantine(e.reason, e.detail, time.time_ns())
         if options["dry-run"]:
-            for item, lines in ready:
-                out.write(f"# packet {item.entry.id}: {len(lines)} points\n")
-                for line in lines:
+            for item, points in ready:
+                count = f"{len(points.lines)} points"
+                if points.not_finite:
+                    count += f" ({points.not_finite} NaN or infinite values left out)"
+                out.write(f"# packet {item.entry.id}: {count}\n")
+                for line in points.lines:
                     out.write(line.decode("utf-8") + "\n")
             for entry_id, q in still.items():
                 why = f"{q.reason}: {q.detail}"
@@ -551,6 +533,7 @@ def _send(reactor, settings, ready, options, err, client) -> Any:
         request_timeout=settings.request_timeout,
         max_backoff=10,
         shutdown_timeout=1,
+        max_pending=settings.max_pending,
     )
     writer.startService()
     delivered: list[int] = []
@@ -564,15 +547,13 @@ def _send(reactor, settings, ready, options, err, client) -> Any:
 
     def refused_for_good(failure: Failure, entry_id: int) -> None:
         failure.trap(PointsRejected)
-        e: PointsRejected = failure.value
-        refused[entry_id] = Quarantine(
-            REFUSED, f"HTTP {e.status}: {e.message}", time.time_ns(), tuple(e.lines)
-        )
+        reason, detail, lines = refusal(failure.value)
+        refused[entry_id] = Quarantine(reason, detail, time.time_ns(), lines)
         progress.update(len(delivered) + len(refused))
 
     writes = []
-    for item, lines in ready:
-        d = writer.write(lines)
+    for item, points in ready:
+        d = writer.write(points.lines)
         d.addCallbacks(
             written,
             refused_for_good,
@@ -649,53 +630,59 @@ def simulate(reactor: Any, options: SimulateOptions, out: TextIO) -> Any:
 def main(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
-    """The console script."""
+    """
+    The console script: 0 when the command did all it was asked, 1 when not,
+    2 for a command line it cannot follow.  The commands that talk over the
+    network run under L{react}, which stops the reactor and exits with their
+    code.
+    """
     options = Options()
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
     except usage.UsageError as e:
         lost = str(e).startswith(("give a command", "give a subcommand"))
-        err.write(f"weather: {e}\n{options}\n" if lost else f"weather: {e}\n")
+        err.write(f"weather: {e}\n{_innermost(options)}\n" if lost else f"weather: {e}\n")
         return 2
     command = options.subCommand
     sub = options.subOptions
     try:
         if command == "decode":
             return decode(sub, out, sys.stdin, time.time_ns())
-        if command == "simulate":
-            if sub["devices-toml"]:
-                out.write(devices_toml(sub.device_ids()))
-                return 0
-            return _react(lambda reactor: simulate(reactor, sub, out))
         if command == "journal":
             return journal_status(sub.subOptions.data_dir(), out, time.time())
         if command == "quarantine":
             q = sub.subOptions
             return quarantine_list(q.data_dir(), q["reason"], q["hex"], out)
-        sub.settings()  # the InfluxDB options and devices file, checked before starting
-        JournalFile(sub.data_dir(), create=False).close()
-        return _react(lambda reactor: replay(reactor, sub, out, err))
+        if command == "simulate":
+            if sub["devices-toml"]:
+                out.write(devices_toml(sub.device_ids()))
+                return 0
+            run: tuple = (simulate, sub, out)
+        else:
+            sub.settings()  # the InfluxDB options and devices file, checked first
+            JournalFile(sub.data_dir(), create=False).close()
+            run = (replay, sub, out, err)
     except (JournalError, ConfigurationError, DevicesError, usage.UsageError) as e:
         err.write(f"weather: {e}\n")
         return 1
+    react(_exiting, run)
 
 
-def _react(run: Callable[[Any], Deferred]) -> int:
-    from twisted.internet import reactor
+def _innermost(options: usage.Options) -> usage.Options:
+    """The options of the (sub)command the command line got to."""
+    while getattr(options, "subOptions", None) is not None:
+        options = options.subOptions
+    return options
 
-    result: list[int] = []
-    failure: list[Any] = []
 
-    def go() -> None:
-        d = run(reactor)
-        d.addCallbacks(result.append, failure.append)
-        d.addBoth(lambda _: reactor.stop())
+def _exiting(reactor: Any, command: Callable[..., Deferred], *args: Any) -> Deferred:
+    """C{command}, whose result is the exit code; L{react} exits 0 unless told."""
 
-    reactor.callWhenRunning(go)
-    reactor.run()
-    if failure:
-        failure[0].raiseException()
-    return result[0]
+    def exit_with(code: int) -> None:
+        if code:
+            raise SystemExit(code)
+
+    return command(reactor, *args).addCallback(exit_with)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,17 @@ upload keeps the records for the next one.  Readings follow a day: temperature
 on a daily curve, humidity moving against it, light following the sun.
 
 L{StationModel} is pure (every time is passed in); L{Simulation} drives
-stations on a reactor and reports what they sent.
+stations on a reactor and reports what they sent.  L{build_packet},
+L{Upload} and L{send_packet} are the pieces tests and benchmarks send with.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -37,6 +39,22 @@ RING_RECORDS = 58
 RECORD = struct.Struct("<HHH")
 #: The server's acknowledgement byte (written once a packet is durable).
 ACK = b"\x06"
+
+
+def build_packet(
+    device_id: int,
+    records: Iterable[tuple[int, int, int]],
+    wake_every: int = 3600,
+    measure_every: int = 120,
+) -> bytes:
+    """
+    The packet a reference station writes: the header, then each record of
+    (light, humidity code, temperature code).
+    """
+    body = b"".join(RECORD.pack(*record) for record in records)
+    return (
+        HEADER.pack(len(body), wake_every, measure_every, RECORD.size, device_id, 3) + body
+    )
 
 
 def humidity_code(percent: float) -> int:
@@ -70,8 +88,10 @@ class Record:
     def temperature(self) -> float:
         return si7021_temperature(self.temperature_code)
 
-    def pack(self) -> bytes:
-        return RECORD.pack(self.lux, self.humidity_code, self.temperature_code)
+    @property
+    def fields(self) -> tuple[int, int, int]:
+        """What the station sends: light, humidity code, temperature code."""
+        return self.lux, self.humidity_code, self.temperature_code
 
 
 @dataclass
@@ -174,11 +194,9 @@ class StationModel:
 
     def packet(self, records: Sequence[Record]) -> bytes:
         """The packet the firmware writes for C{records}."""
-        body = b"".join(r.pack() for r in records)
-        header = HEADER.pack(
-            len(body), self.wake_every, self.measure_every, RECORD.size, self.device_id, 3
+        return build_packet(
+            self.device_id, (r.fields for r in records), self.wake_every, self.measure_every
         )
-        return header + body
 
     def delivered(self, records: Sequence[Record]) -> None:
         """The TCP write returned: the station forgets these records."""
@@ -188,37 +206,43 @@ class StationModel:
 
 class Upload(Protocol):
     """
-    The ESP's connection: write the packet (in C{segments} pieces, C{delay}
-    seconds apart), then close, or first wait up to C{ack_timeout} seconds for
-    the acknowledgement byte.  C{done} fires with C{"sent"}, C{"acknowledged"}
-    or C{"not acknowledged"}, or fails if the connection broke mid-write.
+    The ESP's connection: write the packet in C{segments} equal pieces (or cut
+    at the given offsets), C{delay} seconds apart, then close, or first wait up
+    to C{ack_timeout} seconds for the acknowledgement byte.  C{done} fires with
+    C{"sent"}, C{"acknowledged"} or C{"not acknowledged"}, or fails if the
+    connection broke mid-write.  C{acknowledged_at} is when the byte came.
     """
 
     def __init__(
         self,
         packet: bytes,
         clock: IReactorTime,
-        segments: int = 1,
+        segments: int | Sequence[int] = 1,
         delay: float = 0.05,
         ack_timeout: float | None = None,
     ) -> None:
-        self.packet = packet
+        if isinstance(segments, int):
+            size = -(-len(packet) // max(1, min(segments, len(packet))))
+            segments = range(size, len(packet), size)
+        bounds = [0, *segments, len(packet)]
+        self.pieces = [packet[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
         self.clock = clock
-        self.segments = max(1, min(segments, len(packet)))
         self.delay = delay
         self.ack_timeout = ack_timeout
         self.done: Deferred[str] = Deferred()
         self.written = False
-        self.acknowledged = False
+        self.acknowledged_at: float | None = None
         self._timeout: Any = None
         self._next_piece: Any = None
 
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
     def connectionMade(self) -> None:
-        if self.segments > 1:
+        if len(self.pieces) > 1:
             self.transport.setTcpNoDelay(True)
-        size = -(-len(self.packet) // self.segments)
-        pieces = [self.packet[i : i + size] for i in range(0, len(self.packet), size)]
-        self._write(pieces)
+        self._write(self.pieces)
 
     def _write(self, pieces: list[bytes]) -> None:
         if not self.transport.connected:
@@ -237,7 +261,7 @@ class Upload(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if ACK in data and not self.acknowledged:
-            self.acknowledged = True
+            self.acknowledged_at = self.clock.seconds()
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -250,6 +274,17 @@ class Upload(Protocol):
             self.done.callback("sent")
         else:
             self.done.callback("acknowledged" if self.acknowledged else "not acknowledged")
+
+
+def send_packet(host: str, port: int, packet: bytes, timeout: float = 10.0) -> bytes:
+    """
+    Blocking, for scripts and process tests that run no reactor: connect,
+    write C{packet} as a station does, and return what the server answers
+    (the acknowledgement byte once the packet is durable; C{b""} if it closes).
+    """
+    with socket.create_connection((host, port), timeout=timeout) as connection:
+        connection.sendall(packet)
+        return connection.recv(16)
 
 
 def utc(t: float, with_date: bool = False) -> str:

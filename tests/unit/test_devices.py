@@ -11,13 +11,13 @@ from fractions import Fraction
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from weather.app.settings import load_devices
 from weather.core.devices import (
     REFERENCE_DEVICES,
     REFERENCE_STATION,
     DeviceProfile,
     DevicesError,
     ValueSpec,
-    load_devices,
     parse_devices,
     si7021_humidity,
     si7021_temperature,

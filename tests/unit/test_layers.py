@@ -66,6 +66,26 @@ def violations(sources: dict[str, str]) -> list[str]:
     return sorted(set(found))
 
 
+#: What the pure core may not use: I/O, clocks, threads, the reactor.
+IMPURE = frozenset(
+    ("os", "io", "time", "socket", "select", "sqlite3", "subprocess", "threading")
+    + ("asyncio", "twisted", "treq", "zope", "pathlib", "shutil", "tempfile")
+)
+
+
+def impurities(source: str) -> list[str]:
+    """What in a core module's C{source} reaches outside it: imports, open()."""
+    found = [
+        f"{line}: imports {name}"
+        for line, name in imported_modules(source, "weather.core.x")
+        if name.split(".")[0] in IMPURE
+    ]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "open":
+            found.append(f"{node.lineno}: calls open()")
+    return found
+
+
 def package_sources() -> dict[str, str]:
     """The text of every module of the installed C{weather} package, by name."""
     root = os.path.dirname(os.path.abspath(weather.__file__))
@@ -93,6 +113,22 @@ class LayerTests(SynchronousTestCase):
 
     def test_eachLayerImportsOnlyBelow(self) -> None:
         self.assertEqual(violations(package_sources()), [])
+
+    def test_coreIsPure(self) -> None:
+        """The core reads no file, clock or socket: callers pass all it needs."""
+        found = {
+            module: impurities(source)
+            for module, source in package_sources().items()
+            if layer_of(module) == "core" and impurities(source)
+        }
+        self.assertEqual(found, {})
+
+    def test_impurityCaught(self) -> None:
+        source = "import time\nfrom os import path\ndef f(p):\n    return open(p)\n"
+        self.assertEqual(
+            impurities(source),
+            ["1: imports time", "2: imports os.path", "4: calls open()"],
+        )
 
     def test_violationCaught(self) -> None:
         """The check sees an upward import, in every form it can take."""

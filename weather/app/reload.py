@@ -15,7 +15,8 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from weather.core.devices import DeviceProfile, DevicesError, load_devices
+from weather.app.settings import load_devices
+from weather.core.devices import DeviceProfile, DevicesError
 
 
 class DevicesReloader:

@@ -31,7 +31,7 @@ from weather.core.devices import (
     REFERENCE_DEVICES,
     DeviceProfile,
     DevicesError,
-    load_devices,
+    parse_devices,
 )
 from weather.server.admission import Network, RateLimit
 from weather.server.influx import InfluxV1, InfluxV2, IWriteTarget
@@ -44,6 +44,7 @@ __all__ = [
     "Options",
     "Settings",
     "data_dir",
+    "load_devices",
     "settings_from_options",
 ]
 
@@ -143,6 +144,24 @@ def _target(
             f"${PASSWORD_VARIABLE}"
         )
     return InfluxV1(url, database, policy, username, password)
+
+
+def load_devices(path: str) -> Mapping[int, DeviceProfile]:
+    """
+    Read the devices file (--devices; the core parses it, this reads it).
+
+    @raise DevicesError: the file is unreadable or invalid; the message names
+        the file and says what to fix.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DevicesError(f"cannot read devices file {path}: {e}") from None
+    try:
+        return parse_devices(text)
+    except DevicesError as e:
+        raise DevicesError(f"devices file {path}: {e}") from None
 
 
 def _profiles(path: str | None) -> Mapping[int, DeviceProfile]:

@@ -4,10 +4,11 @@ stored.
 
 A profile maps a device id to its tags (such as C{place}) and its record
 layout: per value a name, a wire type and a conversion.  Profiles come from a
-TOML devices file (L{load_devices}) or, without one, from L{REFERENCE_DEVICES}:
-the reference station, stored exactly as the original server stored it.
+TOML devices file (L{parse_devices}; L{weather.app.settings.load_devices}
+reads the file) or, without one, from L{REFERENCE_DEVICES}: the reference
+station, stored exactly as the original server stored it.
 
-Pure code apart from L{load_devices}, which reads one file.
+Pure code: no I/O.
 """
 
 from __future__ import annotations
@@ -338,21 +339,3 @@ def parse_devices(text: str) -> Mapping[int, DeviceProfile]:
                     "overwrite each other; give each a distinct tag such as place"
                 )
     return MappingProxyType(profiles)
-
-
-def load_devices(path: str) -> Mapping[int, DeviceProfile]:
-    """
-    Read a devices file.
-
-    @raise DevicesError: the file is unreadable or invalid; the message names
-        the file and says what to fix.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DevicesError(f"cannot read devices file {path}: {e}") from None
-    try:
-        return parse_devices(text)
-    except DevicesError as e:
-        raise DevicesError(f"devices file {path}: {e}") from None

@@ -36,8 +36,8 @@ from weather.app.options import (
     WeatherOptions,
 )
 from weather.app.options import Options as ServerOptions
-from weather.app.settings import Settings, settings_from_options
-from weather.core.devices import REFERENCE_DEVICES, DevicesError, load_devices
+from weather.app.settings import Settings, load_devices, settings_from_options
+from weather.core.devices import REFERENCE_DEVICES, DevicesError
 from weather.core.dump import NotAPacket, describe_packet, packet_from_text
 from weather.core.lineprotocol import LineEncoder, PacketPoints, packet_points
 from weather.core.packet import PacketRejected

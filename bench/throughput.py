@@ -67,6 +67,7 @@ from tests.integration.daemon import (  # noqa: E402
     stop_process,
     twistd,
 )
+from weather.tools import simulate  # noqa: E402
 from weather.tools.localinflux import InfluxServer, free_port  # noqa: E402
 
 DATABASE = "weather"
@@ -171,19 +172,9 @@ class Load:
 
 
 def devices_toml(count: int) -> str:
-    """Stations 1..count of the reference layout, each with its own place tag."""
-    return "".join(
-        f"""
-[devices.{device}]
-tags = {{ place = "bench{device:03d}" }}
-values = [
-  {{ name = "light" }},
-  {{ name = "humidity", conversion = "si7021_humidity" }},
-  {{ name = "temperature", conversion = "si7021_temperature" }},
-]
-"""
-        for device in range(1, count + 1)
-    )
+    """Stations 1..count of the reference layout, placed at bench001, bench002..."""
+    devices = range(1, count + 1)
+    return simulate.devices_toml(devices, {d: f"bench{d:03d}" for d in devices})
 
 
 class Ceiling:
@@ -254,36 +245,24 @@ class Weather(Daemon):
         ]
         super().__init__(arguments, workdir, os.path.join(workdir, "twistd.log"))
 
-    def pids(self) -> list[int]:
-        """The server's process (a list: the measures below sum over processes)."""
-        return [self.pid]
-
     def cpu(self) -> float:
-        """CPU seconds of every process of the server."""
-        return sum(cpu_seconds(pid) for pid in self.pids())
+        """CPU seconds of the server (all its threads)."""
+        return cpu_seconds(self.pid)
 
-    def main_threads(self) -> dict[int, tuple[float, float]]:
-        """Per process: its main thread's CPU seconds and on-CPU-or-waiting seconds."""
-        return {
-            pid: (cpu_seconds(pid, pid), runnable_seconds(pid, pid)) for pid in self.pids()
-        }
+    def main_thread(self) -> tuple[float, float]:
+        """The main thread's CPU seconds and on-CPU-or-waiting seconds."""
+        return cpu_seconds(self.pid, self.pid), runnable_seconds(self.pid, self.pid)
 
     @staticmethod
-    def busiest(before: dict, after: dict, elapsed: float) -> tuple[float, float]:
-        """The busiest main thread between two L{main_threads}: (CPU, busy) shares."""
-        shares = [
-            (
-                (after[pid][0] - before[pid][0]) / elapsed,
-                (after[pid][1] - before[pid][1]) / elapsed,
-            )
-            for pid in after
-            if pid in before
-        ]
-        return max(shares, key=lambda share: share[1])
+    def main_shares(
+        before: tuple[float, float], after: tuple[float, float], elapsed: float
+    ) -> tuple[float, float]:
+        """The main thread's (CPU, busy) shares of C{elapsed} between two L{main_thread}."""
+        return (after[0] - before[0]) / elapsed, (after[1] - before[1]) / elapsed
 
     def memory_kib(self, key: str = "VmRSS") -> int:
-        """VmRSS or VmHWM summed over the server's processes."""
-        return sum(memory_kib(pid, key) for pid in self.pids())
+        """The server's VmRSS or VmHWM."""
+        return memory_kib(self.pid, key)
 
     def metrics(self) -> dict[str, float]:
         """The server's /metrics: {name or name{labels}: value}."""
@@ -297,9 +276,6 @@ class Weather(Daemon):
                 with contextlib.suppress(ValueError):
                     values[name] = float(value)
         return values
-
-    def data_dirs(self) -> list[str]:
-        return [self.data_dir]
 
     def received(self) -> int:
         """
@@ -318,31 +294,25 @@ class Weather(Daemon):
         """Packets in the journal not yet acknowledged by InfluxDB.
 
         The query `weather journal status` runs, on a read-only connection."""
-        pending = 0
-        for directory in self.data_dirs():
-            path = os.path.join(directory, "journal.sqlite3")
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-            try:
-                pending += db.execute(
-                    "SELECT count(*) FROM packet WHERE reason IS NULL"
-                ).fetchone()[0]
-            finally:
-                db.close()
-        return pending
+        path = os.path.join(self.data_dir, "journal.sqlite3")
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute(
+                "SELECT count(*) FROM packet WHERE reason IS NULL"
+            ).fetchone()[0]
+        finally:
+            db.close()
 
     def journal_status(self) -> str:
         """`weather journal status --data-dir D`, as the operator would run it."""
         weather = os.path.join(os.path.dirname(twistd()), "weather")
-        out = ""
-        for directory in self.data_dirs():
-            result = subprocess.run(
-                [weather, "journal", "status", "--data-dir", directory],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            out += result.stdout + result.stderr
-        return out
+        result = subprocess.run(
+            [weather, "journal", "status", "--data-dir", self.data_dir],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return result.stdout + result.stderr
 
 
 class Influx:
@@ -514,7 +484,7 @@ def probe(settings: Settings, server: Weather, influx: Influx, rate: float) -> d
     """
     written0, received0 = influx.points_written(), server.received()
     cpu0, icpu0 = server.cpu(), cpu_seconds(influx.pid)
-    main0 = server.main_threads()
+    main0 = server.main_thread()
     started = time.time()
     sent = Load.result(settings.load.start(server.port, settings.probe_seconds, rate=rate))
     load_end = time.time()
@@ -529,7 +499,7 @@ def probe(settings: Settings, server: Weather, influx: Influx, rate: float) -> d
     achieved = received / sent["elapsed"]
     lag = done - load_end
     cpu = server.cpu() - cpu0
-    main_share, main_busy = Weather.busiest(main0, server.main_threads(), elapsed)
+    main_share, main_busy = Weather.main_shares(main0, server.main_thread(), elapsed)
     result = {
         "rate": rate,
         "achieved": achieved,
@@ -576,7 +546,7 @@ def end_to_end_run(settings: Settings) -> dict:
     with servers(settings, "e2e") as (workdir, influx, server):
         written0 = influx.points_written()
         cpu0, icpu0 = server.cpu(), cpu_seconds(influx.pid)
-        main0 = server.main_threads()
+        main0 = server.main_thread()
         samples: list[tuple[float, int]] = []
         started = time.time()
         sender = settings.load.start(server.port, settings.seconds)
@@ -607,7 +577,7 @@ def end_to_end_run(settings: Settings) -> dict:
         cpu = server.cpu() - cpu0
         main, busy = (
             share * (done - started)
-            for share in Weather.busiest(main0, server.main_threads(), done - started)
+            for share in Weather.main_shares(main0, server.main_thread(), done - started)
         )
         icpu = cpu_seconds(influx.pid) - icpu0
         counts = influx.counts()

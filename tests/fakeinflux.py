@@ -5,21 +5,32 @@
 
 * InfluxDB 1.x ``POST /write?db=NAME[&rp=..][&precision=..]``,
 * InfluxDB 2.x ``POST /api/v2/write?org=ORG&bucket=NAME[&precision=..]``,
+* InfluxDB 3's ``POST /api/v3/write_lp?db=NAME[&precision=..][&accept_partial=..]``,
 * ``GET``/``HEAD /ping``,
 
 validates the line protocol the way InfluxDB does, stores accepted points in
 ``fake.points`` (nanosecond timestamps, as the server stores them) and answers
 with the status codes, JSON bodies and headers that the real servers send.
-Those were taken from a real ``influxd`` 1.6 (see ``tests/influxd.py``) and
-from InfluxDB 2.x's write handler, so a client's error handling can be tested
-without a server.  ``fail_next()`` queues canned responses (500, 503 with
-Retry-After, 429, ...) and ``fake.requests`` records every request.
+Those were taken from a real ``influxd`` 1.6 (see
+``tests/integration/influxd.py``), from InfluxDB 2.x's write handler, and for
+InfluxDB 3 from its documentation and HTTP handler (influxdb3_server's
+``http.rs``): a partial write is a 400 with ``{"error": "partial write of line
+protocol occurred", "data": [{"original_line", "line_number" (from 1),
+"error_message"}, ...]}`` and the good lines are stored; a wrong token is a 401
+``{"error": "the request was not authenticated"}``; a body over the limit is a
+500 ``max request size (N bytes) exceeded``.  So a client's error handling can
+be tested without a server.  ``fail_next()`` queues canned responses (500, 503
+with Retry-After, 429, ...) and ``fake.requests`` records every request.
 
 Differences from the real servers, on purpose: field types are remembered per
 database (or bucket) and measurement, where InfluxDB remembers them per shard
 (one week of data by default), so the fake can only be stricter; there is
 one user (1.x) and one token (2.x), both with every permission; InfluxQL
-queries are not served.
+queries are not served.  On ``/api/v3/write_lp``, a line that does not parse
+is described in 1.x's words (InfluxDB 3's parser words it differently), the
+``original_line`` of a type conflict is the line as sent (InfluxDB 3 writes it
+out again from what it parsed), and a write creates its database, as InfluxDB 3
+Core does.
 """
 
 from __future__ import annotations
@@ -51,6 +62,15 @@ V1_PRECISION: dict[str, int] = {
     "s": 1_000_000_000,
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
+}
+
+#: InfluxDB 3's /api/v3/write_lp: precision name -> nanoseconds per unit
+#: ("auto", the default, guesses from the timestamp's size).
+V3_PRECISION: dict[str, int] = {
+    "nanosecond": 1,
+    "microsecond": 1_000,
+    "millisecond": 1_000_000,
+    "second": 1_000_000_000,
 }
 
 #: InfluxDB 2.x: the only precisions accepted; anything else is a 400.
@@ -478,6 +498,10 @@ class FakeInfluxDB(resource.Resource):
                 if method != "POST":
                     raise self._v2_error(405, "method not allowed", "method not allowed")
                 self._write_v2(args, headers, body)
+            elif path == "/api/v3/write_lp":
+                if method != "POST":
+                    raise _Reply(405, b"Method Not Allowed", {})
+                self._write_v3(args, headers, body)
             else:
                 raise _Reply(
                     404,
@@ -578,15 +602,25 @@ class FakeInfluxDB(resource.Resource):
             return f'invalid tag key: input tag "time" on measurement "{m}" is invalid'
         if "time" in point.fields:
             return f'invalid field name: input field "time" on measurement "{m}" is invalid'
-        known = dict(self.field_types.get((target, m), {}))
+        conflict = self._conflict(target, m, pairs)
+        if conflict is None:
+            return None
+        key, kind, existing = conflict
+        return (
+            f'field type conflict: input field "{key}" on measurement '
+            f'"{m}" is type {kind}, already exists as type {existing}'
+        )
+
+    def _conflict(
+        self, target: str, measurement: str, pairs: list[tuple[str, FieldValue]]
+    ) -> tuple[str, str, str] | None:
+        """The first field whose type is not the stored one: key, type, stored type."""
+        known = dict(self.field_types.get((target, measurement), {}))
         for key, value in pairs:
             kind = _type_name(value)
             existing = known.setdefault(key, kind)
             if existing != kind:
-                return (
-                    f'field type conflict: input field "{key}" on measurement '
-                    f'"{m}" is type {kind}, already exists as type {existing}'
-                )
+                return key, kind, existing
         return None
 
     # -- InfluxDB 1.x --------------------------------------------------
@@ -733,3 +767,88 @@ class FakeInfluxDB(resource.Resource):
                 f"{reason} dropped={dropped}",
             )
         raise _Reply(204, b"", self._v2_headers())
+
+    # -- InfluxDB 3 ----------------------------------------------------
+
+    @staticmethod
+    def _v3_error(status: int, error: str, data: object = None) -> _Reply:
+        """InfluxDB 3's ErrorMessage: C{{"error": ..., "data": ...}}, compact."""
+        document: dict[str, object] = {"error": error}
+        if data is not None:
+            document["data"] = data
+        return _Reply(status, json.dumps(document, separators=(",", ":")).encode(), {})
+
+    def _write_v3(
+        self, args: Mapping[str, list[str]], headers: Mapping[str, str], body: bytes
+    ) -> None:
+        """Follow InfluxDB 3's write_lp handler, checks in its order."""
+        if self.token is not None:
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            if scheme not in ("Token", "Bearer") or token.strip() != self.token:
+                raise _Reply(401, b'{"error": "the request was not authenticated"}', {})
+        db = (args.get("db") or [None])[0]
+        if db is None:
+            raise _Reply(400, b"missing query parameter 'db'", {})
+        if not db:
+            raise self._v3_error(400, "db name cannot be empty")
+        precision = (args.get("precision") or ["auto"])[0]
+        if precision != "auto" and precision not in V3_PRECISION:
+            raise _Reply(
+                400,
+                f"serde error: unknown variant `{precision}`, expected one of `auto`, "
+                "`second`, `millisecond`, `microsecond`, `nanosecond`".encode(),
+                {},
+            )
+        accept_partial = (args.get("accept_partial") or ["true"])[0] != "false"
+        if len(body) > self.max_body_size:
+            message = f"max request size ({self.max_body_size} bytes) exceeded"
+            raise _Reply(500, message.encode(), {})
+        try:
+            data = self._decode_body(headers, body)
+        except ValueError as e:
+            raise _Reply(400, f"error decoding gzip stream: {e}".encode(), {}) from None
+        self.databases.add(db)  # InfluxDB 3 Core creates a database on first write
+        now = self.clock()
+        stored, types = len(self.points), {k: dict(v) for k, v in self.field_types.items()}
+        errors: list[dict[str, object]] = []
+        for number, line in enumerate(split_lines(data.decode("utf-8", "replace")), 1):
+            try:
+                point, pairs = _parse_line(line, _v3_multiplier(precision, line), now, True)
+                message = None
+            except LineProtocolError as e:
+                message = str(e)
+            else:
+                conflict = self._conflict(db, point.measurement, pairs)
+                if conflict is not None:
+                    key, kind, existing = conflict
+                    message = (
+                        f"invalid column type for column '{key}', expected "
+                        f"iox::column_type::field::{existing}, "
+                        f"got iox::column_type::field::{kind}"
+                    )
+            if message is None:
+                self._store(db, [(point, pairs)])
+                continue
+            error = {"original_line": line, "line_number": number, "error_message": message}
+            if not accept_partial:  # all or nothing: forget what this request stored
+                for point in self.points[stored:]:
+                    self.points_by_target[db].remove(point)
+                del self.points[stored:]
+                self.field_types = types
+                raise self._v3_error(400, "parsing failed for write_lp endpoint", error)
+            errors.append(error)
+        if errors:
+            raise self._v3_error(400, "partial write of line protocol occurred", errors)
+        raise _Reply(204, b"", {})
+
+
+def _v3_multiplier(precision: str, line: str) -> int:
+    """Nanoseconds per unit of a line's timestamp; "auto" guesses from its size."""
+    if precision != "auto":
+        return V3_PRECISION[precision]
+    stamp = line.rstrip().rpartition(" ")[2].lstrip("-")
+    size = int(stamp) if stamp.isdigit() else 0
+    for limit, multiplier in ((5e9, 1_000_000_000), (5e12, 1_000_000), (5e15, 1_000)):
+        if size < limit:
+            return multiplier
+    return 1

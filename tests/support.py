@@ -5,9 +5,8 @@ Helpers shared by the tests: reference packets and recording fakes.
 from __future__ import annotations
 
 import os
-import struct
 import unittest
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
@@ -19,15 +18,15 @@ from zope.interface import implementer
 
 from weather.app.settings import Options, Settings, settings_from_options
 from weather.app.tap import build_service
+from weather.core.packet import HEADER
 from weather.journal.service import IDiskWorker, ImmediateDiskWorker, Journal
 from weather.journal.store import JournalFile, JournalStatus, QuarantinedPacket
 from weather.server.admission import Admission
 from weather.server.interfaces import IPacketSink
-from weather.server.service import WeatherService
+from weather.server.protocol import StationFactory
+from weather.server.service import StationListener, WeatherService
 from weather.server.writer import PointsRejected
-
-HEADER = struct.Struct("<HHHBBB")
-
+from weather.tools.simulate import build_packet, devices_toml
 
 #: The project's top directory (contrib/, docs/, bench/ are in it).
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,18 +64,7 @@ def header_bytes(
 
 def reference_devices_toml(**places: str) -> str:
     """A devices file of reference-layout stations: device id -> place."""
-    return "".join(
-        f"""
-[devices.{device}]
-tags = {{ place = "{place}" }}
-values = [
-  {{ name = "light" }},
-  {{ name = "humidity", conversion = "si7021_humidity" }},
-  {{ name = "temperature", conversion = "si7021_temperature" }},
-]
-"""
-        for device, place in places.items()
-    )
+    return devices_toml(map(int, places), {int(d): place for d, place in places.items()})
 
 
 def reference_packet(
@@ -87,11 +75,12 @@ def reference_packet(
     start: int = 0,
 ) -> bytes:
     """A reference-station packet: records of (lux, humidity code, temp code)."""
-    body = b"".join(
-        struct.pack("<HHH", 100 + start + i, 30000 + 4 * (start + i), 25000 + 4 * i)
-        for i in range(records)
+    return build_packet(
+        device_id,
+        [(100 + start + i, 30000 + 4 * (start + i), 25000 + 4 * i) for i in range(records)],
+        wake_every,
+        measurement_every,
     )
-    return HEADER.pack(len(body), wake_every, measurement_every, 6, device_id, 3) + body
 
 
 @implementer(IPacketSink)
@@ -272,6 +261,41 @@ def factory_options(clock: Any, **overrides: Any) -> dict[str, Any]:
         "admission": Admission(clock, **admission_options()),
         **overrides,
     }
+
+
+class PortEndpoint:
+    """An endpoint whose listen gives C{port} at once; it notes the factories."""
+
+    def __init__(self, port: object) -> None:
+        self.port = port
+        self.factories: list = []
+
+    def listen(self, factory) -> Deferred:
+        self.factories.append(factory)
+        return succeed(self.port)
+
+
+class Listening(NamedTuple):
+    sink: RecordingSink
+    factory: StationFactory
+    port: RecordingPort
+    listener: StationListener
+
+
+def start_listening(clock: Any, **overrides: Any) -> Listening:
+    """
+    A station factory on C{clock} (C{overrides} of L{factory_options}), its
+    packets in a L{RecordingSink}, listening through a started
+    L{StationListener} on a L{RecordingPort} (its endpoint a L{PortEndpoint}).
+    """
+    sink = RecordingSink()
+    factory = StationFactory(sink, clock, **factory_options(clock, **overrides))
+    port = RecordingPort()
+    listener = StationListener(
+        PortEndpoint(port), factory, clock, "tcp:8266", option_defaults().grace
+    )
+    listener.startService()
+    return Listening(sink, factory, port, listener)
 
 
 def started_journal(

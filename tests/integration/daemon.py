@@ -15,7 +15,6 @@ L{Daemon.when_ready}.  The benchmarks import this from the project's root.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
 import shutil
@@ -29,6 +28,8 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
+
+from weather.tools.localinflux import die_with_parent
 
 LOOPBACK = "127.0.0.1"
 #: What the server logs once it takes connections.
@@ -71,12 +72,6 @@ def run_twistd(
         timeout=timeout,
         env=environment(workdir),
     )
-
-
-def die_with_parent() -> None:
-    """In a child: have Linux SIGTERM it when its parent dies, however it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> int:

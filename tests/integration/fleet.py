@@ -11,7 +11,7 @@ raw value is its lux value), and the humidity and temperature codes are derived
 from it, so every point in InfluxDB can be traced back to one packet and one
 record.  Everything runs on the reactor: no threads.
 
-The oracle (L{expected_points}, L{audit}) follows PROTOCOL.md, not the server's
+The oracle (L{expected_points}, L{audit}) follows docs/protocol.md, not the server's
 code: timestamps from the arrival times and the measured-or-nominal interval
 rule, values from the SI7021 datasheet formulas.
 """
@@ -76,7 +76,7 @@ def fleet_packet(
 
 
 def values_of(lux: int) -> tuple[float, float, float]:
-    """What the server must store for a record: PROTOCOL.md's conversions."""
+    """What the server must store for a record: docs/protocol.md's conversions."""
     humidity, temperature = codes_of(lux)
     return (
         float(lux),
@@ -92,13 +92,13 @@ def read_packet(data: bytes) -> tuple[int, int, int, list[int]]:
     return device, wake, every, lights
 
 
-# -- the timing rule (PROTOCOL.md), as an oracle ---------------------------------------
+# -- the timing rule (docs/protocol.md), as an oracle ---------------------------------
 
 
 def interval_ns(
     count: int, wake_every: int, measurement_every: int, arrival: int, previous: int | None
 ) -> int:
-    """The record interval PROTOCOL.md prescribes, in integer nanoseconds."""
+    """The record interval docs/protocol.md prescribes, in integer nanoseconds."""
     if previous is not None:
         spacing = arrival - previous
         wake = wake_every * S
@@ -330,11 +330,11 @@ def audit(
       - every light value maps to one upload's packet and record, and appears
         once: a packet replayed with other timestamps would show twice;
       - a packet present is present whole (every record, every measurement),
-        with PROTOCOL.md's values;
+        with docs/protocol.md's values;
       - its records are equally spaced and the last is stamped with its
         arrival, which lies within the upload's connection (for an
         acknowledged packet: before its ACK came back);
-      - its interval is the one PROTOCOL.md prescribes given the device's
+      - its interval is the one docs/protocol.md prescribes given the device's
         previous packet present (journaled timing state, replayed or not);
       - every acknowledged packet is present;
       - humidity and temperature hold exactly the points of the packets
@@ -422,7 +422,7 @@ def audit(
         want = interval_ns(records, wake, every, arrival, previous.get(device))
         if step != want:
             problems.append(
-                f"device {device} packet {key[1]}: interval {step} ns, PROTOCOL.md says "
+                f"device {device} packet {key[1]}: interval {step} ns, the rule says "
                 f"{want} ns (previous arrival {previous.get(device)})"
             )
         counts["measured interval" if want != every * S else "nominal interval"] += 1

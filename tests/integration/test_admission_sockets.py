@@ -1,12 +1,10 @@
 """
-Connection admission: the allow-list, the per-address and overall connection
-limits, the per-address rate limit, and the listener that stops calling
-accept() at the overall limit.
-
-Most tests run on Twisted's fakes (L{Clock}, string transports, a listening
-port that notes stopReading/startReading).  L{RealSocketTests} runs the
-assembled server with the real reactor on the loopback interface, with an
-abusive peer on 127.0.0.2 and a station on 127.0.0.1.
+Connection admission on real sockets: the assembled server on 127.0.0.1 with
+the real reactor, an abusive peer on 127.0.0.2 and a station on 127.0.0.1.
+The abuser's idle connections do not stop the station from being served; at
+--max-connections the listener stops calling accept(), and a burst past the
+limit waits in the listen queue.  The rules themselves are tested on fakes in
+tests/unit/test_admission.py.
 """
 
 from __future__ import annotations

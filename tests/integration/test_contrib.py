@@ -14,8 +14,8 @@ The files in contrib/: the systemd units and the logrotate configuration.
     a new one.
 
 systemd-analyze and systemd-socket-activate come with Debian's systemd
-package: without them these tests are skipped, except under CI (CI=true),
-where they fail.  logrotate is optional: without it its test is skipped.
+package, logrotate with Debian's logrotate: without them their tests are
+skipped outside CI, and fail under CI (CI=true).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import urllib.request
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import TestCase
 
-from tests.integration.daemon import Daemon, alive, twistd, wait_until
+from tests.integration.daemon import Daemon, alive, run_twistd, twistd, wait_until
 from tests.integration.influxd import free_port, start_influxd
 from tests.support import (
     ROOT,
@@ -486,29 +486,22 @@ class LogrotateTests(TestCase):
 
     def test_rotateRunningDaemon(self) -> None:
         port = free_port()
-        result = subprocess.run(
-            [
-                twistd(),
-                "--logfile",
-                self.logfile,
-                "--pidfile",
-                self.pidfile,
-                "weather",
-                "--port",
-                f"tcp:{port}:interface=127.0.0.1",
-                # No InfluxDB needed: no packet is sent.
-                "--influx-url",
-                f"http://127.0.0.1:{free_port()}",
-                "--data-dir",
-                os.path.join(self.workdir, "state"),
-                "--log-max-bytes",
-                "0",
-            ],
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "HOME": self.workdir},
+        result = run_twistd(
+            self.workdir,
+            "--logfile",
+            self.logfile,
+            "--pidfile",
+            self.pidfile,
+            "weather",
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1",
+            # No InfluxDB needed: no packet is sent.
+            "--influx-url",
+            f"http://127.0.0.1:{free_port()}",
+            "--data-dir",
+            os.path.join(self.workdir, "state"),
+            "--log-max-bytes",
+            "0",
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         wait_until(lambda: os.path.exists(self.pidfile), what="pid file")

@@ -1,4 +1,4 @@
-"""Integration tests of tests/influxd.py against a real influxd.
+"""Integration tests of tests/integration/influxd.py against a real influxd.
 
 They prove the harness starts a private server, that data written to it can
 be read back exactly, and that it survives a stop and start on the same

@@ -1,6 +1,8 @@
 """
-The journal service: group commit off the event loop, timing state, disk
-trouble, high and low water, stopping.
+The journal's real disk worker, a thread of its own with the real reactor:
+commits run off the event loop, results and errors come back on it.  The
+journal service itself is tested on a fake worker in
+tests/unit/test_journalservice.py.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
 
 from tests.support import journal_options
@@ -33,8 +36,6 @@ class ThreadDiskWorkerTests(TestCase):
             self.assertEqual(len(JournalFile(journal.directory).pending()), 100)
             self.assertLess(journal.stats.commits, 100)
             self.assertFalse(journal.worker.pool.started)
-
-        from twisted.internet.defer import gatherResults
 
         done = gatherResults(appended).addCallback(lambda _: journal.stopService())
         return done.addCallback(check)

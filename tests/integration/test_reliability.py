@@ -271,7 +271,7 @@ class ServerCrashTests(TestCase):
         is killed with SIGKILL at random moments and started again.  At the end
         the journal is drained and InfluxDB holds every packet whose ACK
         reached its station, every stored packet whole and exactly once, each
-        stamped within its own connection and timed by PROTOCOL.md's rule from
+        stamped within its own connection and timed by docs/protocol.md's rule from
         the device's previous packet: a replay with other timestamps would
         show as a packet stored twice or with the wrong interval.
         """
@@ -327,7 +327,7 @@ class ServerCrashTests(TestCase):
 
         started = time.monotonic()
         server = yield start_server()
-        # Packets a second apart are timed by their spacing (PROTOCOL.md),
+        # Packets a second apart are timed by their spacing (docs/protocol.md),
         # so the journaled timing state matters on every replay.
         fleet = Fleet(
             reactor,

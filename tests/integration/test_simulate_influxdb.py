@@ -1,6 +1,6 @@
 """
 C{weather simulate}: stations that behave as the firmware does, with readings
-that follow a day, checked against PROTOCOL.md through the real decoder.
+that follow a day, checked against docs/protocol.md through the real decoder.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import sys
 
@@ -19,19 +20,37 @@ from tests.oracle import oracle_lines
 from tests.support import (
     HEADER,
     RecordingWriter,
+    option_defaults,
     reference_devices_toml,
     reference_packet,
     started_journal,
 )
 from weather import __version__
-from weather.app.options import DATA_DIR, DEVICES, INFLUX, DataDirOptions, InfluxOptions
+from weather.app.options import (
+    DATA_DIR,
+    DEVICES,
+    INFLUX,
+    DataDirOptions,
+    InfluxOptions,
+    declared,
+)
 from weather.app.options import Options as ServerOptions
 from weather.core.devices import parse_devices
 from weather.core.packet import Packet
 from weather.journal.store import Changes, JournalEntry, JournalFile, Quarantine
 from weather.server.pipeline import REFUSED, PacketPipeline
 from weather.tools import cli
-from weather.tools.cli import Options, Progress, ReplayOptions, age, main, replay, size
+from weather.tools.cli import (
+    Options,
+    Progress,
+    ReplayOptions,
+    SimulateOptions,
+    age,
+    main,
+    replay,
+    size,
+)
+from weather.tools.simulate import Simulation, StationModel
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -260,6 +279,16 @@ class ReplayTests(SynchronousTestCase, JournalFixture):
         self.assertEqual(code, 1)
         self.assertIn("--influx-url", err)
 
+    def test_badTimeout(self) -> None:
+        """--timeout is checked as the server's options are: one line, no traceback."""
+        for text, message in [
+            ("abc", "--timeout 'abc': give a number"),
+            ("0", "--timeout 0: give a value from 0.1 to 86400"),
+        ]:
+            code, _, err = run("replay", "-d", self.directory, "--timeout", text)
+            self.assertEqual((code, err), (2, f"weather: {message}\n"))
+        self.assertEqual(self.options("--timeout", "2.5")["timeout"], 2.5)
+
 
 class SameAsServerTests(SynchronousTestCase):
     """
@@ -415,17 +444,50 @@ class SharedOptionsTests(SynchronousTestCase):
 
     def test_onlyThose(self) -> None:
         """The server's other options mean nothing to a replay: it does not take them."""
-        for name in ("port", "flush-interval", "metrics-port", "workers"):
+        for name in ("port", "flush-interval", "metrics-port", "max-connections"):
             self.assertNotIn(name, ReplayOptions().docs)
+
+    def test_helpStandsAlone(self) -> None:
+        """No help text of the replay's names an option the replay does not take."""
+        docs = ReplayOptions().docs
+        for name, doc in docs.items():
+            for named in re.findall(r"--([a-z0-9-]+)", doc):
+                self.assertIn(named, docs, name)
 
     def test_settingsWithServerDefaults(self) -> None:
         options = ReplayOptions()
         options.parseOptions(["--batch-size", "7", "--database", "wx"])
         settings = options.settings()
+        defaults = option_defaults()
         self.assertEqual(settings.batch_size, 7)
         self.assertEqual(settings.target.database, "wx")
-        self.assertEqual(settings.flush_interval, 1.0)
-        self.assertEqual(settings.max_pending, 1_000_000)
+        self.assertEqual(settings.flush_interval, defaults.flush_interval)
+        self.assertEqual(settings.max_pending, defaults.max_pending)
+
+    def test_simulateDefaults(self) -> None:
+        """
+        weather simulate's defaults are declared elsewhere once: the port is
+        the server's, the rest the simulator's own.
+        """
+        options = SimulateOptions()
+        options.parseOptions([])
+        station = StationModel(1)
+        simulation = Simulation(None, None, [], 1, io.StringIO())
+        self.assertEqual(options["port"], int(declared("port").default))
+        self.assertEqual(
+            [options[name] for name in ("wake-every", "measure-every")],
+            [station.wake_every, station.measure_every],
+        )
+        self.assertEqual(
+            [options[name] for name in ("miss", "segments", "segment-delay", "spread")],
+            [
+                simulation.miss,
+                simulation.segments,
+                simulation.segment_delay,
+                simulation.spread,
+            ],
+        )
+        self.assertEqual(options["seed"], simulation.seed)
 
 
 class HelpTests(SynchronousTestCase):

@@ -160,6 +160,38 @@ arrivals = st.integers(-(2**63), 2**63)
 previous_arrivals = st.none() | st.integers(-(2**63), 2**63)
 
 
+class RandomEncodingMixin(SameAsPerReadingMixin):
+    """
+    The property checks on random profiles and packets: a few dozen examples
+    here, many more in tests/integration/test_exhaustive.py.
+    """
+
+    def checkRandomPackets(
+        self, profile: DeviceProfile, data: st.DataObject, arrival, previous
+    ) -> None:
+        """Random profiles and packets, several per encoder (its caches fill)."""
+        encoder = LineEncoder()
+        profiles = {profile.device_id: profile}
+        for _ in range(data.draw(st.integers(1, 3))):
+            self.assertSameAsPerReading(
+                encoder, data.draw(packets(profile)), arrival, previous, profiles
+            )
+
+    def checkRandomStations(self, stations: list[DeviceProfile], data) -> None:
+        """Several stations through one encoder, in any order."""
+        self.patch(lineprotocol, "STEMS_LIMIT", data.draw(st.sampled_from([1, 3, 4096])))
+        encoder = LineEncoder()
+        for _ in range(6):
+            profile = data.draw(st.sampled_from(stations))
+            self.assertSameAsPerReading(
+                encoder,
+                data.draw(packets(profile)),
+                T,
+                None,
+                {profile.device_id: profile},
+            )
+
+
 class ColumnsTests(SynchronousTestCase, SameAsPerReadingMixin):
     """The columns themselves."""
 
@@ -282,7 +314,7 @@ class ConvertAllTests(SynchronousTestCase):
         self.assertFalse(value == 0.0 and math.copysign(1.0, value) < 0, (spec, raw))
 
 
-class EncodePacketTests(SynchronousTestCase, SameAsPerReadingMixin):
+class EncodePacketTests(SynchronousTestCase, RandomEncodingMixin):
     """L{LineEncoder.encode_packet} is the per-reading way, faster."""
 
     def test_reference(self) -> None:
@@ -461,31 +493,14 @@ class EncodePacketTests(SynchronousTestCase, SameAsPerReadingMixin):
         for stems in encoder._series(profile):
             self.assertLessEqual(len(stems), 2)
 
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=60, deadline=None)
     @given(profiles(), st.data(), arrivals, previous_arrivals)
     def test_randomPackets(
         self, profile: DeviceProfile, data: st.DataObject, arrival, previous
     ) -> None:
-        """Random profiles and packets, several per encoder (its caches fill)."""
-        encoder = LineEncoder()
-        profiles = {profile.device_id: profile}
-        for _ in range(data.draw(st.integers(1, 3))):
-            self.assertSameAsPerReading(
-                encoder, data.draw(packets(profile)), arrival, previous, profiles
-            )
+        self.checkRandomPackets(profile, data, arrival, previous)
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=30, deadline=None)
     @given(st.lists(profiles(), min_size=1, max_size=4), st.data())
     def test_randomStations(self, stations: list[DeviceProfile], data) -> None:
-        """Several stations through one encoder, in any order."""
-        self.patch(lineprotocol, "STEMS_LIMIT", data.draw(st.sampled_from([1, 3, 4096])))
-        encoder = LineEncoder()
-        for _ in range(6):
-            profile = data.draw(st.sampled_from(stations))
-            self.assertSameAsPerReading(
-                encoder,
-                data.draw(packets(profile)),
-                T,
-                None,
-                {profile.device_id: profile},
-            )
+        self.checkRandomStations(stations, data)

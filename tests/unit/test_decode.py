@@ -54,7 +54,7 @@ def times_of(decoded: DecodedPacket) -> list[int]:
 
 
 class TimestampTests(SynchronousTestCase):
-    """The timestamp rule of PROTOCOL.md, in integer nanoseconds."""
+    """The timestamp rule of docs/protocol.md, in integer nanoseconds."""
 
     def decode(self, previous: int | None, count: int = 30, **header: int):
         return decode_packet(

@@ -1,7 +1,8 @@
 """Tests of the in-memory InfluxDB fake, driven through treq's StubTreq.
 
 The expected bodies and headers are those observed from a real influxd 1.6
-(see tests/influxd.py) and read from InfluxDB 2.x's write handler.
+(see tests/integration/influxd.py) and read from InfluxDB 2.x's write handler
+and InfluxDB 3's documentation and HTTP handler.
 """
 
 from __future__ import annotations
@@ -406,6 +407,118 @@ class V2WriteTests(_StubMixin, unittest.TestCase):
             "invalid",
             "gzipped HTTP body contains an invalid header",
         )
+
+
+class V3WriteTests(_StubMixin, unittest.TestCase):
+    """POST /api/v3/write_lp as InfluxDB 3 Core answers it (documentation, http.rs)."""
+
+    def setUp(self) -> None:
+        self.make(databases=[], token="tok")
+
+    def write(
+        self,
+        body: bytes,
+        query: str = "db=weather&precision=nanosecond&accept_partial=true",
+        token: str | None = "Bearer tok",
+    ) -> tuple[int, Headers, bytes]:
+        headers = {"Authorization": token} if token is not None else {}
+        return self.call("POST", f"/api/v3/write_lp?{query}", data=body, headers=headers)
+
+    def test_good_write_creates_database(self) -> None:
+        code, _, body = self.write(b"m,t=a f=1.5,n=2i 7")
+        self.assertEqual((code, body), (204, b""))
+        self.assertEqual(
+            self.fake.points_in("weather"), [Point("m", {"t": "a"}, {"f": 1.5, "n": 2}, 7)]
+        )
+        self.assertIn("weather", self.fake.databases)
+
+    def test_partial_write(self) -> None:
+        """The documented body: each refused line, numbered from 1; the rest stored."""
+        self.write(b"m f=1 1")
+        code, _, body = self.write(b'm f=2 2\nm f="hi" 3\nm f=oops 4\nm f=5 5')
+        self.assertEqual(code, 400)
+        self.assertEqual(
+            json.loads(body),
+            {
+                "error": "partial write of line protocol occurred",
+                "data": [
+                    {
+                        "original_line": 'm f="hi" 3',
+                        "line_number": 2,
+                        "error_message": "invalid column type for column 'f', expected"
+                        " iox::column_type::field::float,"
+                        " got iox::column_type::field::string",
+                    },
+                    {
+                        "original_line": "m f=oops 4",
+                        "line_number": 3,
+                        "error_message": "unable to parse 'm f=oops 4': invalid boolean",
+                    },
+                ],
+            },
+        )
+        self.assertEqual([p.timestamp for p in self.fake.points], [1, 2, 5])
+
+    def test_accept_partial_false(self) -> None:
+        code, _, body = self.write(
+            b"m f=1 1\nm f=oops 2", "db=weather&accept_partial=false"
+        )
+        self.assertEqual(code, 400)
+        self.assertEqual(
+            json.loads(body),
+            {
+                "error": "parsing failed for write_lp endpoint",
+                "data": {
+                    "original_line": "m f=oops 2",
+                    "line_number": 2,
+                    "error_message": "unable to parse 'm f=oops 2': invalid boolean",
+                },
+            },
+        )
+        self.assertEqual(self.fake.points, [])
+        self.assertEqual(self.fake.field_types, {})
+
+    def test_unauthenticated(self) -> None:
+        for token in (None, "Bearer wrong", "Basic tok"):
+            code, _, body = self.write(b"m f=1 1", token=token)
+            self.assertEqual(
+                (code, json.loads(body)),
+                (401, {"error": "the request was not authenticated"}),
+            )
+        self.assertEqual(self.write(b"m f=1 1", token="Token tok")[0], 204)
+
+    def test_database(self) -> None:
+        self.assertEqual(
+            self.write(b"m f=1 1", "precision=nanosecond")[::2],
+            (400, b"missing query parameter 'db'"),
+        )
+        code, _, body = self.write(b"m f=1 1", "db=")
+        self.assertEqual(
+            (code, json.loads(body)), (400, {"error": "db name cannot be empty"})
+        )
+
+    def test_too_large(self) -> None:
+        """write_lp answers an oversize body with a 500, not a 413."""
+        self.make(max_body_size=10)
+        self.assertEqual(
+            self.write(b"m f=1 1\nm f=2 2")[::2],
+            (500, b"max request size (10 bytes) exceeded"),
+        )
+
+    def test_precisions(self) -> None:
+        for precision, stamp in [
+            ("second", 1_700_000_000),
+            ("millisecond", 1_700_000_000_000),
+            ("microsecond", 1_700_000_000_000_000),
+            ("nanosecond", 1_700_000_000_000_000_000),
+            ("auto", 1_700_000_000),
+            ("auto", 1_700_000_000_000_000),
+        ]:
+            self.write(b"m f=1 %d" % stamp, f"db=weather&precision={precision}")
+            self.assertEqual(self.fake.points[-1].timestamp, NOW, precision)
+        code, _, body = self.write(b"m f=1 1", "db=weather&precision=ns")
+        self.assertEqual(code, 400)
+        self.assertTrue(body.startswith(b"serde error: unknown variant `ns`"))
 
 
 class OtherRoutesTests(_StubMixin, unittest.TestCase):

@@ -4,12 +4,23 @@ Tests for L{weather.server.influx}: write targets and InfluxDB's error messages.
 
 from __future__ import annotations
 
+import json
+
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.fakeinflux import FakeInfluxDB
-from weather.server.influx import InfluxV1, InfluxV2, IWriteTarget, error_message
+from weather.server.influx import (
+    InfluxV1,
+    InfluxV2,
+    InfluxV3,
+    IWriteTarget,
+    Refusal,
+    error_message,
+    read_refusal,
+    too_large,
+)
 
 CONTENT_TYPE = {"Content-Type": ["text/plain; charset=utf-8"]}
 
@@ -185,6 +196,152 @@ class InfluxV2Tests(SynchronousTestCase):
             request.args, {"bucket": ["weather"], "precision": ["ns"], "org": ["home"]}
         )
         self.assertEqual(request.headers["authorization"], "Token t0k3n")
+
+
+class InfluxV3Tests(SynchronousTestCase):
+    def test_providesInterface(self) -> None:
+        self.assertTrue(verifyObject(IWriteTarget, InfluxV3("http://h:8181", "weather")))
+
+    def test_request(self) -> None:
+        target = InfluxV3("http://h:8181/", "weather", token="t0k3n")
+        self.assertEqual(target.url, "http://h:8181/api/v3/write_lp")
+        self.assertEqual(
+            target.params,
+            {"db": "weather", "precision": "nanosecond", "accept_partial": "true"},
+        )
+        self.assertEqual(
+            target.headers,
+            {
+                "Content-Type": ["text/plain; charset=utf-8"],
+                "Authorization": ["Bearer t0k3n"],
+            },
+        )
+        self.assertEqual(InfluxV3("http://h:8181", "weather").headers, CONTENT_TYPE)
+
+    def test_describeWithoutToken(self) -> None:
+        target = InfluxV3("http://h:8181", "weather", token="t0k3n")
+        self.assertEqual(target.describe(), "InfluxDB 3 at http://h:8181 database weather")
+        self.assertNotIn("t0k3n", repr(target))
+
+    def test_fakeAcceptsWrite(self) -> None:
+        """The request the target describes is one InfluxDB 3 accepts."""
+        fake = FakeInfluxDB(databases=[], token="t0k3n")
+        target = InfluxV3("http://h:8181", "weather", token="t0k3n")
+        request = write_one_point(self, fake, target)
+        self.assertEqual(request.path, "/api/v3/write_lp")
+        self.assertEqual(request.headers["authorization"], "Bearer t0k3n")
+
+
+class ReadRefusalTests(SynchronousTestCase):
+    """L{read_refusal}: which lines of a request an answer names as refused."""
+
+    LINES = [b"m f=1 1", b"m f=oops 2", b"m,t=a f=3 3", b"n f=4 4"]
+
+    def test_v3PartialWrite(self) -> None:
+        body = (
+            b'{"error":"partial write of line protocol occurred","data":['
+            b'{"original_line":"m f=oops 2","line_number":2,"error_message":"bad"},'
+            b'{"original_line":"n f=4 4","line_number":4,"error_message":"worse\\nstill"}]}'
+        )
+        self.assertEqual(
+            read_refusal(body, self.LINES),
+            Refusal({1: "bad", 3: "worse still"}, rest_stored=True),
+        )
+
+    def test_v3LineNumberOutOfRange(self) -> None:
+        for number in (0, 5, "2", None):
+            data = [{"line_number": number, "error_message": "bad"}]
+            body = json.dumps({"error": "partial write", "data": data}).encode()
+            self.assertIsNone(read_refusal(body, self.LINES), number)
+
+    def test_v1PartialParseError(self) -> None:
+        body = (
+            b'{"error":"partial write: unable to parse \'m f=oops 2\': invalid boolean'
+            b"\\nunable to parse 'n f=4 4': oddly dropped=0\"}\n"
+        )
+        self.assertEqual(
+            read_refusal(body, self.LINES),
+            Refusal(
+                {
+                    1: "unable to parse 'm f=oops 2': invalid boolean",
+                    3: "unable to parse 'n f=4 4': oddly",
+                },
+                rest_stored=True,
+            ),
+        )
+
+    def test_parseErrorWholeBatch(self) -> None:
+        """2.x (and 1.x when no line parses): the others were not stored."""
+        body = json.dumps(
+            {"code": "invalid", "message": "unable to parse 'm f=oops 2': invalid boolean"}
+        ).encode()
+        self.assertEqual(
+            read_refusal(body, self.LINES),
+            Refusal(
+                {1: "unable to parse 'm f=oops 2': invalid boolean"}, rest_stored=False
+            ),
+        )
+
+    def test_parseErrorLineHoldingQuoteColon(self) -> None:
+        lines = [b'm s="a\': b" 1', b"m f=1 2"]
+        body = json.dumps({"error": "unable to parse 'm s=\"a': b\" 1': bad"}).encode()
+        self.assertEqual(
+            read_refusal(body, lines),
+            Refusal({0: "unable to parse 'm s=\"a': b\" 1': bad"}, rest_stored=False),
+        )
+
+    def test_parseErrorOfLineNotSent(self) -> None:
+        body = b'{"error":"unable to parse \'x f=oops 2\': invalid boolean"}'
+        self.assertIsNone(read_refusal(body, self.LINES))
+
+    def test_typeConflict(self) -> None:
+        message = (
+            'partial write: field type conflict: input field "f" on measurement "m" '
+            "is type float, already exists as type integer dropped=2"
+        )
+        body = json.dumps({"error": message}).encode()
+        self.assertEqual(
+            read_refusal(body, self.LINES + [b"m g=1i,f=2i 5", b"mm f=1 6"]),
+            Refusal({0: message, 2: message}, rest_stored=True),
+        )
+
+    def test_typeConflictEscapedNames(self) -> None:
+        message = (
+            "failure writing points to database: partial write: field type conflict: "
+            'input field "a b,c=d" on measurement "x y,z" is type string, already '
+            "exists as type float dropped=1"
+        )
+        body = json.dumps({"code": "unprocessable entity", "message": message}).encode()
+        lines = [b'x\\ y\\,z,t=1 a\\ b\\,c\\=d="s" 1', b"x\\ y\\,z a\\ b\\,c\\=d=1 2"]
+        self.assertEqual(read_refusal(body, lines), Refusal({0: message}, rest_stored=True))
+
+    def test_typeConflictMiscounted(self) -> None:
+        """What matches is not what was dropped (another shard?): trust none of it."""
+        body = json.dumps(
+            {
+                "error": 'partial write: field type conflict: input field "f" on '
+                'measurement "m" is type float, already exists as type integer dropped=3'
+            }
+        ).encode()
+        self.assertIsNone(read_refusal(body, self.LINES))
+
+    def test_namesNothing(self) -> None:
+        for body in (
+            b'{"error":"partial write: points beyond retention policy dropped=1"}',
+            b'{"code":"invalid","message":"partial write of line protocol occurred"}',
+            b'{"error":"db name cannot be empty","data":null}',
+            b"<html>Bad Request</html>",
+            b"",
+        ):
+            self.assertIsNone(read_refusal(body, self.LINES), body)
+
+
+class TooLargeTests(SynchronousTestCase):
+    def test_tooLarge(self) -> None:
+        self.assertTrue(too_large(413, ""))
+        self.assertTrue(too_large(500, "max request size (10485760 bytes) exceeded"))
+        self.assertFalse(too_large(500, "internal error"))
+        self.assertFalse(too_large(400, "max request size (10485760 bytes) exceeded"))
 
 
 class ErrorMessageTests(SynchronousTestCase):

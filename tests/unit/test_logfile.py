@@ -21,7 +21,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import unavailable
+from tests.support import option_defaults, unavailable
 from weather.app.logfile import (
     FILE_MODE,
     SIGUSR1_INTERVAL,
@@ -33,6 +33,12 @@ from weather.app.logfile import (
 from weather.app.logformat import (
     text_observer,
 )
+
+
+def rotation(**overrides: Any) -> dict[str, Any]:
+    """L{RotatingLogFile}'s max_bytes and keep: the options' defaults, or C{overrides}."""
+    defaults = option_defaults()
+    return {"max_bytes": defaults.log_max_bytes, "keep": defaults.log_keep, **overrides}
 
 
 def read(path: str) -> bytes:
@@ -64,7 +70,7 @@ class LogFileTestMixin:
 
     def open(self, **kwargs: Any) -> RotatingLogFile:
         log_file = RotatingLogFile(
-            "weather.log", self.directory, seconds=self.clock.seconds, **kwargs
+            "weather.log", self.directory, seconds=self.clock.seconds, **rotation(**kwargs)
         )
         self.addCleanup(lambda: log_file.closed or log_file.close())
         return log_file
@@ -198,7 +204,9 @@ class RotatingLogFileTests(LogFileTestMixin, SynchronousTestCase):
             unavailable("changing a file's owner needs root")
         with open(self.path + "-existing", "wb"):
             pass
-        existing = RotatingLogFile("weather.log-existing", self.directory, owner=(65534, 1))
+        existing = RotatingLogFile(
+            "weather.log-existing", self.directory, owner=(65534, 1), **rotation()
+        )
         self.addCleanup(existing.close)
         self.assertEqual(os.stat(existing.path).st_uid, 0)
         log_file = self.open(max_bytes=1, owner=(65534, 1))
@@ -206,7 +214,7 @@ class RotatingLogFileTests(LogFileTestMixin, SynchronousTestCase):
         log_file.write("b\n")
         for path in (self.path, self.path + ".1"):
             self.assertEqual(os.stat(path)[4:6], (65534, 1))
-        other = RotatingLogFile("gid-only.log", self.directory, owner=(-1, 1))
+        other = RotatingLogFile("gid-only.log", self.directory, owner=(-1, 1), **rotation())
         self.addCleanup(other.close)
         self.assertEqual(os.stat(other.path)[4:6], (0, 1))
 

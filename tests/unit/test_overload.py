@@ -13,7 +13,6 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
@@ -28,6 +27,7 @@ from zope.interface import implementer
 from tests.fakeinflux import FakeInfluxDB
 from tests.support import (
     Gate,
+    PortEndpoint,
     RecordingPort,
     RecordingSink,
     build_test_service,
@@ -36,6 +36,7 @@ from tests.support import (
     make_settings,
     option_defaults,
     reference_packet,
+    start_listening,
     writer_options,
 )
 from weather.journal import service as journalservice
@@ -60,16 +61,6 @@ def line(i: int) -> bytes:
 
 
 @implementer(IStreamServerEndpoint)
-class PortEndpoint:
-    """An endpoint whose listen gives C{port} at once."""
-
-    def __init__(self, port: object) -> None:
-        self.port = port
-
-    def listen(self, factory) -> Deferred:
-        return succeed(self.port)
-
-
 class WriterOverloadTests(SynchronousTestCase):
     """L{PointWriter.overloaded} and its observers."""
 
@@ -320,15 +311,9 @@ class ListenerPauseTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
-        self.sink = RecordingSink()
-        self.factory = StationFactory(
-            self.sink, self.clock, **factory_options(self.clock, idle_timeout=30.0)
+        self.sink, self.factory, self.port, self.listener = start_listening(
+            self.clock, idle_timeout=30.0
         )
-        self.port = RecordingPort()
-        self.listener = StationListener(
-            PortEndpoint(self.port), self.factory, self.clock, "tcp:8266", grace=5.0
-        )
-        self.listener.startService()
         self.assertIs(self.listener.port, self.port)
 
     def connect(self, peer=PEER):

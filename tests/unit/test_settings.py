@@ -47,7 +47,7 @@ from weather.journal.service import (
 )
 from weather.journal.store import FILENAME, JournalFile
 from weather.server.http import UnverifiedPolicy, tls_policy
-from weather.server.influx import InfluxV1, InfluxV2
+from weather.server.influx import InfluxV1, InfluxV2, InfluxV3
 from weather.server.service import WeatherService
 
 SECRET = "s3cr3t-XYZ"
@@ -1277,3 +1277,57 @@ class DeclarationTests(SynchronousTestCase):
             self.assertEqual(short or None, option.short, name)
             if option.default is not None:
                 self.assertTrue(default.startswith(f"`{option.default}`"), (name, default))
+
+
+class InfluxApiTests(SettingsTestCase):
+    """--influx-api: which write API; without it, today's choice (v2 with --bucket)."""
+
+    def test_v3(self) -> None:
+        result = settings(
+            "--influx-api",
+            "v3",
+            "--influx-url",
+            "http://localhost:8181",
+            environ={TOKEN_VARIABLE: SECRET},
+        )
+        self.assertEqual(
+            result.target, InfluxV3("http://localhost:8181", "weather", SECRET)
+        )
+        self.assertEqual(result.target.url, "http://localhost:8181/api/v3/write_lp")
+
+    def test_v3WithoutToken(self) -> None:
+        result = settings("--influx-api", "v3", "--database", "wx")
+        self.assertEqual(result.target, InfluxV3("http://localhost:8086", "wx", None))
+
+    def test_v3RefusesOtherStoresOptions(self) -> None:
+        for args in (
+            ("--bucket", "wx"),
+            ("--org", "home"),
+            ("--username", "u"),
+            ("--retention-policy", "year"),
+        ):
+            message = self.assertConfigurationError("--influx-api", "v3", *args)
+            self.assertIn(args[0], message)
+
+    def test_default(self) -> None:
+        self.assertIsInstance(settings().target, InfluxV1)
+        self.assertIsInstance(
+            settings("--bucket", "wx", environ={TOKEN_VARIABLE: SECRET}).target, InfluxV2
+        )
+        self.assertEqual(settings("--influx-api", "v1").target, settings().target)
+
+    def test_bucketMismatch(self) -> None:
+        self.assertEqual(
+            self.assertConfigurationError("--influx-api", "v2"),
+            "--influx-api v2 writes into a bucket: give --bucket",
+        )
+        self.assertEqual(
+            self.assertConfigurationError("--influx-api", "v1", "--bucket", "wx"),
+            "--bucket is for InfluxDB 2.x: not with --influx-api v1",
+        )
+
+    def test_wrongValue(self) -> None:
+        self.assertEqual(
+            self.assertConfigurationError("--influx-api", "v4"),
+            "--influx-api 'v4': give v1, v2 or v3",
+        )

@@ -55,17 +55,19 @@ class RotatingLogFile(LogFile):
         self,
         name: str,
         directory: str,
-        max_bytes: int = 10 * 1024 * 1024,
-        keep: int = 10,
+        *,
+        max_bytes: int,
+        keep: int,
         mode: int = FILE_MODE,
         owner: tuple[int, int] | None = None,
         seconds: Callable[[], float] = time.monotonic,
     ) -> None:
         """
         @param max_bytes: rotate before a write once the file has this many
-            bytes; 0 never rotates by size (for an external logrotate).
-        @param keep: rotated files kept, older ones are deleted; 0 keeps none
-            (a full log is deleted and started afresh).
+            bytes (C{--log-max-bytes}); 0 never rotates by size (for an
+            external logrotate).
+        @param keep: rotated files kept (C{--log-keep}), older ones are
+            deleted; 0 keeps none (a full log is deleted and started afresh).
         @param mode: permissions of files this creates.
         @param owner: uid and gid (-1: unchanged) to give files this creates
             while running as root: the user twistd switches to (C{--uid}),

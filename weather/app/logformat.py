@@ -10,6 +10,7 @@ import codecs
 import json
 import math
 import time
+from datetime import datetime, timezone
 from typing import IO, Any, cast
 
 from twisted.logger import (
@@ -77,6 +78,12 @@ def json_observer(out: IO[Any] | LogFile) -> FileLogObserver:
     """
     One JSON object per line (see L{event_as_json}) to C{out}: a log file or
     a text stream such as stdout; ASCII-only JSON if C{out} is not UTF-8.
+
+    Why not L{twisted.logger.jsonFileLogObserver}: it writes the whole event
+    for L{twisted.logger.eventsFromJSONLogFile} to read back (the format
+    string unformatted, the level and failure as nested objects, each record
+    after an ASCII record separator), not the flat lines with the message
+    written out that log shippers take (docs/logs.md).
     """
     ascii_only = _encoding(out) != "utf-8"
     return FileLogObserver(
@@ -88,12 +95,11 @@ def _iso_time(when: object) -> str:
     """ISO 8601 UTC with milliseconds: C{2026-11-21T10:00:00.123Z}."""
     if not isinstance(when, (int, float)) or not math.isfinite(when):
         when = time.time()
-    seconds, millis = divmod(math.floor(when * 1000), 1000)
     try:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        moment = datetime.fromtimestamp(when, timezone.utc)
     except (OverflowError, OSError, ValueError):
         return _iso_time(time.time())
-    return f"{stamp}.{millis:03d}Z"
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _short_text(value: object) -> str:

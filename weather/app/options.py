@@ -116,7 +116,10 @@ SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def size(low: int) -> Callable[[str], int]:
-    """A size in bytes, at least C{low}, with an optional K, M, G or T suffix."""
+    """
+    A size in bytes, at least C{low}, with an optional K, M, G or T suffix
+    (the standard library reads no such sizes).
+    """
 
     def coerce(text: str) -> int:
         text = str(text).strip()
@@ -136,6 +139,13 @@ def size(low: int) -> Callable[[str], int]:
 def not_empty(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
+    return text
+
+
+def influx_api(text: str) -> str:
+    """Which InfluxDB write API: v1, v2 or v3."""
+    if text not in ("v1", "v2", "v3"):
+        raise ValueError(f"{text!r}: give v1, v2 or v3")
     return text
 
 
@@ -285,6 +295,13 @@ INFLUX = (
         f"File whose first line is the InfluxDB 2.x/3.x token (or set ${TOKEN_VARIABLE}).",
     ),
     Option(
+        "influx-api",
+        "InfluxDB's write API: v1 (/write into --database), v2 (/api/v2/write into "
+        "--bucket) or v3 (InfluxDB 3's /api/v3/write_lp into --database, with a token); "
+        "default: v2 with --bucket, else v1.",
+        coerce=influx_api,
+    ),
+    Option(
         "ca-file",
         "PEM file of the CA that signed InfluxDB's certificate (default: the "
         "system's trusted CAs).",
@@ -302,7 +319,7 @@ INFLUX = (
     ),
     Option(
         "batch-size",
-        "Write to InfluxDB once this many points wait (or after --flush-interval).",
+        "Most points in one write to InfluxDB; a write goes as soon as this many wait.",
         "5000",
         number(int, 1, 1_000_000),
     ),
@@ -504,6 +521,14 @@ TOPICS = (
 )
 
 DECLARED = tuple(option for topic in TOPICS for option in topic.options)
+
+
+def declared(name: str) -> Option:
+    """The declared option C{--name}: for tools that start the server or share a default."""
+    for option in DECLARED:
+        if option.name == name:
+            return option
+    raise KeyError(name)
 
 
 def coerce(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from weather.core.devices import (
     parse_devices,
 )
 from weather.server.admission import Network, RateLimit
-from weather.server.influx import InfluxV1, InfluxV2, IWriteTarget
+from weather.server.influx import InfluxV1, InfluxV2, InfluxV3, IWriteTarget
 
 __all__ = [
     "DATA_DIR_VARIABLE",
@@ -115,11 +115,26 @@ def _secret(
 def _target(
     given: dict[str, Any], environ: Mapping[str, str], warnings: list[str]
 ) -> IWriteTarget:
-    """InfluxDB 1.x or 2.x/3.x, from the options that describe it (taken from C{given})."""
+    """InfluxDB 1.x, 2.x or 3, from the options that describe it (taken from C{given})."""
     url = given.pop("influx_url")
     database, policy = given.pop("database"), given.pop("retention_policy")
     username, password_file = given.pop("username"), given.pop("password_file")
     bucket, org, token_file = given.pop("bucket"), given.pop("org"), given.pop("token_file")
+    api = given.pop("influx_api") or ("v2" if bucket is not None else "v1")
+    if api == "v3":
+        if bucket is not None or org is not None or username or password_file or policy:
+            raise ConfigurationError(
+                "--influx-api v3 writes into --database with a token: --bucket, --org, "
+                "--username, --password-file and --retention-policy are not for it"
+            )
+        if not database:
+            raise ConfigurationError("--database must not be empty")
+        token = _secret(token_file, TOKEN_VARIABLE, environ, "token", warnings)
+        return InfluxV3(url, database, token)
+    if api == "v2" and bucket is None:
+        raise ConfigurationError("--influx-api v2 writes into a bucket: give --bucket")
+    if api == "v1" and bucket is not None:
+        raise ConfigurationError("--bucket is for InfluxDB 2.x: not with --influx-api v1")
     if bucket is not None:
         if username or password_file:
             raise ConfigurationError(

@@ -4,7 +4,7 @@ into packets.
 
 Pure code: no I/O, no reactor, no clock.  A packet is C{9 + bytesReady} bytes:
 a 9-byte little-endian header, then C{bytesReady} bytes of records, oldest
-first (see PROTOCOL.md).
+first (see docs/protocol.md).
 """
 
 from __future__ import annotations

@@ -548,7 +548,16 @@ def check_lock(directory: str) -> None:
 
 
 def _lock(directory: str) -> int:
-    """Hold C{directory}'s lock file: one server per journal."""
+    """
+    Hold C{directory}'s lock file: one server per journal.
+
+    Why not L{twisted.python.lockfile.FilesystemLock}: it is a symlink naming
+    a pid, which outlives a killed server; the next start must then judge
+    whether that pid still runs, and a reused pid (in a container the
+    server is often pid 1 every time) keeps it locked for good.  The kernel
+    releases an C{flock} when the process dies, however it dies, and
+    L{server_running} can test it without taking it.
+    """
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(directory, LOCKNAME), os.O_RDWR | os.O_CREAT, 0o600)

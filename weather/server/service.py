@@ -70,6 +70,14 @@ class StationListener(Service):
 
     Listening starts in C{privilegedStartService}, so twistd can bind a
     privileged port before it drops privileges.
+
+    Why not L{twisted.application.internet.StreamServerEndpointService},
+    which does that much: this also stops calling accept() while the journal
+    is full or the connection limit is reached (capping each accept round to
+    the room left), times how long the limit has held (for C{/health}), gives
+    open connections C{grace} seconds on stop before aborting them, checks
+    an adopted socket's address family, and says why it cannot listen in a
+    line short enough for twistd to show whole.
     """
 
     log = Logger()

@@ -6,8 +6,14 @@ C{batch_size} points are waiting or the oldest has waited C{flush_interval}
 seconds, whichever comes first, with at most one request in flight.  A network
 error, a timeout, 5xx, 429, 401/403 or 404 keeps the batch and tries again after
 a capped exponential backoff with jitter (or the server's C{Retry-After}, if
-longer).  413 halves the batch (and the batch size from then on); 400 halves a
-batch until the offending points are alone, so only they are refused.
+longer; hand-written rather than L{twisted.application.internet.backoffPolicy},
+which knows neither C{Retry-After} nor the shorter waits of a stopping writer).
+VictoriaMetrics' 400 for a path it does not serve counts as InfluxDB's 404.
+413 halves the batch (and the batch size from then on).  A 400 or 422
+that names the refused lines (InfluxDB 3's partial write; 1.x/2.x parse errors
+and type conflicts: L{read_refusal}) refuses just those, and the other points
+count as written if InfluxDB stored them, else go again as one batch; one that
+names none halves the batch until the offending points are alone.
 
 Each L{PointWriter.write} returns a L{Deferred} that fires once InfluxDB has
 acknowledged every one of its points, or fails with L{PointsRejected} naming
@@ -36,13 +42,16 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from weather.server.influx import IWriteTarget, error_message
+from weather.server.influx import (
+    IWriteTarget,
+    Refusal,
+    error_message,
+    read_refusal,
+    refuses_points,
+    too_large,
+)
 from weather.server.logs import RateLimitedLog
 
-#: Statuses after which a batch is sent again as it is.
-RETRY_AS_IS = frozenset({401, 403, 404, 408, 429})
-#: Statuses that refuse the points themselves: isolate and refuse only those.
-REFUSED = frozenset({400, 422})
 #: The longest C{Retry-After} honoured, in seconds.
 MAX_RETRY_AFTER = 3600.0
 #: The longest wait between retries once the service is stopping, in seconds.
@@ -65,13 +74,23 @@ class WriterCounts:
 
 
 class PointsRejected(Exception):
-    """InfluxDB refused these points for good (e.g. a type conflict)."""
+    """
+    InfluxDB refused these points for good (e.g. a type conflict): C{lines},
+    with InfluxDB's message for each in C{reasons}; C{message} says them all.
+    """
 
-    def __init__(self, status: int, message: str, lines: list[bytes]) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        lines: list[bytes],
+        reasons: list[str] | None = None,
+    ) -> None:
         super().__init__(status, message, len(lines))
         self.status = status
         self.message = message
         self.lines = lines
+        self.reasons = reasons if reasons is not None else [message] * len(lines)
 
     def __str__(self) -> str:
         return f"InfluxDB refused {len(self.lines)} points ({self.status}): {self.message}"
@@ -84,15 +103,16 @@ class _Delivery:
     remaining: int
     deferred: Deferred = field(default_factory=Deferred)
     refused: list[bytes] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
     status: int = 0
-    message: str = ""
 
     def settle(self, count: int) -> None:
         self.remaining -= count
         if self.remaining == 0:
             if self.refused:
+                message = "; ".join(dict.fromkeys(self.reasons))  # each once, in order
                 self.deferred.errback(
-                    PointsRejected(self.status, self.message, self.refused)
+                    PointsRejected(self.status, message, self.refused, self.reasons)
                 )
             else:
                 self.deferred.callback(None)
@@ -112,9 +132,6 @@ class _Batch:
     def lines(self) -> Iterator[bytes]:
         return chain.from_iterable(lines for lines, _ in self.chunks)
 
-    def first_line(self) -> bytes:
-        return self.chunks[0][0][0]
-
     def halves(self) -> tuple[_Batch, _Batch]:
         """Two batches of half the points each (a write may straddle them)."""
         room = self.points // 2
@@ -132,6 +149,27 @@ class _Batch:
                 second.append((lines, delivery))
         half = self.points // 2
         return _Batch(first, half), _Batch(second, self.points - half)
+
+    def sift(self, refused: dict[int, str]) -> tuple[list[_Refused], _Batch]:
+        """The points at the indices of C{refused}, and a batch of the others."""
+        out: list[_Refused] = []
+        kept: list[_Chunk] = []
+        index = 0
+        for lines, delivery in self.chunks:
+            keep = []
+            for line in lines:
+                if index in refused:
+                    out.append((line, refused[index], delivery))
+                else:
+                    keep.append(line)
+                index += 1
+            if keep:
+                kept.append((keep, delivery))
+        return out, _Batch(kept, self.points - len(out))
+
+
+#: A refused point, InfluxDB's message for it, and its write.
+_Refused = tuple[bytes, str, _Delivery]
 
 
 def retry_after_seconds(value: bytes | None, now: float) -> float | None:
@@ -386,13 +424,17 @@ class PointWriter(Service):
         # Read everything from the answer before settling anything, so that a
         # surprise here leaves the batch in flight for _bug to keep.
         message = "" if ok else error_message(body)
+        refused = refuses_points(status, message)
+        refusal = read_refusal(body, list(batch.lines())) if refused else None
         delay = retry_after_seconds(
             (headers.getRawHeaders(b"retry-after") or [None])[0], self.clock.seconds()
         )
         self._done()
         if ok:
             self._succeeded(batch, started)
-        elif status == 413 and batch.points > 1:
+        elif refusal is not None:
+            self._refuse_named(batch, status, refusal, started)
+        elif too_large(status, message) and batch.points > 1:
             self._split(batch)
             if self._batch_limit > batch.points // 2:
                 self._batch_limit = max(1, batch.points // 2)
@@ -402,9 +444,9 @@ class PointWriter(Service):
                     count=batch.points,
                     limit=self._batch_limit,
                 )
-        elif status in REFUSED and batch.points > 1:
+        elif refused and batch.points > 1:
             self._split(batch)
-        elif status in REFUSED or status == 413:
+        elif refused or too_large(status, message):
             self._refuse(batch, status, message)
         else:
             self._failed(batch, f"HTTP {status}: {message}", delay)
@@ -452,22 +494,47 @@ class PointWriter(Service):
         self._resend.appendleft(second)
         self._resend.appendleft(first)
 
+    def _refuse_named(
+        self, batch: _Batch, status: int, refusal: Refusal, started: float
+    ) -> None:
+        """
+        InfluxDB named the points it refused: refuse those; the others are
+        written if it stored them, else they go again, as one batch.
+        """
+        refused, rest = batch.sift(refusal.lines)
+        if rest.points and refusal.rest_stored:
+            self._succeeded(rest, started)
+        elif rest.points:
+            self._resend.appendleft(rest)
+        self._refuse_points(refused, status)
+
     def _refuse(self, batch: _Batch, status: int, message: str) -> None:
-        self.stats.points_refused += batch.points
+        self._refuse_points(
+            [
+                (line, message, delivery)
+                for lines, delivery in batch.chunks
+                for line in lines
+            ],
+            status,
+        )
+
+    def _refuse_points(self, refused: list[_Refused], status: int) -> None:
+        line, why, _ = refused[0]
+        self.stats.points_refused += len(refused)
         self._limited.error(
             ("refused", status),
             "InfluxDB refused {count} points for good (HTTP {status}): {why}; "
             "first point: {line}",
-            count=batch.points,
+            count=len(refused),
             status=status,
-            why=message,
-            line=batch.first_line()[:200].decode("utf-8", "replace"),
+            why=why,
+            line=line[:200].decode("utf-8", "replace"),
         )
-        for lines, delivery in batch.chunks:
-            delivery.refused.extend(lines)
+        for line, why, delivery in refused:
+            delivery.refused.append(line)
+            delivery.reasons.append(why)
             delivery.status = status
-            delivery.message = message
-            delivery.settle(len(lines))
+            delivery.settle(1)
 
     def _failed(self, batch: _Batch, why: str, retry_after: float | None) -> None:
         self._resend.appendleft(batch)

@@ -33,7 +33,11 @@ from weather.app.options import (
     DataDirOptions,
     DevicesOptions,
     InfluxOptions,
+    Option,
     WeatherOptions,
+    declared,
+    number,
+    parameters,
 )
 from weather.app.options import Options as ServerOptions
 from weather.app.settings import Settings, load_devices, settings_from_options
@@ -97,6 +101,25 @@ class QuarantineOptions(CommandOptions):
             raise usage.UsageError("give a subcommand: list")
 
 
+#: weather replay's own --timeout, declared as the server's options are.
+TIMEOUT = Option(
+    "timeout",
+    "Give up on InfluxDB after this many seconds.",
+    "300",
+    number(float, 0.1, 86400),
+)
+
+# weather replay's writer, not the server's options: the server runs for
+# months, a replay is a one-shot command that waits for InfluxDB at most --timeout.
+
+#: Everything is queued before the replay flushes: no batch waits to fill.
+REPLAY_FLUSH_INTERVAL = 0.05
+#: Retry soon: the server's longest wait between retries would use up --timeout.
+REPLAY_MAX_BACKOFF = 10
+#: What is not delivered on stop stays in quarantine: stopping need not wait.
+REPLAY_SHUTDOWN_TIMEOUT = 1
+
+
 class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
     """The server's --data-dir, --devices and InfluxDB options, and the replay's own."""
 
@@ -109,9 +132,15 @@ class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
     )
     optParameters = [
         ["reason", "r", None, "Only packets quarantined for this reason."],
-        ["timeout", None, "300", "Give up on InfluxDB after this many seconds."],
+        *parameters((TIMEOUT,)),
     ]
     optFlags = [["dry-run", "n", "Show what would be written; change nothing."]]
+
+    def postOptions(self) -> None:
+        try:
+            self["timeout"] = TIMEOUT.value(self["timeout"])
+        except ConfigurationError as e:
+            raise usage.UsageError(str(e)) from None
 
     def opt_id(self, value: str) -> None:
         """Only this packet (repeatable)."""
@@ -133,7 +162,9 @@ class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
 def parse_time(value: str, name: str) -> int:
     """
     A time given on the command line, in nanoseconds: seconds since the epoch,
-    or ISO 8601 (UTC unless it carries an offset).
+    or ISO 8601 (UTC unless it carries an offset).  L{datetime.fromisoformat}
+    reads the second; the first is read here, as C{float} would lose the
+    nanoseconds.
     """
     wrong = usage.UsageError(
         f"--{name} {value!r}: give seconds since 1970 or a time such as "
@@ -226,19 +257,63 @@ class SimulateOptions(WeatherOptions):
     )
     optParameters = [
         ["host", "H", "127.0.0.1", "The server's address or name."],
-        ["port", "P", 8266, "The server's port.", usage.portCoerce],
+        # The server's default port; the stations' and the simulation's
+        # defaults are those of the simulator's own classes.
+        [
+            "port",
+            "P",
+            int(declared("port").default),
+            "The server's port.",
+            usage.portCoerce,
+        ],
         ["stations", "n", 1, "How many stations.", int],
         ["packets", "k", 1, "Uploads per station.", int],
         ["first-id", None, 1, "The first station's device id.", int],
-        ["wake-every", "w", 3600, "Seconds between uploads (wakeEvery).", int],
-        ["measure-every", "m", 120, "Seconds between records (measurementEvery).", int],
+        [
+            "wake-every",
+            "w",
+            StationModel.wake_every,
+            "Seconds between uploads (wakeEvery).",
+            int,
+        ],
+        [
+            "measure-every",
+            "m",
+            StationModel.measure_every,
+            "Seconds between records (measurementEvery).",
+            int,
+        ],
         ["drift", None, 2.0, "Each clock runs up to this many percent off.", float],
-        ["miss", None, 0.0, "Probability that a station misses an upload.", float],
-        ["segments", None, 1, "Write each packet in this many TCP segments.", int],
-        ["segment-delay", None, 0.05, "Seconds between segments.", float],
+        [
+            "miss",
+            None,
+            Simulation.miss,
+            "Probability that a station misses an upload.",
+            float,
+        ],
+        [
+            "segments",
+            None,
+            Simulation.segments,
+            "Write each packet in this many TCP segments.",
+            int,
+        ],
+        [
+            "segment-delay",
+            None,
+            Simulation.segment_delay,
+            "Seconds between segments.",
+            float,
+        ],
         ["ack-timeout", None, 5.0, "With --wait-ack: seconds to wait.", float],
-        ["spread", None, 0.0, "Spread the first uploads over this many seconds.", float],
-        ["seed", None, 0, "Seed for drift, weather and missed uploads.", int],
+        [
+            "spread",
+            None,
+            Simulation.spread,
+            "Spread the first uploads over this many seconds.",
+            float,
+        ],
+        ["seed", None, Simulation.seed, "Seed for drift, weather and missed uploads.", int],
     ]
     optFlags = [
         ["wait-ack", None, "Wait for the server's acknowledgement before closing."],
@@ -316,7 +391,10 @@ def utc(ns: int) -> str:
 
 
 def age(seconds: float) -> str:
-    """A duration the way a person says it: 45 s, 12 min, 3 h 5 min, 2 d 4 h."""
+    """
+    A duration the way a person says it: 45 s, 12 min, 3 h 5 min, 2 d 4 h
+    (a C{timedelta} prints C{2 days, 4:05:00}).
+    """
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -336,6 +414,7 @@ def counted(count: int, noun: str) -> str:
 
 
 def size(count: int) -> str:
+    """A size in bytes, KiB, MiB or GiB: the standard library has no such format."""
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
@@ -344,7 +423,10 @@ def size(count: int) -> str:
 
 
 class Progress:
-    """A one-line progress bar on a terminal; a line per tenth otherwise."""
+    """
+    A one-line progress bar on a terminal; a line per tenth otherwise.
+    Neither Twisted nor the standard library has one.
+    """
 
     def __init__(self, total: int, out: TextIO, width: int = 30) -> None:
         self.total = max(total, 1)
@@ -529,10 +611,10 @@ def _send(reactor, settings, ready, options, err, client) -> Any:
         client,
         reactor,
         batch_size=settings.batch_size,
-        flush_interval=0.05,
+        flush_interval=REPLAY_FLUSH_INTERVAL,
         request_timeout=settings.request_timeout,
-        max_backoff=10,
-        shutdown_timeout=1,
+        max_backoff=REPLAY_MAX_BACKOFF,
+        shutdown_timeout=REPLAY_SHUTDOWN_TIMEOUT,
         max_pending=settings.max_pending,
     )
     writer.startService()
@@ -563,7 +645,7 @@ def _send(reactor, settings, ready, options, err, client) -> Any:
         writes.append(d)
     writer.flush()
     everything: Deferred = DeferredList(writes, consumeErrors=True)
-    everything.addTimeout(float(options["timeout"]), reactor, lambda *_: None)
+    everything.addTimeout(options["timeout"], reactor, lambda *_: None)
     try:
         yield everything
     except Exception:

@@ -81,7 +81,11 @@ def find_influxd() -> str | None:
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    """
+    Return a TCP port on 127.0.0.1 that was free a moment ago.  influxd's
+    configuration needs its port numbers before it starts: it cannot be given
+    port 0 and asked which one it got.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
@@ -281,7 +285,7 @@ class InfluxServer:
             stderr=subprocess.STDOUT,
             cwd=self.base_dir,
             env=self._environment(),
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -454,10 +458,10 @@ class InfluxServer:
             time.sleep(0.05)
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM influxd if the test process dies.
+def die_with_parent() -> None:
+    """In a child: ask Linux to SIGTERM it when its parent dies, however it dies.
 
-    Keeps a crashed or killed test run from leaving servers behind.
+    Keeps a crashed or killed run from leaving servers behind.
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -17,10 +17,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from weather.app.options import declared
 from weather.tools.localinflux import InfluxServer, find_influxd
 
-URL = "http://localhost:8086"
-DATABASE = "weather"
+#: The server's own defaults: the InfluxDB it writes to when not told.
+URL = declared("influx-url").default
+DATABASE = declared("database").default
 
 
 def answers(url: str) -> bool:
@@ -43,7 +45,8 @@ def main(argv: list[str]) -> int:
         print(f"Using the InfluxDB at {URL}, database {DATABASE}.")
     elif find_influxd():
         server = InfluxServer(
-            base_dir=os.path.abspath("weather-data/influxdb"), http_port=8086
+            base_dir=os.path.abspath("weather-data/influxdb"),
+            http_port=urllib.parse.urlsplit(URL).port,
         )
         server.start()
         url = server.url

@@ -1,7 +1,7 @@
 """
 Simulated reference stations: what C{weather simulate} sends.
 
-A simulated station behaves as the firmware does (PROTOCOL.md): its ATtiny
+A simulated station behaves as the firmware does (docs/protocol.md): its ATtiny
 measures every C{measurementEvery} seconds by a clock that drifts, keeps the
 records in a ring of at most 58, and every C{wakeEvery} seconds the ESP
 connects, writes one packet with every record held, and closes; it never reads
@@ -20,7 +20,7 @@ import math
 import random
 import socket
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -39,13 +39,18 @@ RING_RECORDS = 58
 RECORD = struct.Struct("<HHH")
 #: The server's acknowledgement byte (written once a packet is durable).
 ACK = b"\x06"
+#: The reference firmware's C{wakeEvery} and C{measurementEvery}, in seconds.
+WAKE_EVERY = 3600
+MEASURE_EVERY = 120
+#: Seconds between the TCP segments of a packet written in several.
+SEGMENT_DELAY = 0.05
 
 
 def build_packet(
     device_id: int,
     records: Iterable[tuple[int, int, int]],
-    wake_every: int = 3600,
-    measure_every: int = 120,
+    wake_every: int = WAKE_EVERY,
+    measure_every: int = MEASURE_EVERY,
 ) -> bytes:
     """
     The packet a reference station writes: the header, then each record of
@@ -102,8 +107,8 @@ class StationModel:
     """
 
     device_id: int
-    wake_every: int = 3600
-    measure_every: int = 120
+    wake_every: int = WAKE_EVERY
+    measure_every: int = MEASURE_EVERY
     drift: float = 0.0
     #: Hours to add to UTC for the station's solar time (the sun's noon at 12).
     solar_offset: float = 0.0
@@ -218,7 +223,7 @@ class Upload(Protocol):
         packet: bytes,
         clock: IReactorTime,
         segments: int | Sequence[int] = 1,
-        delay: float = 0.05,
+        delay: float = SEGMENT_DELAY,
         ack_timeout: float | None = None,
     ) -> None:
         if isinstance(segments, int):
@@ -305,50 +310,44 @@ class Totals:
     missed: int = 0
 
 
+@dataclass(eq=False)
 class Simulation:
     """
     Run stations on a reactor: each wakes C{packets} times (the first at
     once, or spread over C{spread} seconds), C{true_wake_every} apart, and
     prints every upload and, unless C{quiet}, every reading with its true time.
     A wake is skipped as a missed upload with probability C{miss}; such wakes
-    come on top of the C{packets} uploads.
+    come on top of the C{packets} uploads.  Each upload is written in
+    C{segments} pieces C{segment_delay} apart and, with an C{ack_timeout},
+    waits that long for the acknowledgement.
+
+    The defaults here are C{weather simulate}'s.
     """
 
-    def __init__(
-        self,
-        reactor: Any,
-        connect: Callable[[Upload], Deferred],
-        stations: Sequence[StationModel],
-        packets: int,
-        out: TextIO,
-        miss: float = 0.0,
-        segments: int = 1,
-        segment_delay: float = 0.05,
-        ack_timeout: float | None = None,
-        spread: float = 0.0,
-        quiet: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self.reactor = reactor
-        self.connect = connect
-        self.stations = stations
-        self.packets = packets
-        self.out = out
-        self.miss = miss
-        self.segments = segments
-        self.segment_delay = segment_delay
-        self.ack_timeout = ack_timeout
-        self.spread = spread
-        self.quiet = quiet
-        self.random = random.Random(seed)
-        self.totals = Totals()
+    reactor: Any
+    connect: Callable[[Upload], Deferred]
+    stations: Sequence[StationModel]
+    packets: int
+    out: TextIO
+    miss: float = 0.0
+    segments: int = 1
+    segment_delay: float = SEGMENT_DELAY
+    ack_timeout: float | None = None
+    spread: float = 0.0
+    quiet: bool = False
+    seed: int = 0
+    totals: Totals = field(init=False, default_factory=Totals)
+    _random: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
 
     def run(self) -> Deferred[Totals]:
         """Fires with the totals once every station made its uploads."""
         runs = []
         for station in self.stations:
             finished: Deferred[None] = Deferred()
-            first = self.random.uniform(0, self.spread) if self.spread > 0 else 0
+            first = self._random.uniform(0, self.spread) if self.spread > 0 else 0
             self.reactor.callLater(first, self._wake, station, self.packets, finished)
             runs.append(finished)
         return gatherResults(runs).addCallback(lambda _: self.totals)
@@ -364,7 +363,7 @@ class Simulation:
         # lateness must not add up over many wakes.
         now = self.reactor.seconds() if scheduled is None else scheduled
         records = station.wake(now)
-        if self.miss > 0 and self.random.random() < self.miss:
+        if self.miss > 0 and self._random.random() < self.miss:
             self.totals.missed += 1
             self._print(
                 f"station {station.device_id}: {utc(now, True)} missed upload "
@@ -446,11 +445,16 @@ def tcp_connector(reactor: Any, host: str, port: int, timeout: float = 10.0):
     return connect
 
 
-def devices_toml(device_ids: Sequence[int]) -> str:
-    """A devices file describing simulated stations (reference layout)."""
+def devices_toml(device_ids: Iterable[int], places: Mapping[int, str] | None = None) -> str:
+    """
+    A devices file describing stations of the reference layout, each with a
+    place tag: its name in C{places}, else "station-N".
+    """
+    places = places or {}
+    stations = [(device, places.get(device, f"station-{device}")) for device in device_ids]
     return "".join(
         f"""[devices.{device}]
-tags = {{ place = "station-{device}" }}
+tags = {{ place = "{place}" }}
 values = [
   {{ name = "light", unit = "lx" }},
   {{ name = "humidity", conversion = "si7021_humidity", unit = "%" }},
@@ -458,5 +462,5 @@ values = [
 ]
 
 """
-        for device in device_ids
+        for device, place in stations
     )

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from weather.core.decode import decode_packet
 from weather.core.devices import REFERENCE_DEVICES
 from weather.core.lineprotocol import LineEncoder, packet_points
+from weather.core.timing import TimingInputs
 
 S = 1_000_000_000
 
@@ -38,8 +39,8 @@ def server_path(encoder: LineEncoder) -> Callable[[bytes, int], int]:
     """What the pipeline does with a packet; returns how many values it left out."""
 
     def step(packet: bytes, arrival: int) -> int:
-        previous = arrival - 3600 * S
-        points = packet_points(packet, arrival, previous, REFERENCE_DEVICES, encoder)
+        timing = TimingInputs.since(arrival - 3600 * S, arrival)
+        points = packet_points(packet, arrival, timing, REFERENCE_DEVICES, encoder)
         return points.not_finite
 
     return step
@@ -52,7 +53,8 @@ def per_reading_path(_: LineEncoder) -> Callable[[bytes, int], int]:
     encoder = PerReadingEncoder()
 
     def step(packet: bytes, arrival: int) -> int:
-        decoded = decode_packet(packet, arrival, arrival - 3600 * S, REFERENCE_DEVICES)
+        timing = TimingInputs.since(arrival - 3600 * S, arrival)
+        decoded = decode_packet(packet, arrival, timing, REFERENCE_DEVICES)
         lines = encoder.encode(decoded.readings)
         return len(decoded.readings) - len(lines)
 

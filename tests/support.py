@@ -447,3 +447,16 @@ class Station(Protocol):
         self.reason = reason
         if not self.done.called:  # not after a timeout
             self.done.callback(self.received)
+
+
+def journaled_arrivals(file: JournalFile) -> dict[int, int]:
+    """Each device's last arrival, as the journal file keeps it."""
+    return {device: state.arrival_ns for device, state in file.stations().items()}
+
+
+def numbered_packet(numbers: range, device_id: int = 1) -> bytes:
+    """
+    A reference packet of the station's records C{numbers}: record I{n} has
+    the same bytes in every packet, as when a station sends it again.
+    """
+    return build_packet(device_id, [(n, 30000 + n, 25000 + n) for n in numbers])

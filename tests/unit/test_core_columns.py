@@ -23,7 +23,6 @@ from weather.core.decode import (
     DecodedPacket,
     decode_packet,
     is_storable,
-    record_times,
 )
 from weather.core.devices import (
     CONVERSIONS,
@@ -34,6 +33,7 @@ from weather.core.devices import (
     parse_devices,
 )
 from weather.core.lineprotocol import LineEncoder, packet_points
+from weather.core.timing import TimingInputs, stamp
 
 S = NANOSECONDS
 T = 1_700_000_000 * S
@@ -73,10 +73,9 @@ class SameAsPerReadingMixin:
         previous: int | None,
         profiles,
     ) -> DecodedPacket:
-        decoded, lines, not_finite = packet_points(
-            data, arrival, previous, profiles, encoder
-        )
-        expected = per_reading(data, arrival, previous, profiles)
+        inputs = TimingInputs.since(previous, arrival)
+        decoded, lines, not_finite = packet_points(data, arrival, inputs, profiles, encoder)
+        expected = per_reading(data, arrival, inputs, profiles)
         self.assertEqual(exact(decoded.readings), exact(expected))
         self.assertEqual(lines, per_reading_lines(expected))
         self.assertEqual(not_finite, sum(1 for r in expected if not is_storable(r)))
@@ -198,7 +197,7 @@ class ColumnsTests(SynchronousTestCase, SameAsPerReadingMixin):
     def test_reference(self) -> None:
         rows = [(100 + i, 26000 + 4 * i, 25000 + 4 * i) for i in range(30)]
         profile = REFERENCE_DEVICES[1]
-        decoded = decode_packet(packet(profile, rows), T, None, REFERENCE_DEVICES)
+        decoded = decode_packet(packet(profile, rows), T, TimingInputs(), REFERENCE_DEVICES)
         self.assertEqual(decoded.times, [T - (29 - i) * 120 * S for i in range(30)])
         self.assertIsInstance(decoded.columns, tuple)
         self.assertEqual(len(decoded.columns), 3)
@@ -214,7 +213,7 @@ class ColumnsTests(SynchronousTestCase, SameAsPerReadingMixin):
 
     def test_readingsBuiltOnce(self) -> None:
         data = packet(REFERENCE_DEVICES[1], [(1, 2, 3), (4, 5, 6)])
-        decoded = decode_packet(data, T, None, REFERENCE_DEVICES)
+        decoded = decode_packet(data, T, TimingInputs(), REFERENCE_DEVICES)
         self.assertIs(decoded.readings, decoded.readings)
         self.assertEqual(len(decoded.readings), 6)
         self.assertEqual(
@@ -228,7 +227,7 @@ class ColumnsTests(SynchronousTestCase, SameAsPerReadingMixin):
 
     def test_empty(self) -> None:
         decoded = decode_packet(
-            packet(REFERENCE_DEVICES[1], []), T, None, REFERENCE_DEVICES
+            packet(REFERENCE_DEVICES[1], []), T, TimingInputs(), REFERENCE_DEVICES
         )
         self.assertEqual(decoded.times, [])
         self.assertEqual(decoded.columns, ([], [], []))
@@ -238,19 +237,22 @@ class ColumnsTests(SynchronousTestCase, SameAsPerReadingMixin):
 
     def test_equalPacketsEqual(self) -> None:
         data = packet(REFERENCE_DEVICES[1], [(1, 2, 3), (4, 5, 6)])
-        first = decode_packet(data, T, T - 3600 * S, REFERENCE_DEVICES)
-        second = decode_packet(bytes(data), T, T - 3600 * S, REFERENCE_DEVICES)
+        inputs = TimingInputs.since(T - 3600 * S, T)
+        first = decode_packet(data, T, inputs, REFERENCE_DEVICES)
+        second = decode_packet(bytes(data), T, inputs, REFERENCE_DEVICES)
         self.assertEqual(len(first.readings), 6)  # built in one, not the other
         self.assertEqual(first, second)
-        self.assertNotEqual(first, decode_packet(data, T + 1, None, REFERENCE_DEVICES))
+        self.assertNotEqual(
+            first, decode_packet(data, T + 1, TimingInputs(), REFERENCE_DEVICES)
+        )
 
     def test_recordTimes(self) -> None:
-        self.assertEqual(record_times(3, 1000, 10), [980, 990, 1000])
-        self.assertEqual(record_times(3, 1000, 0), [1000, 1000, 1000])
-        self.assertEqual(record_times(3, 1000, -10), [1020, 1010, 1000])
-        self.assertEqual(record_times(0, 1000, 0), [])
-        self.assertEqual(record_times(0, 1000, 10), [])
-        self.assertEqual(record_times(1, 1000, 10), [1000])
+        self.assertEqual(stamp(3, 1000, 10), [980, 990, 1000])
+        self.assertEqual(stamp(3, 1000, 0), [1000, 1000, 1000])
+        self.assertEqual(stamp(3, 1000, -10), [1020, 1010, 1000])
+        self.assertEqual(stamp(0, 1000, 0), [])
+        self.assertEqual(stamp(0, 1000, 10), [])
+        self.assertEqual(stamp(1, 1000, 10), [1000])
 
 
 class ConvertAllTests(SynchronousTestCase):
@@ -324,7 +326,9 @@ class EncodePacketTests(SynchronousTestCase, RandomEncodingMixin):
         encoder = LineEncoder()
         for previous in (None, T - 3600 * S, T - 3601 * S - 7):
             self.assertSameAsPerReading(encoder, data, T, previous, REFERENCE_DEVICES)
-        lines = encoder.encode_packet(decode_packet(data, T, None, REFERENCE_DEVICES))
+        lines = encoder.encode_packet(
+            decode_packet(data, T, TimingInputs(), REFERENCE_DEVICES)
+        )
         self.assertEqual(
             lines[-3:],
             [
@@ -377,7 +381,7 @@ class EncodePacketTests(SynchronousTestCase, RandomEncodingMixin):
             (-math.inf, 3, math.nan),
             (4.5, 4, 5.5),
         ]
-        decoded = decode_packet(packet(profile, rows), T, None, {5: profile})
+        decoded = decode_packet(packet(profile, rows), T, TimingInputs(), {5: profile})
         lines = LineEncoder().encode_packet(decoded)
         times = [T - (3 - i) * 120 * S for i in range(4)]
         self.assertEqual(
@@ -398,7 +402,9 @@ class EncodePacketTests(SynchronousTestCase, RandomEncodingMixin):
     def test_sumOverflows(self) -> None:
         """Finite values whose sum is not finite: all written."""
         profile = DeviceProfile(5, (), (ValueSpec("x", "f32", scale=5e269),))
-        decoded = decode_packet(packet(profile, [(3e38,), (3e38,)]), T, None, {5: profile})
+        decoded = decode_packet(
+            packet(profile, [(3e38,), (3e38,)]), T, TimingInputs(), {5: profile}
+        )
         self.assertFalse(math.isfinite(sum(decoded.columns[0])))
         lines = LineEncoder().encode_packet(decoded)
         self.assertEqual(len(lines), 2)
@@ -422,14 +428,16 @@ class EncodePacketTests(SynchronousTestCase, RandomEncodingMixin):
             for order in (rows, rows[::-1]):
                 data = packet(profile, order)
                 self.assertSameAsPerReading(encoder, data, T, None, profiles)
-                lines = encoder.encode_packet(decode_packet(data, T, None, profiles))
+                lines = encoder.encode_packet(
+                    decode_packet(data, T, TimingInputs(), profiles)
+                )
                 self.assertNotIn(b"-0.0", b"".join(lines))
 
     def test_zerosRemembered(self) -> None:
         """A value that cannot be -0.0 has its zero remembered like any value."""
         encoder = LineEncoder()
         data = packet(REFERENCE_DEVICES[1], [(0, 0, 0)])
-        encoder.encode_packet(decode_packet(data, T, None, REFERENCE_DEVICES))
+        encoder.encode_packet(decode_packet(data, T, TimingInputs(), REFERENCE_DEVICES))
         light = encoder._series(REFERENCE_DEVICES[1])[0]
         self.assertEqual(light[0.0], b"light,place=balcony value=0.0")
         self.assertIn(0.0, light)
@@ -450,7 +458,7 @@ class EncodePacketTests(SynchronousTestCase, RandomEncodingMixin):
         encoder = LineEncoder()
         data = packet(profiles[7], rows)
         self.assertSameAsPerReading(encoder, data, T, None, profiles)
-        lines = encoder.encode_packet(decode_packet(data, T, None, profiles))
+        lines = encoder.encode_packet(decode_packet(data, T, TimingInputs(), profiles))
         self.assertEqual(
             lines[0],
             (

@@ -18,8 +18,6 @@ from weather.core.decode import (
     Reading,
     decode_packet,
     is_storable,
-    record_interval,
-    record_times,
 )
 from weather.core.devices import (
     REFERENCE_DEVICES,
@@ -28,6 +26,7 @@ from weather.core.devices import (
     si7021_temperature,
 )
 from weather.core.packet import Header, PacketRejected, Reason
+from weather.core.timing import TimingInputs, stamp, time_records
 
 S = NANOSECONDS
 T = 1_700_000_000 * S  # an arrival time
@@ -44,6 +43,11 @@ def reference_packet(count: int = 30, **header: int) -> bytes:
     return header_bytes(len(body), **header) + body
 
 
+def rounded(spacing: int, count: int) -> int:
+    """C{spacing / count} to the nearest nanosecond, halves up."""
+    return (2 * spacing + count) // (2 * count)
+
+
 def times_of(decoded: DecodedPacket) -> list[int]:
     """One timestamp per record, checking all values of a record share it."""
     per_record = len(decoded.profile.values)
@@ -57,8 +61,9 @@ class TimestampTests(SynchronousTestCase):
     """The timestamp rule of docs/protocol.md, in integer nanoseconds."""
 
     def decode(self, previous: int | None, count: int = 30, **header: int):
+        inputs = TimingInputs.since(previous, T)
         return decode_packet(
-            reference_packet(count, **header), T, previous, REFERENCE_DEVICES
+            reference_packet(count, **header), T, inputs, REFERENCE_DEVICES
         )
 
     def test_firstPacketNominal(self) -> None:
@@ -84,17 +89,17 @@ class TimestampTests(SynchronousTestCase):
         self.assertEqual(times_of(decoded)[-1], T)
         self.assertEqual(times_of(decoded)[0], T - 29 * 120 * S)
 
-    def test_measuredIsFloorOfSpacingOverCount(self) -> None:
-        spacing = 3600 * S + 29  # not a multiple of 30
+    def test_measuredIsSpacingOverCountRounded(self) -> None:
+        spacing = 3600 * S + 14  # not a multiple of 30, rounded down
         decoded = self.decode(T - spacing)
         self.assertTrue(decoded.measured)
-        self.assertEqual(decoded.interval_ns, spacing // 30)
         self.assertEqual(decoded.interval_ns, 120 * S)
+        self.assertEqual(self.decode(T - spacing - 1).interval_ns, 120 * S + 1)
         spacing = 3601 * S + 7
         decoded = self.decode(T - spacing)
-        self.assertEqual(decoded.interval_ns, 120_033_333_333)
+        self.assertEqual(decoded.interval_ns, 120_033_333_334)  # 3601.000000007 s / 30
         self.assertEqual(
-            times_of(decoded), [T - (29 - i) * 120_033_333_333 for i in range(30)]
+            times_of(decoded), [T - (29 - i) * 120_033_333_334 for i in range(30)]
         )
 
     def test_driftMeasured(self) -> None:
@@ -102,19 +107,24 @@ class TimestampTests(SynchronousTestCase):
         for spacing in (3384 * S, 3852 * S, 3600 * S - 123_456_789):
             decoded = self.decode(T - spacing)
             self.assertTrue(decoded.measured, spacing)
-            self.assertEqual(decoded.interval_ns, spacing // 30)
+            self.assertEqual(decoded.interval_ns, rounded(spacing, 30))
             self.assertEqual(times_of(decoded)[-1], T)
-            self.assertEqual(times_of(decoded)[0], T - 29 * (spacing // 30))
+            self.assertEqual(times_of(decoded)[0], T - 29 * rounded(spacing, 30))
 
-    def test_missedUploadNominal(self) -> None:
-        # The previous hour's connection failed: two hours of records (the
-        # ring holds 58) come in one packet.
-        decoded = self.decode(T - 7200 * S - 3 * S, count=58)
-        self.assertFalse(decoded.measured)
-        self.assertEqual(decoded.interval_ns, 120 * S)
+    def test_missedUploadMeasured(self) -> None:
+        # The previous hour's connection failed: two hours of records come in
+        # one packet, the ring (58 records) dropped the oldest two.  The
+        # station's ratio is learned: two uploads are told from one.
+        spacing = 7200 * S + 3 * S
+        inputs = TimingInputs(T - spacing, spacing, 1.0, b"", learned=True)
+        decoded = decode_packet(reference_packet(58), T, inputs, REFERENCE_DEVICES)
+        self.assertTrue(decoded.measured)
+        self.assertEqual(decoded.timing.uploads, 2)
+        self.assertEqual(decoded.timing.lost, 2)
+        self.assertEqual(decoded.interval_ns, 120_050 * S // 1000)
         times = times_of(decoded)
         self.assertEqual(times[-1], T)
-        self.assertEqual(times[0], T - 57 * 120 * S)
+        self.assertEqual(times[0], T - 57 * 120_050 * S // 1000)
 
     def test_boundary(self) -> None:
         # |spacing - wakeEvery| < wakeEvery / 3, wakeEvery = 3600 s: 1200 s.
@@ -129,7 +139,7 @@ class TimestampTests(SynchronousTestCase):
         for spacing, measured in cases:
             decoded = self.decode(T - spacing)
             self.assertEqual(decoded.measured, measured, spacing)
-            expected = spacing // 30 if measured else 120 * S
+            expected = rounded(spacing, 30) if measured else 120 * S
             self.assertEqual(decoded.interval_ns, expected, spacing)
 
     def test_boundaryNotDivisibleByThree(self) -> None:
@@ -155,34 +165,48 @@ class TimestampTests(SynchronousTestCase):
     def test_singleRecord(self) -> None:
         decoded = self.decode(T - 3600 * S, count=1)
         self.assertTrue(decoded.measured)
-        self.assertEqual(decoded.interval_ns, 3600 * S)
+        self.assertEqual(decoded.interval_ns, 120 * S)
+        self.assertEqual(decoded.timing.lost, 29)
         self.assertEqual(times_of(decoded), [T])
 
     def test_emptyPacket(self) -> None:
         decoded = self.decode(T - 3600 * S, count=0)
         self.assertEqual(decoded.readings, ())
-        self.assertFalse(decoded.measured)
+        self.assertTrue(decoded.measured)
         self.assertEqual(decoded.interval_ns, 120 * S)
+        self.assertEqual(decoded.timing.lost, 30)
 
     def test_deterministic(self) -> None:
         packet = reference_packet(30)
         for previous in (None, T - 3601 * S - 17, T - 9000 * S):
-            first = decode_packet(packet, T, previous, REFERENCE_DEVICES)
-            second = decode_packet(bytes(packet), T, previous, REFERENCE_DEVICES)
+            inputs = TimingInputs.since(previous, T)
+            first = decode_packet(packet, T, inputs, REFERENCE_DEVICES)
+            second = decode_packet(bytes(packet), T, inputs, REFERENCE_DEVICES)
             self.assertEqual(first, second)
             self.assertEqual(first.readings, second.readings)
 
     def test_recordInterval(self) -> None:
         header = Header(180, 3600, 120, 6, 1, 3)
-        self.assertEqual(record_interval(header, T, None), (120 * S, False))
-        self.assertEqual(record_interval(header, T, T - 3600 * S), (120 * S, True))
-        self.assertEqual(record_interval(header, T, T - 3690 * S), (123 * S, True))
-        self.assertEqual(record_interval(header, T, T - 7200 * S), (120 * S, False))
+        body = bytes(180)
+
+        def interval(previous: int | None) -> tuple[int, bool]:
+            timing = time_records(header, body, T, TimingInputs.since(previous, T))
+            return timing.interval_ns, timing.measured
+
+        self.assertEqual(interval(None), (120 * S, False))
+        self.assertEqual(interval(T - 3600 * S), (120 * S, True))
+        self.assertEqual(interval(T - 3690 * S), (123 * S, True))
+        # Two uploads' worth: told from one only once the ratio is learned.
+        self.assertEqual(interval(T - 7200 * S), (120 * S, False))
+        self.assertEqual(interval(T - 6000 * S), (120 * S, False))
+        learned = TimingInputs(T - 7200 * S, 7200 * S, 1.0, b"", learned=True)
+        timing = time_records(header, body, T, learned)
+        self.assertEqual((timing.interval_ns, timing.uploads), (120 * S, 2))
 
     def test_recordTimes(self) -> None:
-        self.assertEqual(record_times(3, 1000, 10), [980, 990, 1000])
-        self.assertEqual(record_times(1, 1000, 10), [1000])
-        self.assertEqual(record_times(0, 1000, 10), [])
+        self.assertEqual(stamp(3, 1000, 10), [980, 990, 1000])
+        self.assertEqual(stamp(1, 1000, 10), [1000])
+        self.assertEqual(stamp(0, 1000, 10), [])
 
 
 class RejectionTests(SynchronousTestCase):
@@ -192,7 +216,7 @@ class RejectionTests(SynchronousTestCase):
         self, data: bytes, reason: str, profiles=REFERENCE_DEVICES
     ) -> PacketRejected:
         with self.assertRaises(PacketRejected) as caught:
-            decode_packet(data, T, None, profiles)
+            decode_packet(data, T, TimingInputs(), profiles)
         self.assertEqual(caught.exception.reason, reason)
         return caught.exception
 
@@ -256,7 +280,7 @@ class ValueTests(SynchronousTestCase):
 
     def test_referencePacket(self) -> None:
         raw = records(30)
-        decoded = decode_packet(reference_packet(30), T, None, REFERENCE_DEVICES)
+        decoded = decode_packet(reference_packet(30), T, TimingInputs(), REFERENCE_DEVICES)
         self.assertEqual(decoded.header, Header(180, 3600, 120, 6, 1, 3))
         self.assertIs(decoded.profile, REFERENCE_DEVICES[1])
         self.assertEqual(len(decoded.readings), 90)
@@ -272,7 +296,9 @@ class ValueTests(SynchronousTestCase):
 
     def test_knownValues(self) -> None:
         body = struct.pack("<HHH", 129, 32768, 25000)
-        decoded = decode_packet(header_bytes(6) + body, T, None, REFERENCE_DEVICES)
+        decoded = decode_packet(
+            header_bytes(6) + body, T, TimingInputs(), REFERENCE_DEVICES
+        )
         values = [(r.measurement, r.value) for r in decoded.readings]
         self.assertEqual(values[0], ("light", 129.0))
         self.assertEqual(values[1], ("humidity", 56.5))
@@ -311,7 +337,7 @@ class ValueTests(SynchronousTestCase):
             )
             + body
         )
-        decoded = decode_packet(data, T, None, profiles)
+        decoded = decode_packet(data, T, TimingInputs(), profiles)
         self.assertEqual(
             [r.value for r in decoded.readings],
             [255.0, -128.0, 65535.0, -16383.0, 4294967295.0, -2147483648.0, 2.5]
@@ -335,7 +361,7 @@ class ValueTests(SynchronousTestCase):
         profiles = parse_devices('[devices.5]\nvalues = [{ name = "g", type = "f32" }]\n')
         body = struct.pack("<f", math.nan) + struct.pack("<f", math.inf)
         data = header_bytes(8, bytes_per_measurement=4, device_id=5, sensor_count=1)
-        decoded = decode_packet(data + body, T, None, profiles)
+        decoded = decode_packet(data + body, T, TimingInputs(), profiles)
         self.assertTrue(math.isnan(decoded.readings[0].value))
         self.assertEqual(decoded.readings[1].value, math.inf)
         self.assertEqual([is_storable(r) for r in decoded.readings], [False, False])
@@ -375,7 +401,8 @@ def plausible_packets(draw: st.DrawFn) -> bytes:
 class FuzzTests(SynchronousTestCase):
     def check(self, data: bytes, arrival: int, previous: int | None) -> None:
         try:
-            decoded = decode_packet(data, arrival, previous, FUZZ_PROFILES)
+            inputs = TimingInputs.since(previous, arrival)
+            decoded = decode_packet(data, arrival, inputs, FUZZ_PROFILES)
         except PacketRejected as e:
             self.assertIn(
                 e.reason,

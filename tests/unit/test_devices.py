@@ -95,6 +95,21 @@ class ValueSpecTests(SynchronousTestCase):
         self.assertTrue(math.isnan(spec.convert(math.nan)))
         self.assertEqual(spec.convert(math.inf), 1.0)
 
+    def test_invalidCodesAreNaN(self) -> None:
+        """A code that is not a reading converts to NaN (not stored), clamp or not."""
+        spec = ValueSpec(
+            "humidity",
+            conversion="si7021_humidity",
+            clamp=(0.0, 100.0),
+            invalid=frozenset({0xFFFC, 0xFFFF}),
+        )
+        for _ in range(2):  # converted, then remembered
+            converted = spec.convert_all([0xFFFC, 32768, 0xFFFF, 0xFFF8])
+            self.assertTrue(math.isnan(converted[0]))
+            self.assertEqual(converted[1], 56.5)
+            self.assertTrue(math.isnan(converted[2]))
+            self.assertEqual(converted[3], 100.0)
+
 
 class ReferenceTests(SynchronousTestCase):
     def test_referenceDevices(self) -> None:
@@ -113,6 +128,15 @@ class ReferenceTests(SynchronousTestCase):
         )
         self.assertEqual(profile.record_size, 6)
         self.assertEqual(profile.record.format, "<HHH")
+
+    def test_referenceSensorFailures(self) -> None:
+        """A failed SI7021 read (0xFFFC) and a cut record (0xFFFF) are not readings."""
+        light, humidity, temperature = REFERENCE_STATION.values
+        self.assertEqual(light.invalid, {0xFFFF})
+        self.assertEqual(humidity.invalid, {0xFFFC, 0xFFFF})
+        self.assertEqual(temperature.invalid, {0xFFFC, 0xFFFF})
+        self.assertEqual(light.convert(0xFFFC), 65532.0)
+        self.assertTrue(math.isnan(temperature.convert(0xFFFC)))
 
     def test_referenceIsNotClamped(self) -> None:
         # The original server stored the formula's value unclamped.
@@ -216,11 +240,23 @@ class ParseDevicesTests(SynchronousTestCase):
             """
             [devices.1]
             tags = { place = "balcony" }
-            values = [
-                { name = "light", unit = "lx" },
-                { name = "humidity", conversion = "si7021_humidity", unit = "%" },
-                { name = "temperature", conversion = "si7021_temperature", unit = "°C" },
-            ]
+
+            [[devices.1.values]]
+            name = "light"
+            unit = "lx"
+            invalid = [0xFFFF]
+
+            [[devices.1.values]]
+            name = "humidity"
+            conversion = "si7021_humidity"
+            unit = "%"
+            invalid = [0xFFFC, 0xFFFF]
+
+            [[devices.1.values]]
+            name = "temperature"
+            conversion = "si7021_temperature"
+            unit = "°C"
+            invalid = [65532, 65535]
             """
         )
         self.assertEqual(dict(profiles), dict(REFERENCE_DEVICES))
@@ -456,6 +492,48 @@ class ParseDevicesTests(SynchronousTestCase):
 
     def test_badUnit(self) -> None:
         self.assertError('[devices.1]\nvalues = [{ name = "x", unit = 1 }]\n', "unit")
+
+    def test_invalid(self) -> None:
+        """Codes in hex or decimal, each one the wire type can hold."""
+        profiles = parse_devices(
+            "[devices.1]\nvalues = [{ name = 'x', invalid = [0xFFFC, 65535] },"
+            " { name = 'y', type = 'i8', invalid = [-128, 127] }]\n"
+        )
+        self.assertEqual(
+            [v.invalid for v in profiles[1].values], [{65532, 65535}, {-128, 127}]
+        )
+        self.assertEqual(
+            parse_devices("[devices.1]\nvalues = [{ name = 'x' }]\n")[1].values[0].invalid,
+            frozenset(),
+        )
+
+    def test_badInvalid(self) -> None:
+        for kind, codes, words in (
+            ("u16", "[65536]", "65536, which a u16 cannot hold"),
+            ("u8", "[-1]", "-1, which a u8 cannot hold"),
+            ("i16", "[32768]", "which a i16 cannot hold"),
+            ("u16", "[1.0]", "codes are integers"),
+            ("u16", "[true]", "codes are integers"),
+            ("u16", "65535", "must be a list"),
+            ("f32", "[0]", "an f32 value has no codes"),
+        ):
+            self.assertError(
+                f"[devices.1]\nvalues = [{{ name = 'x', type = '{kind}', "
+                f"invalid = {codes} }}]\n",
+                "devices.1.values[0].invalid",
+                words,
+            )
+
+    def test_uploadDelay(self) -> None:
+        text = "[devices.1]\n{delay}values = [{{ name = 'x' }}]\n"
+        self.assertEqual(parse_devices(text.format(delay=""))[1].upload_delay, 0.0)
+        for delay, seconds in (("2.5", 2.5), ("3", 3.0), ("60", 60.0)):
+            profile = parse_devices(text.format(delay=f"upload_delay = {delay}\n"))[1]
+            self.assertEqual(profile.upload_delay, seconds)
+        for delay in ("-1", "61", "inf", "'2'", "true"):
+            self.assertError(
+                text.format(delay=f"upload_delay = {delay}\n"), "devices.1.upload_delay"
+            )
 
 
 class LoadDevicesTests(SynchronousTestCase):

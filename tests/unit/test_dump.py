@@ -5,6 +5,7 @@ would store them, with the server's reasons when it would not.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import struct
@@ -23,6 +24,8 @@ from weather.core.devices import (
     si7021_humidity,
 )
 from weather.core.dump import NotAPacket, describe_packet, packet_from_text
+from weather.core.timing import TimingInputs
+from weather.tools.simulate import build_packet
 
 S = 1_000_000_000
 NOON = "2026-11-21T12:00:00Z"
@@ -94,9 +97,14 @@ class PacketFromTextTests(SynchronousTestCase):
 
 
 class DescribeTests(SynchronousTestCase):
-    def describe(self, data: bytes, previous: int | None = None, **kw) -> tuple[int, str]:
+    def describe(
+        self, data: bytes, previous: int | None = None, ratio: float | None = None, **kw
+    ) -> tuple[int, str]:
+        inputs = TimingInputs.since(previous, NOON_NS)
+        if ratio is not None:
+            inputs = dataclasses.replace(inputs, ratio=ratio, learned=True)
         out = io.StringIO()
-        code = describe_packet(data, NOON_NS, previous, REFERENCE_DEVICES, out, **kw)
+        code = describe_packet(data, NOON_NS, inputs, REFERENCE_DEVICES, out, **kw)
         return code, out.getvalue()
 
     def test_table(self) -> None:
@@ -114,9 +122,64 @@ class DescribeTests(SynchronousTestCase):
         self.assertEqual(rows[0][4], f"{si7021_humidity(30000):.2f}")
 
     def test_measuredInterval(self) -> None:
+        """One upload's 30 records span the spacing; the 27 not sent were lost."""
         code, text = self.describe(reference_packet(3), previous=NOON_NS - 3630 * S)
-        self.assertIn("1210 s, measured", text)
-        self.assertIn("11:19:40.000", text)
+        self.assertIn("Record interval:   121 s, measured over 1 upload\n", text)
+        self.assertIn("Clock ratio:       1.008 measured (none learned before)", text)
+        self.assertIn("Lost:              27 records lost by the station's full ring", text)
+        self.assertIn("11:55:58.000", text)
+
+    def test_repeatedRecordsAreNotStampedAgain(self) -> None:
+        """A lost clear command: the previous packet's last 10 records come again."""
+        records = [(i, 30000 + 4 * i, 25000 + 4 * i) for i in range(60)]
+        previous = build_packet(1, records[:30])
+        inputs = TimingInputs(NOON_NS - 3600 * S, 3600 * S, 1.0, previous[9:])
+        out = io.StringIO()
+        data = build_packet(1, records[20:])
+        self.assertEqual(describe_packet(data, NOON_NS, inputs, REFERENCE_DEVICES, out), 0)
+        text = out.getvalue()
+        self.assertIn("Previous packet:   2026-11-21 11:00:00.000 UTC\n", text)
+        self.assertIn("Record interval:   120 s, measured over 1 upload\n", text)
+        self.assertIn(
+            "Repeated:          10 records (0 to 9) repeat the previous packet", text
+        )
+        rows = [line.split() for line in text.splitlines() if line[:3].strip().isdigit()]
+        # Only the 30 new ones, numbered as in the packet.
+        self.assertEqual([r[0] for r in rows], [str(i) for i in range(10, 40)])
+        self.assertEqual(rows[0][2:4], ["11:02:00.000", "30"])
+
+    def test_missedUploadMeasuredOverTwo(self) -> None:
+        """
+        Two uploads' spacing, a full ring, a learned ratio: the interval still
+        measured.  Without a learned ratio the uploads are not counted.
+        """
+        code, text = self.describe(
+            reference_packet(58), previous=NOON_NS - 7344 * S, ratio=1.0
+        )
+        self.assertIn("122.4 s, measured over 2 uploads (1 missed upload)", text)
+        self.assertIn("Clock ratio:       1.020 measured", text)
+        self.assertIn("Lost:              2 records lost by the station's full ring", text)
+        _, text = self.describe(reference_packet(58), previous=NOON_NS - 7344 * S)
+        self.assertIn(
+            "120 s, nominal (about 2 uploads since the previous packet, and no "
+            "learned ratio to count them by)",
+            text,
+        )
+
+    def test_learnedRatio(self) -> None:
+        out = io.StringIO()
+        inputs = TimingInputs(ratio=1.07, learned=True)
+        describe_packet(reference_packet(3), NOON_NS, inputs, REFERENCE_DEVICES, out)
+        text = out.getvalue()
+        self.assertIn("128.4 s, from the learned ratio (no previous packet)", text)
+        self.assertIn("Clock ratio:       learned ratio 1.070\n", text)
+        self.assertIn("11:55:43.200", text)
+
+    def test_irregular(self) -> None:
+        """More records than an hour explains, not the previous packet's."""
+        code, text = self.describe(reference_packet(40), previous=NOON_NS - 3600 * S)
+        self.assertIn("120 s, nominal (irregular)", text)
+        self.assertIn("Irregular:         more records than the time explains", text)
 
     def test_lines(self) -> None:
         _, text = self.describe(reference_packet(2), lines=True)
@@ -128,7 +191,13 @@ class DescribeTests(SynchronousTestCase):
         _, text = self.describe(reference_packet(30), previous=previous, lines=True)
         shown = text.split("(as written to InfluxDB):\n")[1].encode().splitlines()
         self.assertEqual(
-            shown, oracle_lines(reference_packet(30), NOON_NS, previous, REFERENCE_DEVICES)
+            shown,
+            oracle_lines(
+                reference_packet(30),
+                NOON_NS,
+                TimingInputs.since(previous, NOON_NS),
+                REFERENCE_DEVICES,
+            ),
         )
 
     def test_linesLeaveOutNaN(self) -> None:
@@ -136,11 +205,14 @@ class DescribeTests(SynchronousTestCase):
         data = header_bytes(12, bytes_per_measurement=4, device_id=5, sensor_count=1)
         data += struct.pack("<fff", 1.5, math.nan, math.inf)
         out = io.StringIO()
-        self.assertEqual(describe_packet(data, NOON_NS, None, profiles, out, lines=True), 0)
+        inputs = TimingInputs()
+        self.assertEqual(
+            describe_packet(data, NOON_NS, inputs, profiles, out, lines=True), 0
+        )
         text = out.getvalue()
         self.assertIn(f"\nx value=1.5 {NOON_NS - 240 * S}\n", text)
         self.assertNotIn("x value=nan", text)
-        self.assertIn("(2 values NaN or infinite, left out", text)
+        self.assertIn("(2 values left out: codes that are not readings, or NaN", text)
 
     def test_rejectionsGiveTheServersReasons(self) -> None:
         good = reference_packet(3)
@@ -193,6 +265,22 @@ class DecodeCommandTests(SynchronousTestCase):
         self.assertIn("deviceID:          4 (place=shed)", out)
         self.assertIn("1970-01-01 00:00:00.000", out)
 
+    def test_previousPacketAndRatio(self) -> None:
+        """--previous-packet as a file or as text; --ratio."""
+        records = [(i, 30000 + 4 * i, 25000 + 4 * i) for i in range(60)]
+        previous = self.mktemp()
+        with open(previous, "wb") as f:
+            f.write(build_packet(1, records[:30]))
+        data = build_packet(1, records[20:]).hex()
+        for text in (previous, build_packet(1, records[:30]).hex()):
+            code, out, err = run(
+                "decode", data, "-a", NOON, "-p", "2026-11-21T11:00:00Z",
+                "--previous-packet", text, "--ratio", "1.02",
+            )  # fmt: skip
+            self.assertEqual((code, err), (0, ""))
+            self.assertIn("10 records (0 to 9) repeat the previous packet", out)
+            self.assertIn("(learned ratio 1.020 before)", out)
+
     def test_errors(self) -> None:
         code, _, err = run("decode", "xyz")
         self.assertEqual((code, err), (1, "weather: not a packet: 'xyz' is not hex\n"))
@@ -211,3 +299,14 @@ class DecodeCommandTests(SynchronousTestCase):
         code, out, _ = run("decode", "b400")
         self.assertEqual(code, 1)
         self.assertIn("truncated", out)
+        code, _, err = run("decode", "--ratio", "2", "b400")
+        self.assertEqual(
+            (code, err), (2, "weather: --ratio 2: give a value from 0.5 to 1.5\n")
+        )
+        code, _, err = run("decode", "--previous-packet", "b400", "b400")
+        self.assertEqual(code, 2)
+        self.assertIn("give --previous too", err)
+        code, _, err = run("decode", "-p", "0", "--previous-packet", "zz", "b400")
+        self.assertEqual(
+            (code, err), (1, "weather: --previous-packet: not a packet: 'zz' is not hex\n")
+        )

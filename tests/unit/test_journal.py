@@ -9,8 +9,12 @@ import sqlite3
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.oracle import oracle_lines
 from tests.support import reference_packet
+from weather.core.devices import REFERENCE_DEVICES
+from weather.core.lineprotocol import LineEncoder, packet_points
 from weather.core.packet import Packet
+from weather.core.timing import StationState, TimingInputs
 from weather.journal.store import (
     FILENAME,
     SCHEMA_VERSION,
@@ -26,9 +30,8 @@ T0 = 1_700_000_000 * S
 
 
 def entry(entry_id: int, arrival_ns: int = T0, previous: int | None = None) -> JournalEntry:
-    return JournalEntry(
-        entry_id, Packet(reference_packet(2), "192.0.2.7:5", arrival_ns), previous
-    )
+    packet = Packet(reference_packet(2), "192.0.2.7:5", arrival_ns)
+    return JournalEntry(entry_id, packet, TimingInputs.since(previous, arrival_ns))
 
 
 class JournalFileTests(SynchronousTestCase):
@@ -54,24 +57,31 @@ class JournalFileTests(SynchronousTestCase):
         self.assertEqual(self.file.next_id(), 1)
         self.assertEqual(self.file.pending(), [])
         self.assertEqual(self.file.quarantined(), [])
-        self.assertEqual(self.file.device_arrivals(), {})
+        self.assertEqual(self.file.stations(), {})
         status = self.file.status()
         self.assertEqual((status.pending, status.quarantined), (0, 0))
         self.assertIsNone(status.oldest_pending_ns)
 
     def test_packetsSurviveReopening(self) -> None:
         """Packets, their timing state and the device state are all kept."""
-        self.file.commit(
-            Changes(
-                added=[(entry(1), None), (entry(2, T0 + S, T0), None)], devices={1: T0 + S}
-            )
+        timed = JournalEntry(
+            3,
+            Packet(reference_packet(2), "192.0.2.7:5", T0 + 2 * S, 7 * S),
+            TimingInputs(T0 + S, S + 3, 1.0625, b"\x00\xff" * 6, learned=True),
+            "boot-a",
         )
+        stations = {
+            1: StationState(T0 + 2 * S, 7 * S, "boot-a", (1.0625, 0.1 + 0.2), b"\x07" * 6),
+            2: StationState(T0, None, None),
+        }
+        added = [(entry(1), None), (entry(2, T0 + S, T0), None), (timed, None)]
+        self.file.commit(Changes(added=added, devices=stations))
         file = self.reopen()
-        self.assertEqual(file.pending(), [entry(1), entry(2, T0 + S, T0)])
-        self.assertEqual(file.device_arrivals(), {1: T0 + S})
-        self.assertEqual(file.next_id(), 3)
+        self.assertEqual(file.pending(), [entry(1), entry(2, T0 + S, T0), timed])
+        self.assertEqual(file.stations(), stations)
+        self.assertEqual(file.next_id(), 4)
         status = file.status()
-        self.assertEqual(status.pending, 2)
+        self.assertEqual(status.pending, 3)
         self.assertEqual(status.oldest_pending_ns, T0)
 
     def test_pendingAfterAndLimit(self) -> None:
@@ -145,8 +155,7 @@ class JournalFileTests(SynchronousTestCase):
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         db.execute(f"PRAGMA max_page_count = {pages}")
         big = [
-            (JournalEntry(i, Packet(os.urandom(4000), "p", T0), None), None)
-            for i in range(1, 20)
+            (JournalEntry(i, Packet(os.urandom(4000), "p", T0)), None) for i in range(1, 20)
         ]
         with self.assertRaises(sqlite3.OperationalError) as caught:
             self.file.commit(Changes(added=big))
@@ -159,7 +168,7 @@ class JournalFileTests(SynchronousTestCase):
     def test_spaceReclaimed(self) -> None:
         """Once a large backlog is delivered, the file gives its space back."""
         added = [
-            (JournalEntry(i, Packet(os.urandom(60_000), "p", T0), None), None)
+            (JournalEntry(i, Packet(os.urandom(60_000), "p", T0)), None)
             for i in range(1, 400)
         ]
         self.file.commit(Changes(added=added))
@@ -209,19 +218,144 @@ class JournalFileTests(SynchronousTestCase):
             JournalFile(os.path.join(blocker, "data"))
 
 
+#: Schema 1, as weather wrote it before timing inputs were journaled.
+SCHEMA_1 = """
+CREATE TABLE packet (
+    id INTEGER PRIMARY KEY,
+    arrival_ns INTEGER NOT NULL,
+    peer TEXT NOT NULL,
+    data BLOB NOT NULL,
+    previous_arrival_ns INTEGER,
+    reason TEXT,
+    detail TEXT,
+    quarantined_ns INTEGER,
+    refused BLOB
+);
+CREATE INDEX quarantined ON packet (id) WHERE reason IS NOT NULL;
+CREATE TABLE device (
+    id INTEGER PRIMARY KEY,
+    last_arrival_ns INTEGER NOT NULL
+);
+"""
+
+
+def schema_1_journal(directory: str) -> None:
+    """
+    A journal as schema 1 left it: a pending packet timed by its previous
+    arrival, a quarantined one, and two devices' last arrivals.
+    """
+    os.makedirs(directory)
+    db = sqlite3.connect(os.path.join(directory, FILENAME), isolation_level=None)
+    db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(SCHEMA_1)
+    db.execute("PRAGMA user_version = 1")
+    insert = (
+        "INSERT INTO packet (id, arrival_ns, peer, data, previous_arrival_ns, reason, "
+        "detail, quarantined_ns, refused) VALUES (?,?,?,?,?,?,?,?,?)"
+    )
+    db.execute(
+        insert,
+        (7, T0, "192.0.2.7:5", reference_packet(30), T0 - 3590 * S, None, None, None, None),
+    )
+    db.execute(
+        insert,
+        (
+            8,
+            T0 + S,
+            "192.0.2.9:5",
+            reference_packet(2, device_id=9),
+            None,
+            "unknown-device",
+            "no profile for device 9",
+            T0 + 2 * S,
+            None,
+        ),
+    )
+    db.executemany("INSERT INTO device VALUES (?, ?)", [(1, T0), (9, T0 + S)])
+    db.close()
+
+
+class UpgradeTests(SynchronousTestCase):
+    """A journal written by an older schema is upgraded in place, nothing lost."""
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        schema_1_journal(self.directory)
+        self.file = JournalFile(self.directory)
+        self.addCleanup(lambda: self.file.close())
+
+    def test_version(self) -> None:
+        version = self.file.connection.execute("PRAGMA user_version").fetchone()[0]
+        self.assertEqual((version, SCHEMA_VERSION), (2, 2))
+
+    def test_pendingKeptTimedAsBefore(self) -> None:
+        """A schema-1 packet is timed with its previous arrival, on the wall clock."""
+        [pending] = self.file.pending()
+        self.assertEqual(pending.id, 7)
+        self.assertEqual(pending.packet, Packet(reference_packet(30), "192.0.2.7:5", T0))
+        self.assertEqual(pending.timing, TimingInputs.since(T0 - 3590 * S, T0))
+        self.assertIsNone(pending.boot_id)
+        points = packet_points(
+            pending.packet.data, T0, pending.timing, REFERENCE_DEVICES, LineEncoder()
+        )
+        self.assertEqual(points.decoded.times[-1], T0)
+        self.assertTrue(points.decoded.measured)
+        self.assertEqual(
+            points.lines,
+            oracle_lines(pending.packet.data, T0, pending.timing, REFERENCE_DEVICES),
+        )
+
+    def test_quarantineKept(self) -> None:
+        [kept] = self.file.quarantined()
+        self.assertEqual(kept.entry.id, 8)
+        self.assertEqual(kept.entry.timing, TimingInputs())
+        self.assertEqual(
+            kept.quarantine,
+            Quarantine("unknown-device", "no profile for device 9", T0 + 2 * S),
+        )
+        self.assertEqual(self.file.status().quarantined, 1)
+
+    def test_devicesKept(self) -> None:
+        self.assertEqual(
+            self.file.stations(),
+            {1: StationState(T0, None, None), 9: StationState(T0 + S, None, None)},
+        )
+
+    def test_newRowsBeside(self) -> None:
+        """The upgraded file takes new packets and states, and keeps them."""
+        timed = JournalEntry(
+            9,
+            Packet(reference_packet(2), "192.0.2.7:5", T0 + 3600 * S, 5 * S),
+            TimingInputs(T0, 3600 * S, 1.01, b"\x01" * 6),
+            "boot-b",
+        )
+        state = StationState(T0 + 3600 * S, 5 * S, "boot-b", (1.01,), b"\x01" * 6)
+        self.file.commit(Changes(added=[(timed, None)], devices={1: state}))
+        self.file.close()
+        self.file = JournalFile(self.directory)
+        self.assertEqual([e.id for e in self.file.pending()], [7, 9])
+        self.assertEqual(self.file.pending()[1], timed)
+        self.assertEqual(self.file.stations()[1], state)
+
+
 class ChangesTests(SynchronousTestCase):
     def test_then(self) -> None:
         """A failed group and the changes made since commit as one, in order."""
-        first = Changes(added=[(entry(1), None)], delivered={7}, devices={1: 5})
+        first = Changes(
+            added=[(entry(1), None)],
+            delivered={7},
+            devices={1: StationState(5, None, None)},
+        )
         later = Changes(
             added=[(entry(2), None)],
             quarantined={7: Quarantine("r", "d", 1)},
-            devices={1: 9},
+            devices={1: StationState(9, None, None)},
         )
         merged = first.then(later)
         self.assertEqual([e.id for e, _ in merged.added], [1, 2])
         self.assertEqual(merged.delivered, set())  # quarantined later wins
         self.assertEqual(set(merged.quarantined), {7})
-        self.assertEqual(merged.devices, {1: 9})
+        self.assertEqual(merged.devices, {1: StationState(9, None, None)})
         self.assertFalse(Changes())
         self.assertTrue(merged)

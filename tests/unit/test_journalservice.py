@@ -17,16 +17,21 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support import (
     ManualDiskWorker,
     journal_options,
+    journaled_arrivals,
+    numbered_packet,
     reference_packet,
     started_journal,
 )
-from weather.core.packet import Packet, PacketRejected, Reason
+from weather.core.decode import decode_packet
+from weather.core.devices import REFERENCE_DEVICES
+from weather.core.packet import HEADER_SIZE, Packet, PacketRejected, Reason
+from weather.core.timing import StationState, TimingInputs
 from weather.journal.service import (
     ImmediateDiskWorker,
     Journal,
     JournalLocked,
 )
-from weather.journal.store import JournalFile
+from weather.journal.store import JournalEntry, JournalFile
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -34,6 +39,16 @@ T0 = 1_700_000_000 * S
 
 def packet(arrival_ns: int = T0, device_id: int = 1, records: int = 30) -> Packet:
     return Packet(reference_packet(records, device_id=device_id), "192.0.2.7:5", arrival_ns)
+
+
+def numbered(arrival_ns: int, numbers: range, boot_ns: int | None = None) -> Packet:
+    """Device 1's packet of its records C{numbers}."""
+    return Packet(numbered_packet(numbers), "192.0.2.7:5", arrival_ns, boot_ns)
+
+
+def records(numbers: range) -> bytes:
+    """The bytes of records C{numbers}, as the previous packet held them."""
+    return numbered_packet(numbers)[HEADER_SIZE:]
 
 
 def critical(events) -> list:
@@ -82,7 +97,9 @@ class GroupCommitTests(SynchronousTestCase):
         entries = [self.successResultOf(d) for d in (a, b, c)]
         self.assertEqual([e.id for e in entries], [1, 2, 3])
         self.assertEqual([e.previous_arrival_ns for e in entries], [None, None, T0])
-        self.assertEqual(self.journal.file.device_arrivals(), {1: T0 + 3600 * S, 2: T0 + 5})
+        self.assertEqual(
+            journaled_arrivals(self.journal.file), {1: T0 + 3600 * S, 2: T0 + 5}
+        )
 
     def test_timingStateSurvivesRestart(self) -> None:
         self.journal.append(packet(T0, device_id=1))
@@ -292,7 +309,7 @@ class DiskTroubleTests(SynchronousTestCase):
         self.assertEqual(len(self.journal.file.pending()), 40)
         self.assertTrue(any("written again" in e["log_format"] for e in events))
         # The timing state of the held packets was written too.
-        self.assertEqual(len(self.journal.file.device_arrivals()), 5)
+        self.assertEqual(len(journaled_arrivals(self.journal.file)), 5)
 
     def test_stopWhileFullPutsPacketsInTheLog(self) -> None:
         """The last resort: what the disk never took is in the log, as hex."""
@@ -374,3 +391,95 @@ class LockTests(SynchronousTestCase):
         with self.assertRaises(Exception) as caught:
             journal.startService()
         self.assertIn("cannot use --data-dir", str(caught.exception))
+
+
+class TimingInputsTests(SynchronousTestCase):
+    """
+    Each whole packet is journaled with what it is timed with, worked out
+    from its station's state in arrival order; the state is journaled too.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.journal = started_journal(self, self.clock, boot_id="boot-a")
+
+    def append(self, packet: Packet) -> JournalEntry:
+        return self.successResultOf(self.journal.append(packet))
+
+    def test_stationPaths(self) -> None:
+        """A slow clock learned, a missed upload, a lost clear command."""
+        upload = 3690 * S  # the station's clock is 2.5 % slow
+        first = self.append(numbered(T0, range(30)))
+        self.assertEqual(first.timing, TimingInputs())
+        self.assertEqual(first.boot_id, "boot-a")
+        second = self.append(numbered(T0 + upload, range(30, 60)))
+        self.assertEqual(second.timing, TimingInputs(T0, upload, 1.0, records(range(30))))
+        # A missed upload: 60 records taken, the ring kept the newest 58.
+        third = self.append(numbered(T0 + 3 * upload, range(62, 120)))
+        self.assertEqual(
+            third.timing,
+            TimingInputs(T0 + upload, 2 * upload, 1.025, records(range(30, 60)), True),
+        )
+        # The clear command was lost: 28 records are sent again.
+        fourth = self.append(numbered(T0 + 4 * upload, range(92, 150)))
+        self.assertEqual(fourth.timing.ratio, 1.025)
+        self.assertEqual(fourth.timing.previous_records, records(range(62, 120)))
+        decoded = decode_packet(
+            fourth.packet.data, fourth.packet.arrival_ns, fourth.timing, REFERENCE_DEVICES
+        )
+        self.assertEqual((decoded.timing.first, decoded.timing.repeated), (28, 28))
+        self.assertEqual(decoded.columns[0], [float(n) for n in range(120, 150)])
+        self.assertEqual(decoded.times[-1], T0 + 4 * upload)
+        self.assertEqual(decoded.interval_ns, upload // 30)
+        self.assertEqual(self.journal.file.stations(), self.journal._stations)
+        self.assertEqual(
+            self.journal.file.stations()[1],
+            StationState(
+                T0 + 4 * upload,
+                None,
+                "boot-a",
+                (1.025, 1.025, 1.025),
+                records(range(92, 150)),
+            ),
+        )
+
+    def test_stateSurvivesRestart(self) -> None:
+        """The learned ratio and the last records are read back at start."""
+        self.append(numbered(T0, range(30)))
+        self.append(numbered(T0 + 3690 * S, range(30, 60)))
+        self.journal.stopService()
+        again = Journal(
+            self.journal.directory,
+            self.clock,
+            ImmediateDiskWorker(),
+            boot_id="boot-b",
+            **journal_options(),
+        )
+        again.startService()
+        self.addCleanup(again.stopService)
+        entry = self.successResultOf(
+            again.append(numbered(T0 + 2 * 3690 * S, range(60, 90)))
+        )
+        self.assertEqual(
+            entry.timing,
+            TimingInputs(T0 + 3690 * S, 3690 * S, 1.025, records(range(30, 60)), True),
+        )
+        self.assertEqual(entry.boot_id, "boot-b")
+
+    def test_spacingOnTheBootClock(self) -> None:
+        """Within one boot a wall-clock step between two packets does not count."""
+        self.append(numbered(T0, range(30), boot_ns=100 * S))
+        stepped = self.append(numbered(T0 + 7 * 3600 * S, range(30, 60), boot_ns=3700 * S))
+        self.assertEqual(stepped.timing.spacing_ns, 3600 * S)
+        self.assertEqual(stepped.timing.previous_arrival_ns, T0)
+
+    def test_spacingOnTheWallClockAcrossBoots(self) -> None:
+        """Boot-clock readings of two boots do not compare: the wall clock does."""
+        self.append(numbered(T0, range(30), boot_ns=100 * S))
+        self.journal.boot_id = "boot-b"
+        later = self.append(numbered(T0 + 3600 * S, range(30, 60), boot_ns=5 * S))
+        self.assertEqual(later.timing.spacing_ns, 3600 * S)
+        unknown = Journal(
+            self.journal.directory, self.clock, ImmediateDiskWorker(), **journal_options()
+        )
+        self.assertIsNone(unknown.boot_id)

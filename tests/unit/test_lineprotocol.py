@@ -23,6 +23,7 @@ from weather.core.lineprotocol import (
     series_prefix,
 )
 from weather.core.packet import PacketRejected, Reason
+from weather.core.timing import TimingInputs
 
 T = 1_700_000_000_000_000_000
 BALCONY = (("place", "balcony"),)
@@ -176,7 +177,7 @@ class PacketPointsTests(SynchronousTestCase):
         body = struct.pack("<HHH", 129, 32768, 25000) + struct.pack("<HHH", 130, 0, 0)
         packet = struct.pack("<HHHBBB", 12, 3600, 120, 6, 1, 3) + body
         decoded, lines, not_finite = packet_points(
-            packet, T, None, REFERENCE_DEVICES, LineEncoder()
+            packet, T, TimingInputs(), REFERENCE_DEVICES, LineEncoder()
         )
         self.assertEqual(decoded.times, [T - 120_000_000_000, T])
         early = T - 120_000_000_000
@@ -192,26 +193,28 @@ class PacketPointsTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(not_finite, 0)
-        self.assertEqual(lines, oracle_lines(packet, T, None, REFERENCE_DEVICES))
+        self.assertEqual(lines, oracle_lines(packet, T, TimingInputs(), REFERENCE_DEVICES))
 
     def test_measuredInterval(self) -> None:
         """The previous arrival recorded with the packet times its records."""
         packet = struct.pack("<HHHBBB", 12, 3600, 120, 6, 1, 3) + bytes(12)
         previous = T - 3590_000_000_000
-        points = packet_points(packet, T, previous, REFERENCE_DEVICES, LineEncoder())
-        self.assertEqual(points.decoded.times, [T - 1795_000_000_000, T])
-        self.assertEqual(points.lines, oracle_lines(packet, T, previous, REFERENCE_DEVICES))
+        inputs = TimingInputs.since(previous, T)
+        points = packet_points(packet, T, inputs, REFERENCE_DEVICES, LineEncoder())
+        # Measured over one upload: 3590 s / 30 records; 28 were lost.
+        self.assertEqual(points.decoded.times, [T - 119_666_666_667, T])
+        self.assertEqual(points.lines, oracle_lines(packet, T, inputs, REFERENCE_DEVICES))
 
     def test_notFiniteCounted(self) -> None:
         profiles = {5: DeviceProfile(5, (), (ValueSpec("x", "f32"),))}
         body = struct.pack("<fff", 1.5, math.nan, -math.inf)
         packet = struct.pack("<HHHBBB", 12, 3600, 120, 4, 5, 1) + body
-        points = packet_points(packet, T, None, profiles, LineEncoder())
+        points = packet_points(packet, T, TimingInputs(), profiles, LineEncoder())
         self.assertEqual(points.lines, [b"x value=1.5 %d" % (T - 240_000_000_000)])
         self.assertEqual(points.not_finite, 2)
 
     def test_rejected(self) -> None:
         packet = struct.pack("<HHHBBB", 0, 3600, 120, 6, 9, 3)
         with self.assertRaises(PacketRejected) as caught:
-            packet_points(packet, T, None, REFERENCE_DEVICES, LineEncoder())
+            packet_points(packet, T, TimingInputs(), REFERENCE_DEVICES, LineEncoder())
         self.assertEqual(caught.exception.reason, Reason.UNKNOWN_DEVICE)

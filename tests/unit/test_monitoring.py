@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakeinflux import FakeInfluxDB
 from tests.support import (
+    build_packet,
     build_test_service,
     header_bytes,
     make_settings,
@@ -184,7 +185,62 @@ class MetricsTests(MonitoringTestCase):
             samples["weather_station_measured_interval_seconds"][key], 121.2
         )
         self.assertAlmostEqual(samples["weather_station_clock_drift_ppm"][key], 10_000)
-        self.assertEqual(samples["weather_station_missed_uploads_total"], {key: 0.0})
+        self.assertAlmostEqual(samples["weather_station_clock_ratio"][key], 1.01)
+        for counter in (
+            "missed_uploads",
+            "records_repeated",
+            "records_lost",
+            "irregular_packets",
+        ):
+            self.assertEqual(samples[f"weather_station_{counter}_total"], {key: 0.0})
+        failures = samples["weather_station_sensor_failures_total"]
+        self.assertEqual(
+            {dict(labels)["measurement"]: count for labels, count in failures.items()},
+            {"light": 0.0, "humidity": 0.0, "temperature": 0.0},
+        )
+
+    def test_stationsPathsOfRealStations(self) -> None:
+        """
+        A missed upload, a lost clear command and failed sensor reads, as
+        /metrics counts them per station.
+        """
+        self.service.startService()
+        records = [(100 + i, 30000 + 4 * i, 25000 + 4 * i) for i in range(150)]
+        records[70] = (170, 0xFFFC, 0xFFFC)  # a failed SI7021 read
+        self.send(build_packet(1, records[:30]))
+        self.deliver()
+        self.reactor.advance(3600)
+        self.send(build_packet(1, records[30:60]))
+        self.deliver()
+        # Two hours later: one upload missed.
+        self.reactor.advance(7200)
+        self.send(build_packet(1, records[60:120]))
+        self.deliver()
+        # The clear command was lost: the next packet repeats the last 10.
+        self.reactor.advance(3600)
+        self.send(build_packet(1, records[110:150]))
+        self.deliver()
+        samples = self.metrics()
+        key = (("device", "1"), ("place", "balcony"))
+        counts = {
+            name: samples[f"weather_station_{name}_total"][key]
+            for name in ("packets", "records", "missed_uploads", "records_repeated")
+        }
+        self.assertEqual(
+            counts,
+            {
+                "packets": 4.0,
+                "records": 150.0,
+                "missed_uploads": 1.0,
+                "records_repeated": 10.0,
+            },
+        )
+        failures = samples["weather_station_sensor_failures_total"]
+        self.assertEqual(
+            {dict(labels)["measurement"]: count for labels, count in failures.items()},
+            {"light": 0.0, "humidity": 1.0, "temperature": 1.0},
+        )
+        self.assertEqual(samples["weather_readings_not_finite_total"], {(): 2.0})
 
     def test_journalCounts(self) -> None:
         """Pending packets and the oldest's age, counted on the status timer."""
@@ -228,6 +284,7 @@ class HealthTests(MonitoringTestCase):
         code, report = self.health()
         self.assertEqual((code, report["status"], report["reasons"]), (200, "ok", []))
         self.assertTrue(report["accepting"])
+        self.assertEqual(report["clock_steps"], 0)
 
     def test_influxUnreachablePastThreshold(self) -> None:
         """Failing writes: healthy until --unhealthy-after, then 503, then 200 again."""

@@ -20,13 +20,18 @@ from tests.support import (
     ManualDiskWorker,
     RecordingWriter,
     journal_options,
+    journaled_arrivals,
+    numbered_packet,
     reference_devices_toml,
     reference_packet,
     started_journal,
 )
 from weather.core.devices import REFERENCE_DEVICES, parse_devices
+from weather.core.lineprotocol import LineEncoder, packet_points
 from weather.core.packet import Packet, PacketRejected, Reason
+from weather.core.timing import TimingInputs
 from weather.journal.service import ImmediateDiskWorker, Journal
+from weather.journal.store import JournalFile
 from weather.ops.stations import StationBook
 from weather.server.interfaces import IPipelineObserver
 from weather.server.pipeline import REFUSED, PacketPipeline
@@ -130,9 +135,9 @@ class PipelineTests(PipelineTestCase):
             [None, None, T0, T0 + 10 * S],
         )
         self.assertEqual(
-            self.journal.file.device_arrivals(), {1: T0 + 3708 * S, 2: T0 + 3538 * S}
+            journaled_arrivals(self.journal.file), {1: T0 + 3708 * S, 2: T0 + 3538 * S}
         )
-        self.assertEqual(self.journal._arrivals, {1: T0 + 3708 * S, 2: T0 + 3538 * S})
+        self.assertEqual(self.journal.last_arrivals(), {1: T0 + 3708 * S, 2: T0 + 3538 * S})
         self.assertFalse(hasattr(self.pipeline, "last_arrival"))
 
     def test_timingStateSurvivesARestart(self) -> None:
@@ -172,7 +177,7 @@ class PipelineTests(PipelineTestCase):
             self.assertEqual(len(lines), 90)
             self.assertEqual(lights(lines), [100.0 + start + i for i in range(30)])
             self.assertEqual(times(lines)[1] - times(lines)[0], 120 * S)
-        self.assertEqual(self.journal._arrivals, {1: T0})
+        self.assertEqual(self.journal.last_arrivals(), {1: T0})
         self.assertEqual(
             [e.previous_arrival_ns for e in self.journal.file.pending()], [None, T0]
         )
@@ -183,8 +188,8 @@ class PipelineTests(PipelineTestCase):
         bad = HEADER.pack(180, 3600, 0, 6, 1, 3) + bytes(180)
         with capturedLogs():
             self.receive(bad, T0 + 1800 * S)
-        self.assertEqual(self.journal._arrivals, {1: T0})
-        self.assertEqual(self.journal.file.device_arrivals(), {1: T0})
+        self.assertEqual(self.journal.last_arrivals(), {1: T0})
+        self.assertEqual(journaled_arrivals(self.journal.file), {1: T0})
         self.receive(reference_packet(30), T0 + 3600 * S)
         self.assertEqual(
             times(self.writer.writes[-1][0])[1] - times(self.writer.writes[-1][0])[0],
@@ -347,11 +352,81 @@ class PipelineTests(PipelineTestCase):
         body = b"".join(struct.pack("<fhB", *row) for row in rows)
         data = HEADER.pack(len(body), 3600, 120, 7, 5, 3) + body
         pipeline.packet_received(Packet(data, "p", T0))
-        expected = oracle_lines(data, T0, None, profiles)
+        expected = oracle_lines(data, T0, TimingInputs(), profiles)
         self.assertEqual(len(expected), 10)
         self.assertEqual([lines for lines, _ in self.writer.writes], [expected])
         self.assertEqual(pipeline.stats.readings_decoded, 10)
         self.assertEqual(pipeline.stats.readings_not_finite, 2)
+
+
+class TimingTests(PipelineTestCase):
+    """Packets are decoded with the timing inputs journaled with them."""
+
+    def test_repeatsNotStoredAgain(self) -> None:
+        upload = 3690 * S
+        self.receive(numbered_packet(range(30)), T0)
+        self.receive(numbered_packet(range(30, 60)), T0 + upload)
+        # The clear command was lost: records 32 to 59 come again.
+        self.receive(numbered_packet(range(32, 90)), T0 + 2 * upload)
+        third = self.writer.writes[2][0]
+        self.assertEqual(lights(third), [float(n) for n in range(60, 90)])
+        self.assertEqual(times(third)[-1], T0 + 2 * upload)
+        self.assertEqual(times(third)[1] - times(third)[0], upload // 30)
+        self.assertEqual(self.pipeline.stats.records_decoded, 90)
+
+    def test_replayWritesTheSameLines(self) -> None:
+        """
+        A journaled packet decodes to the same lines every time, also after
+        the journal is reopened: repeats and the learned ratio included.
+        """
+        upload = 3690 * S
+        self.receive(numbered_packet(range(30)), T0)
+        self.receive(numbered_packet(range(30, 60)), T0 + upload)
+        self.receive(numbered_packet(range(32, 90)), T0 + 2 * upload)
+        # Not measurable (half an upload late): stamped with the learned ratio.
+        self.receive(numbered_packet(range(90, 120)), T0 + 3 * upload + upload // 2)
+        written = [lines for lines, _ in self.writer.writes]
+        entries = self.journal.file.pending()
+        self.assertEqual(entries[3].timing.ratio, 1.025)
+        self.assertEqual(times(written[3])[1] - times(written[3])[0], 123 * S)
+
+        def lines(entry) -> list[bytes]:
+            packet = entry.packet
+            return packet_points(
+                packet.data, packet.arrival_ns, entry.timing, TWO_STATIONS, LineEncoder()
+            ).lines
+
+        self.assertEqual([lines(e) for e in entries], written)
+        self.assertEqual([lines(e) for e in entries], written)
+        self.assertEqual(
+            [
+                oracle_lines(e.packet.data, e.packet.arrival_ns, e.timing, TWO_STATIONS)
+                for e in entries
+            ],
+            written,
+        )
+        self.journal.stopService()
+        reopened = JournalFile(self.journal.directory, create=False)
+        self.addCleanup(reopened.close)
+        self.assertEqual(reopened.pending(), entries)
+        self.assertEqual([lines(e) for e in reopened.pending()], written)
+
+    def test_irregularLoggedOncePerStation(self) -> None:
+        """More records than the spacing explains, not repeats: said once, counted."""
+        self.receive(numbered_packet(range(30)), T0)
+        with capturedLogs() as events:
+            self.receive(numbered_packet(range(100, 140)), T0 + 3600 * S)
+            self.receive(numbered_packet(range(200, 240)), T0 + 7200 * S)
+            self.receive(numbered_packet(range(0, 40), device_id=2), T0 + 3600 * S)
+            self.receive(numbered_packet(range(300, 340), device_id=2), T0 + 7200 * S)
+        self.assertEqual(self.pipeline.stats.packets_irregular, 3)
+        said = [formatEvent(e) for e in events if "learned interval" in e["log_format"]]
+        self.assertEqual(len(said), 2)
+        self.assertIn("Device 1 sent 40 records, more than the 3600.0 s", said[0])
+        self.assertIn("stamped 120.000 s apart", said[0])
+        for lines in (self.writer.writes[1][0], self.writer.writes[2][0]):
+            self.assertEqual(len(lights(lines)), 40)
+            self.assertEqual(times(lines)[1] - times(lines)[0], 120 * S)
 
 
 class DurabilityTests(SynchronousTestCase):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import HEADER, RecordingSink, factory_options, reference_packet
@@ -246,3 +247,68 @@ class DescribePeerTests(SynchronousTestCase):
 
     def test_ipv4(self) -> None:
         self.assertEqual(describe_peer(PEER), "192.0.2.7:40123")
+
+
+class BootClockTests(SynchronousTestCase):
+    """Packets are stamped on the boot clock too; wall-clock steps are seen."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        #: The boot clock: seconds since boot, in step with C{clock} until set.
+        self.booted_at = 1_699_999_000
+        self.sink = RecordingSink()
+        self.factory = StationFactory(
+            self.sink,
+            self.clock,
+            boot_clock=self.boot_ns,
+            **factory_options(self.clock, idle_timeout=30.0, max_packet_size=400),
+        )
+
+    def boot_ns(self) -> int:
+        return round((self.clock.seconds() - self.booted_at) * 1e9)
+
+    def send(self, data: bytes) -> list[dict]:
+        """Send C{data} on a connection of its own: the steps logged meanwhile."""
+        with capturedLogs() as events:
+            protocol = self.factory.buildProtocol(PEER)
+            protocol.makeConnection(StringTransport(peerAddress=PEER))
+            protocol.dataReceived(data)
+            protocol.connectionLost(None)
+        return [e for e in events if "stepped" in e["log_format"]]
+
+    def test_stampedOnBothClocks(self) -> None:
+        self.send(reference_packet())
+        self.send(reference_packet()[:20])  # truncated: stamped the same way
+        [received] = self.sink.received
+        self.assertEqual(received.arrival_ns, 1_700_000_000 * 10**9)
+        self.assertEqual(received.boot_ns, 1000 * 10**9)
+        [(rejected, _)] = self.sink.rejected
+        self.assertEqual(rejected.boot_ns, 1000 * 10**9)
+
+    def test_noBootClock(self) -> None:
+        factory = StationFactory(
+            self.sink, self.clock, **factory_options(self.clock, max_packet_size=400)
+        )
+        self.assertEqual(factory.stamp(), (1_700_000_000 * 10**9, None))
+
+    def test_clockStep(self) -> None:
+        """More than 1 s of change in (wall - boot clock) is a step: counted, logged."""
+        self.assertEqual(self.send(reference_packet()), [])
+        self.clock.advance(3600)
+        self.booted_at += 1  # the boot clock ran 1 s less than the wall clock
+        self.assertEqual(self.send(reference_packet()), [])
+        self.assertEqual(self.factory.stats.clock_steps, 0)
+        self.booted_at += 1.001
+        [event] = self.send(reference_packet())
+        self.assertAlmostEqual(event["seconds"], 1.001, places=6)
+        self.assertEqual(self.factory.stats.clock_steps, 1)
+        self.booted_at -= 7200  # set back two hours
+        self.assertEqual(self.send(reference_packet()), [])  # rate-limited
+        self.assertEqual(self.factory.stats.clock_steps, 2)
+        self.clock.advance(3600)
+        self.booted_at += 5
+        [event] = self.send(reference_packet())
+        self.assertAlmostEqual(event["seconds"], 5.0, places=6)
+        self.assertEqual(event["suppressed"], 1)
+        self.assertEqual(self.factory.stats.clock_steps, 3)

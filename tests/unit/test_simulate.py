@@ -18,11 +18,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.unit.test_cli import run
 from weather.core.decode import decode_packet
 from weather.core.devices import REFERENCE_DEVICES, parse_devices
+from weather.core.lineprotocol import LineEncoder, packet_points
 from weather.core.packet import HEADER
+from weather.core.timing import TimingInputs, first_state
 from weather.tools.simulate import (
     ACK,
+    CUT_SHORT,
     RECORD,
     RING_RECORDS,
+    SI7021_FAILED,
     Simulation,
     StationModel,
     Upload,
@@ -33,6 +37,13 @@ from weather.tools.simulate import (
 S = 1_000_000_000
 #: 2026-11-21 00:00 UTC
 MIDNIGHT = 1_795_219_200.0
+
+
+def not_reading(line: bytes) -> bool:
+    """A line with what a failed read or a record cut short would convert to."""
+    measurement, value, _ = line.split(b" ")
+    number = float(value.removeprefix(b"value="))
+    return number == 0xFFFF if measurement.startswith(b"light") else number > 110
 
 
 class StationModelTests(SynchronousTestCase):
@@ -53,7 +64,7 @@ class StationModelTests(SynchronousTestCase):
         records = station.wake(now)
         packet = station.packet(records)
         self.assertEqual(len(packet), 189)
-        decoded = decode_packet(packet, int(now * S), None, REFERENCE_DEVICES)
+        decoded = decode_packet(packet, int(now * S), TimingInputs(), REFERENCE_DEVICES)
         values = [r.value for r in decoded.readings]
         want = [v for r in records for v in (r.lux, r.humidity, r.temperature)]
         self.assertEqual(values, want)
@@ -101,6 +112,38 @@ class StationModelTests(SynchronousTestCase):
             station.packet(records), build_packet(2, [r.fields for r in records])
         )
 
+    def test_lostClearCommandRepeats(self) -> None:
+        """
+        The station keeps what it sent; its next packet repeats it, capped by
+        the ring, and records dropped after being sent are not lost.
+        """
+        station = StationModel(1)
+        first = station.wake(MIDNIGHT)
+        station.clear_lost(first)
+        second = station.wake(MIDNIGHT + 3600)
+        self.assertEqual(second[:28], first[2:])
+        self.assertEqual((len(second), station.sent, station.dropped), (58, 28, 0))
+        station.delivered(second)
+        self.assertEqual((station.held, station.sent), ([], 0))
+
+    def test_sensorFailures(self) -> None:
+        """Failed SI7021 reads and records cut short, none of them stored."""
+        station = StationModel(1, sensor_failures=0.5, seed=3)
+        records = station.wake(MIDNIGHT + 12 * 3600)
+        failed = [r for r in records if r.humidity_code == SI7021_FAILED]
+        cut = [r for r in records if r.fields == (CUT_SHORT,) * 3]
+        self.assertTrue(failed and cut)
+        self.assertTrue(all(r.temperature_code == SI7021_FAILED for r in failed))
+        self.assertIn("humidity failed  temperature failed", failed[0].describe())
+        self.assertEqual(cut[0].describe(), "cut short on the I2C bus (all 0xFF)")
+        packet = station.packet(records)
+        for profiles in (REFERENCE_DEVICES, parse_devices(devices_toml([1]))):
+            points = packet_points(
+                packet, int(MIDNIGHT * S), TimingInputs(), profiles, LineEncoder()
+            )
+            self.assertEqual(points.not_finite, 3 * len(cut) + 2 * len(failed))
+            self.assertFalse([line for line in points.lines if not_reading(line)])
+
     def test_intervalsMustFit(self) -> None:
         self.assertRaises(ValueError, StationModel, 1, wake_every=100, measure_every=30)
         self.assertRaises(ValueError, StationModel, 1, wake_every=7200, measure_every=60)
@@ -136,6 +179,7 @@ class SimulationTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(MIDNIGHT + 12 * 3600)
         self.connections: list[FirmwareConnection] = []
+        self.arrivals: list[int] = []
         self.refuse = 0
         self.reply = b""
         self.out = io.StringIO()
@@ -144,6 +188,7 @@ class SimulationTests(SynchronousTestCase):
         if self.refuse:
             self.refuse -= 1
             return fail(ConnectionRefusedError("refused"))
+        self.arrivals.append(round(self.clock.seconds() * S))
         transport = FirmwareConnection(self.clock, self.reply)
         transport.protocol = upload
         self.connections.append(transport)
@@ -218,6 +263,56 @@ class SimulationTests(SynchronousTestCase):
         self.assertEqual(steps, {1.0})
         self.assertEqual((station.dropped, station.held), (0, []))
 
+    def test_lostClearCommands(self) -> None:
+        """Repeats are reported, and each record is printed once."""
+        stations = [StationModel(1, wake_every=10, measure_every=1)]
+        totals = self.simulate(stations, 8, lose_clear=0.5, seed=2)
+        self.assertGreater(totals.clears_lost, 0)
+        self.assertGreater(totals.repeated, 0)
+        sizes = [len(p) - 9 for p in self.packets()]
+        self.assertEqual(sum(sizes) // 6, totals.records + totals.repeated)
+        text = self.out.getvalue()
+        self.assertIn("20 records (10 repeated), 129 bytes: sent", text)
+        self.assertIn("; clear command lost: keeps them", text)
+        printed = [line for line in text.splitlines() if line.startswith("  ")]
+        self.assertEqual(len(printed), totals.records)
+        self.assertEqual(len(set(printed)), totals.records)
+
+    def test_decodedAsTheServerDoes(self) -> None:
+        """
+        Missed uploads, lost clear commands, sensor failures and a clock 7 %
+        slow, timed as the server times them: every record stamped once,
+        at its true time (the first packet's within the ratio it cannot know
+        yet), and no code that is not a reading written.
+        """
+        station = StationModel(1, wake_every=10, measure_every=1, drift=0.07)
+        station.sensor_failures = 0.1
+        measured: list[float] = []
+        measure = station.measure
+        station.measure = lambda t: measured.append(t) or measure(t)
+        totals = self.simulate([station], 30, miss=0.2, lose_clear=0.3, seed=4, quiet=True)
+        self.assertTrue(totals.missed and totals.clears_lost and totals.repeated)
+        stamped: list[int] = []
+        state = None
+        for packet, arrival in zip(self.packets(), self.arrivals, strict=True):
+            records = packet[HEADER.size :]
+            inputs = TimingInputs() if state is None else state.inputs(arrival, None, None)
+            points = packet_points(
+                packet, arrival, inputs, REFERENCE_DEVICES, LineEncoder()
+            )
+            timing = points.decoded.timing
+            state = (
+                first_state(records, arrival, None, None)
+                if state is None
+                else state.after(timing, records, arrival, None, None)
+            )
+            stamped += timing.times
+            self.assertFalse([line for line in points.lines if not_reading(line)])
+        self.assertEqual(len(stamped), len(measured))
+        errors = [abs(t / S - m) for t, m in zip(stamped, measured, strict=True)]
+        self.assertLess(max(errors[:10]), 9 * 0.07 + 1e-6)
+        self.assertLess(max(errors[10:]), 1e-6)
+
     def test_connectionLostBetweenSegments(self) -> None:
         """The station keeps its records, and leaves nothing scheduled."""
         upload = Upload(b"x" * 30, self.clock, segments=3, delay=0.05)
@@ -282,6 +377,9 @@ class SimulateCommandTests(SynchronousTestCase):
             (["--first-id", "250", "--stations", "7"], "device ids end at 255"),
             (["--wake-every", "100", "--measure-every", "30"], "whole number"),
             (["--miss", "1"], "--miss"),
+            (["--lose-clear", "1"], "--lose-clear: a probability"),
+            (["--sensor-failures", "-0.1"], "--sensor-failures: a probability"),
+            (["--clock-ratio", "1.5"], "--clock-ratio"),
             (["--packets", "0"], "--packets"),
         ]:
             code, _, err = run("simulate", *argv)
@@ -301,3 +399,15 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertEqual([s.drift for s in again.stations()], drifts)
         self.assertFalse(any(math.isnan(d) for d in drifts))
         self.assertEqual(devices_toml([1]).count("[devices.1]"), 1)
+
+    def test_clockRatioForEveryStation(self) -> None:
+        from weather.tools.cli import SimulateOptions
+
+        options = SimulateOptions()
+        options.parseOptions(
+            ["--stations", "3", "--clock-ratio", "1.07", "--sensor-failures", "0.05"]
+        )
+        stations = options.stations()
+        self.assertEqual([round(s.drift, 9) for s in stations], [0.07] * 3)
+        self.assertEqual({s.sensor_failures for s in stations}, {0.05})
+        self.assertAlmostEqual(stations[0].true_measure_every, 128.4)

@@ -18,6 +18,7 @@ from tests.support import reference_packet
 from tests.unit.test_monitoring import MonitoringTestCase
 from weather.core.decode import decode_packet
 from weather.core.devices import DeviceProfile, parse_devices
+from weather.core.timing import TimingInputs
 from weather.ops.history import (
     BUCKET_NS,
     BUCKETS,
@@ -116,7 +117,8 @@ def simulated_book(now_ns: int, silent_hours: dict[int, float]) -> tuple[Station
             records = station.wake(t)
             station.delivered(records)
             arrival = int(t * S)
-            decoded = decode_packet(station.packet(records), arrival, previous, profiles)
+            inputs = TimingInputs.since(previous, arrival)
+            decoded = decode_packet(station.packet(records), arrival, inputs, profiles)
             book.packet_decoded(decoded, f"192.0.2.{device}:4000", arrival, previous)
             previous = arrival
     return book, profiles
@@ -177,6 +179,27 @@ class StatusPageTests(SynchronousTestCase):
         )
         self.assertIn("121.2 s vs 120 s (+1.0 %)", text)
         self.assertEqual(one["class"], "")
+        for quiet in ("irregular", "repeated", "lost", "sensor failures"):
+            self.assertNotIn(quiet, text)
+
+    def test_whatTheTimestampRuleCounted(self) -> None:
+        """Irregular packets, repeated and lost records and sensor failures, when any."""
+        profiles = parse_devices(devices_toml([1]))
+        station = StationRecord(
+            1,
+            tags=profiles[1].tags,
+            packets=3,
+            records=120,
+            missed_uploads=1,
+            records_repeated=10,
+            records_lost=92,
+            irregular_packets=1,
+            sensor_failures={"light": 0, "humidity": 2, "temperature": 3},
+        )
+        page = self.parse(render_status([station], profiles, NOW))
+        text = " ".join(page.rows[1]["text"])
+        self.assertIn("3 1 irregular 120 10 repeated 92 lost on the station", text)
+        self.assertIn("sensor failures: humidity 2, temperature 3", text)
 
     def test_overdueStandsOut(self) -> None:
         """No packet for more than 1.5 wake intervals: marked, counted, titled."""
@@ -279,6 +302,15 @@ class StatusPageTests(SynchronousTestCase):
 
 
 class ServedPageTests(MonitoringTestCase):
+    def test_clockStepsShown(self) -> None:
+        """Wall-clock steps the listener counted are on the page and in /health."""
+        self.service.startService()
+        _, body = self.get("/")
+        self.assertNotIn(b"wall-clock steps", body)
+        self.service.listener.factory.stats.clock_steps += 2
+        _, body = self.get("/")
+        self.assertIn(b"2 wall-clock steps", body)
+
     def test_pageFromTheServersMemory(self) -> None:
         """A packet sent to the server shows on / at once, InfluxDB or not."""
         self.service.startService()

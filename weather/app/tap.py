@@ -9,6 +9,8 @@ import os
 import resource
 import signal
 import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -45,6 +47,23 @@ __all__ = ["Options", "makeService", "build_service"]
 
 log = Logger()
 
+#: Where Linux gives the id of the current boot (a new one at each boot).
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_clock_ns() -> int:
+    """The machine's boot clock: monotonic, counting suspend (C{CLOCK_BOOTTIME})."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def read_boot_id(path: str = BOOT_ID_PATH) -> str | None:
+    """This boot's id, or None where the system gives none."""
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
 
 def station_endpoint(settings: Settings, reactor: Any) -> Any:
     """The endpoint --port describes."""
@@ -67,12 +86,16 @@ def build_service(
     client: Any = None,
     worker: IDiskWorker | None = None,
     endpoint: Any = None,
+    boot_clock: Callable[[], int] | None = None,
+    boot_id: str | None = None,
 ) -> WeatherService:
     """
     Assemble the server from checked settings; C{reactor} times and listens,
     C{client} (treq-like) talks to InfluxDB, C{worker} does the journal's
     disk I/O (a thread of its own by default), C{endpoint} is where station
-    connections come from (default: --port).
+    connections come from (default: --port).  C{boot_clock} and C{boot_id}
+    are the machine's boot clock and boot id (None: packets are spaced on
+    the wall clock alone).
     """
     if endpoint is None:
         endpoint = station_endpoint(settings, reactor)
@@ -100,6 +123,7 @@ def build_service(
         max_bytes=settings.journal_max_bytes,
         min_free_bytes=settings.journal_min_free_bytes,
         shutdown_timeout=settings.shutdown_timeout,
+        boot_id=boot_id,
     )
     pipeline = PacketPipeline(settings.profiles, journal, writer, reactor)
     admission = Admission(
@@ -116,6 +140,7 @@ def build_service(
         idle_timeout=settings.idle_timeout,
         max_packet_size=settings.max_packet_size,
         admission=admission,
+        boot_clock=boot_clock,
     )
     listener = StationListener(endpoint, factory, reactor, settings.port, settings.grace)
     service = WeatherService(journal, writer, pipeline, listener, close)
@@ -295,7 +320,9 @@ def makeService(options: Options) -> IService:
         settings = settings_from_options(options, os.environ)
         settings = fit_open_files(settings)
         check_data_dir(settings.data_dir)
-        service = build_service(settings, reactor)
+        service = build_service(
+            settings, reactor, boot_clock=boot_clock_ns, boot_id=read_boot_id()
+        )
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
     service.add_monitoring(HangupService(reactor, service.reloader.reload))

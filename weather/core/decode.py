@@ -27,8 +27,7 @@ from weather.core.packet import (
     check_header,
     read_header,
 )
-
-NANOSECONDS = 1_000_000_000
+from weather.core.timing import NANOSECONDS, Timing, TimingInputs, time_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +54,22 @@ class DecodedPacket:
 
     header: Header
     profile: DeviceProfile
-    interval_ns: int
-    measured: bool
+    #: How the records were stamped: which repeat the previous packet (not
+    #: in C{times} nor C{columns}), the interval, whether it was measured.
+    timing: Timing
     times: list[int]
     columns: tuple[list[float], ...]
     _readings: tuple[Reading, ...] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+
+    @property
+    def interval_ns(self) -> int:
+        return self.timing.interval_ns
+
+    @property
+    def measured(self) -> bool:
+        return self.timing.measured
 
     @property
     def value_count(self) -> int:
@@ -83,34 +91,6 @@ class DecodedPacket:
             )
             self._readings = readings
         return self._readings
-
-
-def record_interval(
-    header: Header, arrival_ns: int, previous_arrival_ns: int | None
-) -> tuple[int, bool]:
-    """
-    The time between two records of this packet, in nanoseconds, and whether
-    it was measured from the packet spacing (C{True}) or is the nominal
-    C{measurementEvery} (C{False}).
-
-    Measured when the previous packet arrived within a third of C{wakeEvery}
-    of the expected time: then the spacing absorbs the station's clock drift.
-    """
-    count = header.record_count
-    if previous_arrival_ns is not None and count > 0:
-        spacing = arrival_ns - previous_arrival_ns
-        wake_ns = header.wake_every * NANOSECONDS
-        if 3 * abs(spacing - wake_ns) < wake_ns:
-            return spacing // count, True
-    return header.measurement_every * NANOSECONDS, False
-
-
-def record_times(count: int, arrival_ns: int, interval_ns: int) -> list[int]:
-    """Timestamps of C{count} records, oldest first; the last is the arrival."""
-    if interval_ns == 0:
-        return [arrival_ns] * count
-    start = arrival_ns - (count - 1) * interval_ns
-    return list(range(start, start + count * interval_ns, interval_ns))
 
 
 def check_profile(header: Header, profile: DeviceProfile) -> None:
@@ -174,30 +154,33 @@ def timed_device(data: bytes) -> int | None:
 def decode_packet(
     data: bytes,
     arrival_ns: int,
-    previous_arrival_ns: int | None,
+    inputs: TimingInputs,
     profiles: Mapping[int, DeviceProfile],
 ) -> DecodedPacket:
     """
     Decode one whole packet: its records' timestamps and converted values, by
-    column (L{DecodedPacket}).
+    column (L{DecodedPacket}).  Records that repeat the previous packet are
+    left out (L{weather.core.timing}).
 
     @param arrival_ns: when the packet's last byte arrived.
-    @param previous_arrival_ns: when the previous accepted packet of the same
-        device arrived, or C{None} if unknown.
+    @param inputs: what the server knew of the station then (journaled with
+        the packet).
     @raise PacketRejected: with the reason the packet cannot be decoded.
     """
     header, profile = decode_header(data, profiles)
-    interval_ns, measured = record_interval(header, arrival_ns, previous_arrival_ns)
-    count = header.record_count
+    records = data[HEADER_SIZE:]
+    delay_ns = round(profile.upload_delay * NANOSECONDS)
+    timing = time_records(header, records, arrival_ns, inputs, delay_ns)
+    count = header.record_count - timing.first
     # All records in one struct call, record by record; value j of each
     # record is then every width-th value from j.
-    raw = profile.records(count).unpack_from(data, HEADER_SIZE)
+    offset = HEADER_SIZE + timing.first * header.bytes_per_measurement
+    raw = profile.records(count).unpack_from(data, offset)
     width = len(profile.values)
     columns = tuple(
         [spec.convert_all(raw[j::width]) for j, spec in enumerate(profile.values)]
     )
-    times = record_times(count, arrival_ns, interval_ns)
-    return DecodedPacket(header, profile, interval_ns, measured, times, columns)
+    return DecodedPacket(header, profile, timing, timing.times, columns)
 
 
 def is_storable(reading: Reading) -> bool:

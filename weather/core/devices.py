@@ -86,7 +86,8 @@ class ValueSpec:
     """
     One value of a record: its name (the InfluxDB measurement), wire type and
     conversion.  The stored value is C{conversion(raw) * scale + offset},
-    clamped to C{clamp} if given.
+    clamped to C{clamp} if given, or NaN (not stored) for a raw code in
+    C{invalid}: codes a sensor sends when it has no reading.
 
     An offset or clamp bound of C{-0.0} is taken as C{0.0}: then L{convert}
     never returns C{-0.0} (a sum is C{-0.0} only if both terms are), so a
@@ -102,6 +103,7 @@ class ValueSpec:
     clamp: tuple[float, float] | None = None
     field: str = "value"
     unit: str = ""
+    invalid: frozenset[int] = frozenset()
     _remembered: Callable[[int], float] | None = dataclasses.field(
         init=False, default=None, repr=False, compare=False
     )
@@ -118,6 +120,8 @@ class ValueSpec:
             object.__setattr__(self, "_remembered", memo.__getitem__)
 
     def convert(self, raw: float) -> float:
+        if raw in self.invalid:
+            return math.nan
         value = CONVERSIONS[self.conversion](raw) * self.scale + self.offset
         if self.clamp is not None and not math.isnan(value):
             low, high = self.clamp
@@ -143,6 +147,9 @@ class DeviceProfile:
     device_id: int
     tags: tuple[tuple[str, str], ...]  # sorted by key
     values: tuple[ValueSpec, ...]
+    #: Seconds between the newest record and the packet's arrival (the
+    #: station's Wi-Fi join and transfer), subtracted from every timestamp.
+    upload_delay: float = 0.0
     record: struct.Struct = field(init=False, repr=False, compare=False)
     _records: dict[int, struct.Struct] = field(
         init=False, default_factory=dict, repr=False, compare=False
@@ -168,13 +175,19 @@ class DeviceProfile:
         return self.record.size
 
 
+#: A failed SI7021 read (0xFFFC) and a record cut short on the I2C bus (0xFFFF
+#: in every value) are not readings (docs/protocol.md).
+SI7021_FAILURES = frozenset({0xFFFC, 0xFFFF})
+
 REFERENCE_STATION = DeviceProfile(
     device_id=1,
     tags=(("place", "balcony"),),
     values=(
-        ValueSpec("light", "u16", unit="lx"),
-        ValueSpec("humidity", "u16", "si7021_humidity", unit="%"),
-        ValueSpec("temperature", "u16", "si7021_temperature", unit="°C"),
+        ValueSpec("light", "u16", unit="lx", invalid=frozenset({0xFFFF})),
+        ValueSpec("humidity", "u16", "si7021_humidity", unit="%", invalid=SI7021_FAILURES),
+        ValueSpec(
+            "temperature", "u16", "si7021_temperature", unit="°C", invalid=SI7021_FAILURES
+        ),
     ),
 )
 
@@ -230,8 +243,29 @@ def _number(value: object, where: str) -> float:
 
 
 _VALUE_KEYS = frozenset(
-    {"name", "type", "conversion", "scale", "offset", "clamp", "field", "unit"}
+    {"name", "type", "conversion", "scale", "offset", "clamp", "field", "unit", "invalid"}
 )
+#: The most seconds a station's newest record may be older than its packet.
+MAX_UPLOAD_DELAY = 60.0
+
+
+def _codes(value: object, kind: str, where: str) -> frozenset[int]:
+    """Raw codes that are not readings: integers the wire type can hold."""
+    if not isinstance(value, list):
+        raise DevicesError(f"{where} must be a list of raw codes, e.g. [0xFFFC, 0xFFFF]")
+    if kind == "f32" and value:
+        raise DevicesError(f"{where}: an f32 value has no codes (NaN is never stored)")
+    layout = struct.Struct("<" + TYPES[kind])
+    for code in value:
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise DevicesError(f"{where} holds {code!r}: codes are integers")
+        try:
+            layout.pack(code)
+        except struct.error:
+            raise DevicesError(
+                f"{where} holds {code}, which a {kind} cannot hold"
+            ) from None
+    return frozenset(value)
 
 
 def _value_spec(table: object, where: str) -> ValueSpec:
@@ -264,6 +298,7 @@ def _value_spec(table: object, where: str) -> ValueSpec:
     unit = table.get("unit", "")
     if not isinstance(unit, str):
         raise DevicesError(f"{where}.unit must be a string")
+    invalid = _codes(table.get("invalid", []), kind, f"{where}.invalid")
     return ValueSpec(
         name=name,
         type=kind,
@@ -273,6 +308,7 @@ def _value_spec(table: object, where: str) -> ValueSpec:
         clamp=clamp,
         field=_key(table.get("field", "value"), f"{where}.field"),
         unit=unit,
+        invalid=invalid,
     )
 
 
@@ -283,9 +319,11 @@ def _profile(key: str, table: object) -> DeviceProfile:
         raise DevicesError(f"{where}: a device id must be a number 0-255")
     if not isinstance(table, dict):
         raise DevicesError(f"{where} must be a table")
-    unknown = sorted(set(table) - {"tags", "values"})
+    unknown = sorted(set(table) - {"tags", "values", "upload_delay"})
     if unknown:
-        raise DevicesError(f"{where} has unknown key {unknown[0]!r} (known: tags, values)")
+        raise DevicesError(
+            f"{where} has unknown key {unknown[0]!r} (known: tags, upload_delay, values)"
+        )
     tags = table.get("tags", {})
     if not isinstance(tags, dict):
         raise DevicesError(f"{where}.tags must be a table of strings")
@@ -300,7 +338,12 @@ def _profile(key: str, table: object) -> DeviceProfile:
     names = [(spec.name, spec.field) for spec in specs]
     if len(set(names)) != len(names):
         raise DevicesError(f"{where}.values has two values with the same name and field")
-    return DeviceProfile(device_id, tuple(sorted(checked_tags.items())), specs)
+    delay = _number(table.get("upload_delay", 0.0), f"{where}.upload_delay")
+    if not 0 <= delay <= MAX_UPLOAD_DELAY:
+        raise DevicesError(
+            f"{where}.upload_delay must be 0 to {MAX_UPLOAD_DELAY:g} seconds"
+        )
+    return DeviceProfile(device_id, tuple(sorted(checked_tags.items())), specs, delay)
 
 
 def parse_devices(text: str) -> Mapping[int, DeviceProfile]:
@@ -326,7 +369,7 @@ def parse_devices(text: str) -> Mapping[int, DeviceProfile]:
         # Stations described alike share their value specs, and so the codes
         # those remember (ValueSpec.convert_all).
         specs = tuple(shared.setdefault(spec, spec) for spec in profile.values)
-        profiles[profile.device_id] = DeviceProfile(profile.device_id, profile.tags, specs)
+        profiles[profile.device_id] = dataclasses.replace(profile, values=specs)
     seen: dict[tuple, int] = {}
     for profile in profiles.values():
         for spec in profile.values:

@@ -18,7 +18,8 @@ from typing import TextIO
 from weather.core.decode import NANOSECONDS
 from weather.core.devices import DeviceProfile
 from weather.core.lineprotocol import LineEncoder, packet_points
-from weather.core.packet import PacketRejected, Reason, read_header
+from weather.core.packet import Header, PacketRejected, Reason, read_header
+from weather.core.timing import Timing, TimingInputs, records_per_upload
 
 _SEPARATORS = re.compile(r"[\s,;:\[\]()]+")
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -100,14 +101,16 @@ def _number(value: float) -> str:
 def describe_packet(
     data: bytes,
     arrival_ns: int,
-    previous_arrival_ns: int | None,
+    inputs: TimingInputs,
     profiles: Mapping[int, DeviceProfile],
     out: TextIO,
     lines: bool = False,
 ) -> int:
     """
-    Print the header and a table of readings (or the rejection, with the
-    reason the server would quarantine the packet for).  0 if it decodes.
+    Print the header, how the records are timed, and a table of readings
+    (or the rejection, with the reason the server would quarantine the
+    packet for).  C{inputs}: what the server would know of the station
+    (L{TimingInputs}).  0 if it decodes.
     """
     out.write(f"Packet:            {len(data)} bytes\n")
     try:
@@ -131,20 +134,19 @@ def describe_packet(
         f"sensorCount:       {header.sensor_count}\n"
         f"Arrival:           {when(arrival_ns)} UTC\n"
     )
+    if inputs.previous_arrival_ns is not None:
+        out.write(f"Previous packet:   {when(inputs.previous_arrival_ns)} UTC\n")
     try:
-        points = packet_points(
-            data, arrival_ns, previous_arrival_ns, profiles, LineEncoder()
-        )
+        points = packet_points(data, arrival_ns, inputs, profiles, LineEncoder())
     except PacketRejected as e:
         return _rejected(e, out)
     decoded = points.decoded
-    interval = decoded.interval_ns / NANOSECONDS
-    how = (
-        "measured from the previous packet"
-        if decoded.measured
-        else "nominal (no previous packet, or it was not about one wakeEvery earlier)"
+    explained = explain_timing(
+        decoded.header, decoded.timing, inputs, decoded.profile.upload_delay
     )
-    out.write(f"Record interval:   {interval:g} s, {how}\n\n")
+    for line in explained:
+        out.write(line + "\n")
+    out.write("\n")
     specs = decoded.profile.values
     titles = [f"{s.name} ({s.unit})" if s.unit else s.name for s in specs]
     widths = [max(len(t), 10) for t in titles]
@@ -155,10 +157,11 @@ def describe_packet(
     )
     width = len(specs)
     readings = decoded.readings
+    first = decoded.timing.first
     for i in range(len(readings) // width if width else 0):
         row = readings[i * width : (i + 1) * width]
         out.write(
-            f"{i:>3}  {when(row[0].time_ns):23}  "
+            f"{first + i:>3}  {when(row[0].time_ns):23}  "
             + "  ".join(
                 f"{_number(r.value):>{w}}" for r, w in zip(row, widths, strict=True)
             )
@@ -170,10 +173,82 @@ def describe_packet(
             out.write(line.decode("utf-8") + "\n")
         if points.not_finite:
             out.write(
-                f"({points.not_finite} values NaN or infinite, left out: "
-                "InfluxDB cannot store them)\n"
+                f"({points.not_finite} values left out: codes that are not readings, "
+                "or NaN or infinite, which InfluxDB cannot store)\n"
             )
     return 0
+
+
+def uploads_since(header: Header, inputs: TimingInputs) -> int:
+    """Nominal uploads' worth of time since the previous packet."""
+    upload_ns = records_per_upload(header) * header.measurement_every * NANOSECONDS
+    return round((inputs.spacing_ns or 0) / upload_ns)
+
+
+def explain_timing(
+    header: Header, timing: Timing, inputs: TimingInputs, upload_delay: float
+) -> list[str]:
+    """
+    How the server stamps a packet's records, in words: where the interval
+    comes from, which records repeat the previous packet or were lost
+    (docs/protocol.md, "Timestamps").
+    """
+    interval = f"{timing.interval_ns / NANOSECONDS:g} s"
+    learned = (
+        f"learned ratio {inputs.ratio:.3f}" if inputs.learned else "no ratio learned yet"
+    )
+    if timing.measured:
+        missed = timing.uploads - 1
+        how = f"measured over {counted(timing.uploads, 'upload')}" + (
+            f" ({counted(missed, 'missed upload')})" if missed else ""
+        )
+        ratio = timing.measured_ratio
+        measured = "implausible, not learned" if ratio is None else f"{ratio:.3f} measured"
+        before = f"learned ratio {inputs.ratio:.3f}" if inputs.learned else "none learned"
+        clock = f"{measured} ({before} before)"
+    else:
+        if timing.irregular:
+            why = "irregular"
+        elif inputs.previous_arrival_ns is None:
+            why = "no previous packet"
+        elif not inputs.learned and uploads_since(header, inputs) > 1:
+            why = (
+                f"about {uploads_since(header, inputs)} uploads since the previous "
+                "packet, and no learned ratio to count them by"
+            )
+        else:
+            why = "the previous packet was not a whole number of uploads earlier"
+        source = "from the learned ratio" if inputs.learned else "nominal"
+        how = f"{source} ({why})"
+        clock = learned
+    explained = [f"Record interval:   {interval}, {how}", f"Clock ratio:       {clock}"]
+    if timing.repeated:
+        explained.append(
+            f"Repeated:          {counted(timing.repeated, 'record')} (0 to "
+            f"{timing.repeated - 1}) repeat the previous packet (its clear command "
+            "was lost): not stored again"
+        )
+    if timing.lost:
+        explained.append(
+            f"Lost:              {counted(timing.lost, 'record')} lost by the "
+            "station's full ring"
+        )
+    if timing.irregular:
+        explained.append(
+            "Irregular:         more records than the time explains, and not a repeat "
+            "of the previous packet: stamped with the learned interval"
+        )
+    if upload_delay:
+        explained.append(
+            f"Upload delay:      {upload_delay:g} s: the newest record is stamped "
+            "that long before the arrival"
+        )
+    return explained
+
+
+def counted(count: int, noun: str) -> str:
+    """1 record, 2 records."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _rejected(error: PacketRejected, out: TextIO) -> int:

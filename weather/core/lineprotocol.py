@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from weather.core.decode import DecodedPacket, Reading, decode_packet
 from weather.core.devices import DeviceProfile
+from weather.core.timing import TimingInputs
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
@@ -159,7 +160,7 @@ class PacketPoints(NamedTuple):
 def packet_points(
     data: bytes,
     arrival_ns: int,
-    previous_arrival_ns: int | None,
+    inputs: TimingInputs,
     profiles: Mapping[int, DeviceProfile],
     encoder: LineEncoder,
 ) -> PacketPoints:
@@ -170,6 +171,6 @@ def packet_points(
 
     @raise PacketRejected: with the reason the packet cannot be decoded.
     """
-    decoded = decode_packet(data, arrival_ns, previous_arrival_ns, profiles)
+    decoded = decode_packet(data, arrival_ns, inputs, profiles)
     lines = encoder.encode_packet(decoded)
     return PacketPoints(decoded, lines, decoded.value_count - len(lines))

@@ -169,7 +169,11 @@ class Packet:
 
     data: bytes
     peer: str
+    #: When its last byte arrived: wall clock, nanoseconds since the epoch.
     arrival_ns: int
+    #: The same moment on the machine's boot clock (C{CLOCK_BOOTTIME}, never
+    #: stepped), or None where unknown.
+    boot_ns: int | None = None
 
     @property
     def device_id(self) -> int | None:

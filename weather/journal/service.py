@@ -1,10 +1,11 @@
 """
 The journal service: the server's side of the journal file.
 
-Packets are appended in the reactor thread (each gets its id and the timing
-state it will be decoded with at once, in arrival order) and committed by one
-worker thread, so a slow disk never blocks the event loop.  While one commit
-runs, the next packets gather into the next group: a burst costs one fsync.
+Packets are appended in the reactor thread (each gets its id and what it will
+be timed with at once, in arrival order: L{weather.core.timing}) and
+committed by one worker thread, so a slow disk never blocks the event loop.
+While one commit runs, the next packets gather into the next group: a burst
+costs one fsync.
 
 When the journal cannot be written (disk full, I/O error) the group stays in
 memory and is tried again every C{retry_interval} seconds; when it holds more
@@ -34,7 +35,8 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from weather.core.decode import timed_device
-from weather.core.packet import Packet, PacketRejected
+from weather.core.packet import HEADER_SIZE, Packet, PacketRejected, read_header
+from weather.core.timing import StationState, TimingInputs, first_state, time_records
 from weather.journal.store import (
     Changes,
     JournalEntry,
@@ -139,6 +141,7 @@ class Journal(Service):
         min_free_bytes: int,
         shutdown_timeout: float,
         retry_interval: float = 5.0,
+        boot_id: str | None = None,
     ) -> None:
         self.directory = os.path.abspath(directory)
         self.clock = clock
@@ -147,6 +150,9 @@ class Journal(Service):
         self.min_free_bytes = min_free_bytes
         self.retry_interval = retry_interval
         self.shutdown_timeout = shutdown_timeout
+        #: The machine's boot id (None: unknown), journaled with each packet:
+        #: boot-clock readings compare only within one boot.
+        self.boot_id = boot_id
         self.file: JournalFile | None = None
         self.stats = JournalCounts()
         #: True while the journal takes no more packets (over the high-water mark,
@@ -162,7 +168,7 @@ class Journal(Service):
         self.last_status: JournalStatus | None = None
         self._lock: int | None = None
         self._next_id = 1
-        self._arrivals: dict[int, int] = {}
+        self._stations: dict[int, StationState] = {}
         self._changes = Changes()
         self._waiters: list[tuple[Deferred, JournalEntry]] = []
         self._committing = False
@@ -187,7 +193,7 @@ class Journal(Service):
         try:
             self.file = JournalFile(self.directory)
             self._next_id = self.file.next_id()
-            self._arrivals = self.file.device_arrivals()
+            self._stations = self.file.stations()
             status = self.file.status()
         except BaseException:
             os.close(self._lock)
@@ -275,18 +281,38 @@ class Journal(Service):
     # -- what the pipeline calls ---------------------------------------------------
 
     def append(self, packet: Packet) -> Deferred[JournalEntry]:
-        """Journal a whole packet; the result fires once it is on disk."""
+        """
+        Journal a whole packet with what it is timed with; the result fires
+        once it is on disk.
+        """
         device = timed_device(packet.data)
-        previous = None
+        inputs = TimingInputs()
         if device is not None:
-            previous = self._arrivals.get(device)
-            self._arrivals[device] = packet.arrival_ns
-            self._changes.devices[device] = packet.arrival_ns
-        return self._add(JournalEntry(self._take_id(), packet, previous), None)
+            inputs = self._advance(device, packet)
+        entry = JournalEntry(self._take_id(), packet, inputs, self.boot_id)
+        return self._add(entry, None)
+
+    def _advance(self, device: int, packet: Packet) -> TimingInputs:
+        """
+        What C{device}'s packet is timed with, given the state its previous
+        packets left; the state after it is journaled in the same commit.
+        """
+        records = packet.data[HEADER_SIZE:]
+        arrival, boot = packet.arrival_ns, packet.boot_ns
+        state = self._stations.get(device)
+        if state is None:
+            inputs = TimingInputs()
+            after = first_state(records, arrival, boot, self.boot_id)
+        else:
+            inputs = state.inputs(arrival, boot, self.boot_id)
+            timing = time_records(read_header(packet.data), records, arrival, inputs)
+            after = state.after(timing, records, arrival, boot, self.boot_id)
+        self._stations[device] = self._changes.devices[device] = after
+        return inputs
 
     def append_rejected(self, packet: Packet, error: PacketRejected) -> Deferred:
         """Journal bytes that are not a whole packet, straight into quarantine."""
-        entry = JournalEntry(self._take_id(), packet, None)
+        entry = JournalEntry(self._take_id(), packet, TimingInputs(), self.boot_id)
         return self._add(entry, self._quarantine(error.reason, error.detail))
 
     def delivered(self, entry_id: int) -> None:
@@ -313,7 +339,7 @@ class Journal(Service):
 
     def last_arrivals(self) -> dict[int, int]:
         """Each device's last whole packet's arrival, in nanoseconds."""
-        return dict(self._arrivals)
+        return {device: state.arrival_ns for device, state in self._stations.items()}
 
     def refresh_status(self) -> Deferred[JournalStatus | None]:
         """

@@ -5,13 +5,17 @@ One SQLite database in WAL mode with C{synchronous=FULL}: a commit returns only
 once its packets are on disk (fsync), and a crash at any moment leaves either
 the whole transaction or none of it.  The database holds
 
-  - C{packet}: each packet's bytes, peer, arrival time and the timing state
-    used to decode it (the arrival of the same device's previous packet).  A row
-    with no C{reason} is pending: not yet acknowledged by InfluxDB.  A row with
-    a C{reason} is in quarantine: it could not be decoded, or InfluxDB refused
-    its points for good.  A delivered packet's row is deleted;
-  - C{device}: each device's latest arrival, the timing state the next packet
-    of that device is decoded with.
+  - C{packet}: each packet's bytes, peer, arrival time (wall and boot clock,
+    and the machine's boot id) and everything it is timed with
+    (L{TimingInputs}: the previous arrival, the spacing, the station's clock
+    ratio and the previous packet's records).  A row with no C{reason} is
+    pending: not yet acknowledged by InfluxDB.  A row with a C{reason} is in
+    quarantine: it could not be decoded, or InfluxDB refused its points for
+    good.  A delivered packet's row is deleted;
+  - C{device}: each device's L{StationState}, what the next packet of that
+    device is timed with.
+
+A journal of an older schema is upgraded in place when opened (L{UPGRADES}).
 
 This module is synchronous and does blocking I/O: the server calls it from
 one worker thread (L{weather.journal.service}), the command-line tool directly.
@@ -25,10 +29,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from weather.core.packet import Packet
+from weather.core.timing import StationState, TimingInputs
 
 FILENAME = "journal.sqlite3"
 #: The schema this code reads and writes (SQLite's C{user_version}).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Past this many free pages' worth of bytes, give space back to the file system.
 RECLAIM_BYTES = 16 * 1024 * 1024
 
@@ -42,14 +47,47 @@ CREATE TABLE packet (
     reason TEXT,
     detail TEXT,
     quarantined_ns INTEGER,
-    refused BLOB
+    refused BLOB,
+    spacing_ns INTEGER,
+    ratio REAL,
+    learned INTEGER,
+    previous_records BLOB,
+    boot_ns INTEGER,
+    boot_id TEXT
 );
 CREATE INDEX quarantined ON packet (id) WHERE reason IS NOT NULL;
 CREATE TABLE device (
     id INTEGER PRIMARY KEY,
-    last_arrival_ns INTEGER NOT NULL
+    last_arrival_ns INTEGER NOT NULL,
+    boot_ns INTEGER,
+    boot_id TEXT,
+    ratios TEXT,
+    records BLOB
 );
 """
+
+#: The statements that take a journal from schema C{version} to the next.
+#: Schema 1 journaled only the previous arrival: its rows have no C{ratio}
+#: and are timed as they were then (L{TimingInputs.since}).
+UPGRADES = {
+    1: """
+ALTER TABLE packet ADD COLUMN spacing_ns INTEGER;
+ALTER TABLE packet ADD COLUMN ratio REAL;
+ALTER TABLE packet ADD COLUMN learned INTEGER;
+ALTER TABLE packet ADD COLUMN previous_records BLOB;
+ALTER TABLE packet ADD COLUMN boot_ns INTEGER;
+ALTER TABLE packet ADD COLUMN boot_id TEXT;
+ALTER TABLE device ADD COLUMN boot_ns INTEGER;
+ALTER TABLE device ADD COLUMN boot_id TEXT;
+ALTER TABLE device ADD COLUMN ratios TEXT;
+ALTER TABLE device ADD COLUMN records BLOB;
+""",
+}
+#: The columns a L{JournalEntry} is read from, in L{_entry}'s order.
+ENTRY_COLUMNS = (
+    "id, data, peer, arrival_ns, boot_ns, boot_id, "
+    "previous_arrival_ns, spacing_ns, ratio, learned, previous_records"
+)
 
 
 class JournalError(Exception):
@@ -62,8 +100,16 @@ class JournalEntry:
 
     id: int
     packet: Packet
-    #: When the same device's previous packet arrived, or None.
-    previous_arrival_ns: int | None
+    #: What the packet is timed with.
+    timing: TimingInputs = TimingInputs()
+    #: The server machine's boot id when the packet arrived (with
+    #: C{packet.boot_ns}, when it arrived on that boot's clock), or None.
+    boot_id: str | None = None
+
+    @property
+    def previous_arrival_ns(self) -> int | None:
+        """When the same device's previous packet arrived, or None."""
+        return self.timing.previous_arrival_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +147,7 @@ class Changes:
     added: list[tuple[JournalEntry, Quarantine | None]] = field(default_factory=list)
     quarantined: dict[int, Quarantine] = field(default_factory=dict)
     delivered: set[int] = field(default_factory=set)
-    devices: dict[int, int] = field(default_factory=dict)
+    devices: dict[int, StationState] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.quarantined or self.delivered or self.devices)
@@ -166,14 +212,22 @@ class JournalFile:
             raise JournalError(f"{self.path}: SQLite cannot use WAL mode here ({mode})")
         db.execute("PRAGMA synchronous = FULL")
         db.execute(f"PRAGMA journal_size_limit = {RECLAIM_BYTES}")
-        if version == 0:
+        if version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
-            if db.execute("PRAGMA user_version").fetchone()[0] == 0:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            try:
+                # Again inside the transaction: another opener may have done it.
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    _execute(db, SCHEMA)
+                else:
+                    for old in range(version, SCHEMA_VERSION):
+                        _execute(db, UPGRADES[old])
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         self.connection.close()
@@ -191,8 +245,8 @@ class JournalFile:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT INTO packet (id, arrival_ns, peer, data, previous_arrival_ns, "
-                "reason, detail, quarantined_ns, refused) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO packet ({ENTRY_COLUMNS}, reason, detail, quarantined_ns, "
+                "refused) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (_row(entry, quarantine) for entry, quarantine in changes.added),
             )
             db.executemany(
@@ -207,9 +261,9 @@ class JournalFile:
                 "DELETE FROM packet WHERE id = ?", ((i,) for i in changes.delivered)
             )
             db.executemany(
-                "INSERT INTO device (id, last_arrival_ns) VALUES (?, ?) ON CONFLICT "
-                "(id) DO UPDATE SET last_arrival_ns = excluded.last_arrival_ns",
-                changes.devices.items(),
+                "INSERT OR REPLACE INTO device (id, last_arrival_ns, boot_ns, boot_id, "
+                "ratios, records) VALUES (?,?,?,?,?,?)",
+                (_device_row(*item) for item in changes.devices.items()),
             )
             db.execute("COMMIT")
         except BaseException:
@@ -235,14 +289,17 @@ class JournalFile:
             "SELECT coalesce(max(id), 0) + 1 FROM packet"
         ).fetchone()[0]
 
-    def device_arrivals(self) -> dict[int, int]:
-        """Each device's latest arrival: the timing state to go on with."""
-        return dict(self.connection.execute("SELECT id, last_arrival_ns FROM device"))
+    def stations(self) -> dict[int, StationState]:
+        """Each device's timing state, to go on with."""
+        rows = self.connection.execute(
+            "SELECT id, last_arrival_ns, boot_ns, boot_id, ratios, records FROM device"
+        )
+        return {row[0]: _station(*row[1:]) for row in rows}
 
     def pending(self, after_id: int = 0, limit: int = 1000) -> list[JournalEntry]:
         """Packets not yet delivered nor quarantined, oldest first."""
         rows = self.connection.execute(
-            "SELECT id, data, peer, arrival_ns, previous_arrival_ns FROM packet "
+            f"SELECT {ENTRY_COLUMNS} FROM packet "
             "WHERE id > ? AND reason IS NULL ORDER BY id LIMIT ?",
             (after_id, limit),
         )
@@ -251,19 +308,18 @@ class JournalFile:
     def quarantined(self, after_id: int = 0, limit: int = -1) -> list[QuarantinedPacket]:
         """Packets in quarantine, oldest first."""
         rows = self.connection.execute(
-            "SELECT id, data, peer, arrival_ns, previous_arrival_ns, reason, detail, "
-            "quarantined_ns, refused FROM packet WHERE reason IS NOT NULL AND id > ? "
-            "ORDER BY id LIMIT ?",
+            f"SELECT {ENTRY_COLUMNS}, reason, detail, quarantined_ns, refused "
+            "FROM packet WHERE reason IS NOT NULL AND id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         )
         return [
             QuarantinedPacket(
-                _entry(*row[:5]),
+                _entry(*row[:-4]),
                 Quarantine(
-                    row[5],
-                    row[6] or "",
-                    row[7] or 0,
-                    tuple(row[8].split(b"\n")) if row[8] else (),
+                    row[-4],
+                    row[-3] or "",
+                    row[-2] or 0,
+                    tuple(row[-1].split(b"\n")) if row[-1] else (),
                 ),
             )
             for row in rows
@@ -329,19 +385,65 @@ def _quarantine_columns(quarantine: Quarantine | None) -> tuple:
     )
 
 
+def _execute(db: sqlite3.Connection, script: str) -> None:
+    """Run C{script}'s statements one by one, in the open transaction."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 def _row(entry: JournalEntry, quarantine: Quarantine | None) -> tuple:
-    packet = entry.packet
+    packet, timing = entry.packet, entry.timing
     return (
         entry.id,
-        packet.arrival_ns,
-        packet.peer,
         packet.data,
-        entry.previous_arrival_ns,
+        packet.peer,
+        packet.arrival_ns,
+        packet.boot_ns,
+        entry.boot_id,
+        timing.previous_arrival_ns,
+        timing.spacing_ns,
+        timing.ratio,
+        timing.learned,
+        timing.previous_records,
         *_quarantine_columns(quarantine),
     )
 
 
 def _entry(
-    entry_id: int, data: bytes, peer: str, arrival_ns: int, previous: int | None
+    entry_id: int,
+    data: bytes,
+    peer: str,
+    arrival_ns: int,
+    boot_ns: int | None,
+    boot_id: str | None,
+    previous: int | None,
+    spacing: int | None,
+    ratio: float | None,
+    learned: int | None,
+    previous_records: bytes | None,
 ) -> JournalEntry:
-    return JournalEntry(entry_id, Packet(bytes(data), peer, arrival_ns), previous)
+    if ratio is None:  # journaled by schema 1: only the previous arrival
+        timing = TimingInputs.since(previous, arrival_ns)
+    else:
+        timing = TimingInputs(
+            previous, spacing, ratio, bytes(previous_records or b""), bool(learned)
+        )
+    packet = Packet(bytes(data), peer, arrival_ns, boot_ns)
+    return JournalEntry(entry_id, packet, timing, boot_id)
+
+
+def _device_row(device: int, state: StationState) -> tuple:
+    ratios = ",".join(repr(ratio) for ratio in state.ratios)
+    return (device, state.arrival_ns, state.boot_ns, state.boot_id, ratios, state.records)
+
+
+def _station(
+    arrival_ns: int,
+    boot_ns: int | None,
+    boot_id: str | None,
+    ratios: str | None,
+    records: bytes | None,
+) -> StationState:
+    measured = tuple(float(r) for r in ratios.split(",")) if ratios else ()
+    return StationState(arrival_ns, boot_ns, boot_id, measured, bytes(records or b""))

@@ -73,5 +73,6 @@ def check_health(
             "journal_pending_packets": None if status is None else status.pending,
             "influxdb_failing_seconds": round(failing, 3),
             "points_pending": writer.pending,
+            "clock_steps": listener.factory.stats.clock_steps,
         },
     )

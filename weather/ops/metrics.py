@@ -70,6 +70,12 @@ class ServerCollector(Collector):
         yield _counter(
             "weather_connections_timed_out", "Connections closed for idleness.", stats
         )
+        yield _counter(
+            "weather_clock_steps",
+            "Steps of the server's wall clock (over 1 s against the boot clock) "
+            "seen between two packets.",
+            stats,
+        )
         yield GaugeMetricFamily(
             "weather_connections_active",
             "Station connections open now.",
@@ -109,11 +115,17 @@ class ServerCollector(Collector):
             "Packets much closer to their device's previous one than its upload interval.",
             stats,
         )
+        yield _counter(
+            "weather_packets_irregular",
+            "Packets with more records than the time since the previous one "
+            "explains, not a repeat of it: stamped with the learned interval.",
+            stats,
+        )
         yield _counter("weather_records_decoded", "Records decoded.", stats)
         yield _counter("weather_readings_decoded", "Readings decoded and stored.", stats)
         yield _counter(
             "weather_readings_not_finite",
-            "Readings not stored: NaN or infinite.",
+            "Readings not stored: sensor failure codes, NaN or infinite.",
             stats,
         )
         yield CounterMetricFamily(
@@ -212,12 +224,32 @@ class ServerCollector(Collector):
                     "When the station's last packet arrived (Unix time).",
                 ),
                 ("packets", CounterMetricFamily, "Packets decoded."),
-                ("records", CounterMetricFamily, "Records decoded."),
+                (
+                    "records",
+                    CounterMetricFamily,
+                    "New records decoded (repeats of the previous packet not counted).",
+                ),
                 ("rejected_packets", CounterMetricFamily, "Packets rejected."),
                 (
                     "missed_uploads",
                     CounterMetricFamily,
-                    "Uploads missed (packet spacing over 1.5 wake intervals).",
+                    "Uploads that never came: k - 1 for a packet measured over k uploads.",
+                ),
+                (
+                    "records_repeated",
+                    CounterMetricFamily,
+                    "Records sent again after a lost clear command; not stored twice.",
+                ),
+                (
+                    "records_lost",
+                    CounterMetricFamily,
+                    "Records the station's full ring dropped before it could upload them.",
+                ),
+                (
+                    "irregular_packets",
+                    CounterMetricFamily,
+                    "Packets with more records than their spacing explains, not a repeat "
+                    "of the previous one: stamped with the learned interval.",
                 ),
                 (
                     "nominal_interval_seconds",
@@ -225,9 +257,15 @@ class ServerCollector(Collector):
                     "The record interval the station announces (measurementEvery).",
                 ),
                 (
+                    "clock_ratio",
+                    GaugeMetricFamily,
+                    "Real / nominal record interval: the median of the station's last "
+                    "measured packets, as the timestamp rule learns it (>1: slow).",
+                ),
+                (
                     "measured_interval_seconds",
                     GaugeMetricFamily,
-                    "The record interval measured from upload spacing (mean).",
+                    "The record interval measured from upload spacing (nominal × ratio).",
                 ),
                 (
                     "clock_drift_ppm",
@@ -236,6 +274,12 @@ class ServerCollector(Collector):
                 ),
             )
         }
+        failures = CounterMetricFamily(
+            "weather_station_sensor_failures",
+            "Values not stored: a code the profile lists as not a reading "
+            "(a failed sensor read), or NaN.",
+            labels=[*labels, "measurement"],
+        )
         for station in self.server.stations:
             key = [str(station.device_id), station.place or ""]
             values = {
@@ -243,17 +287,25 @@ class ServerCollector(Collector):
                 "records": station.records,
                 "rejected_packets": station.rejected,
                 "missed_uploads": station.missed_uploads,
+                "records_repeated": station.records_repeated,
+                "records_lost": station.records_lost,
+                "irregular_packets": station.irregular_packets,
             }
             if station.last_seen_ns is not None:
                 values["last_seen_timestamp_seconds"] = station.last_seen_ns / 1e9
             if station.measurement_every:
                 values["nominal_interval_seconds"] = station.measurement_every
+            if station.clock_ratio is not None:
+                values["clock_ratio"] = station.clock_ratio
+                values["clock_drift_ppm"] = station.drift_ppm
             if station.measured_interval is not None:
                 values["measured_interval_seconds"] = station.measured_interval
-                values["clock_drift_ppm"] = station.drift_ppm
             for name, value in values.items():
                 families[name].add_metric(key, value)
+            for measurement, count in sorted(station.sensor_failures.items()):
+                failures.add_metric([*key, measurement], count)
         yield from families.values()
+        yield failures
 
 
 def _counter(name: str, documentation: str, stats: object) -> CounterMetricFamily:

@@ -1,18 +1,17 @@
 """
 What the server knows about each station, kept in memory: when it was last
-heard from, how much it sent, whether it missed uploads, and how its clock
-compares with the server's.
+heard from, how much it sent, the uploads and records it missed or repeated,
+its sensors' failures, and how its clock compares with the server's.
 
-An ATtiny's clock drifts by a few percent.  The station measures every
-C{measurementEvery} seconds by its own clock, so the real time between two
-uploads, divided by the records of the second, is its true record interval;
-summed over every upload whose spacing was measured, the ratio to the
-nominal interval is its drift, with the Wi-Fi connection's jitter averaged
-out.  Pure bookkeeping: the caller passes every time.
+The figures are the timestamp rule's own (L{weather.core.timing}, and
+docs/protocol.md, "Timestamps"): a packet measured over C{k} uploads missed
+C{k - 1}; the clock ratio shown is the median of the last ratios measured,
+as the rule learns it.  Pure bookkeeping: the caller passes every time.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -20,10 +19,11 @@ from zope.interface import implementer
 
 from weather.core.decode import NANOSECONDS, DecodedPacket
 from weather.core.devices import DeviceProfile
+from weather.core.timing import RATIOS_KEPT, learned_ratio
 from weather.ops.history import StationHistory
 from weather.server.interfaces import IPipelineObserver
 
-#: An upload counts as missed when the spacing passes this many wake intervals.
+#: A station is overdue when silent for more than this many wake intervals.
 OVERDUE_FACTOR = 1.5
 #: The reference station's wakeEvery, for stations whose interval is not known yet.
 ASSUMED_WAKE_EVERY = 3600
@@ -47,37 +47,52 @@ class StationRecord:
     peer: str | None = None
     last_seen_ns: int | None = None
     packets: int = 0
+    #: Records stamped and stored (repeats of the previous packet left out).
     records: int = 0
     readings: int = 0
     rejected: int = 0
+    #: Uploads between two packets that never came (exact: measured spacing).
     missed_uploads: int = 0
+    #: Records sent again after a lost clear command: not stored twice.
+    records_repeated: int = 0
+    #: Records the station's full ring dropped before it could upload them.
+    records_lost: int = 0
+    #: Packets with more records than their spacing explains, not a repeat.
+    irregular_packets: int = 0
+    #: Per value name: values that are not readings (a sensor's failure code),
+    #: from the first packet decoded on (0 for each value).
+    sensor_failures: dict[str, int] = field(default_factory=dict)
+    #: The clock ratios (real / nominal interval) its last packets measured.
+    ratios: tuple[float, ...] = ()
     #: The intervals the station's last header announced, in seconds.
     wake_every: int | None = None
     measurement_every: int | None = None
     latest: dict[str, LatestReading] = field(default_factory=dict)
     #: The last 24 hours of readings, for the status page's charts.
     history: StationHistory = field(default_factory=StationHistory, repr=False)
-    _measured_ns: int = 0
-    _measured_records: int = 0
 
     @property
     def place(self) -> str | None:
         return dict(self.tags).get("place")
 
     @property
+    def clock_ratio(self) -> float | None:
+        """Real / nominal record interval, as the timestamp rule learns it, if measured."""
+        return learned_ratio(self.ratios) if self.ratios else None
+
+    @property
     def measured_interval(self) -> float | None:
-        """The mean true time between records, in seconds, if ever measured."""
-        if not self._measured_records:
+        """The true time between records, in seconds, if ever measured."""
+        ratio = self.clock_ratio
+        if ratio is None or not self.measurement_every:
             return None
-        return self._measured_ns / self._measured_records / NANOSECONDS
+        return self.measurement_every * ratio
 
     @property
     def drift_ppm(self) -> float | None:
         """How much slower (+) or faster (-) than nominal the station's clock runs."""
-        measured = self.measured_interval
-        if measured is None or not self.measurement_every:
-            return None
-        return (measured / self.measurement_every - 1.0) * 1e6
+        ratio = self.clock_ratio
+        return None if ratio is None else (ratio - 1.0) * 1e6
 
     @property
     def expected_wake_every(self) -> int:
@@ -95,6 +110,18 @@ class StationRecord:
             return False
         limit = OVERDUE_FACTOR * self.expected_wake_every * NANOSECONDS
         return now_ns - self.last_seen_ns > limit
+
+
+def _keep_latest(
+    station: StationRecord, name: str, unit: str, times: list[int], column: list[float]
+) -> None:
+    """Remember a column's newest reading, if newer than the one known (NaN is none)."""
+    for time_ns, value in zip(reversed(times), reversed(column), strict=True):
+        if not math.isnan(value):
+            latest = station.latest.get(name)
+            if latest is None or time_ns >= latest.time_ns:
+                station.latest[name] = LatestReading(value, time_ns, unit)
+            return
 
 
 @implementer(IPipelineObserver)
@@ -144,34 +171,39 @@ class StationBook:
         arrival_ns: int,
         previous_arrival_ns: int | None,
     ) -> StationRecord:
-        """Count a decoded packet of its station."""
+        """
+        Count a decoded packet of its station.  What its spacing told (missed
+        uploads, the clock ratio) is in C{decoded.timing}: C{previous_arrival_ns}
+        is not needed.
+        """
         header = decoded.header
+        timing = decoded.timing
         station = self._record(decoded.profile)
         station.packets += 1
-        station.records += header.record_count
+        station.records += len(decoded.times)
         station.readings += decoded.value_count
         station.wake_every = header.wake_every
         station.measurement_every = header.measurement_every
         if station.last_seen_ns is None or arrival_ns >= station.last_seen_ns:
             station.last_seen_ns = arrival_ns
             station.peer = peer
-        if previous_arrival_ns is not None and header.wake_every > 0:
-            spacing = arrival_ns - previous_arrival_ns
-            wake_ns = header.wake_every * NANOSECONDS
-            if spacing > OVERDUE_FACTOR * wake_ns:
-                station.missed_uploads += max(1, round(spacing / wake_ns) - 1)
-            if decoded.measured:
-                station._measured_ns += spacing
-                station._measured_records += header.record_count
+        if timing.measured:
+            station.missed_uploads += timing.uploads - 1
+        station.records_repeated += timing.repeated
+        station.records_lost += timing.lost
+        station.irregular_packets += timing.irregular
+        if timing.measured_ratio is not None:
+            station.ratios = (*station.ratios, timing.measured_ratio)[-RATIOS_KEPT:]
         times = decoded.times
         if times:
             specs = decoded.profile.values
             station.history.add_packet([s.name for s in specs], times, decoded.columns)
-            last = times[-1]
             for spec, column in zip(specs, decoded.columns, strict=True):
-                latest = station.latest.get(spec.name)
-                if latest is None or last >= latest.time_ns:
-                    station.latest[spec.name] = LatestReading(column[-1], last, spec.unit)
+                failures = station.sensor_failures
+                failures[spec.name] = failures.get(spec.name, 0) + sum(
+                    map(math.isnan, column)
+                )
+                _keep_latest(station, spec.name, spec.unit, times, column)
         return station
 
     def packet_rejected(self, profile: DeviceProfile | None) -> None:

@@ -263,6 +263,21 @@ def _quiet(text: str) -> Tag:
     return tags.span(text, class_="quiet")
 
 
+# What the timestamp rule's counts mean, shown on hover.
+IRREGULAR = "more records than the time since the previous packet explains"
+REPEATED = "sent again after a lost clear command: stored once"
+LOST = "dropped by the station's full ring before it could upload them"
+
+
+def _details(*counts: tuple[int, str, str]) -> list[Flattenable]:
+    """A quiet line under a number for each count that is not 0, explained on hover."""
+    return [
+        [tags.br(), tags.span(f"{count} {what}", class_="quiet", title=why)]
+        for count, what, why in counts
+        if count
+    ]
+
+
 def _place(described: Iterable[tuple[str, str]]) -> list[Flattenable]:
     """The station's place, then its other tags, quieter."""
     others = dict(described)
@@ -313,6 +328,15 @@ def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCac
         readings.append(
             Tag("div", {"class": "reading", "data-measurement": name}, [value, drawing])
         )
+    failed = [f"{name} {n}" for name, n in station.sensor_failures.items() if n]
+    if failed:
+        readings.append(
+            Tag(
+                "div",
+                {"class": "quiet", "title": "values that were not readings, not stored"},
+                [f"sensor failures: {', '.join(failed)}"],
+            )
+        )
     nominal = station.measurement_every
     measured = station.measured_interval
     if nominal is None:
@@ -322,6 +346,11 @@ def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCac
     else:
         drift = (measured / nominal - 1) * 100
         interval = [f"{measured:.1f} s ", _quiet(f"vs {every(nominal)} ({drift:+.1f} %)")]
+    irregular = _details((station.irregular_packets, "irregular", IRREGULAR))
+    records = _details(
+        (station.records_repeated, "repeated", REPEATED),
+        (station.records_lost, "lost on the station", LOST),
+    )
     css = {"class": "overdue"} if overdue else {}
     return Tag(
         "tr",
@@ -330,8 +359,8 @@ def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCac
             _cell("Station", *who),
             _cell("Last seen", *heard),
             _cell("Latest", *(readings or [_quiet("no readings yet")])),
-            _cell("Packets", str(station.packets), numeric=True),
-            _cell("Records", str(station.records), numeric=True),
+            _cell("Packets", str(station.packets), *irregular, numeric=True),
+            _cell("Records", str(station.records), *records, numeric=True),
             _cell("Record interval", *interval, numeric=True),
             _cell("Missed uploads", str(station.missed_uploads), numeric=True),
             _cell("Rejected packets", str(station.rejected), numeric=True),
@@ -355,8 +384,10 @@ class StatusElement(Element):
         now_ns: int,
         problems: Iterable[str] = (),
         charts: ChartCache | None = None,
+        clock_steps: int = 0,
     ) -> None:
         super().__init__()
+        self.clock_steps = clock_steps
         self.profiles = profiles
         self.now_ns = now_ns
         self.problems = list(problems)
@@ -380,6 +411,15 @@ class StatusElement(Element):
         else:
             parts.append("none overdue")
         parts += [tags.span(problem, class_="bad") for problem in self.problems]
+        if self.clock_steps:
+            parts.append(
+                tags.span(
+                    f"{self.clock_steps} wall-clock steps",
+                    title="The server's clock jumped by more than 1 s between two "
+                    "packets (see the log); station intervals are measured on the "
+                    "boot clock and are not affected.",
+                )
+            )
         parts.append(f"updated {utc(self.now_ns)}")
         return tag(parts[0], [(" · ", part) for part in parts[1:]])
 

@@ -95,6 +95,7 @@ class StatusPage(ServerPage):
             int(now * 1_000_000_000),
             report.reasons,
             self.charts,
+            server.listener.factory.stats.clock_steps,
         )
         return renderElement(request, page)
 

@@ -2,9 +2,10 @@
 The packet pipeline: journal, then decode, then write; the journal forgets a
 packet only once InfluxDB has all its points.
 
-A received packet is journaled first; once it is on disk the station may be
-told so (the protocol's acknowledgement byte) and the packet is decoded with
-the timing state the journal recorded for it, and its points go to the writer.
+A received packet is journaled first, with what it is timed with
+(L{weather.core.timing}); once it is on disk the station may be told so (the
+protocol's acknowledgement byte) and the packet is decoded with those timing
+inputs, and its points go to the writer.
 A packet that cannot be decoded, or whose points InfluxDB refuses for good,
 goes to quarantine with the reason.
 
@@ -26,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from weather.core.decode import NANOSECONDS
+from weather.core.decode import NANOSECONDS, DecodedPacket
 from weather.core.devices import DeviceProfile
 from weather.core.lineprotocol import LineEncoder, packet_points
 from weather.core.packet import Header, Packet, PacketRejected, Reason
@@ -58,6 +59,9 @@ class PipelineCounts:
     )
     packets_from_journal: int = 0
     packets_too_close: int = 0
+    #: More records than the time since the previous packet explains, not a
+    #: repeat of it: stamped with the station's learned interval.
+    packets_irregular: int = 0
     packets_quarantined_refused: int = 0
     records_decoded: int = 0
     readings_decoded: int = 0
@@ -234,7 +238,7 @@ class PacketPipeline(Service):
             decoded, lines, skipped = packet_points(
                 packet.data,
                 packet.arrival_ns,
-                entry.previous_arrival_ns,
+                entry.timing,
                 self.profiles,
                 self.encoder,
             )
@@ -244,10 +248,13 @@ class PacketPipeline(Service):
             self._log_rejection(packet, error)
             return
         header = decoded.header
-        if entry.previous_arrival_ns is not None:
-            self._check_spacing(header, packet.arrival_ns - entry.previous_arrival_ns)
+        spacing_ns = entry.timing.spacing_ns
+        if spacing_ns is not None:
+            self._check_spacing(header, spacing_ns)
+        if decoded.timing.irregular:
+            self._irregular(decoded, spacing_ns)
         self.stats.packets_accepted += 1
-        self.stats.records_decoded += header.record_count
+        self.stats.records_decoded += len(decoded.times)
         for observer in self.observers:
             observer.packet_decoded(
                 decoded, packet.peer, packet.arrival_ns, entry.previous_arrival_ns
@@ -257,8 +264,8 @@ class PacketPipeline(Service):
             self.stats.readings_not_finite += skipped
             self._limited.warn(
                 ("not-finite", header.device_id),
-                "Device {device} sent {count} values that are NaN or infinite; "
-                "InfluxDB cannot store them",
+                "Device {device} sent {count} values that are not readings "
+                "(sensor failure codes, NaN or infinite): not stored",
                 device=header.device_id,
                 count=skipped,
             )
@@ -286,8 +293,9 @@ class PacketPipeline(Service):
     def _check_spacing(self, header: Header, spacing_ns: int) -> None:
         """
         Two packets of one device much closer than its upload interval:
-        two stations share an id, or one retried.  Their readings can land
-        on the same timestamps and overwrite each other, so say so.
+        two stations share an id, or one retried.  The second's records
+        cannot be timed from the spacing (they are stamped with the learned
+        interval) and may land on the first's timestamps, so say so.
         """
         if 3 * spacing_ns < header.wake_every * NANOSECONDS:
             self.stats.packets_too_close += 1
@@ -300,6 +308,21 @@ class PacketPipeline(Service):
                 seconds=spacing_ns / NANOSECONDS,
                 wake=header.wake_every,
             )
+
+    def _irregular(self, decoded: DecodedPacket, spacing_ns: int | None) -> None:
+        """More records than the spacing explains, and not a repeat: say so."""
+        self.stats.packets_irregular += 1
+        device = decoded.header.device_id
+        self._limited.warn(
+            ("irregular", device),
+            "Device {device} sent {count} records, more than the {seconds:.1f} s "
+            "since its previous packet explain, and they do not repeat that "
+            "packet: stamped {interval:.3f} s apart (its learned interval)",
+            device=device,
+            count=decoded.header.record_count,
+            seconds=(spacing_ns or 0) / NANOSECONDS,
+            interval=decoded.interval_ns / NANOSECONDS,
+        )
 
     # -- rejections ------------------------------------------------------------
 

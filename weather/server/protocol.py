@@ -2,7 +2,8 @@
 The station protocol: one instance per TCP connection.
 
 It accumulates the connection's bytes, cuts them into packets by their headers
-(L{PacketFramer}), stamps each packet with the time its last byte arrived and
+(L{PacketFramer}), stamps each packet with the time its last byte arrived (on
+the wall clock and on the machine's boot clock, which is never stepped) and
 hands it to an L{IPacketSink}.  A connection idle past the timeout is closed;
 one whose header announces more than the maximum packet size is cut.  Bytes
 left when the connection ends are a truncated packet.  Nothing the peer sends
@@ -36,6 +37,9 @@ from weather.server.logs import RateLimitedLog
 ACK = b"\x06"
 #: Addresses outside the allow-list are logged once each, up to this many.
 MAX_LOGGED_ADDRESSES = 4096
+#: A change of (wall clock - boot clock) larger than this between two packets
+#: is a step of the wall clock (NTP's first sync, a person setting it).
+CLOCK_STEP_NS = 1_000_000_000
 
 
 def describe_peer(address: IAddress) -> str:
@@ -57,6 +61,8 @@ class ConnectionCounts:
     connections_timed_out: int = 0
     packets_acknowledged: int = 0
     internal_errors: int = 0
+    #: Steps of the wall clock seen between two packets (L{CLOCK_STEP_NS}).
+    clock_steps: int = 0
 
 
 class StationProtocol(Protocol, TimeoutMixin):
@@ -94,9 +100,9 @@ class StationProtocol(Protocol, TimeoutMixin):
         self.resetTimeout()
         packets = self.framer.feed(data)
         if packets:
-            arrival_ns = self.factory.now_ns()
+            arrival_ns, boot_ns = self.factory.stamp()
             for raw in packets:
-                durable = self.factory.deliver(Packet(raw, self.peer, arrival_ns))
+                durable = self.factory.deliver(Packet(raw, self.peer, arrival_ns, boot_ns))
                 if durable is not None:
                     durable.addCallback(self._acknowledge)
         if self.framer.error is not None:
@@ -128,7 +134,7 @@ class StationProtocol(Protocol, TimeoutMixin):
         self.factory.connection_closed(self)
 
     def _reject(self, data: bytes, error: PacketRejected) -> None:
-        packet = Packet(data, self.peer, self.factory.now_ns())
+        packet = Packet(data, self.peer, *self.factory.stamp())
         self.factory.sink.packet_rejected(packet, error)
 
 
@@ -142,8 +148,12 @@ class RefusedProtocol(Protocol):
 class StationFactory(Factory):
     """
     Build L{StationProtocol}s that hand packets to C{sink}, stamping arrival
-    times from C{clock}, and keep track of open connections; refuse the
-    connections L{Admission} says no to.
+    times from C{clock} and C{boot_clock}, and keep track of open
+    connections; refuse the connections L{Admission} says no to.
+
+    @param boot_clock: the machine's boot clock in nanoseconds
+        (C{CLOCK_BOOTTIME}: monotonic, counting suspend), or None where there
+        is none.
     """
 
     protocol = StationProtocol
@@ -159,9 +169,13 @@ class StationFactory(Factory):
         idle_timeout: float,
         max_packet_size: int,
         admission: Admission,
+        boot_clock: Callable[[], int] | None = None,
     ) -> None:
         self.sink = sink
         self.clock = clock
+        self.boot_clock = boot_clock
+        #: (wall - boot clock) at the last packet, to see the wall clock step.
+        self._clock_offset: int | None = None
         self.idle_timeout = idle_timeout
         self.max_packet_size = max_packet_size
         self.admission = admission
@@ -280,6 +294,27 @@ class StationFactory(Factory):
     def _capacity_changed(self, at_capacity: bool) -> None:
         for observer in list(self.capacity_observers):
             observer(at_capacity)
+
+    def stamp(self) -> tuple[int, int | None]:
+        """
+        The current time on the wall clock and on the boot clock; a step of
+        the wall clock since the last call is counted and logged.
+        """
+        arrival_ns = self.now_ns()
+        if self.boot_clock is None:
+            return arrival_ns, None
+        boot_ns = self.boot_clock()
+        previous, self._clock_offset = self._clock_offset, arrival_ns - boot_ns
+        if previous is not None and abs(self._clock_offset - previous) > CLOCK_STEP_NS:
+            self.stats.clock_steps += 1
+            self._limited.warn(
+                "clock-step",
+                "The wall clock stepped by {seconds:+.3f} s since the last packet "
+                "(NTP synchronized, or it was set); spacing between packets is "
+                "measured on the boot clock and is not affected",
+                seconds=(self._clock_offset - previous) / 1e9,
+            )
+        return arrival_ns, boot_ns
 
     def now_ns(self) -> int:
         """The current time, to the microsecond, in nanoseconds since the epoch."""

@@ -42,9 +42,10 @@ from weather.app.options import (
 from weather.app.options import Options as ServerOptions
 from weather.app.settings import Settings, load_devices, settings_from_options
 from weather.core.devices import REFERENCE_DEVICES, DevicesError
-from weather.core.dump import NotAPacket, describe_packet, packet_from_text
+from weather.core.dump import NotAPacket, counted, describe_packet, packet_from_text
 from weather.core.lineprotocol import LineEncoder, PacketPoints, packet_points
-from weather.core.packet import PacketRejected
+from weather.core.packet import HEADER_SIZE, PacketRejected
+from weather.core.timing import PLAUSIBLE_RATIO, TimingInputs
 from weather.journal.service import server_running
 from weather.journal.store import (
     JournalError,
@@ -187,6 +188,16 @@ def parse_time(value: str, name: str) -> int:
     return ns
 
 
+#: weather decode's --ratio: the learned clock ratio a packet is timed with.
+RATIO = Option(
+    "ratio",
+    "The station's learned clock ratio (real / nominal record interval; "
+    "default: none learned yet).",
+    None,
+    number(float, *PLAUSIBLE_RATIO),
+)
+
+
 class DecodeOptions(DevicesOptions):
     synopsis = "[options] [PACKET ...]"
     longdesc = (
@@ -205,6 +216,14 @@ class DecodeOptions(DevicesOptions):
             None,
             "When the device's previous packet arrived (gives a measured interval).",
         ],
+        [
+            "previous-packet",
+            None,
+            None,
+            "The previous packet (text as PACKET, or a file of its bytes): records "
+            "it repeats are recognised. Needs --previous.",
+        ],
+        *parameters((RATIO,)),
         ["base", None, "auto", "Read PACKET as hex, decimal or auto."],
     ]
     optFlags = [["lines", "l", "Also print the line protocol the server would write."]]
@@ -241,6 +260,12 @@ class DecodeOptions(DevicesOptions):
         for name in ("arrival", "previous"):
             if self[name] is not None:
                 self[name] = parse_time(self[name], name)
+        if self["previous-packet"] is not None and self["previous"] is None:
+            raise usage.UsageError("--previous-packet: give --previous too (its arrival)")
+        try:
+            self["ratio"] = RATIO.value(self["ratio"])
+        except ConfigurationError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 class SimulateOptions(WeatherOptions):
@@ -285,10 +310,32 @@ class SimulateOptions(WeatherOptions):
         ],
         ["drift", None, 2.0, "Each clock runs up to this many percent off.", float],
         [
+            "clock-ratio",
+            None,
+            None,
+            "Every clock's ratio, real / nominal interval (1.07: 7 % slow), "
+            "instead of a random --drift.",
+            float,
+        ],
+        [
             "miss",
             None,
             Simulation.miss,
             "Probability that a station misses an upload.",
+            float,
+        ],
+        [
+            "lose-clear",
+            None,
+            Simulation.lose_clear,
+            "Probability that an upload's clear command is lost (the next repeats it).",
+            float,
+        ],
+        [
+            "sensor-failures",
+            None,
+            StationModel.sensor_failures,
+            "Probability that a record is a failed sensor read or cut short.",
             float,
         ],
         [
@@ -313,7 +360,7 @@ class SimulateOptions(WeatherOptions):
             "Spread the first uploads over this many seconds.",
             float,
         ],
-        ["seed", None, Simulation.seed, "Seed for drift, weather and missed uploads.", int],
+        ["seed", None, Simulation.seed, "Seed for drift, weather and failures.", int],
     ]
     optFlags = [
         ["wait-ack", None, "Wait for the server's acknowledgement before closing."],
@@ -330,10 +377,14 @@ class SimulateOptions(WeatherOptions):
             )
         if self["packets"] < 1:
             raise usage.UsageError("--packets: at least 1")
-        if not 0 <= self["miss"] < 1:
-            raise usage.UsageError("--miss: a probability, 0 to below 1")
+        for name in ("miss", "lose-clear", "sensor-failures"):
+            if not 0 <= self[name] < 1:
+                raise usage.UsageError(f"--{name}: a probability, 0 to below 1")
         if not 0 <= self["drift"] < 50:
             raise usage.UsageError("--drift: a percentage, 0 to below 50")
+        ratio = self["clock-ratio"]
+        if ratio is not None and not 0.5 < ratio < 1.5:
+            raise usage.UsageError("--clock-ratio: above 0.5 and below 1.5")
         if self["segments"] < 1:
             raise usage.UsageError("--segments: at least 1")
         if not 0 < self["wake-every"] <= 0xFFFF or not 0 < self["measure-every"] <= 0xFFFF:
@@ -349,13 +400,15 @@ class SimulateOptions(WeatherOptions):
     def stations(self) -> list[StationModel]:
         chance = random.Random(self["seed"])
         drift = self["drift"] / 100
+        ratio = self["clock-ratio"]
         return [
             StationModel(
                 device,
                 wake_every=self["wake-every"],
                 measure_every=self["measure-every"],
-                drift=chance.uniform(-drift, drift),
+                drift=chance.uniform(-drift, drift) if ratio is None else ratio - 1,
                 seed=self["seed"],
+                sensor_failures=self["sensor-failures"],
             )
             for device in self.device_ids()
         ]
@@ -406,11 +459,6 @@ def age(seconds: float) -> str:
         return f"{hours} h {minutes} min"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h"
-
-
-def counted(count: int, noun: str) -> str:
-    """1 station, 2 stations."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def size(count: int) -> str:
@@ -530,7 +578,7 @@ def points_for(
     return packet_points(
         packet.data,
         packet.arrival_ns,
-        item.entry.previous_arrival_ns,
+        item.entry.timing,
         settings.profiles,
         encoder,
     )
@@ -673,8 +721,34 @@ def decode(options: DecodeOptions, out: TextIO, stdin: TextIO, now_ns: int) -> i
         raise usage.UsageError(f"not a packet: {e}") from None
     arrival = options["arrival"] if options["arrival"] is not None else now_ns
     return describe_packet(
-        data, arrival, options["previous"], profiles, out, lines=options["lines"]
+        data, arrival, timing_inputs(options, arrival), profiles, out, options["lines"]
     )
+
+
+def timing_inputs(options: DecodeOptions, arrival_ns: int) -> TimingInputs:
+    """What C{weather decode} times a packet with: the previous packet, the ratio."""
+    previous = options["previous"]
+    ratio = options["ratio"]
+    learned = {"ratio": ratio, "learned": True} if ratio is not None else {}
+    if previous is None:
+        return TimingInputs(**learned)
+    records = b""
+    if options["previous-packet"] is not None:
+        records = read_packet(options["previous-packet"], options["base"])[HEADER_SIZE:]
+    return TimingInputs(
+        previous, arrival_ns - previous, previous_records=records, **learned
+    )
+
+
+def read_packet(given: str, base: str) -> bytes:
+    """A packet given as a file of its bytes, if there is one so named, else as text."""
+    if os.path.isfile(given):
+        with open(given, "rb") as f:
+            return f.read()
+    try:
+        return packet_from_text(given, base)
+    except NotAPacket as e:
+        raise usage.UsageError(f"--previous-packet: not a packet: {e}") from None
 
 
 @inlineCallbacks
@@ -688,6 +762,7 @@ def simulate(reactor: Any, options: SimulateOptions, out: TextIO) -> Any:
         options["packets"],
         out,
         miss=options["miss"],
+        lose_clear=options["lose-clear"],
         segments=options["segments"],
         segment_delay=options["segment-delay"],
         ack_timeout=options["ack-timeout"] if options["wait-ack"] else None,
@@ -696,14 +771,16 @@ def simulate(reactor: Any, options: SimulateOptions, out: TextIO) -> Any:
         seed=options["seed"],
     )
     totals = yield simulation.run()
-    held = sum(len(s.held) for s in stations)
+    held = sum(len(s.held) - s.sent for s in stations)
     dropped = sum(s.dropped for s in stations)
     acknowledged = f" ({totals.acknowledged} acknowledged)" if options["wait-ack"] else ""
+    repeated = f" (and {totals.repeated} repeated)" if totals.repeated else ""
+    clears = f", {totals.clears_lost} clear commands lost" if totals.clears_lost else ""
     out.write(
         f"{counted(len(stations), 'station')} sent {counted(totals.packets, 'packet')}"
-        f"{acknowledged} with {counted(totals.records, 'record')}; {totals.failed} "
-        f"uploads failed, {totals.missed} missed; {held} records still on the "
-        f"stations, {dropped} dropped by full rings.\n"
+        f"{acknowledged} with {counted(totals.records, 'record')}{repeated}; "
+        f"{totals.failed} uploads failed, {totals.missed} missed{clears}; {held} "
+        f"records still on the stations, {dropped} dropped by full rings.\n"
     )
     not_acknowledged = options["wait-ack"] and totals.acknowledged < totals.packets
     return 1 if held or dropped or not_acknowledged else 0

@@ -6,8 +6,10 @@ measures every C{measurementEvery} seconds by a clock that drifts, keeps the
 records in a ring of at most 58, and every C{wakeEvery} seconds the ESP
 connects, writes one packet with every record held, and closes; it never reads
 unless told to wait for the server's acknowledgement byte.  A failed or missed
-upload keeps the records for the next one.  Readings follow a day: temperature
-on a daily curve, humidity moving against it, light following the sun.
+upload keeps the records for the next one, and so does a station whose clear
+command was lost: its next packet repeats them.  Readings follow a day:
+temperature on a daily curve, humidity moving against it, light following the
+sun; a failed sensor read sends the codes the firmware sends then.
 
 L{StationModel} is pure (every time is passed in); L{Simulation} drives
 stations on a reactor and reports what they sent.  L{build_packet},
@@ -44,6 +46,10 @@ WAKE_EVERY = 3600
 MEASURE_EVERY = 120
 #: Seconds between the TCP segments of a packet written in several.
 SEGMENT_DELAY = 0.05
+#: What a failed SI7021 read gives, in humidity and temperature.
+SI7021_FAILED = 0xFFFC
+#: Every value of a record cut short on the I2C bus (all 0xFF bytes).
+CUT_SHORT = 0xFFFF
 
 
 def build_packet(
@@ -98,12 +104,29 @@ class Record:
         """What the station sends: light, humidity code, temperature code."""
         return self.lux, self.humidity_code, self.temperature_code
 
+    def describe(self) -> str:
+        """The readings as the simulator prints them; a code that is no reading says so."""
+        if self.fields == (CUT_SHORT,) * 3:
+            return "cut short on the I2C bus (all 0xFF)"
+        humidity = (
+            "failed" if self.humidity_code == SI7021_FAILED else f"{self.humidity:.2f} %"
+        )
+        temperature = (
+            "failed"
+            if self.temperature_code == SI7021_FAILED
+            else f"{self.temperature:.2f} °C"
+        )
+        return f"light {self.lux} lx  humidity {humidity}  temperature {temperature}"
+
 
 @dataclass
 class StationModel:
     """
     One simulated reference station.  C{drift} is how much slower (+) or faster
-    (-) its clock runs than real time, as a fraction (0.02: 2 % slow).
+    (-) its clock runs than real time, as a fraction (0.02: 2 % slow: a clock
+    ratio of 1.02).  Each record is, with probability C{sensor_failures}, a
+    failure: half of them a failed SI7021 read (0xFFFC in humidity and
+    temperature), half a record cut short on the I2C bus (0xFFFF in every value).
     """
 
     device_id: int
@@ -113,9 +136,13 @@ class StationModel:
     #: Hours to add to UTC for the station's solar time (the sun's noon at 12).
     solar_offset: float = 0.0
     seed: int = 0
-    #: Records measured and not yet delivered, oldest first.
+    sensor_failures: float = 0.0
+    #: Records measured and not yet deleted, oldest first.
     held: list[Record] = field(default_factory=list)
-    #: Records the ring dropped because uploads failed for too long.
+    #: How many of the oldest held records were sent already (a clear command
+    #: was lost): the next packet repeats them.
+    sent: int = 0
+    #: Records the ring dropped before they were ever sent.
     dropped: int = 0
     #: When the last record was measured (None before the first wake).
     last_measured: float | None = None
@@ -170,12 +197,12 @@ class StationModel:
 
     def measure(self, t: float) -> Record:
         light, humidity, temperature = self.weather_at(t)
-        return Record(
-            t,
-            min(max(int(light), 0), 0xFFFF),
-            humidity_code(humidity),
-            temperature_code(temperature),
-        )
+        lux = min(max(int(light), 0), 0xFFFF)
+        if self.sensor_failures and self._random.random() < self.sensor_failures:
+            if self._random.random() < 0.5:
+                return Record(t, lux, SI7021_FAILED, SI7021_FAILED)
+            return Record(t, CUT_SHORT, CUT_SHORT, CUT_SHORT)
+        return Record(t, lux, humidity_code(humidity), temperature_code(temperature))
 
     def wake(self, now: float) -> list[Record]:
         """
@@ -193,7 +220,9 @@ class StationModel:
         if count:
             self.last_measured = now
         if len(self.held) > RING_RECORDS:
-            self.dropped += len(self.held) - RING_RECORDS
+            gone = len(self.held) - RING_RECORDS
+            self.dropped += max(0, gone - self.sent)
+            self.sent = max(0, self.sent - gone)
             del self.held[:-RING_RECORDS]
         return list(self.held)
 
@@ -207,6 +236,15 @@ class StationModel:
         """The TCP write returned: the station forgets these records."""
         sent = {id(r) for r in records}
         self.held = [r for r in self.held if id(r) not in sent]
+        self.sent = 0
+
+    def clear_lost(self, records: Sequence[Record]) -> None:
+        """
+        The TCP write returned but the clear command was lost (the ATtiny
+        gave up on the ESP): the station keeps these records and sends them
+        again with the next packet.
+        """
+        self.sent = len(records)
 
 
 class Upload(Protocol):
@@ -304,10 +342,14 @@ class Totals:
     """What a simulation did, for its summary line."""
 
     packets: int = 0
+    #: Records sent, repeats not counted.
     records: int = 0
+    #: Records sent again because a clear command was lost.
+    repeated: int = 0
     acknowledged: int = 0
     failed: int = 0
     missed: int = 0
+    clears_lost: int = 0
 
 
 @dataclass(eq=False)
@@ -317,7 +359,9 @@ class Simulation:
     once, or spread over C{spread} seconds), C{true_wake_every} apart, and
     prints every upload and, unless C{quiet}, every reading with its true time.
     A wake is skipped as a missed upload with probability C{miss}; such wakes
-    come on top of the C{packets} uploads.  Each upload is written in
+    come on top of the C{packets} uploads.  The clear command after an
+    upload is lost with probability C{lose_clear}: the next packet repeats
+    the records (printed once, when first sent).  Each upload is written in
     C{segments} pieces C{segment_delay} apart and, with an C{ack_timeout},
     waits that long for the acknowledgement.
 
@@ -330,6 +374,7 @@ class Simulation:
     packets: int
     out: TextIO
     miss: float = 0.0
+    lose_clear: float = 0.0
     segments: int = 1
     segment_delay: float = SEGMENT_DELAY
     ack_timeout: float | None = None
@@ -405,21 +450,27 @@ class Simulation:
         size: int,
         woke: float,
     ) -> None:
-        station.delivered(records)
+        repeated = station.sent
+        lost = self.lose_clear > 0 and self._random.random() < self.lose_clear
+        if lost:
+            station.clear_lost(records)
+            self.totals.clears_lost += 1
+        else:
+            station.delivered(records)
         self.totals.packets += 1
-        self.totals.records += len(records)
+        self.totals.records += len(records) - repeated
+        self.totals.repeated += repeated
         if outcome == "acknowledged":
             self.totals.acknowledged += 1
         self._print(
-            f"station {station.device_id}: {utc(woke, True)} {len(records)} records, "
-            f"{size} bytes: {outcome}"
+            f"station {station.device_id}: {utc(woke, True)} {len(records)} records"
+            + (f" ({repeated} repeated)" if repeated else "")
+            + f", {size} bytes: {outcome}"
+            + ("; clear command lost: keeps them" if lost else "")
         )
         if not self.quiet:
-            for r in records:
-                self._print(
-                    f"  {utc(r.time)}  light {r.lux} lx  humidity {r.humidity:.2f} %  "
-                    f"temperature {r.temperature:.2f} °C"
-                )
+            for r in records[repeated:]:
+                self._print(f"  {utc(r.time)}  {r.describe()}")
 
     def _failed(
         self, failure: Failure, station: StationModel, records: list[Record], woke: float
@@ -447,18 +498,20 @@ def tcp_connector(reactor: Any, host: str, port: int, timeout: float = 10.0):
 
 def devices_toml(device_ids: Iterable[int], places: Mapping[int, str] | None = None) -> str:
     """
-    A devices file describing stations of the reference layout, each with a
-    place tag: its name in C{places}, else "station-N".
+    A devices file describing stations of the reference layout (with its
+    codes that are not readings), each with a place tag: its name in
+    C{places}, else "station-N".
     """
     places = places or {}
     stations = [(device, places.get(device, f"station-{device}")) for device in device_ids]
+    failed = "invalid = [0xFFFC, 0xFFFF]"
     return "".join(
         f"""[devices.{device}]
 tags = {{ place = "{place}" }}
 values = [
-  {{ name = "light", unit = "lx" }},
-  {{ name = "humidity", conversion = "si7021_humidity", unit = "%" }},
-  {{ name = "temperature", conversion = "si7021_temperature", unit = "°C" }},
+  {{ name = "light", unit = "lx", invalid = [0xFFFF] }},
+  {{ name = "humidity", conversion = "si7021_humidity", unit = "%", {failed} }},
+  {{ name = "temperature", conversion = "si7021_temperature", unit = "°C", {failed} }},
 ]
 
 """

@@ -343,16 +343,19 @@ def build_test_service(
     reactor: Any,
     client: Any,
     worker: IDiskWorker | None = None,
+    **options: Any,
 ) -> WeatherService:
     """
     L{build_service} for fake reactors: the journal's disk I/O runs in the
     caller's thread, and the journal is closed when the test ends.
+    C{options} are L{build_service}'s other keyword arguments.
     """
     service = build_service(
         settings,
         reactor,
         client=client,
         worker=worker if worker is not None else ImmediateDiskWorker(),
+        **options,
     )
     testcase.addCleanup(_close_journal, service.journal)
     return service

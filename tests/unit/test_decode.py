@@ -11,13 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import header_bytes
+from tests.support import header_bytes, numbered_packet
 from weather.core.decode import (
     NANOSECONDS,
     DecodedPacket,
     Reading,
     decode_packet,
+    decode_truncated,
     is_storable,
+    truncated_detail,
 )
 from weather.core.devices import (
     REFERENCE_DEVICES,
@@ -273,6 +275,90 @@ class RejectionTests(SynchronousTestCase):
     def test_emptyPacketStillChecked(self) -> None:
         self.assertRejected(header_bytes(0, sensor_count=2), Reason.PROFILE_MISMATCH)
         self.assertRejected(header_bytes(0, device_id=9), Reason.UNKNOWN_DEVICE)
+
+
+class TruncatedTests(SynchronousTestCase):
+    """
+    L{decode_truncated}: a truncated packet's complete records, timed as if
+    the packet had been whole.
+    """
+
+    #: The previous packet arrived an upload ago, its clock 2.5 % slow.
+    MEASURED = TimingInputs(T - 3690 * S, 3690 * S, previous_records=b"")
+
+    def assertPrefix(self, part: DecodedPacket, whole: DecodedPacket, count: int) -> None:
+        """C{part} holds the first C{count} records of C{whole}, as C{whole} has them."""
+        self.assertEqual(part.header, whole.header)
+        self.assertEqual(part.timing, whole.timing)
+        self.assertEqual(part.times, whole.times[:count])
+        self.assertEqual(part.columns, tuple(column[:count] for column in whole.columns))
+
+    def test_completeRecordsTimedAsWhole(self) -> None:
+        """
+        The missing records are the newest: each complete record gets the
+        time it would have had in the whole packet; a partial record is left.
+        """
+        packet = reference_packet(30)
+        for inputs in (TimingInputs(), self.MEASURED):
+            whole = decode_packet(packet, T, inputs, REFERENCE_DEVICES)
+            for size, complete in ((15, 1), (9 + 6 * 10 + 3, 10), (len(packet) - 1, 29)):
+                part = decode_truncated(packet[:size], T, inputs, REFERENCE_DEVICES)
+                self.assertPrefix(part, whole, complete)
+        self.assertEqual(whole.times[-1], T)
+        self.assertEqual(whole.interval_ns, 123 * S)
+
+    def test_repeatsLeftOut(self) -> None:
+        """
+        Records repeating the previous packet are recognised and left out
+        when the cut is after them; cut inside them, nothing can be told
+        apart, and nothing is stored.
+        """
+        previous = numbered_packet(range(30))[9:]
+        inputs = TimingInputs(T - 3690 * S, 3690 * S, previous_records=previous)
+        # The clear command was lost: records 20 to 29 come again.
+        packet = numbered_packet(range(20, 60))
+        whole = decode_packet(packet, T, inputs, REFERENCE_DEVICES)
+        self.assertEqual(whole.timing.repeated, 10)
+        part = decode_truncated(packet[: 9 + 6 * 25], T, inputs, REFERENCE_DEVICES)
+        self.assertPrefix(part, whole, 15)
+        self.assertEqual(part.columns[0], [float(n) for n in range(30, 45)])
+        repeats = decode_truncated(packet[: 9 + 6 * 10], T, inputs, REFERENCE_DEVICES)
+        self.assertEqual(repeats.times, [])
+        with self.assertRaises(PacketRejected) as caught:
+            decode_truncated(packet[: 9 + 6 * 5], T, inputs, REFERENCE_DEVICES)
+        self.assertEqual(caught.exception.reason, Reason.TRUNCATED)
+        self.assertIn("none stored", caught.exception.detail)
+
+    def test_nothingStored(self) -> None:
+        """What a whole packet would be rejected for, or no complete record."""
+        packet = reference_packet(30)
+        cases = [
+            (packet[:5], Reason.TRUNCATED, REFERENCE_DEVICES),
+            (packet[:14], Reason.TRUNCATED, REFERENCE_DEVICES),
+            (packet[:100], Reason.UNKNOWN_DEVICE, {}),
+            (
+                reference_packet(30, measurement_every=0)[:100],
+                Reason.ZERO_MEASUREMENT_EVERY,
+                REFERENCE_DEVICES,
+            ),
+            (
+                reference_packet(30, sensor_count=2)[:100],
+                Reason.PROFILE_MISMATCH,
+                REFERENCE_DEVICES,
+            ),
+        ]
+        for data, reason, profiles in cases:
+            with self.assertRaises(PacketRejected) as caught:
+                decode_truncated(data, T, TimingInputs(), profiles)
+            self.assertEqual(caught.exception.reason, reason)
+
+    def test_detail(self) -> None:
+        data = reference_packet(58)[:200]
+        decoded = decode_truncated(data, T, TimingInputs(), REFERENCE_DEVICES)
+        self.assertEqual(
+            truncated_detail(data, decoded),
+            "357 bytes announced, 200 received: 31 complete records stored",
+        )
 
 
 class ValueTests(SynchronousTestCase):

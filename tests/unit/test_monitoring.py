@@ -14,6 +14,7 @@ from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakeinflux import FakeInfluxDB
@@ -25,6 +26,7 @@ from tests.support import (
     reference_packet,
 )
 from weather.ops.selfstats import MEASUREMENT, SelfStatsReporter, self_stat_readings
+from weather.server.clock import FakeClockStatus
 from weather.server.pipeline import REJECTION_REASONS
 from weather.server.service import WeatherService
 
@@ -539,3 +541,71 @@ class OpenFilesTests(SynchronousTestCase):
         infinite = resource.RLIM_INFINITY
         self.assertEqual(open_files_plan(10_000, 1024, infinite), (10_064, 10_000))
         self.assertEqual(open_files_plan(10_000, infinite, infinite), (infinite, 10_000))
+
+
+class ClockWaitTests(MonitoringTestCase):
+    """--clock-sync wait seen by the operator: /health, /metrics, the status page."""
+
+    ARGS = MonitoringTestCase.ARGS + ("--unhealthy-after", "120", "--clock-sync", "wait")
+
+    def build(self, *args: str) -> None:
+        self.status = FakeClockStatus(False)
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(T0)
+        self.fake = FakeInfluxDB(clock=lambda: 0)
+        self.influx = StubTreq(self.fake)
+        self.settings = make_settings(self, *self.ARGS, *args)
+        with capturedLogs():
+            self.service = build_test_service(
+                self,
+                self.settings,
+                self.reactor,
+                self.influx,
+                boot_clock=lambda: round(self.reactor.seconds() * 1e9) - T0 * 10**9,
+                boot_id="boot",
+                clock_status=self.status,
+            )
+        self.addCleanup(self.stop)
+
+    def health(self) -> tuple[int, dict]:
+        response, body = self.get("/health")
+        return response.code, json.loads(body)
+
+    def test_waitingShown(self) -> None:
+        with capturedLogs():
+            self.service.startService()
+            self.send(reference_packet())
+        code, report = self.health()
+        self.assertEqual(code, 200)
+        self.assertIs(report["clock_synchronized"], False)
+        self.assertEqual(report["packets_waiting_for_clock"], 1)
+        samples = self.metrics()
+        self.assertEqual(samples["weather_packets_waiting_for_clock"], {(): 1.0})
+        self.assertEqual(samples["weather_clock_synchronized"], {(): 0.0})
+        _, page = self.get("/")
+        self.assertIn(b"1 packets wait for the clock", page)
+        # Past --unhealthy-after of waiting: 503, saying why.
+        self.reactor.advance(121)
+        code, report = self.health()
+        self.assertEqual(code, 503)
+        self.assertEqual(
+            report["reasons"],
+            [
+                "1 packets have waited 121 s for the wall clock to be synchronized "
+                "(--clock-sync)"
+            ],
+        )
+        # Synchronized: the packet is stored, nothing waits.
+        self.status.is_synchronized = True
+        with capturedLogs():
+            self.reactor.advance(10)
+            self.deliver()
+        code, report = self.health()
+        self.assertEqual((code, report["packets_waiting_for_clock"]), (200, 0))
+        self.assertIs(report["clock_synchronized"], True)
+        self.assertEqual(len(self.fake.points), 90)
+        samples = self.metrics()
+        self.assertEqual(samples["weather_packets_waiting_for_clock"], {(): 0.0})
+        self.assertEqual(samples["weather_clock_synchronized"], {(): 1.0})
+        _, page = self.get("/")
+        self.assertNotIn(b"wait for the clock", page)

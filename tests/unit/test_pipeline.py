@@ -6,14 +6,17 @@ and the backlog the journal holds while the writer is overloaded.
 
 from __future__ import annotations
 
+import io
 import struct
 
+from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.fakeinflux import FakeInfluxDB
 from tests.oracle import oracle_lines
 from tests.support import (
     HEADER,
@@ -33,8 +36,10 @@ from weather.core.timing import TimingInputs
 from weather.journal.service import ImmediateDiskWorker, Journal
 from weather.journal.store import JournalFile
 from weather.ops.stations import StationBook
+from weather.server.clock import ClockGate, FakeClockStatus
 from weather.server.interfaces import IPipelineObserver
 from weather.server.pipeline import REFUSED, PacketPipeline
+from weather.tools.cli import ReplayOptions, replay
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -429,6 +434,146 @@ class TimingTests(PipelineTestCase):
             self.assertEqual(times(lines)[1] - times(lines)[0], 120 * S)
 
 
+class TruncatedTests(PipelineTestCase):
+    """
+    A truncated packet's complete records are stored, timed as if it had
+    been whole; the packet stays in quarantine, and is stored once.
+    """
+
+    UPLOAD = 3690 * S
+
+    def truncated(self, data: bytes, arrival_ns: int) -> None:
+        self.pipeline.packet_rejected(
+            Packet(data, "192.0.2.7:1", arrival_ns),
+            PacketRejected(Reason.TRUNCATED, f"connection ended after {len(data)} bytes"),
+        )
+
+    def whole_then_cut(self) -> bytes:
+        """A whole packet, then the next one cut after 15 complete records."""
+        self.receive(numbered_packet(range(30)), T0)
+        self.writer.acknowledge_all()
+        cut = numbered_packet(range(30, 60))[: 9 + 6 * 15 + 4]
+        with capturedLogs():
+            self.truncated(cut, T0 + self.UPLOAD)
+        return cut
+
+    def test_completeRecordsStored(self) -> None:
+        """
+        Timed with what the journal would give a whole packet, and journaled
+        with it: the complete records get the times they would have had.
+        Once InfluxDB has them, the quarantine says so, and they are counted.
+        """
+        cut = self.whole_then_cut()
+        [kept] = self.journal.file.quarantined()
+        self.assertEqual(
+            kept.entry.timing,
+            TimingInputs(T0, self.UPLOAD, 1.0, numbered_packet(range(30))[9:]),
+        )
+        whole = packet_points(
+            numbered_packet(range(30, 60)),
+            T0 + self.UPLOAD,
+            kept.entry.timing,
+            TWO_STATIONS,
+            LineEncoder(),
+        ).lines
+        [(lines, _)] = self.writer.writes[1:]
+        self.assertEqual(lines, whole[: 15 * 3])
+        self.assertEqual(lights(lines), [float(n) for n in range(30, 45)])
+        self.assertEqual(times(lines)[-1], T0 + self.UPLOAD - 15 * 123 * S)
+        self.assertEqual(kept.quarantine.detail, f"connection ended after {len(cut)} bytes")
+        self.assertEqual(self.pipeline.in_flight, 1)
+        self.writer.acknowledge_all()
+        [kept] = self.journal.file.quarantined()
+        self.assertEqual(
+            (kept.quarantine.reason, kept.quarantine.detail),
+            (
+                Reason.TRUNCATED,
+                "189 bytes announced, 103 received: 15 complete records stored",
+            ),
+        )
+        self.assertEqual(self.pipeline.stats.records_from_truncated, 15)
+        self.assertEqual(self.pipeline.stats.packets_rejected["truncated"], 1)
+        self.assertEqual(self.pipeline.in_flight, 0)
+
+    def test_nextWholeTimedAgainstPreviousWhole(self) -> None:
+        """A truncated packet does not advance its station's timing state."""
+        self.receive(numbered_packet(range(30)), T0)
+        self.receive(numbered_packet(range(30, 60)), T0 + self.UPLOAD)
+        with capturedLogs():
+            self.truncated(numbered_packet(range(60, 90))[:100], T0 + 2 * self.UPLOAD)
+        self.receive(numbered_packet(range(90, 120)), T0 + 3 * self.UPLOAD)
+        entry = self.journal.file.pending()[-1]
+        self.assertEqual(entry.timing.previous_arrival_ns, T0 + self.UPLOAD)
+        self.assertEqual(entry.timing.spacing_ns, 2 * self.UPLOAD)
+        last = self.writer.writes[-1][0]
+        self.assertEqual(lights(last), [float(n) for n in range(90, 120)])
+        self.assertEqual(times(last)[1] - times(last)[0], 123 * S)
+        self.assertEqual(times(last)[-1], T0 + 3 * self.UPLOAD)
+
+    def test_nothingStoredWhenNotDecodable(self) -> None:
+        """Unknown device, profile mismatch, bad header: quarantined as before."""
+        cases = [
+            numbered_packet(range(30), device_id=9),
+            reference_packet(30)[:8] + b"\x02" + reference_packet(30)[9:],
+            struct.pack("<HHHBBB", 180, 3600, 0, 6, 1, 3) + bytes(100),
+        ]
+        with capturedLogs():
+            for data in cases:
+                self.truncated(data[:100], T0)
+        self.assertEqual(self.writer.writes, [])
+        kept = self.journal.file.quarantined()
+        self.assertEqual(
+            [q.quarantine.detail for q in kept], ["connection ended after 100 bytes"] * 3
+        )
+        self.assertEqual(self.pipeline.stats.records_from_truncated, 0)
+
+    def test_refusedPointsQuarantined(self) -> None:
+        """Points InfluxDB refuses for good: as for a whole packet."""
+        self.whole_then_cut()
+        self.writer.refuse(1)
+        [kept] = self.journal.file.quarantined()
+        self.assertEqual(kept.quarantine.reason, REFUSED)
+        self.assertEqual(self.pipeline.stats.records_from_truncated, 0)
+        self.assertEqual(self.pipeline.in_flight, 0)
+
+    def test_replayWritesTheSamePoints(self) -> None:
+        """
+        C{weather replay} writes the same points again (InfluxDB overwrites
+        them: never stored twice), and the packet stays in quarantine.
+        """
+        self.whole_then_cut()
+        self.writer.acknowledge_all()
+        written = self.writer.writes[1][0]
+        self.journal.stopService()
+        devices = self.mktemp()
+        with open(devices, "w") as f:
+            f.write(reference_devices_toml(**{"1": "balcony", "2": "garden"}))
+        influx = FakeInfluxDB()
+        stub = StubTreq(influx)
+        options = ReplayOptions()
+        options.parseOptions(["--data-dir", self.journal.directory, "--devices", devices])
+        err = io.StringIO()
+        result = replay(self.clock, options, io.StringIO(), err, client=stub)
+        for _ in range(50):
+            stub.flush()
+            self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(result), 1)
+        replayed = b"\n".join(r.body for r in influx.requests).split(b"\n")
+        self.assertEqual([line for line in replayed if line], written)
+        self.assertEqual(len(influx.points), 45)
+        self.assertIn("1 stay in quarantine", err.getvalue())
+        reopened = JournalFile(self.journal.directory, create=False)
+        self.addCleanup(reopened.close)
+        [kept] = reopened.quarantined()
+        self.assertEqual(
+            (kept.quarantine.reason, kept.quarantine.detail),
+            (
+                Reason.TRUNCATED,
+                "189 bytes announced, 103 received: 15 complete records stored",
+            ),
+        )
+
+
 class DurabilityTests(SynchronousTestCase):
     """With a disk as slow as the test wants: nothing is decoded before it is durable."""
 
@@ -689,3 +834,152 @@ class ObserverTests(PipelineTestCase):
         pipeline.startService()
         self.addCleanup(pipeline.stopService)
         self.assertEqual(observer.told[0], ("arrived", 1, None, T0))
+
+
+class ClockWaitTests(SynchronousTestCase):
+    """
+    --clock-sync wait: while the wall clock is not synchronized, packets are
+    journaled and acknowledged but not decoded; once it is, each is stamped
+    on the synchronized clock (its arrival rebased from the boot clock, and
+    journaled so), or, from an earlier boot, as it was recorded.
+    """
+
+    #: NTP's first sync steps the wall clock this far forward.
+    STEP = 3 * 3600 * S
+    UPLOAD = 3690 * S
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0 / S)
+        self.boot_ns = 1000 * S
+        self.status = FakeClockStatus(False)
+        self.writer = RecordingWriter()
+        self.directory = self.mktemp()
+
+    def start(self, boot_id: str = "boot-2", wait: bool = True) -> PacketPipeline:
+        journal = Journal(
+            self.directory,
+            self.clock,
+            ImmediateDiskWorker(),
+            **journal_options(boot_id=boot_id),
+        )
+        journal.startService()
+        self.addCleanup(lambda: journal.running and journal.stopService())
+        gate = ClockGate(self.status, self.clock, lambda: self.boot_ns, boot_id, wait=wait)
+        pipeline = PacketPipeline(
+            TWO_STATIONS, journal, self.writer, self.clock, clock_gate=gate
+        )
+        with capturedLogs():
+            pipeline.startService()
+        self.addCleanup(lambda: pipeline.running and pipeline.stopService())
+        return pipeline
+
+    def stop(self, pipeline: PacketPipeline) -> None:
+        pipeline.stopService()
+        pipeline.journal.stopService()
+
+    def advance(self, ns: int) -> None:
+        """Time passes, on the wall clock and the boot clock alike."""
+        self.boot_ns += ns
+        self.clock.advance(ns / S)
+
+    def receive(self, pipeline: PacketPipeline, data: bytes):
+        arrival_ns = round(self.clock.seconds() * 1_000_000) * 1000
+        packet = Packet(data, "192.0.2.7:1", arrival_ns, self.boot_ns)
+        return pipeline.packet_received(packet)
+
+    def synchronize(self) -> list:
+        """NTP steps the wall clock and the kernel says it is synchronized."""
+        self.clock.advance(self.STEP / S)
+        self.status.is_synchronized = True
+        with capturedLogs() as events:
+            self.advance(10 * S)
+        return [formatEvent(e) for e in events]
+
+    def test_waitHoldsThenRebases(self) -> None:
+        pipeline = self.start()
+        first = self.receive(pipeline, numbered_packet(range(30)))
+        self.advance(self.UPLOAD)
+        self.receive(pipeline, numbered_packet(range(30, 60)))
+        self.assertIsNone(self.successResultOf(first))  # acknowledged
+        self.advance(60 * S)
+        self.assertEqual(self.writer.writes, [])
+        self.assertEqual(pipeline.clock_waiting, 2)
+        self.assertEqual(pipeline.clock_waiting_since, T0 / S)
+        said = self.synchronize()
+        self.assertIn("decoding the 2 packets that waited for it", said[0])
+        self.assertEqual(pipeline.clock_waiting, 0)
+        self.assertIsNone(pipeline.clock_waiting_since)
+        # Stamped where they arrived on the synchronized clock.
+        self.assertEqual(len(self.writer.writes), 2)
+        first_lines, second_lines = (lines for lines, _ in self.writer.writes)
+        self.assertEqual(times(first_lines)[-1], T0 + self.STEP)
+        self.assertEqual(times(second_lines)[-1], T0 + self.STEP + self.UPLOAD)
+        self.assertEqual(times(second_lines)[1] - times(second_lines)[0], 123 * S)
+        # ... and journaled so: a replay stamps them the same.
+        stored = [e.packet.arrival_ns for e in pipeline.journal.file.pending()]
+        self.assertEqual(stored, [T0 + self.STEP, T0 + self.STEP + self.UPLOAD])
+        self.assertEqual(pipeline.stats.packets_clock_rebased, 2)
+        # Packets after the sync are decoded as they come.
+        self.receive(pipeline, numbered_packet(range(60, 90)))
+        self.assertEqual(len(self.writer.writes), 3)
+        now = round(self.clock.seconds() * S)
+        self.assertEqual(times(self.writer.writes[2][0])[-1], now)
+        self.assertEqual(pipeline.stats.packets_clock_rebased, 2)
+
+    def test_replayAfterCrashSameTimes(self) -> None:
+        """
+        The server stops after the sync, before InfluxDB has the points:
+        the next start, synchronized, writes exactly the same lines.
+        """
+        pipeline = self.start()
+        self.receive(pipeline, numbered_packet(range(30)))
+        self.synchronize()
+        written = [lines for lines, _ in self.writer.writes]
+        self.stop(pipeline)
+        self.writer = RecordingWriter()
+        self.advance(600 * S)
+        pipeline = self.start()
+        self.assertEqual([lines for lines, _ in self.writer.writes], written)
+        self.assertEqual(pipeline.stats.packets_clock_rebased, 0)
+
+    def test_heldAcrossReboot(self) -> None:
+        """
+        A packet held when the machine rebooted cannot be rebased: it is
+        decoded with the wall time recorded at its arrival, counted, logged.
+        """
+        pipeline = self.start(boot_id="boot-1")
+        self.receive(pipeline, numbered_packet(range(30)))
+        recorded = T0
+        self.stop(pipeline)
+        self.boot_ns = 20 * S  # the machine booted again
+        pipeline = self.start(boot_id="boot-2")
+        self.assertEqual(pipeline.clock_waiting, 1)  # counted from the journal
+        self.receive(pipeline, numbered_packet(range(30), device_id=2))
+        self.assertEqual(pipeline.clock_waiting, 2)
+        said = self.synchronize()
+        self.assertTrue(any("arrived before this machine last booted" in s for s in said))
+        self.assertEqual(pipeline.stats.packets_clock_unchecked, 1)
+        self.assertEqual(pipeline.stats.packets_clock_rebased, 1)
+        old, new = (lines for lines, _ in self.writer.writes)
+        self.assertEqual(times(old)[-1], recorded)
+        self.assertEqual(times(new)[-1], T0 + self.STEP)
+
+    def test_trustNeverHolds(self) -> None:
+        pipeline = self.start(wait=False)
+        self.receive(pipeline, numbered_packet(range(30)))
+        self.assertEqual(len(self.writer.writes), 1)
+        self.assertEqual(times(self.writer.writes[0][0])[-1], T0)
+        self.assertEqual(pipeline.clock_waiting, 0)
+        self.synchronize()
+        self.assertEqual(len(self.writer.writes), 1)
+        self.assertEqual(pipeline.stats.packets_clock_rebased, 0)
+
+    def test_synchronizedAtStart(self) -> None:
+        """Nothing waits; the journal's backlog is decoded at once."""
+        self.status.is_synchronized = True
+        pipeline = self.start()
+        self.receive(pipeline, numbered_packet(range(30)))
+        self.assertEqual(len(self.writer.writes), 1)
+        self.assertEqual(times(self.writer.writes[0][0])[-1], T0)
+        self.assertEqual(pipeline.clock_waiting, 0)

@@ -140,6 +140,9 @@ class StationProtocolTests(SynchronousTestCase):
         [(rejected, error)] = self.sink.rejected
         self.assertEqual(error.reason, Reason.TRUNCATED)
         self.assertEqual(rejected.data, reference_packet()[:30])
+        # Stamped when its last bytes arrived, as a whole packet would have
+        # been: not 30 s later, when the connection timed out.
+        self.assertEqual(rejected.arrival_ns, 1_700_000_029_250_000_000)
 
     def test_timeoutCancelledOnClose(self) -> None:
         protocol, _ = self.connect()

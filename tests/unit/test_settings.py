@@ -112,6 +112,7 @@ class DefaultTests(SettingsTestCase):
                 idle_timeout=30.0,
                 max_packet_size=MAX_PACKET_SIZE,
                 grace=5.0,
+                clock_sync="auto",
                 shutdown_timeout=10.0,
                 max_pending=1_000_000,
                 data_dir="/home/station/.local/state/weather",

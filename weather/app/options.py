@@ -30,6 +30,7 @@ from twisted.python import usage
 from weather import __version__
 from weather.core.packet import HEADER_SIZE, MAX_PACKET_SIZE
 from weather.server.admission import RateLimit, parse_network
+from weather.server.clock import MODES as CLOCK_SYNC_MODES
 
 DATA_DIR_VARIABLE = "WEATHER_DATA_DIR"
 PASSWORD_VARIABLE = "WEATHER_INFLUX_PASSWORD"
@@ -139,6 +140,13 @@ def size(low: int) -> Callable[[str], int]:
 def not_empty(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
+    return text
+
+
+def clock_sync(text: str) -> str:
+    """How far to trust the wall clock: one of L{CLOCK_SYNC_MODES}."""
+    if text not in CLOCK_SYNC_MODES:
+        raise ValueError(f"{text!r}: give auto, wait or trust")
     return text
 
 
@@ -352,6 +360,15 @@ TOPICS = (
                 "On stop, seconds open station connections get to finish.",
                 "5",
                 number(float, 0, 3600),
+            ),
+            Option(
+                "clock-sync",
+                "Until the kernel says the wall clock is synchronized: wait (packets "
+                "wait in the journal, then are stamped on the synchronized clock), "
+                "trust (stamp with the clock as it is), or auto (wait where an NTP "
+                "client runs, else trust).",
+                "auto",
+                clock_sync,
             ),
         ),
     ),

@@ -66,6 +66,8 @@ class Settings:
     idle_timeout: float
     max_packet_size: int
     grace: float
+    #: auto, wait or trust (L{weather.server.clock}).
+    clock_sync: str
     shutdown_timeout: float
     max_pending: int
     data_dir: str

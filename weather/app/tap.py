@@ -36,6 +36,13 @@ from weather.ops.metrics import ServerMetrics
 from weather.ops.selfstats import SelfStatsReporter
 from weather.ops.stations import StationBook
 from weather.server.admission import Admission
+from weather.server.clock import (
+    ClockGate,
+    IClockStatus,
+    KernelClockStatus,
+    choose_wait,
+    find_ntp_client,
+)
 from weather.server.http import make_client, tls_policy
 from weather.server.logs import RateLimitedLog
 from weather.server.pipeline import PacketPipeline
@@ -88,6 +95,8 @@ def build_service(
     endpoint: Any = None,
     boot_clock: Callable[[], int] | None = None,
     boot_id: str | None = None,
+    clock_status: IClockStatus | None = None,
+    ntp_client: str | None = None,
 ) -> WeatherService:
     """
     Assemble the server from checked settings; C{reactor} times and listens,
@@ -95,7 +104,9 @@ def build_service(
     disk I/O (a thread of its own by default), C{endpoint} is where station
     connections come from (default: --port).  C{boot_clock} and C{boot_id}
     are the machine's boot clock and boot id (None: packets are spaced on
-    the wall clock alone).
+    the wall clock alone).  C{clock_status} says whether the wall clock is
+    synchronized and C{ntp_client} which NTP client runs, for --clock-sync
+    (no status or no boot clock: the wall clock is trusted).
     """
     if endpoint is None:
         endpoint = station_endpoint(settings, reactor)
@@ -125,7 +136,10 @@ def build_service(
         shutdown_timeout=settings.shutdown_timeout,
         boot_id=boot_id,
     )
-    pipeline = PacketPipeline(settings.profiles, journal, writer, reactor)
+    gate = None
+    if clock_status is not None and boot_clock is not None:
+        gate = clock_gate(settings, reactor, clock_status, ntp_client, boot_clock, boot_id)
+    pipeline = PacketPipeline(settings.profiles, journal, writer, reactor, clock_gate=gate)
     admission = Admission(
         reactor,
         max_connections=settings.max_connections,
@@ -152,6 +166,41 @@ def build_service(
     if settings.metrics_port is not None or settings.self_stats_interval:
         add_monitoring(service, settings, reactor)
     return service
+
+
+def clock_gate(
+    settings: Settings,
+    reactor: Any,
+    status: IClockStatus,
+    ntp_client: str | None,
+    boot_clock: Callable[[], int],
+    boot_id: str | None,
+) -> ClockGate:
+    """
+    What --clock-sync makes of this machine, said once in the log.
+
+    @raise ConfigurationError: it is to wait and the kernel cannot say
+        whether the clock is synchronized.
+    """
+    wait, why = choose_wait(settings.clock_sync, ntp_client)
+    try:
+        state = "synchronized" if status.synchronized() else "not synchronized"
+    except OSError as e:
+        if wait:
+            raise ConfigurationError(
+                f"{why}, but the kernel cannot say whether the clock is synchronized "
+                f"({e}): use --clock-sync trust"
+            ) from None
+        state = f"unknown ({e})"
+    log.info(
+        "{how} ({why}); the kernel says the wall clock is {state}",
+        how="Readings are stamped once the wall clock is synchronized"
+        if wait
+        else "Readings are stamped with the wall clock as it is",
+        why=why,
+        state=state,
+    )
+    return ClockGate(status, reactor, boot_clock, boot_id, wait=wait)
 
 
 class MonitoringEndpoint(StreamServerEndpointService):
@@ -321,7 +370,12 @@ def makeService(options: Options) -> IService:
         settings = fit_open_files(settings)
         check_data_dir(settings.data_dir)
         service = build_service(
-            settings, reactor, boot_clock=boot_clock_ns, boot_id=read_boot_id()
+            settings,
+            reactor,
+            boot_clock=boot_clock_ns,
+            boot_id=read_boot_id(),
+            clock_status=KernelClockStatus(),
+            ntp_client=find_ntp_client() if settings.clock_sync == "auto" else None,
         )
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None

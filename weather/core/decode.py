@@ -124,13 +124,22 @@ def decode_header(
             f"{len(data)} bytes, the header announces {header.packet_size}",
         )
     check_header(header)
+    return header, device_profile(header, profiles)
+
+
+def device_profile(header: Header, profiles: Mapping[int, DeviceProfile]) -> DeviceProfile:
+    """
+    The profile of a sane header's device.
+
+    @raise PacketRejected: the device is unknown or its profile does not fit.
+    """
     profile = profiles.get(header.device_id)
     if profile is None:
         raise PacketRejected(
             Reason.UNKNOWN_DEVICE, f"no profile for device {header.device_id}"
         )
     check_profile(header, profile)
-    return header, profile
+    return profile
 
 
 def timed_device(data: bytes) -> int | None:
@@ -168,19 +177,81 @@ def decode_packet(
     @raise PacketRejected: with the reason the packet cannot be decoded.
     """
     header, profile = decode_header(data, profiles)
-    records = data[HEADER_SIZE:]
+    return decode_records(data, header, profile, header.record_count, arrival_ns, inputs)
+
+
+def decode_truncated(
+    data: bytes,
+    arrival_ns: int,
+    inputs: TimingInputs,
+    profiles: Mapping[int, DeviceProfile],
+) -> DecodedPacket:
+    """
+    Decode the complete records of a truncated packet (fewer bytes than its
+    header announces: the connection ended mid-packet), timed as if the
+    packet had been whole.  The missing records are the newest, so each
+    complete record gets the time it would have had; C{timing} is the whole
+    packet's, C{times} and C{columns} hold the complete records stamped.
+
+    @param arrival_ns: when the packet's last byte arrived.
+    @param inputs: what a whole packet arriving then would be timed with
+        (journaled with the truncated one).
+    @raise PacketRejected: (with the reason a whole packet would have) the
+        header is not sane, or the device unknown or its profile does not
+        fit; (truncated) no record is complete, or the packet is irregular:
+        the cut may hide whether its records repeat the previous packet's,
+        so they are not stored.
+    """
+    header = read_header(data)
+    check_header(header)
+    profile = device_profile(header, profiles)
+    complete = min(
+        header.record_count, (len(data) - HEADER_SIZE) // header.bytes_per_measurement
+    )
+    what = f"{header.packet_size} bytes announced, {len(data)} received"
+    if complete == 0:
+        raise PacketRejected(Reason.TRUNCATED, f"{what}: no record complete")
+    decoded = decode_records(data, header, profile, complete, arrival_ns, inputs)
+    if decoded.timing.irregular:
+        raise PacketRejected(
+            Reason.TRUNCATED,
+            f"{what}: more records than the time since the previous packet "
+            "explains, and the cut hides whether they repeat it: none stored",
+        )
+    return decoded
+
+
+def truncated_detail(data: bytes, decoded: DecodedPacket) -> str:
+    """What a truncated packet's quarantine says once its complete records are stored."""
+    return (
+        f"{decoded.header.packet_size} bytes announced, {len(data)} received: "
+        f"{len(decoded.times)} complete records stored"
+    )
+
+
+def decode_records(
+    data: bytes,
+    header: Header,
+    profile: DeviceProfile,
+    complete: int,
+    arrival_ns: int,
+    inputs: TimingInputs,
+) -> DecodedPacket:
+    """Decode the first C{complete} records of a packet, timed as the whole packet."""
+    size = header.bytes_per_measurement
+    records = data[HEADER_SIZE : HEADER_SIZE + complete * size]
     delay_ns = round(profile.upload_delay * NANOSECONDS)
     timing = time_records(header, records, arrival_ns, inputs, delay_ns)
-    count = header.record_count - timing.first
+    count = max(0, complete - timing.first)
     # All records in one struct call, record by record; value j of each
     # record is then every width-th value from j.
-    offset = HEADER_SIZE + timing.first * header.bytes_per_measurement
-    raw = profile.records(count).unpack_from(data, offset)
+    raw = profile.records(count).unpack_from(data, HEADER_SIZE + timing.first * size)
     width = len(profile.values)
     columns = tuple(
         [spec.convert_all(raw[j::width]) for j, spec in enumerate(profile.values)]
     )
-    return DecodedPacket(header, profile, timing, timing.times, columns)
+    times = timing.times if count == len(timing.times) else timing.times[:count]
+    return DecodedPacket(header, profile, timing, times, columns)
 
 
 def is_storable(reading: Reading) -> bool:

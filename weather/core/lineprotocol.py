@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from operator import add
 from typing import NamedTuple
 
-from weather.core.decode import DecodedPacket, Reading, decode_packet
+from weather.core.decode import DecodedPacket, Reading, decode_packet, decode_truncated
 from weather.core.devices import DeviceProfile
 from weather.core.timing import TimingInputs
 
@@ -172,5 +172,23 @@ def packet_points(
     @raise PacketRejected: with the reason the packet cannot be decoded.
     """
     decoded = decode_packet(data, arrival_ns, inputs, profiles)
+    lines = encoder.encode_packet(decoded)
+    return PacketPoints(decoded, lines, decoded.value_count - len(lines))
+
+
+def truncated_points(
+    data: bytes,
+    arrival_ns: int,
+    inputs: TimingInputs,
+    profiles: Mapping[int, DeviceProfile],
+    encoder: LineEncoder,
+) -> PacketPoints:
+    """
+    The points of a truncated packet's complete records (L{decode_truncated}):
+    the same whenever and by whichever command they are made.
+
+    @raise PacketRejected: none can be stored.
+    """
+    decoded = decode_truncated(data, arrival_ns, inputs, profiles)
     lines = encoder.encode_packet(decoded)
     return PacketPoints(decoded, lines, decoded.value_count - len(lines))

@@ -170,7 +170,7 @@ class Journal(Service):
         self._next_id = 1
         self._stations: dict[int, StationState] = {}
         self._changes = Changes()
-        self._waiters: list[tuple[Deferred, JournalEntry]] = []
+        self._waiters: list[tuple[Deferred, JournalEntry | None]] = []
         self._committing = False
         self._retry_call: IDelayedCall | None = None
         self._over_water = False
@@ -310,10 +310,35 @@ class Journal(Service):
         self._stations[device] = self._changes.devices[device] = after
         return inputs
 
-    def append_rejected(self, packet: Packet, error: PacketRejected) -> Deferred:
-        """Journal bytes that are not a whole packet, straight into quarantine."""
-        entry = JournalEntry(self._take_id(), packet, TimingInputs(), self.boot_id)
+    def append_rejected(
+        self, packet: Packet, error: PacketRejected
+    ) -> Deferred[JournalEntry]:
+        """
+        Journal bytes that are not a whole packet, straight into quarantine,
+        with what they would be timed with were they whole (a truncated
+        packet's complete records are stored so).  They do not advance their
+        station's state: its next whole packet is timed against its previous
+        whole one.
+        """
+        inputs = TimingInputs()
+        device = packet.device_id
+        state = self._stations.get(device) if device is not None else None
+        if state is not None:
+            inputs = state.inputs(packet.arrival_ns, packet.boot_ns, self.boot_id)
+        entry = JournalEntry(self._take_id(), packet, inputs, self.boot_id)
         return self._add(entry, self._quarantine(error.reason, error.detail))
+
+    def rebase(self, arrivals: dict[int, int]) -> Deferred[None]:
+        """
+        Journal new arrival times of pending packets, by id (the wall clock
+        was wrong when they arrived: L{weather.server.clock}); the result
+        fires once they are on disk.
+        """
+        durable: Deferred[None] = Deferred()
+        self._changes.rebased.update(arrivals)
+        self._waiters.append((durable, None))
+        self._commit_next()
+        return durable
 
     def delivered(self, entry_id: int) -> None:
         """InfluxDB has every point of this packet: it may leave the journal."""

@@ -148,9 +148,13 @@ class Changes:
     quarantined: dict[int, Quarantine] = field(default_factory=dict)
     delivered: set[int] = field(default_factory=set)
     devices: dict[int, StationState] = field(default_factory=dict)
+    #: New arrival times of packets, by id (the clock was put right since).
+    rebased: dict[int, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.quarantined or self.delivered or self.devices)
+        return bool(
+            self.added or self.quarantined or self.delivered or self.devices or self.rebased
+        )
 
     def then(self, later: Changes) -> Changes:
         """These changes followed by C{later}'s, as one group."""
@@ -160,6 +164,7 @@ class Changes:
             quarantined,
             (self.delivered | later.delivered) - quarantined.keys(),
             {**self.devices, **later.devices},
+            {**self.rebased, **later.rebased},
         )
 
 
@@ -248,6 +253,10 @@ class JournalFile:
                 f"INSERT INTO packet ({ENTRY_COLUMNS}, reason, detail, quarantined_ns, "
                 "refused) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (_row(entry, quarantine) for entry, quarantine in changes.added),
+            )
+            db.executemany(
+                "UPDATE packet SET arrival_ns = ? WHERE id = ?",
+                ((arrival_ns, i) for i, arrival_ns in changes.rebased.items()),
             )
             db.executemany(
                 "UPDATE packet SET reason = ?, detail = ?, quarantined_ns = ?, "

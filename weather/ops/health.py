@@ -55,6 +55,14 @@ def check_health(
         reasons.append(
             f"InfluxDB writes have failed for {failing:.0f} s: {writer.last_failure}"
         )
+    pipeline = server.pipeline
+    since = pipeline.clock_waiting_since
+    waiting = 0.0 if since is None else now - since
+    if pipeline.clock_waiting and waiting >= unreachable_after:
+        reasons.append(
+            f"{pipeline.clock_waiting} packets have waited {waiting:.0f} s for the "
+            "wall clock to be synchronized (--clock-sync)"
+        )
     full = listener.at_limit_for(now)
     if full and full >= unreachable_after:
         reasons.append(
@@ -74,5 +82,9 @@ def check_health(
             "influxdb_failing_seconds": round(failing, 3),
             "points_pending": writer.pending,
             "clock_steps": listener.factory.stats.clock_steps,
+            "clock_synchronized": (
+                None if pipeline.clock_gate is None else pipeline.clock_gate.synchronized()
+            ),
+            "packets_waiting_for_clock": pipeline.clock_waiting,
         },
     )

@@ -122,12 +122,42 @@ class ServerCollector(Collector):
             stats,
         )
         yield _counter("weather_records_decoded", "Records decoded.", stats)
+        yield _counter(
+            "weather_records_from_truncated",
+            "Complete records of truncated packets stored (kept in quarantine).",
+            stats,
+        )
         yield _counter("weather_readings_decoded", "Readings decoded and stored.", stats)
         yield _counter(
             "weather_readings_not_finite",
             "Readings not stored: sensor failure codes, NaN or infinite.",
             stats,
         )
+        yield _counter(
+            "weather_packets_clock_rebased",
+            "Packets that waited for the wall clock, stamped on it once synchronized.",
+            stats,
+        )
+        yield _counter(
+            "weather_packets_clock_unchecked",
+            "Packets from before the machine's last boot, stamped with the wall "
+            "time recorded at arrival (--clock-sync wait cannot check it).",
+            stats,
+        )
+        yield GaugeMetricFamily(
+            "weather_packets_waiting_for_clock",
+            "Packets in the journal waiting for the wall clock to be synchronized.",
+            value=pipeline.clock_waiting,
+        )
+        synchronized = (
+            None if pipeline.clock_gate is None else pipeline.clock_gate.synchronized()
+        )
+        if synchronized is not None:
+            yield GaugeMetricFamily(
+                "weather_clock_synchronized",
+                "1 while the kernel says the wall clock is synchronized.",
+                value=int(synchronized),
+            )
         yield CounterMetricFamily(
             "weather_internal_errors",
             "Bugs caught; the packets concerned stay in the journal.",

@@ -385,9 +385,12 @@ class StatusElement(Element):
         problems: Iterable[str] = (),
         charts: ChartCache | None = None,
         clock_steps: int = 0,
+        clock_waiting: int = 0,
     ) -> None:
         super().__init__()
         self.clock_steps = clock_steps
+        #: Packets waiting in the journal for the wall clock (--clock-sync).
+        self.clock_waiting = clock_waiting
         self.profiles = profiles
         self.now_ns = now_ns
         self.problems = list(problems)
@@ -418,6 +421,15 @@ class StatusElement(Element):
                     title="The server's clock jumped by more than 1 s between two "
                     "packets (see the log); station intervals are measured on the "
                     "boot clock and are not affected.",
+                )
+            )
+        if self.clock_waiting:
+            parts.append(
+                tags.span(
+                    f"{self.clock_waiting} packets wait for the clock",
+                    title="The server's wall clock is not synchronized yet: these "
+                    "packets are kept in the journal and stored once it is "
+                    "(--clock-sync).",
                 )
             )
         parts.append(f"updated {utc(self.now_ns)}")

@@ -96,6 +96,7 @@ class StatusPage(ServerPage):
             report.reasons,
             self.charts,
             server.listener.factory.stats.clock_steps,
+            server.pipeline.clock_waiting,
         )
         return renderElement(request, page)
 

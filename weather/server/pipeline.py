@@ -13,12 +13,23 @@ While the writer is overloaded, and at start-up, packets are not decoded as
 they arrive: they wait in the journal, and the pipeline reads them back in
 order, a chunk at a time, as the writer has room.  Memory holds at most a few
 chunks; the backlog is on disk.
+
+With C{--clock-sync wait} (L{weather.server.clock}) packets also wait in the
+journal while the wall clock is not synchronized.  Once it is, the backlog is
+read as above and each packet that arrived before, during this boot, gets its
+arrival put right (L{ClockGate.rebase}).  The new arrival is journaled, and
+only once it is on disk is the packet decoded: a packet is always decoded
+with the arrival the journal holds, so a replay after a crash (or after the
+next reboot, when the boot clock can no longer tell), a quarantine and
+C{weather replay} give the same points.  A packet that arrived during an
+earlier boot cannot be put right: it is decoded with the wall time recorded
+at arrival, counted and logged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -27,12 +38,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from weather.core.decode import NANOSECONDS, DecodedPacket
+from weather.core.decode import NANOSECONDS, DecodedPacket, truncated_detail
 from weather.core.devices import DeviceProfile
-from weather.core.lineprotocol import LineEncoder, packet_points
+from weather.core.lineprotocol import LineEncoder, packet_points, truncated_points
 from weather.core.packet import Header, Packet, PacketRejected, Reason
 from weather.journal.service import Journal
 from weather.journal.store import JournalEntry
+from weather.server.clock import ClockGate
 from weather.server.counts import ReasonCounts
 from weather.server.interfaces import IPacketSink, IPipelineObserver
 from weather.server.logs import RateLimitedLog
@@ -64,10 +76,19 @@ class PipelineCounts:
     packets_irregular: int = 0
     packets_quarantined_refused: int = 0
     records_decoded: int = 0
+    #: Complete records of truncated packets InfluxDB has (the packets stay in
+    #: quarantine).
+    records_from_truncated: int = 0
     readings_decoded: int = 0
     readings_not_finite: int = 0
     points_refused: int = 0
     internal_errors: int = 0
+    #: Packets that waited for the wall clock and were stamped on it once it
+    #: was synchronized (L{ClockGate.rebase}).
+    packets_clock_rebased: int = 0
+    #: Packets of an earlier boot read back while waiting for the clock is
+    #: on: stamped with the wall time recorded at arrival, unchecked.
+    packets_clock_unchecked: int = 0
 
 
 def refusal(refused: PointsRejected) -> tuple[str, str, tuple[bytes, ...]]:
@@ -93,7 +114,12 @@ class PacketPipeline(Service):
         *,
         chunk: int = 500,
         retry_interval: float = 5.0,
+        clock_gate: ClockGate | None = None,
     ) -> None:
+        """
+        @param clock_gate: whether packets wait for the wall clock (None:
+            never, as with C{--clock-sync trust}).
+        """
         self.profiles = profiles
         self.journal = journal
         self.writer = writer
@@ -113,6 +139,11 @@ class PacketPipeline(Service):
         #: True while new packets wait in the journal rather than being decoded.
         self._backlog = True
         self._reading = False
+        self.clock_gate = clock_gate
+        #: Packets in the journal waiting for the wall clock.
+        self.clock_waiting = 0
+        #: Since when (C{clock.seconds()}) packets have waited for it.
+        self.clock_waiting_since: float | None = None
 
     def subscribe(self, observer: IPipelineObserver) -> None:
         """Tell C{observer} what becomes of each packet from now on."""
@@ -139,12 +170,25 @@ class PacketPipeline(Service):
             if profile is not None:
                 for observer in self.observers:
                     observer.packet_arrived(profile, None, arrival_ns)
+        gate = self.clock_gate
+        if gate is not None:
+            gate.start(self._clock_synchronized)
+            if gate.holding:  # what the journal holds waits too
+                counted = self.journal.status()
+                counted.addCallback(lambda status: self._wait_for_clock(status.pending))
+                counted.addErrback(
+                    lambda failure: self.log.failure(
+                        "Cannot count the packets waiting for the clock", failure
+                    )
+                )
         self._read_backlog()
 
     def stopService(self) -> None:
         """Stop decoding: what is left stays in the journal for the next start."""
         super().stopService()
         self._backlog = True
+        if self.clock_gate is not None:
+            self.clock_gate.stop()
 
     def writer_overloaded(self, overloaded: bool) -> None:
         """The writer holds too many points (True) or has room again (False)."""
@@ -168,15 +212,22 @@ class PacketPipeline(Service):
         return durable
 
     def packet_rejected(self, packet: Packet, error: PacketRejected) -> None:
-        """Bytes that are not a whole packet: into quarantine, with why."""
+        """
+        Bytes that are not a whole packet: into quarantine, with why; a
+        truncated packet's complete records are then stored (L{_salvage}).
+        """
         self._count_rejection(packet, error)
-        self.journal.append_rejected(packet, error)
+        durable = self.journal.append_rejected(packet, error)
         self._log_rejection(packet, error)
+        if error.reason == Reason.TRUNCATED:
+            durable.addCallback(self._salvage)
 
     # -- decoding --------------------------------------------------------------
 
     def _journaled(self, entry: JournalEntry) -> None:
         if self._backlog:
+            if self._holding():
+                self._wait_for_clock(1)
             return  # read back from the journal in order, when there is room
         self._cursor = entry.id
         self._process(entry)
@@ -195,12 +246,26 @@ class PacketPipeline(Service):
     def _read_backlog(self) -> None:
         if self._reading or not self.running or self.writer.overloaded:
             return
+        if self._holding():
+            return  # read once the clock is synchronized
         self._reading = True
         self._backlog = True
         reading = self.journal.pending(self._cursor, self.chunk)
         reading.addCallbacks(self._backlog_read, self._backlog_failed)
 
     def _backlog_read(self, entries: list[JournalEntry]) -> None:
+        arrivals: dict[int, int] = {}
+        if self.clock_gate is not None and self.clock_gate.wait:
+            entries, arrivals = self._rebased(entries)
+        if not arrivals:
+            self._backlog_send(entries, last=len(entries) < self.chunk)
+            return
+        # Packets may become durable while the new arrivals are written:
+        # read on after this chunk rather than take it for the last.
+        rebased = self.journal.rebase(arrivals)
+        rebased.addCallback(lambda _: self._backlog_send(entries, last=False))
+
+    def _backlog_send(self, entries: list[JournalEntry], last: bool) -> None:
         if entries and self._cursor == 0:
             self.log.info(
                 "Sending packets kept in the journal, oldest from {peer}",
@@ -215,7 +280,7 @@ class PacketPipeline(Service):
         self._reading = False
         if not self.running or self.writer.overloaded:
             return  # writer_overloaded(False) or the next start reads on
-        if len(entries) < self.chunk:
+        if last:
             # Caught up: every packet journaled after this read was made
             # becomes durable after it, and is decoded as it comes.
             self._backlog = False
@@ -230,6 +295,53 @@ class PacketPipeline(Service):
             delay=self.retry_interval,
         )
         self.clock.callLater(self.retry_interval, self._read_backlog)
+
+    # -- waiting for the clock -------------------------------------------------
+
+    def _holding(self) -> bool:
+        return self.clock_gate is not None and self.clock_gate.holding
+
+    def _wait_for_clock(self, count: int) -> None:
+        if count and self._holding():
+            if self.clock_waiting_since is None:
+                self.clock_waiting_since = self.clock.seconds()
+            self.clock_waiting += count
+
+    def _clock_synchronized(self) -> None:
+        """The gate opened: decode what waited, oldest first."""
+        self.log.info(
+            "The wall clock is synchronized: decoding the {count} packets that "
+            "waited for it",
+            count=self.clock_waiting,
+        )
+        self.clock_waiting, self.clock_waiting_since = 0, None
+        self._read_backlog()
+
+    def _rebased(
+        self, entries: list[JournalEntry]
+    ) -> tuple[list[JournalEntry], dict[int, int]]:
+        """C{entries} with their arrivals put right, and the new arrivals by id."""
+        assert self.clock_gate is not None
+        result, arrivals, unchecked = [], {}, 0
+        for entry in entries:
+            arrival_ns = self.clock_gate.rebase(entry.packet, entry.boot_id)
+            if arrival_ns is None:
+                unchecked += 1
+            elif arrival_ns != entry.packet.arrival_ns:
+                arrivals[entry.id] = arrival_ns
+                entry = replace(entry, packet=replace(entry.packet, arrival_ns=arrival_ns))
+            result.append(entry)
+        self.stats.packets_clock_rebased += len(arrivals)
+        if unchecked:
+            self.stats.packets_clock_unchecked += unchecked
+            self._limited.warn(
+                "clock-unchecked",
+                "{count} packets kept in the journal arrived before this machine "
+                "last booted: stamped with the wall time recorded at their arrival, "
+                "which cannot be checked against the clock now",
+                count=unchecked,
+            )
+        return result, arrivals
 
     def _decode_and_send(self, entry: JournalEntry) -> None:
         """Decode one journaled packet and send its points."""
@@ -277,6 +389,50 @@ class PacketPipeline(Service):
             callbackArgs=(entry.id,),
             errbackArgs=(entry.id,),
         )
+
+    def _salvage(self, entry: JournalEntry) -> None:
+        """
+        Write a quarantined truncated packet's complete records, timed with
+        what was journaled with it as if it had been whole; once InfluxDB
+        has them its quarantine detail says how many.  Its station's state
+        is not advanced, nor are observers told: it is not an upload.
+
+        The packet stays in quarantine whatever becomes of its points.  If
+        the server stops before InfluxDB has them, its detail does not say
+        they were stored, and C{weather replay} writes the same points (it
+        always does for a truncated packet: InfluxDB overwrites a point of
+        the same series and time, so they are never stored twice).  They go
+        to the writer at once, even while it is overloaded: truncated packets
+        are rare.
+        """
+        packet = entry.packet
+        try:
+            points = truncated_points(
+                packet.data, packet.arrival_ns, entry.timing, self.profiles, self.encoder
+            )
+        except PacketRejected:
+            return  # nothing to store: quarantined as it came
+        except Exception:
+            self.stats.internal_errors += 1
+            self.log.failure(
+                "Internal error decoding truncated packet {id}; it stays in quarantine",
+                id=entry.id,
+            )
+            return
+        detail = truncated_detail(packet.data, points.decoded)
+        self.in_flight += 1
+        written = self.writer.write(points.lines)
+        written.addCallbacks(
+            self._salvaged,
+            self._refused,
+            callbackArgs=(entry.id, len(points.decoded.times), detail),
+            errbackArgs=(entry.id,),
+        )
+
+    def _salvaged(self, _: None, entry_id: int, records: int, detail: str) -> None:
+        self.in_flight -= 1
+        self.stats.records_from_truncated += records
+        self.journal.quarantine(entry_id, Reason.TRUNCATED, detail)
 
     def _delivered(self, _: None, entry_id: int) -> None:
         self.in_flight -= 1

@@ -77,6 +77,8 @@ class StationProtocol(Protocol, TimeoutMixin):
         self.host = getattr(address, "host", None)
         self.peer = describe_peer(address)
         self.framer = PacketFramer(self.factory.max_packet_size)
+        #: The stamp of the last bytes received (L{StationFactory.stamp}).
+        self._received: tuple[int, int | None] | None = None
         self.factory.connection_opened(self)
         self.setTimeout(self.factory.idle_timeout)
         if self.factory.paused:
@@ -99,8 +101,10 @@ class StationProtocol(Protocol, TimeoutMixin):
             return  # already cut; ignore what was in flight
         self.resetTimeout()
         packets = self.framer.feed(data)
-        if packets:
-            arrival_ns, boot_ns = self.factory.stamp()
+        if packets or len(self.framer):
+            # When these bytes arrived: a whole packet's arrival, and a
+            # truncated one's (its connection may end or time out later).
+            self._received = arrival_ns, boot_ns = self.factory.stamp()
             for raw in packets:
                 durable = self.factory.deliver(Packet(raw, self.peer, arrival_ns, boot_ns))
                 if durable is not None:
@@ -134,7 +138,8 @@ class StationProtocol(Protocol, TimeoutMixin):
         self.factory.connection_closed(self)
 
     def _reject(self, data: bytes, error: PacketRejected) -> None:
-        packet = Packet(data, self.peer, *self.factory.stamp())
+        """Bytes that are not a whole packet, stamped when they arrived."""
+        packet = Packet(data, self.peer, *(self._received or self.factory.stamp()))
         self.factory.sink.packet_rejected(packet, error)
 
 

@@ -41,10 +41,16 @@ from weather.app.options import (
 )
 from weather.app.options import Options as ServerOptions
 from weather.app.settings import Settings, load_devices, settings_from_options
+from weather.core.decode import truncated_detail
 from weather.core.devices import REFERENCE_DEVICES, DevicesError
 from weather.core.dump import NotAPacket, counted, describe_packet, packet_from_text
-from weather.core.lineprotocol import LineEncoder, PacketPoints, packet_points
-from weather.core.packet import HEADER_SIZE, PacketRejected
+from weather.core.lineprotocol import (
+    LineEncoder,
+    PacketPoints,
+    packet_points,
+    truncated_points,
+)
+from weather.core.packet import HEADER_SIZE, PacketRejected, Reason
 from weather.core.timing import PLAUSIBLE_RATIO, TimingInputs
 from weather.journal.service import server_running
 from weather.journal.store import (
@@ -571,17 +577,24 @@ def points_for(
 ) -> PacketPoints:
     """
     A quarantined packet's points, made as the server's pipeline makes them,
-    with its recorded timing state.  @raise PacketRejected: it still cannot
-    be decoded.
+    with its recorded timing state; a truncated packet's are those of its
+    complete records, the same points the server wrote for them, if any.
+
+    @raise PacketRejected: it still cannot be decoded (a truncated packet
+        whose records cannot be stored: as truncated).
     """
     packet = item.entry.packet
-    return packet_points(
-        packet.data,
-        packet.arrival_ns,
-        item.entry.timing,
-        settings.profiles,
-        encoder,
-    )
+    given = (packet.data, packet.arrival_ns, item.entry.timing, settings.profiles, encoder)
+    try:
+        return packet_points(*given)
+    except PacketRejected as e:
+        if e.reason != Reason.TRUNCATED:
+            raise
+        whole = e
+    try:
+        return truncated_points(*given)
+    except PacketRejected:
+        raise whole from None
 
 
 @inlineCallbacks
@@ -592,7 +605,12 @@ def replay(
     err: TextIO,
     client: Any = None,
 ) -> Any:
-    """Decode quarantined packets again and write them; 0 when all are delivered."""
+    """
+    Decode quarantined packets again and write them; 0 when all are delivered.
+
+    A truncated packet's complete records are written again each time (the
+    same points: InfluxDB overwrites them) and it stays in quarantine.
+    """
     settings = options.settings()
     directory = options.data_dir()
     file = JournalFile(directory, create=False)
@@ -606,14 +624,25 @@ def replay(
         encoder = LineEncoder()
         ready: list[tuple[QuarantinedPacket, PacketPoints]] = []
         still: dict[int, Quarantine] = {}
+        #: Truncated packets' ids, with their detail once their records are stored.
+        partial: dict[int, str] = {}
         for item in kept:
             try:
-                ready.append((item, points_for(item, settings, encoder)))
+                points = points_for(item, settings, encoder)
             except PacketRejected as e:
                 still[item.entry.id] = Quarantine(e.reason, e.detail, time.time_ns())
+                continue
+            ready.append((item, points))
+            data = item.entry.packet.data
+            if len(data) < points.decoded.header.packet_size:
+                partial[item.entry.id] = truncated_detail(data, points.decoded)
         if options["dry-run"]:
             for item, points in ready:
                 count = f"{len(points.lines)} points"
+                if item.entry.id in partial:
+                    count += (
+                        " (a truncated packet's complete records; it stays in quarantine)"
+                    )
                 if points.not_finite:
                     count += f" ({points.not_finite} NaN or infinite values left out)"
                 out.write(f"# packet {item.entry.id}: {count}\n")
@@ -628,6 +657,12 @@ def replay(
             )
             return 0
         delivered, refused = yield _send(reactor, settings, ready, options, err, client)
+        stored = [i for i in delivered if i in partial]
+        delivered = [i for i in delivered if i not in partial]
+        for entry_id in stored:
+            still[entry_id] = Quarantine(
+                Reason.TRUNCATED, partial[entry_id], time.time_ns()
+            )
         still.update(refused)
         if delivered:
             file.forget(delivered)
@@ -635,7 +670,7 @@ def replay(
             file.requarantine(still)
     finally:
         file.close()
-    undelivered = len(ready) - len(delivered) - len(refused)
+    undelivered = len(ready) - len(delivered) - len(stored) - len(refused)
     err.write(
         f"Replayed {len(delivered)} packets into InfluxDB; {len(still)} stay in "
         f"quarantine; {undelivered} not sent (InfluxDB did not answer in time).\n"

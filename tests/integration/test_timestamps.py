@@ -8,14 +8,19 @@ simulator printed.
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
+from tests.integration.daemon import Daemon, free_listening_port
 from tests.integration.test_integration import InfluxTestCase
-from weather.tools.simulate import Simulation, StationModel, tcp_connector
+from tests.support import journal_status
+from weather.tools.simulate import Simulation, StationModel, devices_toml, tcp_connector
 
 S = 1_000_000_000
 DAY = 86400
@@ -83,12 +88,14 @@ class FailureModesTests(InfluxTestCase):
     """
     Two stations whose clocks run 7 % slow, uploading two records at a
     time, with missed uploads, lost clear commands and sensor failures: every
-    reading stored once, near its true time, and no failure code stored.
+    reading stored once, near its true time, and no failure code stored;
+    through the server assembled in this process, and through the real
+    daemon (C{twistd weather}, spacing on the boot clock).
     """
 
     @inlineCallbacks
-    def test_everyReadingOnceAtItsTime(self):
-        service, port = self.start_simulated_fleet_server([1, 2])
+    def simulate(self, port: int) -> Any:
+        """Run the failing fleet against C{port}; what it printed, parsed."""
         stations = [
             StationModel(
                 d, wake_every=2, measure_every=1, drift=RATIO - 1, sensor_failures=0.1
@@ -113,17 +120,11 @@ class FailureModesTests(InfluxTestCase):
         text = out.getvalue()
         self.assertIn("failed", text)
         self.assertIn("cut short", text)
-        sent = printed(text)
-        points = sum(len(v) for values in sent.values() for v in values.values())
-        # The firmware does not wait: the last packets may still be on their way.
-        for _ in range(1000):
-            if service.writer.stats.points_written >= points:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
-        else:
-            self.fail(f"{points} points not written within 10 s: {service.writer.stats}")
-        yield service.stopService()
+        return printed(text)
 
+    def assertStoredAsSent(
+        self, sent: dict[int, dict[str, list[tuple[float, float, float]]]]
+    ) -> None:
         for device, measurements in sent.items():
             for measurement, readings in measurements.items():
                 stored = sorted(self.stored(measurement, f"station-{device}"))
@@ -137,3 +138,78 @@ class FailureModesTests(InfluxTestCase):
                     self.assertLess(abs(off), tolerance, where)
                     # The value printed (to two decimals), never a failure code.
                     self.assertLess(abs(value - true_value), 0.006, where)
+
+    @inlineCallbacks
+    def test_everyReadingOnceAtItsTime(self):
+        service, port = self.start_simulated_fleet_server([1, 2])
+        sent = yield self.simulate(port)
+        points = count(sent)
+        # The firmware does not wait: the last packets may still be on their way.
+        for _ in range(1000):
+            if service.writer.stats.points_written >= points:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        else:
+            self.fail(f"{points} points not written within 10 s: {service.writer.stats}")
+        yield service.stopService()
+        self.assertStoredAsSent(sent)
+
+    @inlineCallbacks
+    def test_throughTheDaemon(self):
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        devices = os.path.join(workdir, "devices.toml")
+        with open(devices, "w") as f:
+            f.write(devices_toml([1, 2]))
+        data_dir = os.path.join(workdir, "data")
+        port = free_listening_port()
+        server = Daemon(
+            [
+                "--port",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--influx-url",
+                self.influx.url,
+                "--database",
+                self.database,
+                "--devices",
+                devices,
+                "--data-dir",
+                data_dir,
+                "--flush-interval",
+                "0.05",
+            ],
+            workdir,
+        )
+        self.addCleanup(server.kill)
+        yield server.when_ready(reactor, timeout=30)
+        sent = yield self.simulate(port)
+        # The firmware does not wait: the last packets may still be on their way.
+        points = count(sent)
+        for _ in range(100):
+            if stored_count(self, sent) >= points and not journal_status(data_dir).pending:
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail(f"{points} points not stored within 10 s:\n{server.log_tail()}")
+        self.assertEqual(server.stop(), -signal.SIGTERM)
+        log = server.log()
+        # One line at start says how far the clock is trusted, and why.
+        self.assertIn("the kernel says the wall clock is", log)
+        self.assertNotIn("Traceback", log)
+        self.assertStoredAsSent(sent)
+
+
+def count(sent: dict[int, dict[str, list[tuple[float, float, float]]]]) -> int:
+    """How many readings the simulator sent."""
+    return sum(len(v) for values in sent.values() for v in values.values())
+
+
+def stored_count(
+    test: InfluxTestCase, sent: dict[int, dict[str, list[tuple[float, float, float]]]]
+) -> int:
+    """How many of the readings' points InfluxDB holds."""
+    return sum(
+        len(test.stored(measurement, f"station-{device}"))
+        for device, measurements in sent.items()
+        for measurement in measurements
+    )

@@ -58,6 +58,7 @@ def measure(name: str, worker, seconds: float, rate: int) -> dict:
         worker,
         max_bytes=1 << 40,
         min_free_bytes=0,
+        quarantine_max_bytes=1 << 40,
         shutdown_timeout=10.0,
     )
     journal.startService()

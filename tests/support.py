@@ -231,6 +231,7 @@ def journal_options(**overrides: Any) -> dict[str, Any]:
     return {
         "max_bytes": defaults.journal_max_bytes,
         "min_free_bytes": defaults.journal_min_free_bytes,
+        "quarantine_max_bytes": defaults.quarantine_max_bytes,
         "shutdown_timeout": defaults.shutdown_timeout,
         **overrides,
     }

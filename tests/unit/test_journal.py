@@ -18,11 +18,13 @@ from weather.core.timing import StationState, TimingInputs
 from weather.journal.store import (
     FILENAME,
     SCHEMA_VERSION,
+    WASTE_BYTES,
     Changes,
     JournalEntry,
     JournalError,
     JournalFile,
     Quarantine,
+    Sizes,
 )
 
 S = 1_000_000_000
@@ -216,6 +218,157 @@ class JournalFileTests(SynchronousTestCase):
             f.write("a file, not a directory")
         with self.assertRaises(JournalError):
             JournalFile(os.path.join(blocker, "data"))
+
+
+class SizesTests(SynchronousTestCase):
+    """
+    The bytes of the packets pending and in quarantine, kept up to date by
+    each commit without counting the file again.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        self.file = JournalFile(self.directory)
+        self.addCleanup(lambda: self.file.close())
+
+    def counted(self) -> Sizes:
+        """What a fresh count of the file says."""
+        fresh = JournalFile(self.directory, create=False, read_only=True)
+        try:
+            return fresh.status().sizes
+        finally:
+            fresh.close()
+
+    def test_everyWayInAndOut(self) -> None:
+        size = len(entry(1).packet.data)
+        why = Quarantine("unknown-device", "no profile", 1)
+        self.assertEqual(self.file.sizes(), Sizes(0, 0))
+        added = [(entry(1), why), (entry(2), None), (entry(3), None)]
+        self.file.commit(Changes(added=added))
+        self.assertEqual(self.file.sizes(), Sizes(2 * size, size))
+        # A pending packet that fails to decode, and one already there (again).
+        self.file.commit(Changes(quarantined={2: why, 1: why}))
+        self.assertEqual(self.file.sizes(), Sizes(size, 2 * size))
+        # Refused lines count with their packet.
+        refused = Quarantine("refused_by_influxdb", "HTTP 400", 1, (b"a 1", b"b 2"))
+        self.file.commit(Changes(quarantined={2: refused}))
+        self.assertEqual(self.file.sizes(), Sizes(size, 2 * size + 7))
+        # Delivered and forgotten (a replay's) packets leave.
+        self.file.commit(Changes(delivered={3}))
+        self.file.forget([1])
+        self.assertEqual(self.file.sizes(), Sizes(0, size + 7))
+        self.assertEqual(self.counted(), Sizes(0, size + 7))
+
+    def test_whatItIsTimedWithCounts(self) -> None:
+        timed = JournalEntry(
+            1,
+            Packet(reference_packet(2), "p", T0),
+            TimingInputs(T0 - S, S, 1.0, b"\x00" * 60, learned=True),
+        )
+        self.file.commit(Changes(added=[(timed, None)]))
+        self.assertEqual(self.file.sizes(), Sizes(len(reference_packet(2)) + 60, 0))
+        self.assertEqual(self.counted(), self.file.sizes())
+
+    def test_failedCommitCountsNothing(self) -> None:
+        why = Quarantine("truncated", "9 of 189 bytes", 1)
+        self.file.commit(Changes(added=[(entry(1), why)]))
+        with self.assertRaises(sqlite3.IntegrityError):
+            self.file.commit(Changes(added=[(entry(2), why), (entry(1), why)]))
+        self.assertEqual(self.file.sizes(), Sizes(0, len(entry(1).packet.data)))
+
+    def test_anotherProcessShowsAtTheNextStatus(self) -> None:
+        why = Quarantine("unknown-device", "no profile", 1)
+        self.file.commit(Changes(added=[(entry(1), why), (entry(2), why)]))
+        self.assertEqual(self.file.sizes().quarantined, 2 * len(entry(1).packet.data))
+        replay = JournalFile(self.directory, create=False)
+        replay.forget([1, 2])
+        replay.close()
+        self.assertEqual(self.file.status().sizes, Sizes(0, 0))
+        self.assertEqual(self.file.sizes(), Sizes(0, 0))
+
+
+class ReclaimTests(SynchronousTestCase):
+    """
+    Space given back when the live data is small: free pages and the
+    write-ahead log, which a small disk cannot spare.
+    """
+
+    def setUp(self) -> None:
+        self.file = JournalFile(self.mktemp())
+        self.addCleanup(lambda: self.file.close())
+
+    def sizes(self) -> tuple[int, int]:
+        path = self.file.path
+        return os.path.getsize(path), os.path.getsize(path + "-wal")
+
+    def backlog_delivered(self, count: int = 2000) -> None:
+        """A backlog of C{count} small packets, committed one by one, then delivered."""
+        for i in range(1, count + 1):
+            self.file.commit(Changes(added=[(entry(i), None)]))
+        for start in range(1, count + 1, 100):
+            self.file.commit(Changes(delivered=set(range(start, start + 100))))
+
+    def test_smallLiveDataSmallFiles(self) -> None:
+        """
+        2,000 small packets one commit each (about 8 MB of log written),
+        then delivered: the files shrink back to about the live data.
+        """
+        self.backlog_delivered()
+        database, log = self.sizes()
+        used = self.file.used_bytes()
+        self.assertLess(used, 100_000)
+        self.assertLessEqual(log, WASTE_BYTES + 100_000)
+        self.assertLessEqual(database + log, 2 * WASTE_BYTES)
+        self.file.reclaim()
+        database, log = self.sizes()
+        self.assertEqual(log, 0)
+        self.assertLessEqual(database, used + 2 * 4096)  # the pointer-map pages
+
+    def test_readerKeepsTheLogUntilDone(self) -> None:
+        """
+        A reader in the middle of the log (weather quarantine list) keeps it
+        whole; reclaiming does not wait for it (no busy wait: the journal's
+        own timeout is left as it was), and the next reclaim truncates.
+        """
+        self.backlog_delivered(200)
+        self.file.commit(Changes(added=[(entry(9999), None)]))
+        reader = JournalFile(self.file.directory, create=False, read_only=True)
+        self.addCleanup(reader.close)
+        reader.connection.execute("BEGIN")
+        self.assertEqual(len(reader.pending()), 1)  # its snapshot holds the log
+        self.file.commit(Changes(delivered={9999}))
+        self.file.reclaim()
+        self.assertGreater(self.sizes()[1], 0)
+        timeout = self.file.connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        self.assertEqual(timeout, 10_000)
+        reader.connection.execute("COMMIT")
+        self.file.reclaim()
+        self.assertEqual(self.sizes()[1], 0)
+
+
+class ReadOnlyTests(SynchronousTestCase):
+    """The tools' listings read without writing (they work on a full disk)."""
+
+    def test_readsWhatTheServerCommitted(self) -> None:
+        directory = self.mktemp()
+        server = JournalFile(directory)
+        self.addCleanup(server.close)
+        server.commit(Changes(added=[(entry(1), None)]))
+        reader = JournalFile(directory, create=False, read_only=True)
+        self.addCleanup(reader.close)
+        self.assertEqual([e.id for e in reader.pending()], [1])
+        with self.assertRaises(sqlite3.OperationalError) as caught:
+            reader.commit(Changes(added=[(entry(2), None)]))
+        self.assertIn("readonly", str(caught.exception))
+
+    def test_olderSchemaUpgradedFirst(self) -> None:
+        directory = self.mktemp()
+        schema_1_journal(directory)
+        reader = JournalFile(directory, create=False, read_only=True)
+        self.addCleanup(reader.close)
+        self.assertEqual(reader.status().pending, 1)
+        version = reader.connection.execute("PRAGMA user_version").fetchone()[0]
+        self.assertEqual(version, SCHEMA_VERSION)
 
 
 #: Schema 1, as weather wrote it before timing inputs were journaled.

@@ -11,7 +11,7 @@ import sqlite3
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
@@ -31,7 +31,7 @@ from weather.journal.service import (
     Journal,
     JournalLocked,
 )
-from weather.journal.store import JournalEntry, JournalFile
+from weather.journal.store import JournalEntry, JournalFile, Sizes, row_bytes
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -366,6 +366,186 @@ class WaterMarkTests(SynchronousTestCase):
         """Too little free space on the file system is full too."""
         journal = started_journal(self, Clock(), min_free_bytes=1 << 62)
         self.assertTrue(journal.full)
+
+
+#: 999 bytes of device 200, which no devices file describes.
+JUNK = reference_packet(165, device_id=200)
+UNKNOWN = PacketRejected(Reason.UNKNOWN_DEVICE, "no profile for device 200")
+CUT = PacketRejected(Reason.TRUNCATED, "connection ended after 999 bytes")
+
+
+def junk(arrival_ns: int = T0) -> Packet:
+    return Packet(JUNK, "192.0.2.66:5", arrival_ns)
+
+
+class QuarantineBudgetTests(SynchronousTestCase):
+    """
+    The quarantine's budget: counted apart from what waits for InfluxDB,
+    from the moment a packet is appended, across restarts and replays.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.worker = ManualDiskWorker()
+        self.journal = started_journal(
+            self,
+            self.clock,
+            self.worker,
+            max_bytes=200_000,
+            min_free_bytes=0,
+            quarantine_max_bytes=10_000,
+        )
+
+    def test_spentFromTheAppend(self) -> None:
+        """Bytes count as soon as they are appended: a burst cannot overshoot."""
+        with capturedLogs() as events:
+            for i in range(10):
+                self.journal.append_rejected(junk(T0 + i), CUT)
+            self.assertEqual(self.journal.quarantined_bytes, 9990)
+            self.assertFalse(self.journal.quarantine_full)
+            self.journal.append_rejected(junk(T0 + 10), CUT)
+            self.assertTrue(self.journal.quarantine_full)
+            self.worker.run_all()
+        self.assertEqual(self.journal.quarantined_bytes, 10_989)
+        self.assertTrue(self.journal.quarantine_full)
+        self.assertEqual(len(self.journal.file.quarantined()), 11)
+        [line] = [e for e in events if e["log_level"] == LogLevel.warn]
+        text = formatEvent(line)
+        self.assertIn("The quarantine holds 10989 bytes", text)
+        self.assertIn("--quarantine-max-size", text)
+        self.assertIn("stations in the devices file are served as usual", text)
+        self.assertNotIn("InfluxDB", text)
+
+    def test_notWhatStopsStations(self) -> None:
+        """
+        Far more junk in quarantine than --journal-max-size: stations are
+        still taken; as many bytes waiting for InfluxDB stop them.
+        """
+        for i in range(400):
+            self.journal.append(junk(T0 + i), UNKNOWN)
+        self.worker.run_all()
+        self.assertGreater(self.journal.quarantined_bytes, 2 * self.journal.max_bytes)
+        self.assertEqual(self.journal.waiting_bytes, 0)
+        self.assertFalse(self.journal.full)
+        with capturedLogs() as events:
+            for i in range(400):
+                self.journal.append(packet(T0 + i, device_id=1, records=165))
+            self.worker.run_all()
+        self.assertTrue(self.journal.full)
+        [line] = [e for e in events if e["log_level"] == LogLevel.critical]
+        self.assertIn("packets not yet in InfluxDB", formatEvent(line))
+        self.assertIn("--journal-max-size", formatEvent(line))
+
+    def test_quarantiningAPendingPacketMovesItsBytes(self) -> None:
+        durable = self.journal.append(packet(T0, device_id=1, records=100))
+        self.worker.run_all()
+        entry = self.successResultOf(durable)
+        self.assertEqual(self.journal.sizes, Sizes(row_bytes(entry, None), 0))
+        self.journal.quarantine(entry.id, Reason.PROFILE_MISMATCH, "4 values")
+        self.worker.run_all()
+        self.assertEqual(self.journal.sizes, Sizes(0, row_bytes(entry, None)))
+
+    def test_keptAcrossARestart(self) -> None:
+        for i in range(11):
+            self.journal.append(junk(T0 + i), UNKNOWN)
+        self.worker.run_all()
+        before = self.journal.quarantined_bytes
+        self.journal.stopService()
+        self.worker.run_all()
+        again = Journal(
+            self.journal.directory,
+            self.clock,
+            ImmediateDiskWorker(),
+            **journal_options(quarantine_max_bytes=10_000),
+        )
+        with capturedLogs() as events:
+            again.startService()
+        self.addCleanup(again.stopService)
+        self.assertEqual(again.quarantined_bytes, before)
+        self.assertTrue(again.quarantine_full)
+        self.assertFalse(again.full)
+        said = [e for e in events if "--quarantine-max-size" in e["log_format"]]
+        self.assertEqual(len(said), 1)
+
+    def test_replayMakesRoom(self) -> None:
+        """What weather replay takes out of quarantine shows at the next count."""
+        entries = [self.journal.append_rejected(junk(T0 + i), CUT) for i in range(11)]
+        self.worker.run_all()
+        self.assertTrue(self.journal.quarantine_full)
+        replay = JournalFile(self.journal.directory, create=False)
+        replay.forget([self.successResultOf(d).id for d in entries[:5]])
+        replay.close()
+        with capturedLogs() as events:
+            counted = self.journal.refresh_status()
+            self.worker.run_all()
+        self.assertEqual(self.successResultOf(counted).sizes, Sizes(0, 6 * 999))
+        self.assertFalse(self.journal.quarantine_full)
+        [line] = [e for e in events if e["log_level"] == LogLevel.info]
+        self.assertIn("under its budget", line["log_format"])
+
+
+class FreeSpaceTests(SynchronousTestCase):
+    """
+    A disk short of space: the journal gives back what it can each time it
+    measures, and takes packets again by itself once there is room.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.free = 10 << 20
+        self.journal = started_journal(
+            self, self.clock, min_free_bytes=4 << 20, retry_interval=5.0
+        )
+        self.journal.free_bytes = lambda directory: self.free
+        self.reclaimed: list[int] = []
+        reclaim = self.journal.file.reclaim
+
+        def recording() -> None:
+            self.reclaimed.append(self.free)
+            reclaim()
+
+        self.journal.file.reclaim = recording
+        self.changes: list[bool] = []
+        self.journal.full_observers.append(self.changes.append)
+
+    def test_resumesByItself(self) -> None:
+        self.free = 3 << 20
+        with capturedLogs() as events:
+            self.successResultOf(self.journal.append(packet(T0)))
+        self.assertTrue(self.journal.full)
+        [line] = [e for e in events if e["log_level"] == LogLevel.critical]
+        text = formatEvent(line)
+        self.assertIn("its disk has 3145728 bytes free, less than --journal-min-free", text)
+        self.assertNotIn("InfluxDB", text)
+        self.assertIn("--journal-min-free", self.journal.full_reason)
+        # Each measure first gives back what it can.
+        self.clock.advance(5)
+        self.assertEqual(self.reclaimed, [3 << 20])
+        self.assertTrue(self.journal.full)
+        self.free = 7 << 20  # over the mark, under twice the mark: not yet
+        self.clock.advance(5)
+        self.assertTrue(self.journal.full)
+        self.free = 9 << 20  # room again: no commit needed to notice
+        self.clock.advance(5)
+        self.assertFalse(self.journal.full)
+        self.assertEqual(self.changes, [True, False])
+        self.assertEqual(len(self.reclaimed), 3)
+        self.clock.advance(60)
+        self.assertEqual(len(self.reclaimed), 3)  # no more measuring
+
+    def test_failedCommitGivesBackSpace(self) -> None:
+        """A commit the disk refuses gives back what it can before the retry."""
+        db = self.journal.file.connection
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        with capturedLogs():
+            held = self.journal.append(packet(T0, records=1000))
+        self.assertNoResult(held)
+        self.assertEqual(len(self.reclaimed), 1)
+        db.execute("PRAGMA max_page_count = 1000000")
+        self.clock.advance(5)
+        self.successResultOf(held)
+        self.assertFalse(self.journal.full)
 
 
 class LockTests(SynchronousTestCase):

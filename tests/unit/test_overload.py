@@ -40,7 +40,7 @@ from tests.support import (
     writer_options,
 )
 from weather.journal import service as journalservice
-from weather.journal.store import JournalFile
+from weather.journal.store import JournalFile, Sizes
 from weather.server.influx import InfluxV1
 from weather.server.protocol import ACK, StationFactory
 from weather.server.service import StationListener
@@ -549,12 +549,11 @@ class ServiceOverloadTests(SynchronousTestCase):
 
     def fill_journal(self) -> None:
         """Make the next commit find the journal over its high-water mark."""
-        used = self.journal.file.used_bytes()
-        self.patch(JournalFile, "used_bytes", lambda file: max(used, 1 << 30))
+        self.patch(JournalFile, "sizes", lambda file: Sizes(pending=1 << 30))
 
     def empty_journal(self) -> None:
         """Make the next commit find the journal under its low-water mark."""
-        self.patch(JournalFile, "used_bytes", lambda file: 1 << 20)
+        self.patch(JournalFile, "sizes", lambda file: Sizes(pending=1 << 20))
 
     def test_highWaterPausesStations(self) -> None:
         """

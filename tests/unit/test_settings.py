@@ -118,6 +118,7 @@ class DefaultTests(SettingsTestCase):
                 data_dir="/home/station/.local/state/weather",
                 journal_max_bytes=1 << 30,
                 journal_min_free_bytes=32 << 20,
+                quarantine_max_bytes=64 << 20,
                 max_connections=512,
                 max_connections_per_peer=32,
                 ipv6_peer_prefix=64,

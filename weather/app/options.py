@@ -425,6 +425,16 @@ TOPICS = (
                 size(0),
                 field="journal_min_free_bytes",
             ),
+            Option(
+                "quarantine-max-size",
+                "Budget of the quarantine (K, M, G suffixes), apart from --journal-max-"
+                "size: past it, packets that are not from a station in the devices "
+                "file are refused, not kept; those of described stations are always "
+                "kept.",
+                "64M",
+                size(0),
+                field="quarantine_max_bytes",
+            ),
         ),
     ),
     Topic(

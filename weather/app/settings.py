@@ -73,6 +73,7 @@ class Settings:
     data_dir: str
     journal_max_bytes: int
     journal_min_free_bytes: int
+    quarantine_max_bytes: int
     max_connections: int
     max_connections_per_peer: int
     ipv6_peer_prefix: int

@@ -133,6 +133,7 @@ def build_service(
         worker if worker is not None else ThreadDiskWorker(reactor),
         max_bytes=settings.journal_max_bytes,
         min_free_bytes=settings.journal_min_free_bytes,
+        quarantine_max_bytes=settings.quarantine_max_bytes,
         shutdown_timeout=settings.shutdown_timeout,
         boot_id=boot_id,
     )

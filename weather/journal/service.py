@@ -9,10 +9,17 @@ costs one fsync.
 
 When the journal cannot be written (disk full, I/O error) the group stays in
 memory and is tried again every C{retry_interval} seconds; when it holds more
-than C{max_bytes} of live data, or the file system has less than
+than C{max_bytes} of packets to deliver, or the file system has less than
 C{min_free_bytes} left, the journal is I{full}: observers are told (the listener
 stops accepting stations, which keep their data) until it is back under the
-low-water mark.
+low-water mark.  Meanwhile it gives back what space it can (the write-ahead
+log and free pages: L{JournalFile.reclaim}) each time it measures, so a small
+disk recovers by itself once the backlog is delivered.
+
+The quarantine has a budget of its own, C{quarantine_max_bytes}: packets in
+quarantine do not count toward C{max_bytes}, and past the budget
+L{quarantine_full} tells the pipeline to refuse what is not a described
+station's packet (L{weather.server.pipeline}).
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ from weather.journal.store import (
     JournalFile,
     JournalStatus,
     Quarantine,
+    Sizes,
+    row_bytes,
 )
 
 T = TypeVar("T")
@@ -139,6 +148,7 @@ class Journal(Service):
         *,
         max_bytes: int,
         min_free_bytes: int,
+        quarantine_max_bytes: int,
         shutdown_timeout: float,
         retry_interval: float = 5.0,
         boot_id: str | None = None,
@@ -148,6 +158,7 @@ class Journal(Service):
         self.worker = worker
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
+        self.quarantine_max_bytes = quarantine_max_bytes
         self.retry_interval = retry_interval
         self.shutdown_timeout = shutdown_timeout
         #: The machine's boot id (None: unknown), journaled with each packet:
@@ -160,8 +171,15 @@ class Journal(Service):
         self.full = False
         #: Called with the new value of L{full} when it changes.
         self.full_observers: list[Callable[[bool], object]] = []
-        #: Live bytes after the last commit.
+        #: Live bytes after the last commit (the quarantine's included).
         self.used_bytes = 0
+        #: What the packets on disk hold after the last commit or count.
+        self.sizes = Sizes()
+        #: Bytes of packets appended into quarantine, not yet committed.
+        self._quarantined_unsaved = 0
+        self._quarantine_was_full = False
+        #: Bytes free on the journal's file system (a function of its directory).
+        self.free_bytes: Callable[[str], int] = _free_bytes
         #: Why the last commit failed, while it does.
         self.failing: str | None = None
         #: What the last L{refresh_status} counted (None: never asked).
@@ -173,7 +191,8 @@ class Journal(Service):
         self._waiters: list[tuple[Deferred, JournalEntry | None]] = []
         self._committing = False
         self._retry_call: IDelayedCall | None = None
-        self._over_water = False
+        #: Why the journal is over its marks (None: it is not).
+        self._over_water: str | None = None
         self._measure_call: IDelayedCall | None = None
         self._counting = False
         self._counted_at = 0.0
@@ -200,15 +219,20 @@ class Journal(Service):
             self._lock = None
             raise
         self.used_bytes = status.used_bytes
+        self.sizes = status.sizes
         self.worker.start()
         super().startService()
         self.log.info(
-            "Journal {path}: {pending} packets to deliver, {quarantined} in quarantine",
+            "Journal {path}: {pending} packets to deliver, {quarantined} in quarantine "
+            "({quarantined_bytes} bytes, its budget {budget})",
             path=self.file.path,
             pending=status.pending,
             quarantined=status.quarantined,
+            quarantined_bytes=status.sizes.quarantined,
+            budget=self.quarantine_max_bytes,
         )
-        self._check_water(self.used_bytes)
+        self._check_quarantine()
+        self._check_water(self.waiting_bytes)
         if self._over_water:
             self._schedule_measure()
         self._commit_next()  # anything appended before the start
@@ -254,6 +278,7 @@ class Journal(Service):
             "Stopping with {count} packets not in the journal: they are in this log",
             count=len(self._changes.added),
         )
+        self._quarantined_unsaved -= _quarantined_size(self._changes)
         self._changes = Changes()
         self._waiters = []
         # A commit still running finishes before the worker stops (it joins).
@@ -280,17 +305,23 @@ class Journal(Service):
 
     # -- what the pipeline calls ---------------------------------------------------
 
-    def append(self, packet: Packet) -> Deferred[JournalEntry]:
+    def append(
+        self, packet: Packet, rejected: PacketRejected | None = None
+    ) -> Deferred[JournalEntry]:
         """
         Journal a whole packet with what it is timed with; the result fires
-        once it is on disk.
+        once it is on disk.  With C{rejected}, it goes straight into
+        quarantine with that reason (it is not a described station's); it
+        still advances its device's timing state, as any whole packet does.
         """
         device = timed_device(packet.data)
         inputs = TimingInputs()
         if device is not None:
             inputs = self._advance(device, packet)
         entry = JournalEntry(self._take_id(), packet, inputs, self.boot_id)
-        return self._add(entry, None)
+        if rejected is None:
+            return self._add(entry, None)
+        return self._add(entry, self._quarantine(rejected.reason, rejected.detail))
 
     def _advance(self, device: int, packet: Packet) -> TimingInputs:
         """
@@ -369,7 +400,7 @@ class Journal(Service):
     def refresh_status(self) -> Deferred[JournalStatus | None]:
         """
         Count what the journal holds, on the disk worker; kept as
-        L{last_status}.  Counting reads the whole table (a second for three
+        L{last_status}.  Counting reads the whole table (1.4 s for three
         million packets here, more on a Raspberry Pi's SD card), so after a
         count that took I{d} seconds the next is skipped until
         L{COUNT_DUTY_FACTOR} times I{d} has passed (at most L{MAX_COUNT_WAIT}),
@@ -401,9 +432,28 @@ class Journal(Service):
 
         def keep(status: JournalStatus) -> JournalStatus:
             self.last_status = status
+            # Counted in the worker between two commits: exact, and another
+            # process's changes (weather replay) show.
+            self.sizes = status.sizes
+            self._check_quarantine()
             return status
 
         return self.worker.run(count).addBoth(counted).addCallback(keep)
+
+    @property
+    def waiting_bytes(self) -> int:
+        """Bytes of the packets to deliver, on disk: what C{max_bytes} bounds."""
+        return self.sizes.pending
+
+    @property
+    def quarantined_bytes(self) -> int:
+        """Bytes of the packets in quarantine, those not yet committed included."""
+        return self.sizes.quarantined + self._quarantined_unsaved
+
+    @property
+    def quarantine_full(self) -> bool:
+        """True while the quarantine has spent its budget."""
+        return self.quarantined_bytes >= self.quarantine_max_bytes
 
     @property
     def full_reason(self) -> str | None:
@@ -412,11 +462,7 @@ class Journal(Service):
             return None
         if self.failing is not None:
             return f"the journal cannot be written: {self.failing}"
-        return (
-            f"the journal holds {self.used_bytes} bytes (high-water mark "
-            f"{self.max_bytes}) or its disk has less than {self.min_free_bytes} "
-            "bytes free"
-        )
+        return f"the journal takes no more packets: {self._over_water}"
 
     def _file(self) -> JournalFile:
         if self.file is None:
@@ -435,6 +481,9 @@ class Journal(Service):
         self._changes.added.append((entry, quarantine))
         self._waiters.append((durable, entry))
         self.stats.packets_journaled += 1
+        if quarantine is not None:
+            self._quarantined_unsaved += row_bytes(entry, quarantine)
+            self._check_quarantine()
         self._commit_next()
         return durable
 
@@ -453,25 +502,36 @@ class Journal(Service):
         done.addCallbacks(
             self._committed,
             self._commit_failed,
-            callbackArgs=(waiters,),
+            callbackArgs=(changes, waiters),
             errbackArgs=(changes, waiters),
         )
 
-    def _commit(self, file: JournalFile, changes: Changes) -> tuple[int, int]:
-        """In the worker: commit, then measure the live size and the free space."""
-        used = file.commit(changes)
-        return used, _free_bytes(self.directory)
+    def _commit(self, file: JournalFile, changes: Changes) -> tuple[int, Sizes, int]:
+        """
+        In the worker: commit, then measure the live size, the quarantine's
+        and the free space.  A commit the disk refuses first gives back
+        what space it can, for the next try.
+        """
+        try:
+            used = file.commit(changes)
+        except sqlite3.Error:
+            file.reclaim()
+            raise
+        return used, file.sizes(), self.free_bytes(self.directory)
 
-    def _committed(self, sizes: tuple[int, int], waiters: list) -> None:
+    def _committed(
+        self, measured: tuple[int, Sizes, int], changes: Changes, waiters: list
+    ) -> None:
         self._committing = False
         if self.failing is not None:
             self.log.info(
                 "The journal can be written again ({why} is over)", why=self.failing
             )
             self.failing = None
-        used, free = sizes
-        self.used_bytes = used
-        self._check_water(used, free)
+        self.used_bytes, self.sizes, free = measured
+        self._quarantined_unsaved -= _quarantined_size(changes)
+        self._check_quarantine()
+        self._check_water(self.waiting_bytes, free)
         for durable, entry in waiters:
             durable.callback(entry)
         self._commit_next()
@@ -513,26 +573,64 @@ class Journal(Service):
 
     # -- high and low water --------------------------------------------------------
 
-    def _check_water(self, used: int, free: int | None = None) -> None:
+    def _check_quarantine(self) -> None:
+        """Say when the quarantine spends its budget, and when it has room again."""
+        full = self.quarantine_full
+        if full == self._quarantine_was_full:
+            return
+        self._quarantine_was_full = full
+        if full:
+            self.log.warn(
+                "The quarantine holds {used} bytes, its budget (--quarantine-max-size) "
+                "is {budget}: packets that are not from a station in the devices file "
+                "(unknown devices, bad headers, cut-off or oversized bytes) are now "
+                "refused, not kept; stations in the devices file are served as usual. "
+                "See 'weather quarantine list --data-dir {data_dir}'",
+                used=self.quarantined_bytes,
+                budget=self.quarantine_max_bytes,
+                data_dir=self.directory,
+            )
+        else:
+            self.log.info(
+                "The quarantine holds {used} bytes, under its budget of {budget}: "
+                "keeping what cannot be decoded again",
+                used=self.quarantined_bytes,
+                budget=self.quarantine_max_bytes,
+            )
+
+    def _check_water(self, waiting: int, free: int | None = None) -> None:
+        """C{waiting}: bytes of the packets to deliver (L{waiting_bytes})."""
         if free is None:
-            free = _free_bytes(self.directory)
-        if not self._over_water:
-            if used >= self.max_bytes or free < self.min_free_bytes:
-                self._over_water = True
+            free = self.free_bytes(self.directory)
+        if self._over_water is None:
+            reasons = []
+            if waiting >= self.max_bytes:
+                reasons.append(
+                    f"it holds {waiting} bytes of packets not yet in InfluxDB, its "
+                    f"high-water mark (--journal-max-size) is {self.max_bytes}"
+                )
+            if free < self.min_free_bytes:
+                reasons.append(
+                    f"its disk has {free} bytes free, less than --journal-min-free "
+                    f"{self.min_free_bytes}"
+                )
+            if reasons:
+                self._over_water = " and ".join(reasons)
                 self._schedule_measure()
                 self.log.critical(
-                    "The journal holds {used} bytes (limit {limit}) and the disk has "
-                    "{free} bytes free (minimum {minimum}): taking no more packets "
-                    "from stations until InfluxDB takes the backlog",
-                    used=used,
-                    limit=self.max_bytes,
-                    free=free,
-                    minimum=self.min_free_bytes,
+                    "The journal is taking no more packets from stations (they keep their "
+                    "readings for their next upload): {why}",
+                    why=self._over_water,
                 )
-        elif used <= self.max_bytes * LOW_WATER and free >= self.min_free_bytes * 2:
-            self._over_water = False
-            self.log.info("The journal holds {used} bytes: taking packets again", used=used)
-        self._set_full(self._over_water or self.failing is not None)
+        elif waiting <= self.max_bytes * LOW_WATER and free >= self.min_free_bytes * 2:
+            self._over_water = None
+            self.log.info(
+                "The journal holds {waiting} bytes of packets not yet in InfluxDB and "
+                "its disk has {free} bytes free: taking packets again",
+                waiting=waiting,
+                free=free,
+            )
+        self._set_full(self._over_water is not None or self.failing is not None)
 
     def _schedule_measure(self) -> None:
         """
@@ -543,18 +641,24 @@ class Journal(Service):
             self._measure_call = self.clock.callLater(self.retry_interval, self._measure)
 
     def _measure(self) -> None:
+        """Give back what space can be given (in the worker), then measure."""
         self._measure_call = None
         if not self._over_water or self.file is None:
             return
         file = self.file
-        measured = self.worker.run(lambda: (file.used_bytes(), _free_bytes(self.directory)))
 
-        def check(sizes: tuple[int, int]) -> None:
+        def reclaim_and_measure() -> tuple[int, Sizes, int]:
+            file.reclaim()
+            return file.used_bytes(), file.sizes(), self.free_bytes(self.directory)
+
+        def check(measured: tuple[int, Sizes, int]) -> None:
             if self.file is not None:
-                self._check_water(*sizes)
+                self.used_bytes, self.sizes, free = measured
+                self._check_water(self.waiting_bytes, free)
                 if self._over_water:
                     self._schedule_measure()
 
+        measured = self.worker.run(reclaim_and_measure)
         measured.addCallbacks(check, self._measure_failed)
 
     def _measure_failed(self, failure: Failure) -> None:
@@ -567,6 +671,11 @@ class Journal(Service):
         self.full = full
         for observer in list(self.full_observers):
             observer(full)
+
+
+def _quarantined_size(changes: Changes) -> int:
+    """The bytes of the packets C{changes} add straight into quarantine."""
+    return sum(row_bytes(entry, why) for entry, why in changes.added if why is not None)
 
 
 def _free_bytes(directory: str) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -36,6 +37,12 @@ FILENAME = "journal.sqlite3"
 SCHEMA_VERSION = 2
 #: Past this many free pages' worth of bytes, give space back to the file system.
 RECLAIM_BYTES = 16 * 1024 * 1024
+#: Give space back, too, once the files hold this much more than the live
+#: data and more than the live data itself (L{JournalFile.reclaim}); the
+#: write-ahead log is also cut to this size after each checkpoint.
+WASTE_BYTES = 1024 * 1024
+#: Ids per statement when summing packet sizes (SQLite's limit on parameters).
+IDS_PER_QUERY = 500
 
 SCHEMA = """
 CREATE TABLE packet (
@@ -83,6 +90,11 @@ ALTER TABLE device ADD COLUMN ratios TEXT;
 ALTER TABLE device ADD COLUMN records BLOB;
 """,
 }
+#: What a packet's row holds, in bytes, as L{Sizes} count it: its data and
+#: what it is timed with and, in quarantine, the lines InfluxDB refused.
+ROW_BYTES = (
+    "length(data) + coalesce(length(previous_records), 0) + coalesce(length(refused), 0)"
+)
 #: The columns a L{JournalEntry} is read from, in L{_entry}'s order.
 ENTRY_COLUMNS = (
     "id, data, peer, arrival_ns, boot_ns, boot_id, "
@@ -130,6 +142,23 @@ class QuarantinedPacket:
 
 
 @dataclass(frozen=True, slots=True)
+class Sizes:
+    """
+    The bytes of the packets the journal holds (L{ROW_BYTES}; SQLite's
+    own overhead is not counted): those to deliver, those in quarantine.
+    """
+
+    pending: int = 0
+    quarantined: int = 0
+
+    def __add__(self, other: Sizes) -> Sizes:
+        return Sizes(self.pending + other.pending, self.quarantined + other.quarantined)
+
+    def __sub__(self, other: Sizes) -> Sizes:
+        return Sizes(self.pending - other.pending, self.quarantined - other.quarantined)
+
+
+@dataclass(frozen=True, slots=True)
 class JournalStatus:
     pending: int
     oldest_pending_ns: int | None
@@ -138,6 +167,8 @@ class JournalStatus:
     used_bytes: int
     #: Bytes of the database files on disk (free pages included).
     file_bytes: int
+    #: The bytes of the packets pending and in quarantine.
+    sizes: Sizes = Sizes()
 
 
 @dataclass
@@ -176,9 +207,25 @@ class JournalFile:
     @raise JournalError: the file cannot be opened, or is from a newer version.
     """
 
-    def __init__(self, directory: str, *, create: bool = True, busy_timeout: float = 10.0):
+    def __init__(
+        self,
+        directory: str,
+        *,
+        create: bool = True,
+        busy_timeout: float = 10.0,
+        read_only: bool = False,
+    ):
+        """
+        @param read_only: only read (the tools' listings): nothing is
+            written, so a full disk does not stop it (L{_connect}).  A journal
+            of an older schema is opened to be written all the same: it is
+            upgraded first.
+        """
         self.directory = directory
         self.path = os.path.join(directory, FILENAME)
+        self.busy_timeout = busy_timeout
+        #: What L{sizes} counted, kept up to date by each commit since.
+        self._sizes: Sizes | None = None
         if create:
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -192,36 +239,63 @@ class JournalFile:
             except OSError as e:
                 raise JournalError(f"cannot create {self.path}: {e.strerror}") from None
         try:
-            self.connection = sqlite3.connect(
-                self.path,
-                timeout=busy_timeout,
-                isolation_level=None,  # transactions are explicit
-                check_same_thread=False,  # one worker thread, not the opener's
-            )
-            self._prepare()
+            self.connection = self._connect(read_only)
+            if read_only and _version(self.connection) < SCHEMA_VERSION:
+                self.connection.close()
+                self.connection, read_only = self._connect(False), False
+            if not read_only:
+                self._prepare()
         except sqlite3.Error as e:
             raise JournalError(f"cannot open the journal {self.path}: {e}") from None
 
+    def _connect(self, read_only: bool) -> sqlite3.Connection:
+        """
+        A connection to the file.  Read-only, it is opened C{mode=ro}; where
+        SQLite cannot even set up the shared memory a reader of a
+        write-ahead log needs (the disk is full, and no server has it open)
+        and the log is empty, the main file is the whole journal: it is read
+        alone (C{immutable}).
+        """
+        options = {
+            "timeout": self.busy_timeout,
+            "isolation_level": None,  # transactions are explicit
+            "check_same_thread": False,  # one worker thread, not the opener's
+        }
+        if not read_only:
+            return sqlite3.connect(self.path, **options)
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        connection = sqlite3.connect(uri, uri=True, **options)
+        try:
+            _version(connection)
+        except sqlite3.OperationalError:
+            connection.close()
+            if _size(self.path + "-wal"):
+                raise
+            connection = sqlite3.connect(uri + "&immutable=1", uri=True, **options)
+        return connection
+
     def _prepare(self) -> None:
         db = self.connection
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        version = _version(db)
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"{self.path} was written by a newer version of weather "
                 f"(schema {version}); upgrade weather to read it"
             )
-        # auto_vacuum must be chosen before the first table exists.
-        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        if version == 0:
+            # Before the first table exists, or never (on an existing file
+            # it writes, which a full disk refuses).
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise JournalError(f"{self.path}: SQLite cannot use WAL mode here ({mode})")
         db.execute("PRAGMA synchronous = FULL")
-        db.execute(f"PRAGMA journal_size_limit = {RECLAIM_BYTES}")
+        db.execute(f"PRAGMA journal_size_limit = {WASTE_BYTES}")
         if version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             try:
                 # Again inside the transaction: another opener may have done it.
-                version = db.execute("PRAGMA user_version").fetchone()[0]
+                version = _version(db)
                 if version == 0:
                     _execute(db, SCHEMA)
                 else:
@@ -241,7 +315,8 @@ class JournalFile:
 
     def commit(self, changes: Changes) -> int:
         """
-        Write C{changes} in one transaction, durable when this returns.
+        Write C{changes} in one transaction, durable when this returns; then
+        give space back if there is much to give (L{reclaim}).
 
         @return: the bytes of live data afterwards (L{used_bytes}).
         @raise sqlite3.Error: nothing was written (the disk is full, ...).
@@ -258,6 +333,11 @@ class JournalFile:
                 "UPDATE packet SET arrival_ns = ? WHERE id = ?",
                 ((arrival_ns, i) for i, arrival_ns in changes.rebased.items()),
             )
+            growth = Sizes()
+            for entry, quarantine in changes.added:
+                size = row_bytes(entry, quarantine)
+                growth += Sizes(0, size) if quarantine else Sizes(size, 0)
+            growth -= _sizes_of(db, changes.quarantined)
             db.executemany(
                 "UPDATE packet SET reason = ?, detail = ?, quarantined_ns = ?, "
                 "refused = ? WHERE id = ?",
@@ -266,6 +346,8 @@ class JournalFile:
                     for entry_id, quarantine in changes.quarantined.items()
                 ),
             )
+            growth += _sizes_of(db, changes.quarantined)
+            growth -= _sizes_of(db, changes.delivered)
             db.executemany(
                 "DELETE FROM packet WHERE id = ?", ((i,) for i in changes.delivered)
             )
@@ -279,17 +361,47 @@ class JournalFile:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        if changes.delivered:
-            self._reclaim()
-        return self.used_bytes()
+        if self._sizes is not None:
+            self._sizes += growth
+        used = self.used_bytes()
+        if self.wasteful(used):
+            self.reclaim()
+            used = self.used_bytes()
+        return used
 
-    def _reclaim(self) -> None:
-        """Give the space of delivered packets back once there is a lot of it."""
+    def wasteful(self, used: int) -> bool:
+        """
+        Whether the files hold much more than the C{used} bytes of live
+        data: more than L{RECLAIM_BYTES} of free pages, or more than
+        L{WASTE_BYTES} of free pages and write-ahead log that is also more
+        than the live data (a small journal on a small disk gives its space
+        back; a large backlog being delivered is not moved around for it).
+        """
         page_size, _, free = self._pages()
-        if free * page_size > RECLAIM_BYTES:
-            # It frees one page per step; execute() steps once, executescript()
-            # to the end.  (No transaction is open here.)
-            self.connection.executescript("PRAGMA incremental_vacuum;")
+        waste = self.file_bytes() - used
+        return free * page_size > RECLAIM_BYTES or waste > max(WASTE_BYTES, used)
+
+    def reclaim(self) -> None:
+        """
+        Give the space that holds no live data back to the file system:
+        free pages (incremental vacuum: the file shrinks at the next
+        checkpoint), then the write-ahead log (a checkpoint that truncates
+        it).  Vacuuming first leaves the checkpoint less to copy, so it
+        needs less room on a disk that is nearly full; if the vacuum could
+        not be written, it is tried again after the checkpoint made room.
+
+        Best effort, and never waits: a reader in the middle of the log
+        (C{weather quarantine list}), another writer or a full disk leave
+        the rest for the next time.
+        """
+        db = self.connection
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            vacuumed = _vacuum(db)
+            if _checkpoint(db) and not vacuumed and _vacuum(db):
+                _checkpoint(db)
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {round(self.busy_timeout * 1000)}")
 
     # -- reading -------------------------------------------------------------
 
@@ -335,16 +447,36 @@ class JournalFile:
         ]
 
     def status(self) -> JournalStatus:
-        db = self.connection
-        pending, oldest = db.execute(
-            "SELECT count(*), min(arrival_ns) FROM packet WHERE reason IS NULL"
-        ).fetchone()
-        quarantined = db.execute(
-            "SELECT count(*) FROM packet WHERE reason IS NOT NULL"
-        ).fetchone()[0]
-        return JournalStatus(
-            pending, oldest, quarantined, self.used_bytes(), self.file_bytes()
+        """What the journal holds: one pass over its packets."""
+        pending, oldest, quarantined, pending_bytes, quarantined_bytes = (
+            self.connection.execute(
+                "SELECT count(*) - count(reason), "
+                "min(CASE WHEN reason IS NULL THEN arrival_ns END), count(reason), "
+                f"coalesce(sum(CASE WHEN reason IS NULL THEN {ROW_BYTES} END), 0), "
+                f"coalesce(sum(CASE WHEN reason IS NOT NULL THEN {ROW_BYTES} END), 0) "
+                "FROM packet"
+            ).fetchone()
         )
+        self._sizes = Sizes(pending_bytes, quarantined_bytes)
+        return JournalStatus(
+            pending,
+            oldest,
+            quarantined,
+            self.used_bytes(),
+            self.file_bytes(),
+            self._sizes,
+        )
+
+    def sizes(self) -> Sizes:
+        """
+        The bytes of the packets pending and in quarantine: counted once
+        (and by each L{status}: another process's changes, C{weather replay}'s,
+        show then), kept up to date by each L{commit} in between.
+        """
+        if self._sizes is None:
+            self.status()
+        assert self._sizes is not None
+        return self._sizes
 
     def _pages(self) -> tuple[int, int, int]:
         db = self.connection
@@ -376,6 +508,10 @@ class JournalFile:
         self.commit(Changes(quarantined=dict(quarantined)))
 
 
+def _version(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
 def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -392,6 +528,49 @@ def _quarantine_columns(quarantine: Quarantine | None) -> tuple:
         quarantine.quarantined_ns,
         b"\n".join(quarantine.refused) or None,
     )
+
+
+def _sizes_of(db: sqlite3.Connection, ids: Iterable[int]) -> Sizes:
+    """The L{Sizes} of the packets C{ids}, as they are now."""
+    ids = list(ids)
+    total = Sizes()
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        chunk = ids[start : start + IDS_PER_QUERY]
+        total += Sizes(
+            *db.execute(
+                f"SELECT coalesce(sum(CASE WHEN reason IS NULL THEN {ROW_BYTES} END), 0), "
+                f"coalesce(sum(CASE WHEN reason IS NOT NULL THEN {ROW_BYTES} END), 0) "
+                f"FROM packet WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchone()
+        )
+    return total
+
+
+def row_bytes(entry: JournalEntry, quarantine: Quarantine | None) -> int:
+    """L{ROW_BYTES} of a packet not yet written."""
+    refused = b"\n".join(quarantine.refused) if quarantine is not None else b""
+    return len(entry.packet.data) + len(entry.timing.previous_records) + len(refused)
+
+
+def _vacuum(db: sqlite3.Connection) -> bool:
+    """Free every free page (False: it could not be written)."""
+    try:
+        # It frees one page per step; execute() steps once, executescript()
+        # to the end.  (No transaction is open here.)
+        db.executescript("PRAGMA incremental_vacuum;")
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _checkpoint(db: sqlite3.Connection) -> bool:
+    """Copy the write-ahead log into the file and truncate it (False: not all of it)."""
+    try:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error:
+        return False
+    return not busy
 
 
 def _execute(db: sqlite3.Connection, script: str) -> None:

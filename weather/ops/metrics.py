@@ -105,6 +105,17 @@ class ServerCollector(Collector):
         for reason, count in stats.packets_rejected.items():
             rejected.add_metric([reason], count)
         yield rejected
+        refused = CounterMetricFamily(
+            "weather_packets_refused",
+            "Packets not kept nor acknowledged, connection closed: not from a "
+            "station in the devices file, while the quarantine was over "
+            "--quarantine-max-size; by source address (the first 64, then 'other') "
+            "and reason.",
+            labels=["source", "reason"],
+        )
+        for (source, reason), count in stats.packets_refused.items():
+            refused.add_metric([source, reason], count)
+        yield refused
         yield _counter(
             "weather_packets_acknowledged",
             "Acknowledgement bytes written to stations.",
@@ -220,7 +231,10 @@ class ServerCollector(Collector):
                 value=status.quarantined,
             )
         yield GaugeMetricFamily(
-            "weather_journal_bytes", "Live bytes in the journal.", value=journal.used_bytes
+            "weather_journal_bytes",
+            "Live bytes in the journal but the quarantine's: what its high-water mark "
+            "bounds.",
+            value=journal.waiting_bytes,
         )
         yield GaugeMetricFamily(
             "weather_journal_max_bytes",
@@ -231,6 +245,22 @@ class ServerCollector(Collector):
             "weather_journal_full",
             "1 while the journal takes no more packets.",
             value=int(journal.full),
+        )
+        yield GaugeMetricFamily(
+            "weather_quarantine_bytes",
+            "Bytes of the packets in quarantine (not in weather_journal_bytes).",
+            value=journal.quarantined_bytes,
+        )
+        yield GaugeMetricFamily(
+            "weather_quarantine_max_bytes",
+            "The quarantine's budget (--quarantine-max-size).",
+            value=journal.quarantine_max_bytes,
+        )
+        yield GaugeMetricFamily(
+            "weather_quarantine_full",
+            "1 while the quarantine has spent its budget: what is not a described "
+            "station's packet is refused.",
+            value=int(journal.quarantine_full),
         )
         yield CounterMetricFamily(
             "weather_journal_commits",

@@ -108,6 +108,17 @@ def every(seconds: float) -> str:
     return f"{seconds / 3600:g} h"
 
 
+def size(count: int) -> str:
+    """A size: 999 bytes, 12.5 KiB, 64.0 MiB."""
+    if count < 1024:
+        return f"{count} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        count /= 1024
+        if count < 1024 or unit == "GiB":
+            break
+    return f"{count:.1f} {unit}"
+
+
 def utc(ns: int) -> str:
     return datetime.fromtimestamp(ns / NANOSECONDS, timezone.utc).strftime(
         "%Y-%m-%d %H:%M:%S UTC"
@@ -386,9 +397,15 @@ class StatusElement(Element):
         charts: ChartCache | None = None,
         clock_steps: int = 0,
         clock_waiting: int = 0,
+        quarantine: tuple[int, int] | None = None,
     ) -> None:
+        """
+        @param quarantine: the bytes in quarantine and its budget (None:
+            not shown).
+        """
         super().__init__()
         self.clock_steps = clock_steps
+        self.quarantine = quarantine
         #: Packets waiting in the journal for the wall clock (--clock-sync).
         self.clock_waiting = clock_waiting
         self.profiles = profiles
@@ -430,6 +447,18 @@ class StatusElement(Element):
                     title="The server's wall clock is not synchronized yet: these "
                     "packets are kept in the journal and stored once it is "
                     "(--clock-sync).",
+                )
+            )
+        if self.quarantine is not None:
+            used, budget = self.quarantine
+            parts.append(
+                tags.span(
+                    f"quarantine {size(used)} of {size(budget)}",
+                    title="Packets that could not be decoded (weather quarantine "
+                    "list), and the budget (--quarantine-max-size); once it is spent, "
+                    "packets that are not from a station in the devices file are "
+                    "refused.",
+                    **({"class_": "bad"} if used >= budget else {}),
                 )
             )
         parts.append(f"updated {utc(self.now_ns)}")

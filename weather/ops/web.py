@@ -97,6 +97,7 @@ class StatusPage(ServerPage):
             self.charts,
             server.listener.factory.stats.clock_steps,
             server.pipeline.clock_waiting,
+            (server.journal.quarantined_bytes, server.journal.quarantine_max_bytes),
         )
         return renderElement(request, page)
 

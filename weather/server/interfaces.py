@@ -16,13 +16,21 @@ from weather.core.devices import DeviceProfile
 from weather.core.packet import Packet, PacketRejected
 
 
+class PacketRefused(Exception):
+    """
+    A sink did not keep a packet (L{IPacketSink.packet_received}): it must
+    not be acknowledged, and its connection is closed.
+    """
+
+
 class IPacketSink(Interface):
     """Where the station protocol hands what it received."""
 
     def packet_received(packet: Packet) -> Deferred:
         """
         A whole packet arrived; the result fires once it is kept durably
-        (the station may delete its copy then).
+        (the station may delete its copy then), or fails with
+        L{PacketRefused}: it is not kept.
         """
 
     def packet_rejected(packet: Packet, error: PacketRejected) -> None:

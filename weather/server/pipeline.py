@@ -9,6 +9,19 @@ inputs, and its points go to the writer.
 A packet that cannot be decoded, or whose points InfluxDB refuses for good,
 goes to quarantine with the reason.
 
+What is not a described station's packet is told at arrival from its header
+alone (L{stray}): unknown devices, headers that are not sane, cut-off or
+oversized bytes.  It goes straight to quarantine, and only while the
+quarantine is under its budget (C{--quarantine-max-size}); past it, it is
+refused before it is acknowledged (L{PacketRefused}: the protocol closes the
+connection), counted by source and reason and logged once per source and
+reason an hour.  A described station's packet is never refused on the
+quarantine's account: one that fails to decode later (a profile mismatch)
+goes to quarantine over its budget all the same, as do its truncated bytes
+and the packets whose points InfluxDB refuses.  A sender forging a
+described station's id is not told apart: what it sends is decoded as that
+station's.
+
 While the writer is overloaded, and at start-up, packets are not decoded as
 they arrive: they wait in the journal, and the pipeline reads them back in
 order, a chunk at a time, as the writer has room.  Memory holds at most a few
@@ -32,21 +45,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from weather.core.decode import NANOSECONDS, DecodedPacket, truncated_detail
+from weather.core.decode import (
+    NANOSECONDS,
+    DecodedPacket,
+    device_profile,
+    truncated_detail,
+)
 from weather.core.devices import DeviceProfile
 from weather.core.lineprotocol import LineEncoder, packet_points, truncated_points
-from weather.core.packet import Header, Packet, PacketRejected, Reason
+from weather.core.packet import (
+    Header,
+    Packet,
+    PacketRejected,
+    Reason,
+    check_header,
+    read_header,
+)
 from weather.journal.service import Journal
 from weather.journal.store import JournalEntry
 from weather.server.clock import ClockGate
-from weather.server.counts import ReasonCounts
-from weather.server.interfaces import IPacketSink, IPipelineObserver
+from weather.server.counts import ReasonCounts, SourceCounts
+from weather.server.interfaces import IPacketSink, IPipelineObserver, PacketRefused
 from weather.server.logs import RateLimitedLog
 from weather.server.writer import PointsRejected, PointWriter
 
@@ -58,6 +83,32 @@ REJECTION_REASONS = tuple(
     for name, value in vars(Reason).items()
     if name.isupper() and isinstance(value, str)
 )
+#: Seconds between two lines about refusals from one source for one reason.
+REFUSAL_LOG_PERIOD = 3600.0
+
+
+def stray(data: bytes, profiles: Mapping[int, DeviceProfile]) -> PacketRejected | None:
+    """
+    Why C{data} is not a described station's packet, judged from its header
+    alone; None when it is (whole and sane, of a device the devices file
+    describes), even if it is then not decodable (a profile mismatch).
+    """
+    try:
+        header = read_header(data)
+        check_header(header)
+        device_profile(header, profiles)
+    except PacketRejected as error:
+        if error.reason != Reason.PROFILE_MISMATCH:
+            return error
+    return None
+
+
+def peer_source(peer: str) -> str:
+    """The address of a C{host:port} or C{[host]:port} peer: what refusals count by."""
+    host, colon, port = peer.rpartition(":")
+    if not colon or not port.isdigit():
+        return peer
+    return host.removeprefix("[").removesuffix("]")
 
 
 @dataclass(slots=True)
@@ -68,6 +119,10 @@ class PipelineCounts:
     #: By reason: one of L{REJECTION_REASONS}.
     packets_rejected: ReasonCounts = field(
         default_factory=lambda: ReasonCounts(REJECTION_REASONS)
+    )
+    #: Not kept (the quarantine had spent its budget), by source and reason.
+    packets_refused: SourceCounts = field(
+        default_factory=lambda: SourceCounts(REJECTION_REASONS)
     )
     packets_from_journal: int = 0
     packets_too_close: int = 0
@@ -133,6 +188,8 @@ class PacketPipeline(Service):
         #: Packets handed to the writer and not yet settled.
         self.in_flight = 0
         self._limited = RateLimitedLog(self.log, clock)
+        # Its own table: a flood of refusals must not crowd out other lines.
+        self._refusals = RateLimitedLog(self.log, clock, period=REFUSAL_LOG_PERIOD)
         self._unknown_devices: set[int | None] = set()
         #: The last journal id decoded; later ones are read back from the journal.
         self._cursor = 0
@@ -200,13 +257,23 @@ class PacketPipeline(Service):
     # -- IPacketSink -----------------------------------------------------------
 
     def packet_received(self, packet: Packet) -> Deferred[None]:
-        """Journal C{packet}; the result fires once it is durable."""
-        profile = (
-            self.profiles.get(packet.device_id) if packet.device_id is not None else None
-        )
-        if profile is not None:
-            for observer in self.observers:
-                observer.packet_arrived(profile, packet.peer, packet.arrival_ns)
+        """
+        Journal C{packet}; the result fires once it is durable, or fails
+        with L{PacketRefused} (it is not a described station's, and the
+        quarantine has spent its budget).
+        """
+        error = stray(packet.data, self.profiles)
+        if error is not None:
+            if self.journal.quarantine_full:
+                self._refuse(packet, error)
+                return fail(PacketRefused(error.reason))
+            self._count_rejection(packet, error)
+            durable = self.journal.append(packet, error)
+            self._log_rejection(packet, error)
+            return durable.addCallback(lambda _: None)
+        profile = self.profiles[read_header(packet.data).device_id]
+        for observer in self.observers:
+            observer.packet_arrived(profile, packet.peer, packet.arrival_ns)
         durable = self.journal.append(packet)
         durable.addCallback(self._journaled)
         return durable
@@ -215,7 +282,13 @@ class PacketPipeline(Service):
         """
         Bytes that are not a whole packet: into quarantine, with why; a
         truncated packet's complete records are then stored (L{_salvage}).
+        Past the quarantine's budget, only a described station's are kept.
         """
+        if self.journal.quarantine_full and (
+            error.reason == Reason.OVERSIZED or stray(packet.data, self.profiles)
+        ):
+            self._refuse(packet, error)
+            return
         self._count_rejection(packet, error)
         durable = self.journal.append_rejected(packet, error)
         self._log_rejection(packet, error)
@@ -487,6 +560,24 @@ class PacketPipeline(Service):
         if packet.device_id is not None:
             for observer in self.observers:
                 observer.packet_rejected(self.profiles.get(packet.device_id))
+
+    def _refuse(self, packet: Packet, error: PacketRejected) -> None:
+        """Count and log a packet not kept: the quarantine has spent its budget."""
+        source = peer_source(packet.peer)
+        self.stats.packets_refused.add(source, error.reason)
+        self._refusals.warn(
+            (source, error.reason),
+            "Refused a {size}-byte packet from {peer}, not acknowledged ({reason}: "
+            "{detail}): the quarantine holds {used} bytes, its budget "
+            "(--quarantine-max-size) is {budget}, and this is not a packet of a "
+            "station in the devices file (logged once an hour per address and reason)",
+            size=len(packet.data),
+            peer=packet.peer,
+            reason=error.reason,
+            detail=error.detail,
+            used=self.journal.quarantined_bytes,
+            budget=self.journal.quarantine_max_bytes,
+        )
 
     def _log_rejection(self, packet: Packet, error: PacketRejected) -> None:
         if error.reason == Reason.UNKNOWN_DEVICE:

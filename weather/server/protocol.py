@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from weather.core.packet import Packet, PacketFramer, PacketRejected, Reason
 from weather.server.admission import NOT_ALLOWED, REASONS, Admission, peer_address
 from weather.server.counts import ReasonCounts
-from weather.server.interfaces import IPacketSink
+from weather.server.interfaces import IPacketSink, PacketRefused
 from weather.server.logs import RateLimitedLog
 
 #: Written back once a packet is durable (ASCII ACK).
@@ -108,7 +108,7 @@ class StationProtocol(Protocol, TimeoutMixin):
             for raw in packets:
                 durable = self.factory.deliver(Packet(raw, self.peer, arrival_ns, boot_ns))
                 if durable is not None:
-                    durable.addCallback(self._acknowledge)
+                    durable.addCallbacks(self._acknowledge, self._refused)
         if self.framer.error is not None:
             self._reject(self.framer.take_pending(), self.framer.error)
             self.transport.abortConnection()
@@ -118,6 +118,11 @@ class StationProtocol(Protocol, TimeoutMixin):
         if self.connected and not self.transport.disconnecting:
             self.transport.write(ACK)
             self.factory.stats.packets_acknowledged += 1
+
+    def _refused(self, failure: Failure) -> None:
+        """The sink did not keep the packet: no ACK, and the connection is cut."""
+        self.transport.abortConnection()
+        failure.trap(PacketRefused)
 
     def timeoutConnection(self) -> None:
         self.factory.stats.connections_timed_out += 1

@@ -509,7 +509,7 @@ class Progress:
 
 
 def journal_status(directory: str, out: TextIO, now: float) -> int:
-    file = JournalFile(directory, create=False)
+    file = JournalFile(directory, create=False, read_only=True)
     try:
         status = file.status()
     finally:
@@ -527,7 +527,8 @@ def journal_status(directory: str, out: TextIO, now: float) -> int:
         f"Journal:      {file.path} ({server})\n"
         f"Pending:      {status.pending} packets not yet acknowledged by InfluxDB\n"
         f"Oldest:       {oldest}\n"
-        f"Quarantined:  {status.quarantined} packets (weather quarantine list)\n"
+        f"Quarantined:  {status.quarantined} packets, {size(status.sizes.quarantined)} "
+        "(weather quarantine list)\n"
         f"Disk use:     {size(status.file_bytes)} on disk, {size(status.used_bytes)} "
         "of it live data\n"
     )
@@ -535,7 +536,7 @@ def journal_status(directory: str, out: TextIO, now: float) -> int:
 
 
 def quarantine_list(directory: str, reason: str | None, show_hex: bool, out: TextIO) -> int:
-    file = JournalFile(directory, create=False)
+    file = JournalFile(directory, create=False, read_only=True)
     try:
         kept = [
             q for q in file.quarantined() if reason is None or q.quarantine.reason == reason

@@ -25,7 +25,7 @@ from tests.support import (
 )
 from tests.unit.test_monitoring import MonitoringTestCase
 from weather.core.devices import parse_devices
-from weather.core.packet import Packet, PacketRejected, Reason
+from weather.core.packet import MAX_PACKET_SIZE, Packet, PacketRejected, Reason
 from weather.server.counts import SourceCounts
 from weather.server.interfaces import PacketRefused
 from weather.server.pipeline import (
@@ -223,7 +223,9 @@ class ProtocolTests(SynchronousTestCase):
         pipeline.startService()
         self.addCleanup(pipeline.stopService)
         self.pipeline = pipeline
-        self.factory = StationFactory(pipeline, clock, **factory_options(clock))
+        self.factory = StationFactory(
+            pipeline, clock, **factory_options(clock, max_packet_size=MAX_PACKET_SIZE)
+        )
 
     def connect(self, host: str) -> tuple:
         peer = IPv4Address("TCP", host, 40000)
@@ -252,7 +254,12 @@ class ProtocolTests(SynchronousTestCase):
 class OperatorViewTests(MonitoringTestCase):
     """The quarantine's use against its budget on /metrics, /health and /."""
 
-    ARGS = MonitoringTestCase.ARGS + ("--quarantine-max-size", "1000")
+    ARGS = MonitoringTestCase.ARGS + (
+        "--quarantine-max-size",
+        "1000",
+        "--max-packet-size",
+        str(MAX_PACKET_SIZE),
+    )
     JUNK_PEER = IPv4Address("TCP", "192.0.2.66", 40123)
 
     def spend(self) -> None:

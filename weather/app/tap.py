@@ -63,6 +63,25 @@ def boot_clock_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
+def monotonic_timers(reactor: Any) -> None:
+    """
+    Run C{reactor}'s timers on the monotonic clock rather than the wall
+    clock, so that a step of the wall clock (NTP's first sync, a person
+    setting it) neither holds nor hastens idle timeouts, packet deadlines,
+    flushes, backoff and rate limits.  What needs the wall clock (arrival
+    stamps, quarantine and status-page times) reads it itself.
+
+    Twisted's reactors read their time from C{seconds} alone, for every
+    delayed call (L{twisted.internet.base.ReactorBase.callLater}); calls
+    already scheduled are moved to the new clock.
+    """
+    offset = time.monotonic() - reactor.seconds()
+    reactor.seconds = time.monotonic
+    for call in reactor.getDelayedCalls():
+        call.time += offset
+        call.seconds = time.monotonic
+
+
 def read_boot_id(path: str = BOOT_ID_PATH) -> str | None:
     """This boot's id, or None where the system gives none."""
     try:
@@ -97,6 +116,7 @@ def build_service(
     boot_id: str | None = None,
     clock_status: IClockStatus | None = None,
     ntp_client: str | None = None,
+    wall: Callable[[], float] | None = None,
 ) -> WeatherService:
     """
     Assemble the server from checked settings; C{reactor} times and listens,
@@ -106,7 +126,9 @@ def build_service(
     are the machine's boot clock and boot id (None: packets are spaced on
     the wall clock alone).  C{clock_status} says whether the wall clock is
     synchronized and C{ntp_client} which NTP client runs, for --clock-sync
-    (no status or no boot clock: the wall clock is trusted).
+    (no status or no boot clock: the wall clock is trusted).  C{wall} is
+    the wall clock, where C{reactor}'s timers run on another
+    (L{monotonic_timers}); by default, C{reactor.seconds}.
     """
     if endpoint is None:
         endpoint = station_endpoint(settings, reactor)
@@ -126,6 +148,7 @@ def build_service(
         max_backoff=settings.max_backoff,
         shutdown_timeout=settings.shutdown_timeout,
         max_pending=settings.max_pending,
+        wall=wall,
     )
     journal = Journal(
         settings.data_dir,
@@ -135,10 +158,13 @@ def build_service(
         min_free_bytes=settings.journal_min_free_bytes,
         shutdown_timeout=settings.shutdown_timeout,
         boot_id=boot_id,
+        wall=wall,
     )
     gate = None
     if clock_status is not None and boot_clock is not None:
-        gate = clock_gate(settings, reactor, clock_status, ntp_client, boot_clock, boot_id)
+        gate = clock_gate(
+            settings, reactor, clock_status, ntp_client, boot_clock, boot_id, wall
+        )
     pipeline = PacketPipeline(settings.profiles, journal, writer, reactor, clock_gate=gate)
     admission = Admission(
         reactor,
@@ -155,6 +181,7 @@ def build_service(
         max_packet_size=settings.max_packet_size,
         admission=admission,
         boot_clock=boot_clock,
+        wall=wall,
     )
     listener = StationListener(endpoint, factory, reactor, settings.port, settings.grace)
     service = WeatherService(journal, writer, pipeline, listener, close)
@@ -164,7 +191,7 @@ def build_service(
         settings.devices_file, pipeline.set_profiles, settings.profiles
     )
     if settings.metrics_port is not None or settings.self_stats_interval:
-        add_monitoring(service, settings, reactor)
+        add_monitoring(service, settings, reactor, wall)
     return service
 
 
@@ -175,6 +202,7 @@ def clock_gate(
     ntp_client: str | None,
     boot_clock: Callable[[], int],
     boot_id: str | None,
+    wall: Callable[[], float] | None = None,
 ) -> ClockGate:
     """
     What --clock-sync makes of this machine, said once in the log.
@@ -200,7 +228,7 @@ def clock_gate(
         why=why,
         state=state,
     )
-    return ClockGate(status, reactor, boot_clock, boot_id, wait=wait)
+    return ClockGate(status, reactor, boot_clock, boot_id, wait=wait, wall=wall)
 
 
 class MonitoringEndpoint(StreamServerEndpointService):
@@ -223,14 +251,19 @@ class MonitoringEndpoint(StreamServerEndpointService):
 JOURNAL_STATUS_INTERVAL = 10.0
 
 
-def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) -> None:
+def add_monitoring(
+    service: WeatherService,
+    settings: Settings,
+    reactor: Any,
+    wall: Callable[[], float] | None = None,
+) -> None:
     """The HTTP endpoint, the self-statistics and the journal counts they show."""
-    metrics = ServerMetrics(service, reactor)
+    metrics = ServerMetrics(service, reactor, wall)
     service.metrics = metrics
     if settings.metrics_port is not None:
         from weather.ops.web import monitoring_site
 
-        site = monitoring_site(service, metrics, reactor, settings.unhealthy_after)
+        site = monitoring_site(service, metrics, reactor, settings.unhealthy_after, wall)
         try:
             endpoint = serverFromString(reactor, settings.metrics_port)
         except Exception as e:
@@ -246,7 +279,9 @@ def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) ->
         tags: tuple[tuple[str, str], ...] = (
             ("host", settings.self_stats_host or socket.gethostname()),
         )
-        reporter = SelfStatsReporter(metrics.registry, service.writer, reactor, tags)
+        reporter = SelfStatsReporter(
+            metrics.registry, service.writer, reactor, tags, wall=wall
+        )
         service.add_monitoring(
             _timer(settings.self_stats_interval, reporter.report, reactor)
         )
@@ -365,10 +400,13 @@ def makeService(options: Options) -> IService:
     """twistd's entry point: check the options, build the server."""
     from twisted.internet import reactor
 
+    twistd_options = getattr(options, "parent", None)
     try:
         settings = settings_from_options(options, os.environ)
         settings = fit_open_files(settings)
         check_data_dir(settings.data_dir)
+        if twistd_options is not None:  # twistd's own reactor, ours to set up
+            monotonic_timers(reactor)
         service = build_service(
             settings,
             reactor,
@@ -376,11 +414,11 @@ def makeService(options: Options) -> IService:
             boot_id=read_boot_id(),
             clock_status=KernelClockStatus(),
             ntp_client=find_ntp_client() if settings.clock_sync == "auto" else None,
+            wall=time.time,
         )
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
     service.add_monitoring(HangupService(reactor, service.reloader.reload))
-    twistd_options = getattr(options, "parent", None)
     if twistd_options is not None:
         service.application_hooks.append(
             lambda application: _log_to(application, twistd_options, settings, reactor)

@@ -9,6 +9,7 @@ memory: a scrape reads no disk and waits for nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client.exposition import choose_encoder
@@ -43,16 +44,24 @@ class MetricsPage(Resource):
 
 
 class ServerPage(Resource):
-    """A page about the running server, judged at the clock's time."""
+    """
+    A page about the running server, judged at the time of C{clock} (the
+    reactor's timers' clock); C{wall} (default: C{clock.seconds}) dates it.
+    """
 
     isLeaf = True
 
     def __init__(
-        self, server: WeatherService, clock: IReactorTime, unreachable_after: float
+        self,
+        server: WeatherService,
+        clock: IReactorTime,
+        unreachable_after: float,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
         self.weather_service = server
         self.clock = clock
+        self.wall = wall if wall is not None else clock.seconds
         self.unreachable_after = unreachable_after
 
     def health(self, now: float) -> HealthReport:
@@ -74,9 +83,13 @@ class StatusPage(ServerPage):
     """The stations at a glance (L{weather.ops.statuspage}), for people."""
 
     def __init__(
-        self, server: WeatherService, clock: IReactorTime, unreachable_after: float
+        self,
+        server: WeatherService,
+        clock: IReactorTime,
+        unreachable_after: float,
+        wall: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(server, clock, unreachable_after)
+        super().__init__(server, clock, unreachable_after, wall)
         self.charts = ChartCache()
 
     def render_GET(self, request: Request) -> bytes | int:
@@ -84,15 +97,14 @@ class StatusPage(ServerPage):
             request.setResponseCode(404)
             request.setHeader("content-type", "text/plain; charset=utf-8")
             return b"Not found: try / (stations), /metrics or /health\n"
-        now = self.clock.seconds()
         server = self.weather_service
-        report = self.health(now)
+        report = self.health(self.clock.seconds())
         request.setHeader("content-type", "text/html; charset=utf-8")
         request.setHeader("cache-control", "no-store")
         page = StatusElement(
             server.stations,
             server.pipeline.profiles,
-            int(now * 1_000_000_000),
+            int(self.wall() * 1_000_000_000),
             report.reasons,
             self.charts,
             server.listener.factory.stats.clock_steps,
@@ -113,13 +125,14 @@ def monitoring_site(
     metrics: ServerMetrics,
     clock: IReactorTime,
     unreachable_after: float,
+    wall: Callable[[], float] | None = None,
 ) -> Site:
     """The site served on C{--metrics-port}."""
     root = Resource()
-    index = StatusPage(server, clock, unreachable_after)
+    index = StatusPage(server, clock, unreachable_after, wall)
     root.putChild(b"", index)
     root.putChild(b"metrics", MetricsPage(metrics))
-    root.putChild(b"health", HealthPage(server, clock, unreachable_after))
+    root.putChild(b"health", HealthPage(server, clock, unreachable_after, wall))
     site = QuietSite(root)
     site.displayTracebacks = False
     site.noisy = False

@@ -2,7 +2,8 @@
 The Grafana dashboard, C{contrib/grafana/weather.json}: an importable
 dashboard whose every InfluxQL query works.
 
-The structure tests read the JSON only.  The query tests start a real influxd
+The structure tests read the JSON (and the systemd unit, which must write the
+self-statistics the dashboard reads).  The query tests start a real influxd
 and the real server (C{twistd weather}, with C{--self-stats-interval 1}),
 let C{weather simulate} send packets from three stations (two described in
 the devices file, one unknown so that packets get rejected), add readings of
@@ -11,8 +12,8 @@ of the dashboard the way Grafana would send it: template variables (their
 options made as Grafana makes them, a repeated panel's query once per
 option), C{$timeFilter} and C{$__interval} replaced as Grafana's InfluxDB
 data source does.  Each query must answer without error and with at least
-one series holding a value.  L{EXPECTED_QUERIES} counts the queries, so a new panel
-cannot go untested.
+one series holding a value.  L{EXPECTED_QUERIES} counts the queries, so a
+new panel cannot go untested.
 
 Nothing here is skipped in CI: without influxd the query tests fail there
 (see L{tests.integration.influxd.require_influxd}).

@@ -7,8 +7,10 @@ real journals: emptied, deleted, pages overwritten with random bytes.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import pwd
 import random
 import shutil
 import sqlite3
@@ -428,6 +430,28 @@ class SalvageTests(DamagedTestCase):
         self.salvaged()
         self.assertSalvaged()
 
+    def test_noRoomForTheCopy(self) -> None:
+        """A salvage that fails says why in one line; run again, it finishes."""
+        garble(self.path, [1])
+        copyfile = shutil.copyfile
+
+        def full(*args: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(shutil, "copyfile", full)
+        code, out, err = run("journal", "salvage", "--data-dir", self.directory)
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(
+            err,
+            f"weather: cannot copy the journal into {self.directory}/salvage/copy: "
+            "[Errno 28] No space left on device\n",
+        )
+        message = str(self.assertRaises(JournalDamaged, JournalFile, self.directory))
+        self.assertIn("a salvage did not finish; run it again", message)
+        self.patch(shutil, "copyfile", copyfile)
+        self.salvaged()
+        self.assertSalvaged()
+
     def test_interruptedWhenPlaced(self) -> None:
         """Stopped once the new journal is in place: only the tidying is left."""
         garble(self.path, [1])
@@ -507,7 +531,7 @@ class ToolsTests(DamagedTestCase):
 
 class PermissionTests(SynchronousTestCase):
     """
-    The file at fault is named, with what to run.  (Tests run as root, whom
+    The files at fault are named, with what to run.  (Tests run as root, whom
     file modes do not stop: L{os.access} is replaced here; the integration
     test runs the server without that privilege.)
     """
@@ -516,6 +540,9 @@ class PermissionTests(SynchronousTestCase):
         self.directory = os.path.abspath(self.mktemp())
         fill(self.directory, count=3)
         self.path = os.path.join(self.directory, FILENAME)
+        for suffix in ("-wal", "-shm"):
+            with open(self.path + suffix, "wb"):
+                pass
 
     def denied(self, *paths: str):
         return lambda path, mode: path not in paths
@@ -523,41 +550,39 @@ class PermissionTests(SynchronousTestCase):
     def test_allWritable(self) -> None:
         self.assertIsNone(unusable_file(self.directory))
 
-    def test_sharedMemoryIndex(self) -> None:
-        """chmod 444 and back leaves SQLite's index read-only: it is named."""
-        shm = self.path + "-shm"
-        with open(shm, "wb"):
-            pass
-        os.chmod(shm, 0o444)
-        message = unusable_file(self.directory, self.denied(shm))
+    def test_leftReadOnly(self) -> None:
+        """
+        chmod 444 and back leaves SQLite's log and index read-only (it made
+        them with the journal's mode): both are named, in one line.
+        """
+        wal, shm = self.path + "-wal", self.path + "-shm"
+        for path in (wal, shm):
+            os.chmod(path, 0o444)
         self.assertEqual(
-            message,
-            f"the journal's shared-memory index {shm} cannot be read and written by "
-            f"root (mode 0444): run chmod u+rw {shm}",
+            unusable_file(self.directory, self.denied(wal, shm)),
+            f"the journal's files cannot be read and written by root: {wal} (mode "
+            f"0444), {shm} (mode 0444): run chmod u+rw {wal} {shm}",
         )
-
-    def test_journal(self) -> None:
-        message = unusable_file(self.directory, self.denied(self.path))
-        self.assertTrue(message.startswith(f"the journal's journal {self.path} "), message)
 
     def test_otherOwner(self) -> None:
         os.chown(self.path, 65534, 65534)
         message = unusable_file(self.directory, self.denied(self.path))
-        self.assertIn(f"it belongs to {owner(65534)}: run chown root {self.path}", message)
+        nobody = pwd.getpwuid(65534).pw_name
+        self.assertTrue(
+            message.endswith(f"{self.path} (owner {nobody}): run chown root {self.path}"),
+            message,
+        )
 
     def test_directory(self) -> None:
+        os.chmod(self.directory, 0o500)
+        self.addCleanup(os.chmod, self.directory, 0o700)
         message = unusable_file(self.directory, self.denied(self.directory))
-        self.assertIn(f"data directory {self.directory} ", message)
-        self.assertIn(f"run chmod u+rwx {self.directory}", message)
+        self.assertTrue(message.endswith(f"run chmod u+rwx {self.directory}"), message)
 
-
-def owner(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+    def test_modeNotTheCause(self) -> None:
+        """Owner and mode are right, yet access is denied: an ACL, an attribute."""
+        message = unusable_file(self.directory, self.denied(self.path))
+        self.assertTrue(message.endswith("(getfacl, lsattr)"), message)
 
 
 class PagesTests(SynchronousTestCase):

@@ -39,9 +39,9 @@ from weather.journal.pages import HEADER_SIZE, Pages, page_size
 from weather.journal.service import JournalLocked, _lock
 from weather.journal.store import (
     FILENAME,
-    FILES,
     SALVAGING,
     SCHEMA_VERSION,
+    SUFFIXES,
     JournalError,
     JournalFile,
     create_journal,
@@ -157,7 +157,7 @@ def check(directory: str) -> Reading:
 
     @raise JournalError: there is none, or a server is using it.
     """
-    with _stopped(directory):
+    with _stopped(directory, "check"):
         found = damaged(directory)
         if found is not None and os.path.isdir(os.path.join(directory, SALVAGING)):
             return Reading(found=found)
@@ -178,7 +178,7 @@ def salvage(directory: str, now: float) -> Salvaged:
     """
     work = os.path.join(directory, SALVAGING)
     journal = os.path.join(directory, FILENAME)
-    with _stopped(directory):
+    with _stopped(directory, "salvage"):
         if not os.path.exists(os.path.join(work, MOVED)):
             if not os.path.isdir(work):
                 found = damaged(directory)
@@ -195,8 +195,6 @@ def salvage(directory: str, now: float) -> Salvaged:
             copier = _Copier(new.connection)
             reading = _read(work, os.path.join(work, "copy"), copier)
             copier.flush()
-        except (OSError, sqlite3.Error) as e:
-            raise JournalError(f"cannot salvage the journal in {work}: {e}") from None
         finally:
             new.close()
         os.rename(os.path.join(new_directory, FILENAME), journal)
@@ -206,8 +204,11 @@ def salvage(directory: str, now: float) -> Salvaged:
 
 
 @contextlib.contextmanager
-def _stopped(directory: str) -> Iterator[None]:
-    """Hold C{directory}'s lock: no server starts meanwhile."""
+def _stopped(directory: str, doing: str) -> Iterator[None]:
+    """
+    Hold C{directory}'s lock: no server starts meanwhile.  A file that
+    cannot be read or written is said in a L{JournalError}.
+    """
     if not os.path.isdir(directory):
         raise JournalError(f"no journal in {directory} (is --data-dir right?)")
     try:
@@ -218,6 +219,8 @@ def _stopped(directory: str) -> Iterator[None]:
         ) from None
     try:
         yield
+    except (OSError, sqlite3.Error) as e:
+        raise JournalError(f"cannot {doing} the journal in {directory}: {e}") from None
     finally:
         os.close(lock)
 
@@ -241,7 +244,7 @@ def _move_damaged(directory: str, work: str) -> None:
     there is no journal to open.  A file already moved is not there to move.
     """
     journal = os.path.join(directory, FILENAME)
-    for suffix in FILES:
+    for suffix in SUFFIXES:
         with contextlib.suppress(FileNotFoundError):
             os.rename(journal + suffix, os.path.join(work, FILENAME) + suffix)
     sync_directory(work)

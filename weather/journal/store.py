@@ -51,8 +51,8 @@ MARKER = "journal.created"
 #: Where C{weather journal salvage} works; while it is there, nothing opens
 #: the journal.
 SALVAGING = "salvage"
-#: What the files beside the journal are, by suffix, for messages.
-FILES = {"": "journal", "-wal": "write-ahead log", "-shm": "shared-memory index"}
+#: The journal's files: itself, its write-ahead log and shared-memory index.
+SUFFIXES = ("", "-wal", "-shm")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: The schema this code reads and writes (SQLite's C{user_version}).
 SCHEMA_VERSION = 2
@@ -242,7 +242,7 @@ class JournalFile:
             if not create:
                 raise JournalError(f"no journal in {directory} (is --data-dir right?)")
             self._create()
-        elif create:
+        else:  # SQLite would open it read-only, and make read-only files beside it
             problem = unusable_file(directory)
             if problem is not None:
                 raise JournalError(problem)
@@ -289,7 +289,7 @@ class JournalFile:
         except (OSError, sqlite3.Error) as e:
             raise JournalError(f"cannot create {self.path}: {e}") from None
         finally:
-            for suffix in FILES:
+            for suffix in SUFFIXES:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(new + suffix)
 
@@ -502,9 +502,6 @@ def check_journal(directory: str) -> None:
         raise JournalDamaged(directory, found)
     if not os.path.exists(os.path.join(directory, FILENAME)):
         return
-    problem = unusable_file(directory)
-    if problem is not None:
-        raise JournalError(problem)
     file = JournalFile(directory, create=False)
     try:
         file.verify()
@@ -573,37 +570,48 @@ def unusable_file(
     directory: str, access: Callable[[str, int], bool] = os.access
 ) -> str | None:
     """
-    The first of the journal's files (the directory, the journal, its
-    write-ahead log and shared-memory index) that this process cannot read
-    and write, said with what to run; None if there is none.  SQLite makes
-    the log and the index with the journal's mode, so a journal made
-    read-only once leaves an index that stays read-only after it is
-    made writable again.  C{access} is L{os.access} (tests give another).
+    Which of the journal's files (its directory, the journal, its
+    write-ahead log and shared-memory index) this process cannot read and
+    write, in a line that says what to run; None if it can use them all.
+    SQLite makes the log and the index with the journal's mode, so a
+    journal made read-only once leaves files that stay read-only after it
+    is made writable again: all are named at once.  C{access} is
+    L{os.access} (tests give another).
     """
-    files = [(directory, "data directory", os.R_OK | os.W_OK | os.X_OK)]
+    me = os.geteuid()
     path = os.path.join(directory, FILENAME)
-    files += [(path + suffix, what, os.R_OK | os.W_OK) for suffix, what in FILES.items()]
-    for name, what, mode in files:
+    found: list[str] = []
+    chown: list[str] = []
+    chmod: dict[str, list[str]] = {"rwx": [], "rw": []}
+    for name in (directory, *(path + suffix for suffix in SUFFIXES)):
+        wanted = "rwx" if name == directory else "rw"
         try:
             status = os.stat(name)
         except OSError:
             continue
-        if access(name, mode):
+        if access(name, os.R_OK | os.W_OK | (os.X_OK if name == directory else 0)):
             continue
-        me = os.geteuid()
-        wanted = "rwx" if mode & os.X_OK else "rw"
-        if _read_only_mount(name):
-            fix = "the file system is mounted read-only: remount it read-write"
-        elif status.st_uid != me:
-            owner = _user(status.st_uid)
-            fix = f"it belongs to {owner}: run chown {_user(me)} {shlex.quote(name)}"
-        else:
-            fix = f"run chmod u+{wanted} {shlex.quote(name)}"
-        return (
-            f"the journal's {what} {name} cannot be read and written by "
-            f"{_user(me)} (mode {status.st_mode & 0o7777:04o}): {fix}"
-        )
-    return None
+        found.append(f"{name} (mode {status.st_mode & 0o7777:04o})")
+        if status.st_uid != me:
+            found[-1] = f"{name} (owner {_user(status.st_uid)})"
+            chown.append(shlex.quote(name))
+        bits = 0o700 if wanted == "rwx" else 0o600
+        if status.st_mode & bits != bits:
+            chmod[wanted].append(shlex.quote(name))
+    if not found:
+        return None
+    commands = [f"chown {_user(me)} {' '.join(chown)}"] if chown else []
+    commands += [f"chmod u+{w} {' '.join(n)}" for w, n in chmod.items() if n]
+    if _read_only_mount(directory):
+        fix = "its file system is mounted read-only: remount it read-write"
+    elif commands:
+        fix = "run " + " && ".join(commands)
+    else:
+        fix = "see their access lists and attributes (getfacl, lsattr)"
+    return (
+        f"the journal's files cannot be read and written by {_user(me)}: "
+        f"{', '.join(found)}: {fix}"
+    )
 
 
 def _read_only_mount(path: str) -> bool:

@@ -188,8 +188,9 @@ def salvage(directory: str, now: float) -> Salvaged:
             _move_damaged(directory, work)
         elif os.path.exists(journal):
             return Salvaged(None, _finish(directory, work, now))
+        for scratch in ("new", "copy"):  # an interrupted salvage's, if any
+            shutil.rmtree(os.path.join(work, scratch), ignore_errors=True)
         new_directory = os.path.join(work, "new")
-        shutil.rmtree(new_directory, ignore_errors=True)
         new = JournalFile(new_directory)
         try:
             copier = _Copier(new.connection)

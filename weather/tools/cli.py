@@ -611,12 +611,7 @@ def damage(reading: Reading) -> str:
         return reading.found
     if reading.problems:
         more = len(reading.problems) - 1
-        return reading.problems[0] + (
-            f" (and {counted(more, 'more problem')}: sqlite3 {FILENAME} "
-            "'PRAGMA integrity_check')"
-            if more
-            else ""
-        )
+        return reading.problems[0] + (f" (and {more} more)" if more else "")
     return "; ".join(reading.notes) or "some packets cannot be read"
 
 

@@ -261,6 +261,20 @@ class CheckTests(DamagedTestCase):
             sorted(os.listdir(self.directory)), sorted([FILENAME, MARKER, "server.lock"])
         )
 
+    def test_endDamaged(self) -> None:
+        """How many packets followed the last one read cannot be told."""
+        fill(self.directory)
+        pages = rows_by_page(self.path)
+        garble(self.path, [pages[600]])
+        last = max(i for i, page in pages.items() if page != pages[600])
+        code, out, _ = run("journal", "check", "--data-dir", self.directory)
+        self.assertEqual(code, 1)
+        self.assertIn(
+            f"Lost:         any journaled after id {last} (the end of the journal is "
+            "damaged)\n",
+            out,
+        )
+
     def test_changesNothing(self) -> None:
         fill(self.directory, count=50)
         os.truncate(self.path, 0)
@@ -268,6 +282,7 @@ class CheckTests(DamagedTestCase):
         self.assertEqual(code, 1)
         self.assertIn("damaged: is empty (0 bytes)", out)
         self.assertIn("Readable:     0 packets", out)
+        self.assertIn("Lost:         whatever it held: nothing of it can be read", out)
         self.assertEqual(
             sorted(os.listdir(self.directory)), sorted([FILENAME, MARKER, "server.lock"])
         )

@@ -622,6 +622,9 @@ def describe_reading(reading: Reading, heading: str, out: TextIO) -> None:
         f"({reading.pending} to deliver, {reading.quarantined} in quarantine) and "
         f"the timing state of {counted(reading.stations, 'station')}\n"
     )
+    if reading.found and not reading.packets:
+        out.write("Lost:         whatever it held: nothing of it can be read\n")
+        return
     lost, more = reading.lost()
     if reading.gap is not None:
         low, high = reading.gap
@@ -636,9 +639,15 @@ def describe_reading(reading: Reading, heading: str, out: TextIO) -> None:
         shown = ", ".join(map(str, reading.garbled[:10]))
         etc = ", ..." if len(reading.garbled) > 10 else ""
         out.write(f"Garbled:      packets {shown}{etc} hold what no journal writes\n")
-    if lost or more:
-        last = " and any journaled after the last one read" if more else ""
-        out.write(f"Lost:         at most {counted(lost, 'packet')}{last}\n")
+    if more:
+        top = reading.gap_top if reading.gap_top is not None else reading.gap[0]
+        before = f"at most {counted(lost, 'packet')} up to id {top}, and " if lost else ""
+        out.write(
+            f"Lost:         {before}any journaled after id {top} (the end of the "
+            "journal is damaged)\n"
+        )
+    elif lost:
+        out.write(f"Lost:         at most {counted(lost, 'packet')}\n")
 
 
 def quarantine_list(directory: str, reason: str | None, show_hex: bool, out: TextIO) -> int:

@@ -423,6 +423,25 @@ class SalvageTests(DamagedTestCase):
         salvage(killed, T0 / S)
         self.assertEqual(contents(killed)[0], self.before[0])
 
+    def test_killedThenDeleted(self) -> None:
+        """
+        Killed, then the journal (and the marker) deleted: its write-ahead log
+        is still there, so the journal was lost, not yet to be made (a new
+        journal would take the log for its own).  Salvaged from the log.
+        """
+        directory = os.path.abspath(self.mktemp())
+        file = JournalFile(directory)
+        file.commit(Changes(added=[(e, None) for e in self.before[0].values()]))
+        killed = os.path.abspath(self.mktemp())
+        shutil.copytree(directory, killed)
+        file.close()
+        os.unlink(os.path.join(killed, FILENAME))
+        os.unlink(os.path.join(killed, MARKER))
+        message = str(self.assertRaises(JournalDamaged, JournalFile, killed))
+        self.assertIn("is missing, though its write-ahead log is there", message)
+        salvage(killed, T0 / S)
+        self.assertEqual(contents(killed)[0], self.before[0])
+
     def test_schema1(self) -> None:
         """An older journal's packets are salvaged timed as they were."""
         directory = os.path.abspath(self.mktemp())

@@ -556,6 +556,8 @@ def damaged(directory: str) -> str | None:
         marker = os.path.join(directory, MARKER)
         if os.path.exists(marker):
             return f"is missing, though this directory had one ({marker})"
+        if os.path.exists(path + "-wal"):  # a new journal would take it for its own
+            return f"is missing, though its write-ahead log is there ({path}-wal)"
         return None
     except OSError:
         return None  # said by unusable_file

@@ -221,10 +221,14 @@ class Changes:
 
 class JournalFile:
     """
-    The SQLite journal in C{directory}.  Not thread-safe: use it from one
-    thread at a time.
+    The SQLite journal in C{directory}, made there if C{create} and the
+    directory never had one.  Not thread-safe: use it from one thread at a
+    time.
 
-    @raise JournalError: the file cannot be opened, or is from a newer version.
+    @raise JournalDamaged: the directory had a journal and holds a missing,
+        empty or unreadable one (L{damaged}).
+    @raise JournalError: the file cannot be opened (its files that cannot be
+        read and written are named), or is from a newer version.
     """
 
     def __init__(self, directory: str, *, create: bool = True, busy_timeout: float = 10.0):

@@ -1075,7 +1075,7 @@ class MakeServiceTests(SettingsTestCase):
         os.makedirs(self.data_dir)
         with open(os.path.join(self.data_dir, FILENAME), "wb") as f:
             f.write(b"not SQLite at all" * 200)
-        self.assertTrue(self.assertExits().startswith("weather: cannot open the journal"))
+        self.assertTrue(self.assertExits().startswith("weather: the journal "))
 
     def test_dataDirInUse(self) -> None:
         os.makedirs(self.data_dir)

@@ -31,7 +31,7 @@ from weather.journal.service import (
     ThreadDiskWorker,
     check_lock,
 )
-from weather.journal.store import FILENAME, JournalError, JournalFile
+from weather.journal.store import JournalError, check_journal
 from weather.ops.metrics import ServerMetrics
 from weather.ops.selfstats import SelfStatsReporter
 from weather.ops.stations import StationBook
@@ -361,8 +361,7 @@ def check_data_dir(directory: str) -> None:
     try:
         if os.path.exists(os.path.join(directory, LOCKNAME)):
             check_lock(directory)
-        if os.path.exists(os.path.join(directory, FILENAME)):
-            JournalFile(directory, create=False).close()
+        check_journal(directory)
     except JournalError as e:
         raise ConfigurationError(str(e)) from None
     existing = directory

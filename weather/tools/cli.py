@@ -3,6 +3,7 @@ The C{weather} command: look into the journal and the quarantine, replay
 quarantined packets.
 
     weather journal status     packets to deliver, the oldest one's age, disk use
+    weather journal backup     a consistent copy of the journal, while the server runs
     weather quarantine list    what is in quarantine, and why
     weather replay             decode quarantined packets again and send them
     weather decode PACKET      show a packet's header and readings (hex, file, log line)
@@ -52,6 +53,7 @@ from weather.core.lineprotocol import (
 )
 from weather.core.packet import HEADER_SIZE, PacketRejected, Reason
 from weather.core.timing import PLAUSIBLE_RATIO, TimingInputs
+from weather.journal.backup import backup_journal
 from weather.journal.service import server_running
 from weather.journal.store import (
     JournalError,
@@ -82,15 +84,30 @@ class JournalStatusOptions(DataDirOptions):
     synopsis = "[--data-dir DIR]"
 
 
+class JournalBackupOptions(DataDirOptions):
+    synopsis = "[--data-dir DIR] [--force] [DESTINATION]"
+    longdesc = (
+        "Copy the journal with SQLite's online backup, while the server runs: "
+        "one consistent snapshot, in one file, private (mode 0600). DESTINATION "
+        "is a file, or a directory to hold journal-<UTC time>.sqlite3 (default: "
+        "the current directory)."
+    )
+    optFlags = [["force", "f", "Replace DESTINATION if it exists."]]
+
+    def parseArgs(self, destination: str = ".") -> None:
+        self["destination"] = destination
+
+
 class JournalOptions(CommandOptions):
-    synopsis = "status [--data-dir DIR]"
+    synopsis = "status|backup [--data-dir DIR]"
     subCommands = [
-        ["status", None, JournalStatusOptions, "Packets to deliver, their age, disk use."]
+        ["status", None, JournalStatusOptions, "Packets to deliver, their age, disk use."],
+        ["backup", None, JournalBackupOptions, "A consistent copy, while the server runs."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("give a subcommand: status")
+            raise usage.UsageError("give a subcommand: status or backup")
 
 
 class QuarantineListOptions(DataDirOptions):
@@ -534,6 +551,17 @@ def journal_status(directory: str, out: TextIO, now: float) -> int:
     return 0
 
 
+def journal_backup(options: JournalBackupOptions, out: TextIO, now: float) -> int:
+    copy = backup_journal(
+        options.data_dir(), options["destination"], now, replace=options["force"]
+    )
+    out.write(
+        f"Journal backed up to {copy.path} ({size(copy.size)}): "
+        f"{counted(copy.pending, 'packet')} to deliver, {copy.quarantined} in quarantine.\n"
+    )
+    return 0
+
+
 def quarantine_list(directory: str, reason: str | None, show_hex: bool, out: TextIO) -> int:
     file = JournalFile(directory, create=False)
     try:
@@ -842,6 +870,8 @@ def main(
     try:
         if command == "decode":
             return decode(sub, out, sys.stdin, time.time_ns())
+        if command == "journal" and sub.subCommand == "backup":
+            return journal_backup(sub.subOptions, out, time.time())
         if command == "journal":
             return journal_status(sub.subOptions.data_dir(), out, time.time())
         if command == "quarantine":

@@ -124,6 +124,16 @@ class LiveJournalTests(SynchronousTestCase):
         self.addCleanup(db.close)
         self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "delete")
 
+    def test_sameSecondNewName(self) -> None:
+        """A second copy in the same second gets a name of its own."""
+        first = backup_journal(self.directory, self.target, NOW)
+        second = backup_journal(self.directory, self.target, NOW)
+        self.assertEqual(
+            sorted(os.listdir(self.target)),
+            ["journal-20231114T221320Z-2.sqlite3", "journal-20231114T221320Z.sqlite3"],
+        )
+        self.assertEqual(contents(first.path), contents(second.path))
+
     def test_existingFileKept(self) -> None:
         """A file of that name is replaced only when asked."""
         path = os.path.join(self.target, "journal.bak")

@@ -42,9 +42,13 @@ class Backup:
     size: int
 
 
-def backup_name(now: float) -> str:
-    """C{journal-20260121T061500Z.sqlite3}: the time in UTC, sortable, no colons."""
-    return time.strftime("journal-%Y%m%dT%H%M%SZ.sqlite3", time.gmtime(now))
+def backup_name(now: float, taken: int = 0) -> str:
+    """
+    C{journal-20260121T061500Z.sqlite3}: the time in UTC, no colons; when
+    C{taken} names of that second are in use, C{journal-20260121T061500Z-2.sqlite3}...
+    """
+    second = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return f"journal-{second}-{taken + 1}.sqlite3" if taken else f"journal-{second}.sqlite3"
 
 
 def backup_journal(
@@ -57,7 +61,7 @@ def backup_journal(
 ) -> Backup:
     """
     Copy the journal in C{directory} to C{destination}: a file, or an existing
-    directory to hold it under L{backup_name}.
+    directory to hold it under a new L{backup_name}.
 
     @param replace: replace C{destination} if it exists.
     @raise JournalError: there is no journal; the destination exists (and not
@@ -68,7 +72,11 @@ def backup_journal(
     if not os.path.exists(journal):
         raise JournalError(f"no journal in {directory} (is --data-dir right?)")
     if os.path.isdir(destination):
-        destination = os.path.join(destination, backup_name(now))
+        folder, taken = destination, 0
+        destination = os.path.join(folder, backup_name(now))
+        while os.path.lexists(destination):
+            taken += 1
+            destination = os.path.join(folder, backup_name(now, taken))
     destination = os.path.abspath(destination)
     folder, name = os.path.split(destination)
     if name in SERVER_FILES and os.path.realpath(folder) == os.path.realpath(directory):

@@ -99,7 +99,7 @@ class JournalBackupOptions(DataDirOptions):
 
 
 class JournalOptions(CommandOptions):
-    synopsis = "status|backup [--data-dir DIR]"
+    synopsis = "status [--data-dir DIR]"
     subCommands = [
         ["status", None, JournalStatusOptions, "Packets to deliver, their age, disk use."],
         ["backup", None, JournalBackupOptions, "A consistent copy, while the server runs."],

@@ -5,6 +5,7 @@ quarantined packets.
     weather journal status     packets to deliver, the oldest one's age, disk use
     weather journal check      whether the journal is damaged, what can be read of it
     weather journal salvage    copy what can be read of a damaged journal into a new one
+    weather journal backup     a consistent copy of the journal, while the server runs
     weather quarantine list    what is in quarantine, and why
     weather replay             decode quarantined packets again and send them
     weather decode PACKET      show a packet's header and readings (hex, file, log line)
@@ -55,6 +56,7 @@ from weather.core.lineprotocol import (
 )
 from weather.core.packet import HEADER_SIZE, PacketRejected, Reason
 from weather.core.timing import PLAUSIBLE_RATIO, TimingInputs
+from weather.journal.backup import backup_journal
 from weather.journal.salvage import Reading, check, salvage
 from weather.journal.service import server_running
 from weather.journal.store import (
@@ -108,6 +110,20 @@ class JournalSalvageOptions(DataDirOptions):
     )
 
 
+class JournalBackupOptions(DataDirOptions):
+    synopsis = "[--data-dir DIR] [--force] [DESTINATION]"
+    longdesc = (
+        "Copy the journal with SQLite's online backup, while the server runs: "
+        "one consistent snapshot, in one file, private (mode 0600). DESTINATION "
+        "is a file, or a directory to hold journal-<UTC time>.sqlite3 (default: "
+        "the current directory)."
+    )
+    optFlags = [["force", "f", "Replace DESTINATION if it exists."]]
+
+    def parseArgs(self, destination: str = ".") -> None:
+        self["destination"] = destination
+
+
 class JournalOptions(CommandOptions):
     synopsis = "status|check|salvage [--data-dir DIR]"
     subCommands = [
@@ -119,11 +135,12 @@ class JournalOptions(CommandOptions):
             JournalSalvageOptions,
             "Copy what can be read of a damaged journal into a new one.",
         ],
+        ["backup", None, JournalBackupOptions, "A consistent copy, while the server runs."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("give a subcommand: status, check or salvage")
+            raise usage.UsageError("give a subcommand: status, check, salvage or backup")
 
 
 class QuarantineListOptions(DataDirOptions):
@@ -461,7 +478,7 @@ class Options(CommandOptions):
         "and quarantine are the server's, or those in --data-dir."
     )
     subCommands = [
-        ["journal", None, JournalOptions, "The journal: status, check, salvage."],
+        ["journal", None, JournalOptions, "The journal: status, check, salvage, backup."],
         ["quarantine", None, QuarantineOptions, "The quarantine: weather quarantine list."],
         ["replay", None, ReplayOptions, "Decode quarantined packets again and send them."],
         ["decode", None, DecodeOptions, "Show a packet's header and readings."],
@@ -648,6 +665,17 @@ def describe_reading(reading: Reading, heading: str, out: TextIO) -> None:
         )
     elif lost:
         out.write(f"Lost:         at most {counted(lost, 'packet')}\n")
+
+
+def journal_backup(options: JournalBackupOptions, out: TextIO, now: float) -> int:
+    copy = backup_journal(
+        options.data_dir(), options["destination"], now, replace=options["force"]
+    )
+    out.write(
+        f"Journal backed up to {copy.path} ({size(copy.size)}): "
+        f"{counted(copy.pending, 'packet')} to deliver, {copy.quarantined} in quarantine.\n"
+    )
+    return 0
 
 
 def quarantine_list(directory: str, reason: str | None, show_hex: bool, out: TextIO) -> int:
@@ -963,6 +991,8 @@ def main(
     try:
         if command == "decode":
             return decode(sub, out, sys.stdin, time.time_ns())
+        if command == "journal" and sub.subCommand == "backup":
+            return journal_backup(sub.subOptions, out, time.time())
         if command == "journal":
             directory = sub.subOptions.data_dir()
             if sub.subCommand == "check":

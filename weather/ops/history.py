@@ -95,8 +95,10 @@ class SeriesHistory:
         self._clear()
 
     def _clear(self) -> None:
-        #: The oldest and newest bucket numbers held (L{_EMPTY}: none).
-        self._first = self._last = _EMPTY
+        #: The oldest and newest bucket numbers held (L{_EMPTY}: none); the
+        #: oldest is None once its bucket is replaced, until L{_oldest} asks.
+        self._first: int | None = _EMPTY
+        self._last = _EMPTY
         self._number = array("q", [_EMPTY]) * BUCKETS
         self._total = array("d", [0.0]) * BUCKETS
         self._low = array("d", [0.0]) * BUCKETS
@@ -117,9 +119,11 @@ class SeriesHistory:
             self.width = fitting_width(first_ns, last_ns)
             return self.width_ns
         width_ns = self.width_ns
-        low = min(first_ns // width_ns, self._first)
+        if self.width == WIDTHS[-1]:
+            return width_ns  # the widest: a ring of the last 24 hours
+        low = min(first_ns // width_ns, self._oldest())
         high = max(last_ns // width_ns, self._last)
-        if high - low >= BUCKETS and self.width < WIDTHS[-1]:
+        if high - low >= BUCKETS:
             self._regroup(fitting_width(low * width_ns, high * width_ns, self.width))
         return self.width_ns
 
@@ -139,21 +143,19 @@ class SeriesHistory:
     def add(self, time_ns: int, value: float) -> None:
         """Count one reading (non-finite values are not charted)."""
         width_ns = self.fit(time_ns, time_ns)
-        self._merge_values(time_ns // width_ns, [value])
+        self.add_spans([(time_ns // width_ns, 0, 1)], [value])
 
     def add_spans(self, spans: Sequence[Span], values: Sequence[float]) -> None:
         """Count a packet's column, cut by L{spans} (of its times, at L{fit}'s width)."""
         for number, start, end in spans:
-            self._merge_values(number, values[start:end])
-
-    def _merge_values(self, number: int, values: Sequence[float]) -> None:
-        total = sum(values)
-        if not math.isfinite(total):
-            values = [v for v in values if math.isfinite(v)]
-            if not values:
-                return
-            total = sum(values)
-        self._merge(number, total, len(values), min(values), max(values))
+            part = values[start:end]
+            total = sum(part)
+            if not math.isfinite(total):
+                part = [v for v in part if math.isfinite(v)]
+                if not part:
+                    continue
+                total = sum(part)
+            self._merge(number, total, len(part), min(part), max(part))
 
     def _merge(
         self, number: int, total: float, count: int, low: float, high: float
@@ -173,15 +175,21 @@ class SeriesHistory:
             self._low[slot] = low
             self._high[slot] = high
             if held == self._first and held != _EMPTY:
-                self._first = min(n for n in self._number if n != _EMPTY)
+                self._first = None  # found again when needed: not on this path
         else:
             return  # older than the ring reaches: dropped
         self.version += 1
         if self._last == _EMPTY:
             self._first = self._last = number
         else:
-            self._first = min(self._first, number)
+            if self._first is not None:
+                self._first = min(self._first, number)
             self._last = max(self._last, number)
+
+    def _oldest(self) -> int:
+        if self._first is None:
+            self._first = min(n for n in self._number if n != _EMPTY)
+        return self._first
 
     def shown(self, now_ns: int) -> tuple[int, int]:
         """
@@ -192,14 +200,16 @@ class SeriesHistory:
             return 0, -1
         width_ns = self.width_ns
         oldest = (now_ns - WINDOW_NS) // width_ns + 1
-        return max(oldest, self._first), min(now_ns // width_ns, self._last)
+        return max(oldest, self._oldest()), min(now_ns // width_ns, self._last)
 
     def buckets(self, now_ns: int | None = None) -> list[Bucket]:
         """
         The buckets held, oldest first: all of them, or those of the 24
         hours up to C{now_ns}.
         """
-        first, last = (self._first, self._last) if now_ns is None else self.shown(now_ns)
+        if self._last == _EMPTY:
+            return []
+        first, last = (self._oldest(), self._last) if now_ns is None else self.shown(now_ns)
         width_ns = self.width_ns
         found = [
             Bucket(

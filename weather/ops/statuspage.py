@@ -60,8 +60,10 @@ svg.chart{display:block;flex:0 1 300px;width:300px;max-width:100%;min-width:8rem
 height:auto}
 svg.chart .band{fill:#c9dcf5}
 svg.chart .line{fill:none;stroke:#1f5fbf;stroke-width:1.5}
-svg.chart .axis{stroke:#d0d5db;stroke-width:1}
-svg.chart text{font-size:10px;fill:#6b7580;font-variant-numeric:tabular-nums}
+svg.chart .axis{fill:none;stroke:#d0d5db;stroke-width:1}
+svg.chart text{font-size:10px;fill:#6b7580;font-variant-numeric:tabular-nums;
+text-anchor:middle}
+svg.chart text.value{text-anchor:end;dominant-baseline:middle}
 @media (max-width:1120px){
  body{padding:.5rem}
  table,thead,tbody,tr,td{display:block}
@@ -84,9 +86,10 @@ svg.chart text{font-size:10px;fill:#6b7580;font-variant-numeric:tabular-nums}
 </thead>
 <tbody t:render="rows" />
 </table>
-<p class="quiet" t:render="footer">Charts: up to the last 24 hours, in steps that fit
-the readings' span (line: mean, band: lowest to highest), kept in memory since the
-server started. <a href="/metrics">/metrics</a> · <a href="/health">/health</a></p>
+<p class="quiet">Charts: up to the last 24 hours, in steps that fit the readings'
+span (line: mean, band: lowest to highest), kept in memory since the server started.
+<t:transparent t:render="times" /> <a href="/metrics">/metrics</a> ·
+<a href="/health">/health</a></p>
 </body>
 </html>"""
 
@@ -236,10 +239,9 @@ def time_ticks(start_ns: int, end_ns: int, zone: tzinfo | None) -> tuple[list[in
     for step in TICKS:
         step_ns = step * NANOSECONDS
         first = -(-(start_ns + offset_ns) // step_ns) * step_ns - offset_ns
-        ticks = list(range(first, end_ns + 1, step_ns))
-        if len(ticks) <= 4:
+        if (end_ns - first) // step_ns < 4:
             break
-    return ticks, "%H:%M:%S" if step < 60 else "%H:%M"
+    return list(range(first, end_ns + 1, step_ns)), "%H:%M:%S" if step < 60 else "%H:%M"
 
 
 def runs(buckets: list[Bucket], width_ns: int) -> list[list[Bucket]]:
@@ -259,10 +261,10 @@ def runs(buckets: list[Bucket], width_ns: int) -> list[list[Bucket]]:
     return found
 
 
-def _text(x: float, y: float, text: str, anchor: str, **more: str) -> Tag:
-    return Tag(
-        "text", {"x": f"{x:.1f}", "y": f"{y:.1f}", "text-anchor": anchor, **more}, [text]
-    )
+def _text(x: float, y: float, text: str, css: str = "") -> Tag:
+    """A label at C{x}, C{y}: centred, or (class value) ending there, middle high."""
+    where = {"x": f"{x:.1f}", "y": f"{y:.1f}"}
+    return Tag("text", {"class": css, **where} if css else where, [text])
 
 
 def draw(
@@ -321,23 +323,19 @@ def draw(
         shapes.append(Tag("polygon", {"class": "band", "points": " ".join(band)}))
         shapes.append(Tag("polyline", {"class": "line", "points": " ".join(line)}))
 
-    labels = [_text(left - 4, y(high), highest, "end", dy=".35em")]
+    labels = [_text(left - 4, y(high), highest, "value")]
     if lowest != highest:
-        labels.append(_text(left - 4, y(low), lowest, "end", dy=".35em"))
+        labels.append(_text(left - 4, y(low), lowest, "value"))
+    # The plot's top and bottom lines, and a tick under each time.
+    axes = [f"M{left:.1f} {PLOT_TOP}H{PLOT_RIGHT}M{left:.1f} {PLOT_BOTTOM}H{PLOT_RIGHT}"]
     ticks, shape = time_ticks(start, end, zone)
-    label_y = CHART_HEIGHT - 4
     for tick in ticks:
         text = f"{local(tick, zone):{shape}}"
         half = DIGIT * len(text) / 2
         middle = min(max(x(tick), left + half - 8), CHART_WIDTH - half)
-        labels.append(_text(middle, label_y, text, "middle"))
-        tick_line = {"x1": f"{x(tick):.1f}", "x2": f"{x(tick):.1f}"}
-        tick_line |= {"y1": f"{PLOT_BOTTOM}", "y2": f"{PLOT_BOTTOM + 3}"}
-        labels.append(Tag("line", {"class": "axis", **tick_line}))
-    frame = [
-        Tag("line", {"class": "axis", "x1": f"{left:.1f}", "x2": f"{PLOT_RIGHT}"} | ys)
-        for ys in ({"y1": f"{y1}", "y2": f"{y1}"} for y1 in (PLOT_TOP, PLOT_BOTTOM))
-    ]
+        labels.append(_text(middle, CHART_HEIGHT - 4, text))
+        axes.append(f"M{x(tick):.1f} {PLOT_BOTTOM}v3")
+    frame = [Tag("path", {"class": "axis", "d": "".join(axes)})]
     shown = f" {unit}" if unit else ""
     first, last = local(start, zone), local(end, zone)
     label = (
@@ -352,7 +350,7 @@ def draw(
         "role": "img",
         "aria-label": label,
     }
-    return Tag("svg", svg, [tags.title(label), *frame, *shapes, *labels])
+    return Tag("svg", svg, [*frame, *shapes, *labels])
 
 
 class ChartCache:
@@ -608,6 +606,5 @@ class StatusElement(Element):
         return tag(rows, "\n")
 
     @renderer
-    def footer(self, request: IRequest | None, tag: Tag) -> Tag:
-        now = local(self.now_ns, self.zone)
-        return tag(f" Times are the server's: {zone_label(now)}.")
+    def times(self, request: IRequest | None, tag: Tag) -> Tag:
+        return tag(f"Times are the server's: {zone_label(local(self.now_ns, self.zone))}.")

@@ -3,8 +3,8 @@ The last 24 hours of each station's readings, kept in memory for the status
 page's charts: the page works without querying InfluxDB.
 
 Readings are summed into buckets (mean, lowest, highest) in a ring of 96
-buckets per series, in compact arrays: about 3.8 KiB per series whatever
-arrives, so 256 stations of 16 values each hold about 15 MiB.  The buckets
+buckets per series, in compact arrays: about 4 KiB per series whatever
+arrives, so 256 stations of 16 values each hold about 16 MiB.  The buckets
 are as narrow as the readings' span allows: a series starts with 1-second
 buckets and widens them (merging what it holds) as its readings spread, up
 to quarter hours for 24 hours.  A two-minute demo is charted in 2-second

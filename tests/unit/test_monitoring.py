@@ -27,6 +27,7 @@ from tests.support import (
     make_settings,
     reference_packet,
 )
+from weather.app.tap import SPARE_DESCRIPTORS
 from weather.ops.selfstats import MEASUREMENT, SelfStatsReporter, self_stat_readings
 from weather.ops.web import (
     HTTP_CONNECTIONS,
@@ -737,3 +738,7 @@ class BoundedEndpointTests(MonitoringTestCase):
         head = f"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: {HTTP_MAX_BODY}\r\n"
         protocol.dataReceived(head.encode() + b"\r\n" + b"x" * HTTP_MAX_BODY)
         self.assertIn(b"200 OK", transport.value())
+
+    def test_fitsTheSpareDescriptors(self) -> None:
+        """At most twice the limit, and room left for the journal, log and InfluxDB."""
+        self.assertLessEqual(2 * HTTP_CONNECTIONS, SPARE_DESCRIPTORS - 16)

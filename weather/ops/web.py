@@ -128,10 +128,12 @@ class StatusPage(ServerPage):
 
 
 #: Connections held at once (see L{ConnectionLimit}).  Prometheus keeps one
-#: per server that scrapes, a browser up to six.  Twice this is the most
-#: descriptors the endpoint uses, part of those kept beside the stations'
-#: (L{weather.app.tap}'s C{SPARE_DESCRIPTORS}).
-HTTP_CONNECTIONS = 32
+#: per server that scrapes, a browser one or two for a page (up to six); a
+#: newcomer past the limit is served all the same.  Twice this is the most
+#: descriptors the endpoint uses: half of those kept beside the stations'
+#: (L{weather.app.tap}'s C{SPARE_DESCRIPTORS}), the rest left to the
+#: journal, the log, InfluxDB and the listeners.
+HTTP_CONNECTIONS = 16
 
 #: Seconds a connection has to send a whole request, from its start or from
 #: its previous response; then it is closed.  Bytes trickled in do not
@@ -152,7 +154,7 @@ class BoundedRequest(Request):
         Answer 413 and close, rather than read, a body that is too large,
         or chunked (of no length announced).
         """
-        super().gotLength(0)
+        super().gotLength(0)  # kept in memory: no more than HTTP_MAX_BODY is read
         if length is None or length > HTTP_MAX_BODY:
             self.channel.transport.write(
                 b"HTTP/1.1 413 Content Too Large\r\nconnection: close\r\n"

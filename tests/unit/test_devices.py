@@ -581,7 +581,7 @@ class LoadDevicesTests(SynchronousTestCase):
         """A FIFO without a writer is refused at once: opening it does not wait."""
         path = self.mktemp()
         os.mkfifo(path)
-        self.assertRefused(path, "is a FIFO, not a regular file")
+        self.assertRefused(path, "a FIFO, not a regular file")
 
     def test_notAFileRefused(self) -> None:
         self.assertRefused(os.path.dirname(os.path.abspath(self.mktemp())), "directory")

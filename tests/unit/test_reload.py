@@ -107,7 +107,7 @@ class ReloadTests(SynchronousTestCase):
         self.send(reference_packet())
         self.assertEqual({p for _, p in self.places()}, {"balcony"})
         [line] = self.messages("weather.app.reload.DevicesReloader")
-        self.assertIn(f"{self.devices} is a FIFO, not a regular file", line)
+        self.assertIn(f"--devices {self.devices}: a FIFO, not a regular file", line)
 
     def test_deeplyNestedOneLine(self) -> None:
         """A file nested 5,000 deep: one line (it was a RecursionError's 2,000)."""

@@ -933,23 +933,23 @@ class DevicesTests(SettingsTestCase):
     def test_missingFile(self) -> None:
         path = os.path.abspath(self.mktemp())
         message = self.assertConfigurationError("--devices", path)
-        self.assertTrue(message.startswith(f"cannot read devices file {path}: "), message)
+        self.assertTrue(message.startswith(f"--devices {path}: cannot read it ("), message)
 
     def test_notToml(self) -> None:
         path = self.write_file("[devices.1\nvalues = \n")
         message = self.assertConfigurationError("--devices", path)
-        self.assertTrue(message.startswith(f"devices file {path}: not valid TOML"), message)
+        self.assertTrue(message.startswith(f"--devices {path}: not valid TOML"), message)
 
     def test_badProfile(self) -> None:
         path = self.write_file('[devices.1]\nvalues = [{ name = "x", type = "u64" }]\n')
         message = self.assertConfigurationError("--devices", path)
-        self.assertTrue(message.startswith(f"devices file {path}: "), message)
+        self.assertTrue(message.startswith(f"--devices {path}: "), message)
         self.assertIn("devices.1.values[0].type", message)
 
     def test_noDevices(self) -> None:
         path = self.write_file("")
         message = self.assertConfigurationError("--devices", path)
-        self.assertTrue(message.startswith(f"devices file {path}: "), message)
+        self.assertTrue(message.startswith(f"--devices {path}: "), message)
 
 
 class TlsTests(SettingsTestCase):

@@ -179,30 +179,30 @@ def load_devices(path: str) -> Mapping[int, DeviceProfile]:
         # O_NONBLOCK: opening a FIFO waits for a writer otherwise.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise DevicesError(f"cannot read devices file {path}: {e.strerror}") from None
+        raise DevicesError(f"--devices {path}: cannot read it ({e.strerror})") from None
     try:
         kind = os.fstat(fd).st_mode
         regular = stat.S_ISREG(kind)
         data = _read(fd, MAX_DEVICES_FILE_SIZE + 1) if regular else b""
     except OSError as e:
-        raise DevicesError(f"cannot read devices file {path}: {e.strerror}") from None
+        raise DevicesError(f"--devices {path}: cannot read it ({e.strerror})") from None
     finally:
         os.close(fd)
     if not regular:
         raise DevicesError(
-            f"devices file {path} is {_file_kind(kind)}, not a regular file: give "
-            "the TOML file itself"
+            f"--devices {path}: {_file_kind(kind)}, not a regular file: give the "
+            "TOML file itself"
         )
     if len(data) > MAX_DEVICES_FILE_SIZE:
-        raise DevicesError(f"devices file {path}: {TOO_LARGE}")
+        raise DevicesError(f"--devices {path}: {TOO_LARGE}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DevicesError(f"devices file {path} is not UTF-8 text: {e}") from None
+        raise DevicesError(f"--devices {path}: not UTF-8 text ({e})") from None
     try:
         return parse_devices(text)
     except DevicesError as e:
-        raise DevicesError(f"devices file {path}: {e}") from None
+        raise DevicesError(f"--devices {path}: {e}") from None
 
 
 def _read(fd: int, most: int) -> bytes:

@@ -17,13 +17,20 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.application.service import IService
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from weather.app.logfile import attach
+from weather.app.logfile import attach, twistd_user
 from weather.app.options import ConfigurationError, Options
+from weather.app.preflight import (
+    Listener,
+    check_data_dir_writable,
+    check_listeners,
+    check_min_free,
+)
 from weather.app.reload import DevicesReloader, HangupService
 from weather.app.settings import Settings, settings_from_options
+from weather.app.signals import QuietRepeatedStop
 from weather.journal.service import (
     LOCKNAME,
     IDiskWorker,
@@ -247,6 +254,15 @@ class MonitoringEndpoint(StreamServerEndpointService):
             raise CannotListen(f"--metrics-port {self.description}: {why}") from None
 
 
+def listeners(service: WeatherService) -> list[Listener]:
+    """The service's listening options (--port, --metrics-port), for checking."""
+    found = [Listener("--port", service.listener.description, service.listener.endpoint)]
+    for side in service.monitoring:
+        if isinstance(side, MonitoringEndpoint):
+            found.append(Listener("--metrics-port", side.description, side.endpoint))
+    return found
+
+
 #: Seconds between counts of the journal's pending packets, for the metrics.
 JOURNAL_STATUS_INTERVAL = 10.0
 
@@ -309,7 +325,8 @@ def _refresh_journal_status(service: WeatherService, limited: RateLimitedLog) ->
         maybeDeferred(journal.refresh_status).addErrback(failed)
 
 
-#: Descriptors beyond station connections: journal, log, InfluxDB, HTTP.
+#: Descriptors beyond station connections: journal, log, InfluxDB, and the
+#: HTTP endpoint's (at most L{weather.ops.web.HTTP_CONNECTIONS}).
 SPARE_DESCRIPTORS = 64
 
 
@@ -388,9 +405,14 @@ def _log_to(
         reactor=reactor,
     )
     if log_file is None:
+        limited = RateLimitedLog(log, reactor, period=60)
 
         def nothing_to_rotate() -> None:
-            log.info("SIGUSR1: this server does not write a log file; nothing to rotate")
+            limited.emit(
+                LogLevel.info,
+                "SIGUSR1",
+                "SIGUSR1: this server does not write a log file; nothing to rotate",
+            )
 
         signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(nothing_to_rotate))
 
@@ -404,6 +426,8 @@ def makeService(options: Options) -> IService:
         settings = settings_from_options(options, os.environ)
         settings = fit_open_files(settings)
         check_data_dir(settings.data_dir)
+        check_data_dir_writable(settings.data_dir, twistd_user(twistd_options or {}))
+        check_min_free(settings.data_dir, settings.journal_min_free_bytes)
         if twistd_options is not None:  # twistd's own reactor, ours to set up
             monotonic_timers(reactor)
         service = build_service(
@@ -415,9 +439,11 @@ def makeService(options: Options) -> IService:
             ntp_client=find_ntp_client() if settings.clock_sync == "auto" else None,
             wall=time.time,
         )
+        check_listeners(listeners(service))
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
     service.add_monitoring(HangupService(reactor, service.reloader.reload))
+    service.add_monitoring(QuietRepeatedStop(reactor))
     if twistd_options is not None:
         service.application_hooks.append(
             lambda application: _log_to(application, twistd_options, settings, reactor)

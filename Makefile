@@ -1,4 +1,5 @@
-# make run   set up a virtualenv and run the server (private InfluxDB if influxd is installed)
+# make run   set up a virtualenv and run the server (private InfluxDB if influxd is installed);
+#            ARGS="--devices devices.toml" passes server options
 # make test       set up a virtualenv and run the whole test suite (lint, unit, integration)
 # make test-unit  the fast tier only (fakes, in-process, no real processes)
 
@@ -17,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard weather/*.py weather/*/*.py twiste
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m weather.tools.quickstart
+	$(BIN)/python -m weather.tools.quickstart $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

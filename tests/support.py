@@ -386,18 +386,13 @@ def journal_quarantined(directory: str) -> list[QuarantinedPacket]:
 
 
 class SetTime:
-    """A reactor whose clock reads what the test says (timers stay real)."""
+    """A wall clock that reads what the test says: a factory's C{wall}."""
 
     def __init__(self, now: float) -> None:
         self.now = now
 
-    def seconds(self) -> float:
+    def __call__(self) -> float:
         return self.now
-
-    def callLater(self, *args, **kwargs):
-        from twisted.internet import reactor
-
-        return reactor.callLater(*args, **kwargs)
 
 
 @implementer(IListeningPort)

@@ -2,15 +2,18 @@
 The Grafana dashboard, C{contrib/grafana/weather.json}: an importable
 dashboard whose every InfluxQL query works.
 
-The structure tests read the JSON only.  The query tests start a real influxd
+The structure tests read the JSON (and the systemd unit, which must write the
+self-statistics the dashboard reads).  The query tests start a real influxd
 and the real server (C{twistd weather}, with C{--self-stats-interval 1}),
 let C{weather simulate} send packets from three stations (two described in
-the devices file, one unknown so that packets get rejected), then run every
-query of the dashboard the way Grafana would send it: template variables,
-C{$timeFilter} and C{$__interval} replaced as Grafana's InfluxDB data source
-does.  Each query must answer without error and with at least one series
-holding a value.  L{EXPECTED_QUERIES} counts the queries, so a new panel
-cannot go untested.
+the devices file, one unknown so that packets get rejected), add readings of
+a measurement without a panel of its own (C{pressure}), then run every query
+of the dashboard the way Grafana would send it: template variables (their
+options made as Grafana makes them, a repeated panel's query once per
+option), C{$timeFilter} and C{$__interval} replaced as Grafana's InfluxDB
+data source does.  Each query must answer without error and with at least
+one series holding a value.  L{EXPECTED_QUERIES} counts the queries, so a
+new panel cannot go untested.
 
 Nothing here is skipped in CI: without influxd the query tests fail there
 (see L{tests.integration.influxd.require_influxd}).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -28,12 +32,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration.daemon import Daemon, wait_until
 from tests.integration.influxd import InfluxServer, free_port
+from tests.integration.test_contrib import exec_start
 from tests.integration.test_integration import TwistdTestCase
 from tests.support import ROOT
+from weather.app.options import declared
+from weather.core.lineprotocol import series_prefix
+from weather.ops.selfstats import MEASUREMENT as SELF_STATS
 
 DASHBOARD_PATH = os.path.join(
     ROOT,
@@ -45,7 +54,7 @@ DASHBOARD_PATH = os.path.join(
 #: Every InfluxQL query of the dashboard: panels' targets and template
 #: variables.  A new panel or target changes this number: then add what it
 #: needs to the simulated data if the query tests do not find it.
-EXPECTED_QUERIES = 20
+EXPECTED_QUERIES = 23
 
 #: The data source input every panel and variable must use.
 DATASOURCE = {"type": "influxdb", "uid": "${DS_INFLUXDB}"}
@@ -67,6 +76,10 @@ PLACES = ("station-1", "garden (north)")
 STATIONS = 3
 PACKETS = 2
 
+#: A measurement of another layout (README's devices.7), with its own field.
+OTHER_MEASUREMENT = "pressure"
+OTHER_FIELD = "hpa"
+
 
 def load_dashboard(path: str = DASHBOARD_PATH) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
@@ -84,10 +97,14 @@ def all_panels(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Query:
-    """One InfluxQL query of the dashboard, and where it is."""
+    """
+    One InfluxQL query of the dashboard, where it is, and the variable its
+    panel repeats for (Grafana runs it once per value, with that value only).
+    """
 
     where: str
     text: str
+    repeat: str | None = None
 
 
 def dashboard_queries(dashboard: Mapping[str, Any]) -> list[Query]:
@@ -101,7 +118,7 @@ def dashboard_queries(dashboard: Mapping[str, Any]) -> list[Query]:
     for panel in all_panels(dashboard):
         for target in panel.get("targets", []):
             where = f"panel {panel.get('id')} {panel.get('title')!r} {target.get('refId')}"
-            queries.append(Query(where, target.get("query")))
+            queries.append(Query(where, target.get("query"), panel.get("repeat")))
     return queries
 
 
@@ -109,6 +126,25 @@ def variables_used(text: str) -> set[str]:
     return {
         next(name for name in match.groups() if name) for match in VARIABLE.finditer(text)
     }
+
+
+def variable_options(values: Sequence[str], regex: str = "") -> list[str]:
+    """
+    A query variable's options as Grafana makes them of its query's
+    C{values} (metricNamesToVariableValues): its regex (C{/.../}) keeps the
+    values it matches, and a value becomes its first capture group when the
+    regex has one; sorted (sort 1) without repeats.
+    """
+    if not regex:
+        return sorted(set(values))
+    pattern, flags = re.fullmatch(r"/(.*)/([gimsuy]*)", regex).groups()
+    compiled = re.compile(pattern, re.IGNORECASE if "i" in flags else 0)
+    options = set()
+    for value in values:
+        match = compiled.search(value)
+        if match is not None:
+            options.add(match.group(1) if compiled.groups else value)
+    return sorted(options)
 
 
 def escape_regex(value: str) -> str:
@@ -284,7 +320,8 @@ class DashboardStructureTests(SynchronousTestCase):
     def test_variablesDefined(self) -> None:
         """
         Every variable a query uses is defined or Grafana's own; a multi-value
-        variable appears only inside a regex match, where (a|b) is valid.
+        variable appears only inside an anchored regex, of a tag match or of
+        FROM, where (a|b) is valid.
         """
         defined = {v["name"]: v for v in self.dashboard["templating"]["list"]}
         for query in dashboard_queries(self.dashboard):
@@ -293,7 +330,7 @@ class DashboardStructureTests(SynchronousTestCase):
                 if name in defined and defined[name].get("multi"):
                     for match in re.finditer(r"\$" + name + r"\b", query.text):
                         before = query.text[: match.start()]
-                        self.assertTrue(before.endswith("=~ /^"), query.where)
+                        self.assertTrue(before.endswith(("=~ /^", "FROM /^")), query.where)
                         self.assertTrue(
                             query.text[match.end() :].startswith("$/"), query.where
                         )
@@ -315,14 +352,77 @@ class DashboardStructureTests(SynchronousTestCase):
             units, {"temperature": "celsius", "humidity": "humidity", "light": "lux"}
         )
 
-    def test_placeVariable(self) -> None:
-        (place,) = self.dashboard["templating"]["list"]
-        self.assertEqual(place["name"], "place")
+    def test_variables(self) -> None:
+        """
+        Place: the places of every measurement, so that a station without
+        temperature is listed.  Server: the host tags of the server's own
+        figures.  Both multi-valued, All matching everything.
+        """
+        place, measurement, host = self.dashboard["templating"]["list"]
         self.assertEqual(
-            place["query"], 'SHOW TAG VALUES FROM "temperature" WITH KEY = "place"'
+            (place["name"], place["query"]), ("place", 'SHOW TAG VALUES WITH KEY = "place"')
         )
-        self.assertTrue(place["multi"])
-        self.assertTrue(place["includeAll"])
+        self.assertEqual(
+            (host["name"], host["query"]),
+            ("host", f'SHOW TAG VALUES FROM "{SELF_STATS}" WITH KEY = "host"'),
+        )
+        self.assertEqual(
+            (measurement["name"], measurement["query"]),
+            ("measurement", "SHOW MEASUREMENTS"),
+        )
+        for variable in (place, measurement, host):
+            self.assertTrue(variable["multi"], variable["name"])
+            self.assertTrue(variable["includeAll"], variable["name"])
+        self.assertEqual((place["allValue"], host["allValue"]), (".*", ".*"))
+
+    def test_measurementVariable(self) -> None:
+        """
+        The Measurement variable leaves out exactly the measurements that
+        have panels of their own and the server's own figures: any other
+        measurement gets a panel.
+        """
+        (measurement,) = [
+            v for v in self.dashboard["templating"]["list"] if v["name"] == "measurement"
+        ]
+        named = {
+            name
+            for query in dashboard_queries(self.dashboard)
+            for name in re.findall(r'FROM "([^"]+)"', query.text)
+        }
+        self.assertEqual(named, {"temperature", "humidity", "light", SELF_STATS})
+        others = ["pressure", "soil_moisture", "light_2", "temperature_outside", "wind"]
+        self.assertEqual(
+            variable_options([*named, *others], measurement["regex"]), sorted(others)
+        )
+
+    def test_repeatedPanel(self) -> None:
+        """
+        One panel repeated per measurement: the mean of every field, per
+        place, as the readings panels draw theirs.
+        """
+        repeated = [panel for panel in self.panels if panel.get("repeat")]
+        self.assertEqual([p["repeat"] for p in repeated], ["measurement"])
+        (panel,) = repeated
+        self.assertEqual(panel["title"], "$measurement")
+        self.assertEqual((panel["repeatDirection"], panel["maxPerRow"]), ("h", 2))
+        self.assertEqual(panel["gridPos"]["w"] * panel["maxPerRow"], 24)
+        (target,) = panel["targets"]
+        self.assertEqual(
+            target["query"],
+            'SELECT mean(*) FROM /^$measurement$/ WHERE $timeFilter AND "place" =~ '
+            '/^$place$/ GROUP BY time($__interval), "place" fill(none)',
+        )
+        self.assertEqual(target["alias"], "$tag_place")
+
+    def test_selfStatsOfOneServer(self) -> None:
+        """Every query of the server's own figures is filtered by the Server variable."""
+        for query in dashboard_queries(self.dashboard):
+            if query.text.startswith("SELECT") and SELF_STATS in query.text:
+                self.assertIn(
+                    f'FROM "{SELF_STATS}" WHERE $timeFilter AND "host" =~ /^$host$/',
+                    query.text,
+                    query.where,
+                )
 
     def test_everyQueryFound(self) -> None:
         """
@@ -340,8 +440,31 @@ class DashboardStructureTests(SynchronousTestCase):
         self.assertTrue(all(q.text for q in queries))
 
 
+class StationHealthOutOfTheBoxTests(SynchronousTestCase):
+    """The systemd unit writes the figures the Station health panels read."""
+
+    def test_unitWritesSelfStatistics(self) -> None:
+        argv = exec_start({"CREDENTIALS_DIRECTORY": "/run/credentials/weather.service"})
+        options = ServerOptions()
+        options.parseOptions(argv[1:])
+        option = declared("self-stats-interval")
+        interval = option.value(options.subOptions[option.name])
+        # Often enough for the per-hour panels and Last seen to mean something.
+        self.assertTrue(0 < interval <= 300, interval)
+
+
 class InterpolationTests(SynchronousTestCase):
     """Macros and variables replaced as Grafana's InfluxDB data source does."""
+
+    def test_variableOptions(self) -> None:
+        """A regex keeps what it matches, or its first group; a lookahead, the value."""
+        values = ["b", "weather_internal", "a", "b"]
+        self.assertEqual(variable_options(values), ["a", "b", "weather_internal"])
+        self.assertEqual(variable_options(values, "/^(?!weather_internal$)/"), ["a", "b"])
+        self.assertEqual(variable_options(values, "/^weather_(.*)/"), ["internal"])
+        self.assertEqual(variable_options(["A"], "/^a$/i"), ["A"])
+        # A capture group inside the lookahead: Grafana takes its (empty) text.
+        self.assertEqual(variable_options(["a"], "/^(?!(x)$)/"), [None])
 
     def test_regexValue(self) -> None:
         self.assertEqual(regex_value(["balcony"], ".*"), "balcony")
@@ -349,6 +472,8 @@ class InterpolationTests(SynchronousTestCase):
             regex_value(["garden (north)", "a/b.c"], ".*"), r"(garden \(north\)|a\/b\.c)"
         )
         self.assertEqual(regex_value(None, ".*"), ".*")
+        # A variable without values: Grafana writes an empty group.
+        self.assertEqual(regex_value([], None), "()")
 
     def test_interpolate(self) -> None:
         text = (
@@ -376,21 +501,26 @@ class DashboardQueriesTests(TwistdTestCase):
     def test_everyQueryAnswers(self) -> None:
         started = time.time()
         self.feed()
+        self.feed_other_measurement()
         dashboard = load_dashboard()
         queries = dashboard_queries(dashboard)
         self.assertEqual(len(queries), EXPECTED_QUERIES)
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}
 
-        # The variable's own query gives its values, as in Grafana.
+        # The variable's own query gives its values, and its regex its
+        # options, as in Grafana.
         options: dict[str, list[str]] = {}
         for name, variable in variables.items():
             answer = self.influx.query(variable["query"], self.database)
-            options[name] = sorted(
-                row[1]
+            values = [
+                row[-1]
                 for s in answer["results"][0].get("series", [])
                 for row in s["values"]
-            )
+            ]
+            options[name] = variable_options(values, variable.get("regex", ""))
         self.assertEqual(options["place"], sorted(PLACES))
+        self.assertEqual(options["measurement"], [OTHER_MEASUREMENT])
+        self.assertEqual(options["host"], [socket.gethostname()])
 
         now_ms = int(time.time() * 1000) + 1000
         start_ms = int(started * 1000) - 7_200_000
@@ -398,9 +528,17 @@ class DashboardQueriesTests(TwistdTestCase):
         # about 900 points), one place chosen; then an absolute range with
         # several places; then All.
         views = [
-            (relative_time_filter("15m"), "1s", {"place": [PLACES[1]]}),
-            (absolute_time_filter(start_ms, now_ms), "1s", {"place": list(PLACES)}),
-            (relative_time_filter("24h"), "1s", {"place": None}),
+            (
+                relative_time_filter("15m"),
+                "1s",
+                {"place": [PLACES[1]], "host": options["host"]},
+            ),
+            (
+                absolute_time_filter(start_ms, now_ms),
+                "1s",
+                {"place": list(PLACES), "host": options["host"]},
+            ),
+            (relative_time_filter("24h"), "1s", {"place": None, "host": None}),
         ]
         problems = []
         for time_filter, interval, chosen in views:
@@ -410,12 +548,33 @@ class DashboardQueriesTests(TwistdTestCase):
             }
             places = chosen["place"] or PLACES
             for query in queries:
-                text = interpolate(query.text, time_filter, interval, values)
-                problem = query_problem(self.influx, self.database, text, places)
-                if problem:
-                    problems.append(f"{query.where}: {problem}\n    {text}")
+                # A repeated panel runs once per option, with that value alone.
+                for option in options[query.repeat] if query.repeat else [None]:
+                    scoped = dict(values)
+                    if query.repeat:
+                        scoped[query.repeat] = regex_value([option], None)
+                    text = interpolate(query.text, time_filter, interval, scoped)
+                    problem = query_problem(self.influx, self.database, text, places)
+                    if problem:
+                        problems.append(
+                            f"{query.where} {option or ''}: {problem}\n    {text}"
+                        )
         if problems:
             self.fail(f"{len(problems)} queries fail:\n" + "\n".join(problems))
+
+        # With no measurement to repeat for, the panel stands alone, for All
+        # of no values: its query finds nothing rather than failing.
+        for query in queries:
+            if query.repeat:
+                text = interpolate(
+                    query.text,
+                    relative_time_filter("24h"),
+                    "1s",
+                    {"place": ".*", query.repeat: regex_value([], None)},
+                )
+                self.assertEqual(
+                    query_problem(self.influx, self.database, text), "no series", text
+                )
 
     def test_checkerFlagsEmptyAndBrokenQueries(self) -> None:
         """The check can fail: no series, only nulls, errors."""
@@ -489,6 +648,19 @@ class DashboardQueriesTests(TwistdTestCase):
         )
         self.assertEqual(simulated.returncode, 0, simulated.stdout + simulated.stderr)
         wait_until(self.fed, timeout=30, what="readings and self-statistics in InfluxDB")
+
+    def feed_other_measurement(self) -> None:
+        """
+        Readings of L{OTHER_MEASUREMENT} for every place, as a station of
+        another layout would have them stored: a measurement the dashboard
+        names nowhere, with a field of its own.
+        """
+        lines = "".join(
+            f"{series_prefix(OTHER_MEASUREMENT, [('place', place)], OTHER_FIELD)}{value}\n"
+            for place, value in zip(PLACES, (1013.2, 1009.8), strict=True)
+        )
+        status, body = self.influx.write(self.database, lines)
+        self.assertEqual(status, 204, body)
 
     def weather(self, *args: str) -> str:
         result = subprocess.run(

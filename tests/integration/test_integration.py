@@ -131,7 +131,7 @@ class ServiceIntoInfluxDBTests(InfluxTestCase):
         service = build_service(settings, reactor)
         t0 = float(int(time.time()) - 7200)
         clock = SetTime(t0)
-        service.listener.factory.clock = clock
+        service.listener.factory.wall = clock
         service.startService()
         stopped = False
         try:

@@ -194,7 +194,7 @@ class InfluxDBOutageTests(InProcessMixin, TestCase):
         )
         t0 = tuesday_noon_last_week()
         clock = SetTime(t0)
-        service.listener.factory.clock = clock
+        service.listener.factory.wall = clock
         service.startService()
         port = self.port_of(service)
         journal = service.journal
@@ -523,7 +523,7 @@ class InfluxFaultTests(InProcessMixin, TestCase):
             proxy_url, devices, "--flush-interval", "0.05", "--max-backoff", "1"
         )
         clock = SetTime(t0)
-        service.listener.factory.clock = clock
+        service.listener.factory.wall = clock
         service.startService()
         port = self.port_of(service)
         started = time.monotonic()
@@ -765,7 +765,7 @@ class DiskFullTests(InProcessMixin, TestCase):
         journal.retry_interval = self.retry_interval
         t0 = tuesday_noon_last_week()
         clock = SetTime(t0)
-        factory.clock = clock
+        factory.wall = clock
         service.startService()
         port = self.port_of(service)
         started = time.monotonic()

@@ -118,7 +118,7 @@ class ServerMixin:
     def send_plan(self, service: WeatherService, t0: int):
         """Start C{service}, send L{PLAN}'s packets; fires with (bytes, arrival ns)."""
         clock = SetTime(t0)
-        service.listener.factory.clock = clock
+        service.listener.factory.wall = clock
         service.startService()
         port = service.listener.port.getHost().port
         sent = []

@@ -500,8 +500,10 @@ class HelpTests(SynchronousTestCase):
         """Each command's usage line names it once, after one 'Usage:'."""
         cases = {
             (): "Usage: weather <command> [options]",
-            ("journal",): "Usage: weather journal status [--data-dir DIR]",
+            ("journal",): "Usage: weather journal status|check|salvage [--data-dir DIR]",
             ("journal", "status"): "Usage: weather journal status [--data-dir DIR]",
+            ("journal", "check"): "Usage: weather journal check [--data-dir DIR]",
+            ("journal", "salvage"): "Usage: weather journal salvage [--data-dir DIR]",
             ("quarantine",): "Usage: weather quarantine list [--data-dir DIR] "
             "[--reason R] [--hex]",
             ("quarantine", "list"): "Usage: weather quarantine list [--data-dir DIR] "

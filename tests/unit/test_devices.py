@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from weather.app.settings import load_devices
 from weather.core.devices import (
+    MAX_DEVICES_FILE_SIZE,
     REFERENCE_DEVICES,
     REFERENCE_STATION,
     DeviceProfile,
@@ -290,6 +291,17 @@ class ParseDevicesTests(SynchronousTestCase):
             self.assertIn(fragment, message)
         return caught.exception
 
+    def test_deeplyNested(self) -> None:
+        """Arrays or tables 5,000 deep: one error, not a RecursionError."""
+        self.assertError("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply")
+        self.assertError("a = " + "{ b = " * 5000 + "1" + " }" * 5000, "nested too deeply")
+
+    def test_tooLarge(self) -> None:
+        """Past the limit the text is not parsed; up to it, it is."""
+        padding = "#" * (MAX_DEVICES_FILE_SIZE - len(GOOD) - 1) + "\n"
+        self.assertEqual(len(parse_devices(padding + GOOD)), len(parse_devices(GOOD)))
+        self.assertError(padding + GOOD + "#", "larger than 1 MiB")
+
     def test_badToml(self) -> None:
         self.assertError("[devices.1\nvalues = ", "not valid TOML")
         self.assertError('[devices.1]\nvalues = [{ name = "x" }]\nvalues = 1\n', "TOML")
@@ -558,6 +570,29 @@ class LoadDevicesTests(SynchronousTestCase):
         with self.assertRaises(DevicesError) as caught:
             load_devices(path)
         self.assertIn(path, str(caught.exception))
+
+    def assertRefused(self, path: str, *fragments: str) -> None:
+        with self.assertRaises(DevicesError) as caught:
+            load_devices(path)
+        for fragment in (path, *fragments):
+            self.assertIn(fragment, str(caught.exception))
+
+    def test_fifoRefused(self) -> None:
+        """A FIFO without a writer is refused at once: opening it does not wait."""
+        path = self.mktemp()
+        os.mkfifo(path)
+        self.assertRefused(path, "a FIFO, not a regular file")
+
+    def test_notAFileRefused(self) -> None:
+        self.assertRefused(os.path.dirname(os.path.abspath(self.mktemp())), "directory")
+        self.assertRefused(os.devnull, "character device")
+
+    def test_tooLargeNotRead(self) -> None:
+        """A file past the limit: refused, though it is valid TOML."""
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(GOOD + "#" * MAX_DEVICES_FILE_SIZE)
+        self.assertRefused(path, "larger than 1 MiB")
 
     def test_invalidContentNamesFile(self) -> None:
         path = self.mktemp()

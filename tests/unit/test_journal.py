@@ -210,7 +210,7 @@ class JournalFileTests(SynchronousTestCase):
             f.write(b"this is not SQLite" * 100)
         with self.assertRaises(JournalError) as caught:
             JournalFile(directory)
-        self.assertIn("cannot open the journal", str(caught.exception))
+        self.assertIn("is not an SQLite database", str(caught.exception))
 
     def test_uncreatableDirectory(self) -> None:
         blocker = self.mktemp()

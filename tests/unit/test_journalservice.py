@@ -533,20 +533,6 @@ class FreeSpaceTests(SynchronousTestCase):
         self.clock.advance(60)
         self.assertEqual(len(self.reclaimed), 3)  # no more measuring
 
-    def test_failedCommitGivesBackSpace(self) -> None:
-        """A commit the disk refuses gives back what it can before the retry."""
-        db = self.journal.file.connection
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        db.execute(f"PRAGMA max_page_count = {pages}")
-        with capturedLogs():
-            held = self.journal.append(packet(T0, records=1000))
-        self.assertNoResult(held)
-        self.assertEqual(len(self.reclaimed), 1)
-        db.execute("PRAGMA max_page_count = 1000000")
-        self.clock.advance(5)
-        self.successResultOf(held)
-        self.assertFalse(self.journal.full)
-
 
 class LockTests(SynchronousTestCase):
     def test_oneServerPerDirectory(self) -> None:

@@ -292,24 +292,35 @@ class RotateOrReopenTests(LogFileTestMixin, SynchronousTestCase):
 
     def test_burstRotatesOnce(self) -> None:
         """
-        A burst of SIGUSR1s rotates once, not pushing the history out of the
-        kept files with files of a line each; a second later it rotates again.
+        A burst of SIGUSR1s (each less than a second after the one before)
+        rotates once however long it lasts, not pushing the history out of
+        the kept files with files of a line each, and logs two lines; after
+        a second without one, a signal rotates again.
         """
         self.log_file.write("history\n")
-        actions = [rotate_or_reopen(self.log_file) for _ in range(5)]
-        self.assertEqual(actions, ["rotated"] + ["kept"] * 4)
+        actions = []
+        for _ in range(40):  # 20 s of a signal every half second
+            actions.append(rotate_or_reopen(self.log_file))
+            self.clock.advance(SIGUSR1_INTERVAL / 2)
+        self.assertEqual(actions, ["rotated"] + ["kept"] * 39)
         self.assertEqual(self.rotated(), ["weather.log.1"])
         self.assertEqual(read(self.path + ".1"), b"history\n")
         lines = read(self.path).decode().splitlines()
-        self.assertEqual(len(lines), 5)
+        self.assertEqual(len(lines), 2)
+        self.assertRegex(lines[0], r"Log file .*weather\.log rotated on SIGUSR1$")
         self.assertRegex(
-            lines[-1],
-            r"Log file .*weather\.log kept on SIGUSR1: rotated or reopened less than "
-            r"1 s ago$",
+            lines[1],
+            r"Log file .*weather\.log kept on SIGUSR1: signals less than 1 s apart are "
+            r"one burst, which rotates once; the rest of it is not logged$",
         )
-        self.clock.advance(SIGUSR1_INTERVAL)
+        self.clock.advance(SIGUSR1_INTERVAL / 2)
         self.assertEqual(rotate_or_reopen(self.log_file), "rotated")
         self.assertEqual(self.rotated(), ["weather.log.1", "weather.log.2"])
+
+    def test_sizeRotationIsNoSignal(self) -> None:
+        """A rotation by size does not make the next SIGUSR1 part of a burst."""
+        self.log_file.rotate()
+        self.assertEqual(rotate_or_reopen(self.log_file), "rotated")
 
     def test_reopenNotHeldBack(self) -> None:
         """

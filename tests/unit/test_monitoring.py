@@ -12,9 +12,11 @@ import socket
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakeinflux import FakeInfluxDB
@@ -25,7 +27,14 @@ from tests.support import (
     make_settings,
     reference_packet,
 )
+from weather.app.tap import SPARE_DESCRIPTORS
 from weather.ops.selfstats import MEASUREMENT, SelfStatsReporter, self_stat_readings
+from weather.ops.web import (
+    HTTP_CONNECTIONS,
+    HTTP_MAX_BODY,
+    HTTP_REQUEST_TIMEOUT,
+    ConnectionLimit,
+)
 from weather.server.clock import FakeClockStatus
 from weather.server.pipeline import REJECTION_REASONS
 from weather.server.service import WeatherService
@@ -67,7 +76,7 @@ class MonitoringTestCase(SynchronousTestCase):
 
     @property
     def http(self) -> StubTreq:
-        return StubTreq(self.service.monitoring[0].factory.resource)
+        return StubTreq(self.service.monitoring[0].factory.wrappedFactory.resource)
 
     def send(self, data: bytes, peer=PEER) -> StringTransport:
         factory = self.service.listener.factory
@@ -609,3 +618,127 @@ class ClockWaitTests(MonitoringTestCase):
         self.assertEqual(samples["weather_clock_synchronized"], {(): 1.0})
         _, page = self.get("/")
         self.assertNotIn(b"wait for the clock", page)
+
+
+class BoundedEndpointTests(MonitoringTestCase):
+    """
+    The HTTP endpoint holds at most HTTP_CONNECTIONS connections, gives each
+    HTTP_REQUEST_TIMEOUT seconds per request however it trickles, and takes
+    no body larger than HTTP_MAX_BODY.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.service.startService()
+        self.factory: ConnectionLimit = self.service.monitoring[0].factory
+        self.peers = 0
+
+    def connect(self) -> tuple[Protocol, StringTransport] | None:
+        self.peers += 1
+        peer = IPv4Address("TCP", "127.0.0.1", 40000 + self.peers)
+        protocol = self.factory.buildProtocol(peer)
+        if protocol is None:
+            return None
+        transport = StringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        self.addCleanup(self.lose, protocol)
+        return protocol, transport
+
+    def lose(self, protocol: Protocol) -> None:
+        """What a real transport does once closed: the timeouts are cancelled."""
+        if protocol.wrappedProtocol is not None:
+            protocol.connectionLost(Failure(ConnectionDone()))
+
+    def test_idleLongestMakesRoom(self) -> None:
+        """
+        At the limit a new connection is taken and the one idle longest
+        (since it connected or was answered) is closed at once: idle
+        connections cannot keep a health check out.
+        """
+        held = []
+        for _ in range(HTTP_CONNECTIONS):
+            held.append(self.connect())
+            self.reactor.advance(0.5)
+        first, second = held[0], held[1]
+        first[0].dataReceived(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"200 OK", first[1].value())
+        with capturedLogs() as events:
+            newcomer = self.connect()
+        self.assertIsNotNone(newcomer)
+        self.assertTrue(second[1].disconnecting)
+        self.assertFalse(first[1].disconnecting)
+        self.assertEqual((self.factory.evicted, self.factory.refused), (1, 0))
+        [line] = [formatEvent(e) for e in events]
+        self.assertEqual(
+            line,
+            f"{HTTP_CONNECTIONS} connections to the monitoring endpoint, the most it "
+            f"holds: closed the one idle longest ({HTTP_CONNECTIONS / 2 - 0.5:.0f} s, "
+            "from 127.0.0.1) for a new one",
+        )
+        newcomer[0].dataReceived(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"200 OK", newcomer[1].value())
+
+    def test_neverTwiceTheLimit(self) -> None:
+        """
+        Closed connections count until they are gone: with as many of them
+        as the limit, a new connection is closed instead.
+        """
+        held = [self.connect() for _ in range(2 * HTTP_CONNECTIONS)]
+        self.assertEqual(self.factory.evicted, HTTP_CONNECTIONS)
+        self.assertIsNone(self.connect())
+        self.assertEqual(self.factory.refused, 1)
+        closed = [c for c in held if c[1].disconnecting]
+        self.assertEqual(len(closed), HTTP_CONNECTIONS)
+        closed[0][0].connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(self.connect())
+
+    def test_trickledRequestCut(self) -> None:
+        """A byte now and then does not extend the time for a request."""
+        protocol, transport = self.connect()
+        request = b"GET /health HTTP/1.1\r\nHost: x\r\n"
+        for byte in request:  # a byte every half second, never the end of the headers
+            protocol.dataReceived(bytes([byte]))
+            self.reactor.advance(0.5)
+        self.reactor.advance(HTTP_REQUEST_TIMEOUT - len(request) / 2 - 0.5)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.5)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+
+    def test_timeFromEachAnswer(self) -> None:
+        """A kept-alive connection (Prometheus') gets the time again after each answer."""
+        protocol, transport = self.connect()
+        for _ in range(3):
+            self.reactor.advance(HTTP_REQUEST_TIMEOUT - 1)
+            protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(transport.value().count(b"200 OK"), 3)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(HTTP_REQUEST_TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+
+    def test_largeBodyRefused(self) -> None:
+        """A body over HTTP_MAX_BODY, or of no stated length, is not read: 413."""
+        for headers in (
+            f"Content-Length: {HTTP_MAX_BODY + 1}",
+            "Transfer-Encoding: chunked",
+        ):
+            protocol, transport = self.connect()
+            protocol.dataReceived(
+                f"POST /metrics HTTP/1.1\r\nHost: x\r\n{headers}\r\n\r\n".encode()
+                + b"x" * 100
+            )
+            self.assertTrue(
+                transport.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n"),
+                transport.value(),
+            )
+            self.assertTrue(transport.disconnecting)
+
+    def test_smallBodyTaken(self) -> None:
+        protocol, transport = self.connect()
+        head = f"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: {HTTP_MAX_BODY}\r\n"
+        protocol.dataReceived(head.encode() + b"\r\n" + b"x" * HTTP_MAX_BODY)
+        self.assertIn(b"200 OK", transport.value())
+
+    def test_fitsTheSpareDescriptors(self) -> None:
+        """At most twice the limit, and room left for the journal, log and InfluxDB."""
+        self.assertLessEqual(2 * HTTP_CONNECTIONS, SPARE_DESCRIPTORS - 16)

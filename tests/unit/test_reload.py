@@ -96,6 +96,28 @@ class ReloadTests(SynchronousTestCase):
         self.send(reference_packet())
         self.assertEqual({p for _, p in self.places()}, {"balcony"})
 
+    def test_fifoRefusedWithoutBlocking(self) -> None:
+        """
+        A FIFO in place of the file (no writer): one line and the old
+        profiles, at once (opening it to read would wait for a writer).
+        """
+        os.remove(self.devices)
+        os.mkfifo(self.devices)
+        self.assertFalse(self.service.reloader.reload())
+        self.send(reference_packet())
+        self.assertEqual({p for _, p in self.places()}, {"balcony"})
+        [line] = self.messages("weather.app.reload.DevicesReloader")
+        self.assertIn(f"--devices {self.devices}: a FIFO, not a regular file", line)
+
+    def test_deeplyNestedOneLine(self) -> None:
+        """A file nested 5,000 deep: one line (it was a RecursionError's 2,000)."""
+        self.write_devices("[devices.1]\nvalues = " + "[" * 5000 + "]" * 5000 + "\n")
+        self.assertFalse(self.service.reloader.reload())
+        [line] = self.messages("weather.app.reload.DevicesReloader")
+        self.assertIn("nested too deeply", line)
+        self.assertNotIn("\n", line)
+        self.assertEqual(self.service.reloader.failures, 1)
+
     def test_noDevicesFile(self) -> None:
         applied = []
         reloader = DevicesReloader(None, applied.append, {})
@@ -131,3 +153,18 @@ class HangupServiceTests(SynchronousTestCase):
         self.assertEqual(actions, ["reload"])
         service.restore()
         self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+
+    def test_burstReloadsOnce(self) -> None:
+        """SIGHUPs that arrive before the reload has run are one reload."""
+        reactor = FakeReactor()
+        actions: list[str] = []
+        service = HangupService(reactor, lambda: actions.append("reload"))
+        service.startService()
+        self.addCleanup(service.restore)
+        for _ in range(5):
+            service.hangup(signal.SIGHUP, None)
+        self.assertEqual(len(reactor.calls), 1)
+        reactor.calls[0]()
+        self.assertEqual(actions, ["reload"])
+        service.hangup(signal.SIGHUP, None)  # after it ran: another
+        self.assertEqual(len(reactor.calls), 2)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import fcntl
 import io
 import os
 import re
+import signal
 import sys
 
 from treq.testing import StubTreq
-from twisted.application.service import IServiceMaker
+from twisted.application.service import Application, IServiceMaker
 from twisted.internet.ssl import KeyPair
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
@@ -26,8 +28,9 @@ from twisted.web.resource import Resource
 
 from tests.support import ROOT
 from weather import __version__
-from weather.app import tap
+from weather.app import preflight, tap
 from weather.app.options import DECLARED, TOPICS, Option
+from weather.app.reload import HangupService
 from weather.app.settings import (
     DATA_DIR_VARIABLE,
     PASSWORD_VARIABLE,
@@ -37,6 +40,7 @@ from weather.app.settings import (
     Settings,
     settings_from_options,
 )
+from weather.app.signals import QuietRepeatedStop
 from weather.core.devices import REFERENCE_DEVICES
 from weather.core.packet import MAX_PACKET_SIZE
 from weather.journal.service import (
@@ -930,23 +934,23 @@ class DevicesTests(SettingsTestCase):
     def test_missingFile(self) -> None:
         path = os.path.abspath(self.mktemp())
         message = self.assertConfigurationError("--devices", path)
-        self.assertTrue(message.startswith(f"cannot read devices file {path}: "), message)
+        self.assertTrue(message.startswith(f"--devices {path}: cannot read it ("), message)
 
     def test_notToml(self) -> None:
         path = self.write_file("[devices.1\nvalues = \n")
         message = self.assertConfigurationError("--devices", path)
-        self.assertTrue(message.startswith(f"devices file {path}: not valid TOML"), message)
+        self.assertTrue(message.startswith(f"--devices {path}: not valid TOML"), message)
 
     def test_badProfile(self) -> None:
         path = self.write_file('[devices.1]\nvalues = [{ name = "x", type = "u64" }]\n')
         message = self.assertConfigurationError("--devices", path)
-        self.assertTrue(message.startswith(f"devices file {path}: "), message)
+        self.assertTrue(message.startswith(f"--devices {path}: "), message)
         self.assertIn("devices.1.values[0].type", message)
 
     def test_noDevices(self) -> None:
         path = self.write_file("")
         message = self.assertConfigurationError("--devices", path)
-        self.assertTrue(message.startswith(f"devices file {path}: "), message)
+        self.assertTrue(message.startswith(f"--devices {path}: "), message)
 
 
 class TlsTests(SettingsTestCase):
@@ -996,6 +1000,13 @@ class MakeServiceTests(SettingsTestCase):
         # Should a test forget --data-dir, the default is not the real home's.
         self.patch(os, "environ", {"HOME": os.path.abspath(self.mktemp())})
         self.data_dir = os.path.abspath(self.mktemp())
+        self.in_use: set[int] = set()
+        self.patch(preflight, "bind_probe", self.bind)
+
+    def bind(self, interface: str, port: int) -> None:
+        """The ports are bound in the integration tests, not here."""
+        if port in self.in_use:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
 
     def make(self, *args: str):
         return tap.makeService(parse("--data-dir", self.data_dir, *args))
@@ -1018,6 +1029,73 @@ class MakeServiceTests(SettingsTestCase):
         self.assertEqual(
             self.assertExits("--port", "bogus:1"),
             "weather: --port bogus:1: Unknown endpoint type: 'bogus'",
+        )
+
+    def test_portInUse(self) -> None:
+        """Checked before twistd daemonizes, so the message is one line."""
+        self.in_use.add(8266)
+        self.assertEqual(
+            self.assertExits(),
+            "weather: --port tcp:8266: port 8266 is in use: stop what listens there "
+            "(ss -ltnp 'sport = :8266') or give another port",
+        )
+
+    def test_metricsPortInUse(self) -> None:
+        self.in_use.add(9266)
+        self.assertTrue(
+            self.assertExits("--metrics-port", "9266").startswith(
+                "weather: --metrics-port tcp:9266:interface=127.0.0.1: port 9266 is in use"
+            )
+        )
+
+    def test_samePortTwice(self) -> None:
+        self.assertEqual(
+            self.assertExits("--metrics-port", "8266"),
+            "weather: --metrics-port tcp:8266:interface=127.0.0.1: the same port as "
+            "--port tcp:8266: give another",
+        )
+
+    def test_badInfluxUrl(self) -> None:
+        self.assertEqual(
+            self.assertExits("--influx-url", "http://[::1"),
+            "weather: --influx-url 'http://[::1': not a URL (Invalid IPv6 URL): give "
+            "one such as http://localhost:8086 or http://[::1]:8086",
+        )
+
+    def test_absurdMinFree(self) -> None:
+        self.assertTrue(
+            self.assertExits("--journal-min-free", "99999999G").startswith(
+                "weather: --journal-min-free 99999999G: more than half of the file system"
+            )
+        )
+
+    def test_dataDirCannotBeWritten(self) -> None:
+        if not os.path.isdir("/proc/1"):
+            self.skipTest("no /proc/1 here")
+        self.data_dir = "/proc/1"
+        self.assertTrue(
+            self.assertExits().startswith(
+                "weather: --data-dir /proc/1: cannot create files in /proc/1"
+            )
+        )
+
+    def test_deeplyNestedDevicesFile(self) -> None:
+        path = self.write_file("a = " + "[" * 5000 + "]" * 5000 + "\n")
+        self.assertIn("nested too deeply", self.assertExits("--devices", path))
+
+    def test_sigusr1WithoutLogFile(self) -> None:
+        """Logging to stdout, a burst of SIGUSR1 is answered in one line."""
+        self.addCleanup(signal.signal, signal.SIGUSR1, signal.getsignal(signal.SIGUSR1))
+        reactor = MemoryReactorClock()
+        reactor.callFromThread = lambda f, *args, **kwargs: f(*args, **kwargs)
+        twistd_options = {"nodaemon": True, "logfile": None}
+        with capturedLogs() as events:
+            tap._log_to(Application("weather"), twistd_options, settings(), reactor)
+            for _ in range(5):
+                signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            ["SIGUSR1: this server does not write a log file; nothing to rotate"],
         )
 
     def test_badDevicesFile(self) -> None:
@@ -1046,6 +1124,10 @@ class MakeServiceTests(SettingsTestCase):
     def test_service(self) -> None:
         service = self.make("--port", "tcp:0:interface=127.0.0.1")
         self.assertIsInstance(service, WeatherService)
+        self.assertEqual(
+            [type(side) for side in service.monitoring][-2:],
+            [HangupService, QuietRepeatedStop],
+        )
         self.assertEqual(service.listener.description, "tcp:0:interface=127.0.0.1")
         self.assertFalse(service.running)
         self.assertEqual(service.journal.directory, self.data_dir)
@@ -1076,7 +1158,7 @@ class MakeServiceTests(SettingsTestCase):
         os.makedirs(self.data_dir)
         with open(os.path.join(self.data_dir, FILENAME), "wb") as f:
             f.write(b"not SQLite at all" * 200)
-        self.assertTrue(self.assertExits().startswith("weather: cannot open the journal"))
+        self.assertTrue(self.assertExits().startswith("weather: the journal "))
 
     def test_dataDirInUse(self) -> None:
         os.makedirs(self.data_dir)

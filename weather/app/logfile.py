@@ -29,7 +29,13 @@ from twisted.python.logfile import LogFile
 
 from weather.app.logformat import json_observer, text_observer
 
-__all__ = ["RotatingLogFile", "attach", "install_sigusr1", "rotate_or_reopen"]
+__all__ = [
+    "RotatingLogFile",
+    "attach",
+    "install_sigusr1",
+    "rotate_or_reopen",
+    "twistd_user",
+]
 
 log = Logger()
 
@@ -37,8 +43,9 @@ log = Logger()
 #: (adm, a log shipper) reads, others nothing.  Exact, whatever the umask.
 FILE_MODE = 0o640
 
-#: SIGUSR1 leaves alone a log rotated or reopened less than this many seconds
-#: ago: a burst of signals rotates once instead of pushing the history out.
+#: A SIGUSR1 less than this many seconds after the one before belongs to the
+#: same burst: a burst rotates once, however long it lasts, instead of
+#: pushing the history out of the kept files.
 SIGUSR1_INTERVAL = 1.0
 
 
@@ -72,7 +79,7 @@ class RotatingLogFile(LogFile):
         @param owner: uid and gid (-1: unchanged) to give files this creates
             while running as root: the user twistd switches to (C{--uid}),
             who has to rotate them later, as has logrotate's C{su} user.
-        @param seconds: a monotonic clock, for L{SIGUSR1_INTERVAL}.
+        @param seconds: a monotonic clock, for the gaps between signals.
         @raise ValueError: C{max_bytes} or C{keep} is negative.
         @raise OSError: the file cannot be opened.
         """
@@ -84,7 +91,9 @@ class RotatingLogFile(LogFile):
             )
         self.owner = owner
         self._seconds = seconds
-        self._changed_at = -float("inf")  # last rotated or reopened
+        self._asked_at = -float("inf")  # the last signal
+        #: Signals of the current burst that rotated nothing.
+        self.kept = 0
         self._retry_at = 0  # the size at which to try a failed rotation again
         LogFile.__init__(
             self,
@@ -179,7 +188,7 @@ class RotatingLogFile(LogFile):
         has grown by C{rotateLength} more: not on every line.
         """
         try:
-            self.rotate_or_reopen()
+            self._rotate_or_reopen()
         except OSError as e:
             line = (
                 f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} [{__name__}] cannot rotate "
@@ -191,27 +200,33 @@ class RotatingLogFile(LogFile):
         else:
             self._retry_at = 0
 
-    def rotate_or_reopen(self, min_interval: float = 0.0) -> str:
+    def rotate_or_reopen(self, burst_gap: float = 0.0) -> str:
         """
         Rotate if the file at C{path} is still ours, else (an external tool
         moved or deleted it) open C{path} afresh; say which: C{"rotated"},
-        C{"reopened"}, or C{"kept"} if the last of either was less than
-        C{min_interval} seconds ago.  LogFile can only rotate, renaming
-        whatever file is at C{path} now.
+        C{"reopened"}, or C{"kept"}: asked less than C{burst_gap} seconds
+        after the last time, in a burst that has rotated already (L{kept}
+        counts those).  An external tool's move is always followed.
+        LogFile can only rotate, renaming whatever file is at C{path} now.
 
         @raise OSError: neither could be done; the open file is kept.
         """
+        now = self._seconds()
+        in_burst, self._asked_at = now - self._asked_at < burst_gap, now
+        if in_burst and self._names_open_file(self.path):
+            self.kept += 1
+            return "kept"
+        self.kept = 0
+        return self._rotate_or_reopen()
+
+    def _rotate_or_reopen(self) -> str:
+        """L{rotate_or_reopen}, now."""
         if not self._names_open_file(self.path):
             self.reopen()
-            action = "reopened"
-        elif self._seconds() - self._changed_at < min_interval:
-            return "kept"
-        else:
-            self._shift()
-            self._replace()
-            action = "rotated"
-        self._changed_at = self._seconds()
-        return action
+            return "reopened"
+        self._shift()
+        self._replace()
+        return "rotated"
 
     def _names_open_file(self, path: str) -> bool:
         """Whether C{path} names the file open (False if nothing is there)."""
@@ -279,12 +294,13 @@ threadable.synchronize(RotatingLogFile)
 def rotate_or_reopen(log_file: RotatingLogFile) -> str:
     """
     What SIGUSR1 does: rotate the log now, or reopen it if an external tool
-    moved it away; nothing if either was done less than L{SIGUSR1_INTERVAL}
-    ago.  Logs what was done (in the new file) and returns it: C{"rotated"},
-    C{"reopened"}, C{"kept"} or C{"failed"}.
+    moved it away; nothing within a burst (signals less than
+    L{SIGUSR1_INTERVAL} apart) that has rotated already.  Logs what was done
+    (in the new file; in a burst, only the first signal left alone) and
+    returns it: C{"rotated"}, C{"reopened"}, C{"kept"} or C{"failed"}.
     """
     try:
-        action = log_file.rotate_or_reopen(min_interval=SIGUSR1_INTERVAL)
+        action = log_file.rotate_or_reopen(burst_gap=SIGUSR1_INTERVAL)
     except OSError as e:
         log.warn(
             "Log file {path} not rotated: {error}",
@@ -293,12 +309,13 @@ def rotate_or_reopen(log_file: RotatingLogFile) -> str:
         )
         return "failed"
     if action == "kept":
-        log.info(
-            "Log file {path} kept on SIGUSR1: rotated or reopened less than "
-            "{interval:g} s ago",
-            path=log_file.path,
-            interval=SIGUSR1_INTERVAL,
-        )
+        if log_file.kept == 1:
+            log.info(
+                "Log file {path} kept on SIGUSR1: signals less than {interval:g} s "
+                "apart are one burst, which rotates once; the rest of it is not logged",
+                path=log_file.path,
+                interval=SIGUSR1_INTERVAL,
+            )
     else:
         log.info("Log file {path} {action} on SIGUSR1", path=log_file.path, action=action)
     return action
@@ -319,7 +336,7 @@ def install_sigusr1(
     return signal.signal(signal.SIGUSR1, on_sigusr1)
 
 
-def _owner(twistd_options: Mapping[str, Any]) -> tuple[int, int] | None:
+def twistd_user(twistd_options: Mapping[str, Any]) -> tuple[int, int] | None:
     """The uid and gid twistd will switch to (C{--uid}, C{--gid}), if any."""
     uid, gid = twistd_options.get("uid"), twistd_options.get("gid")
     if uid is None and gid is None:
@@ -373,7 +390,7 @@ def attach(
             os.path.dirname(path),
             max_bytes=max_bytes,
             keep=keep,
-            owner=_owner(twistd_options),
+            owner=twistd_user(twistd_options),
         )
     except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

@@ -178,12 +178,21 @@ def metrics_port(text: str) -> str:
 
 
 def influx_url(text: str) -> str:
-    parts = urlsplit(text)
-    if "@" in parts.netloc:
+    try:
+        parts = urlsplit(text)
+        netloc = parts.netloc
+    except ValueError as e:  # an unclosed [ of an IPv6 address, say
+        parts, netloc, bad = None, text, e
+    if "@" in netloc:
         # Checked first, so that no message below repeats a password.
         raise ValueError(
             "must not hold credentials: use --username with "
             f"--password-file or ${PASSWORD_VARIABLE}"
+        )
+    if parts is None:
+        raise ValueError(
+            f"{text!r}: not a URL ({bad}): give one such as http://localhost:8086 "
+            "or http://[::1]:8086"
         )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(

@@ -83,10 +83,12 @@ def _ids(devices: list[int]) -> str:
 
 class HangupService(Service):
     """
-    While running, SIGHUP calls C{action} in the reactor thread.  Once
-    stopped, SIGHUP is ignored rather than handed back to the default action,
-    which would end the process in the middle of its stop (a flush, the
-    journal's last commit); L{restore} puts the previous handler back.
+    While running, SIGHUP calls C{action} in the reactor thread, once for
+    the signals that arrive before it runs (a burst reloads once, not once
+    per signal).  Once stopped, SIGHUP is ignored rather than handed back to
+    the default action, which would end the process in the middle of its
+    stop (a flush, the journal's last commit); L{restore} puts the previous
+    handler back.
     """
 
     log = Logger()
@@ -96,6 +98,7 @@ class HangupService(Service):
         self.action = action
         self._previous: Any = None
         self._installed = False
+        self._pending = False
 
     def startService(self) -> None:
         super().startService()
@@ -111,9 +114,12 @@ class HangupService(Service):
 
     def hangup(self, signum: int, frame: object) -> None:
         """The signal handler: run the action soon, in the reactor thread."""
-        self.reactor.callFromThread(self._hungup)
+        if not self._pending:
+            self._pending = True
+            self.reactor.callFromThread(self._hungup)
 
     def _hungup(self) -> None:
+        self._pending = False
         if self.running:
             self.action()
         else:

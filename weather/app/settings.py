@@ -28,7 +28,9 @@ from weather.app.options import (
     data_dir,
 )
 from weather.core.devices import (
+    MAX_DEVICES_FILE_SIZE,
     REFERENCE_DEVICES,
+    TOO_LARGE,
     DeviceProfile,
     DevicesError,
     parse_devices,
@@ -167,19 +169,67 @@ def _target(
 def load_devices(path: str) -> Mapping[int, DeviceProfile]:
     """
     Read the devices file (--devices; the core parses it, this reads it).
+    Only a regular file is read, and no more of it than the core takes: a
+    FIFO or a device would block the reactor (SIGHUP re-reads in it) or
+    never end.
 
     @raise DevicesError: the file is unreadable or invalid; the message names
         the file and says what to fix.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DevicesError(f"cannot read devices file {path}: {e}") from None
+        # O_NONBLOCK: opening a FIFO waits for a writer otherwise.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise DevicesError(f"--devices {path}: cannot read it ({e.strerror})") from None
+    try:
+        kind = os.fstat(fd).st_mode
+        regular = stat.S_ISREG(kind)
+        data = _read(fd, MAX_DEVICES_FILE_SIZE + 1) if regular else b""
+    except OSError as e:
+        raise DevicesError(f"--devices {path}: cannot read it ({e.strerror})") from None
+    finally:
+        os.close(fd)
+    if not regular:
+        raise DevicesError(
+            f"--devices {path}: {_file_kind(kind)}, not a regular file: give the "
+            "TOML file itself"
+        )
+    if len(data) > MAX_DEVICES_FILE_SIZE:
+        raise DevicesError(f"--devices {path}: {TOO_LARGE}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DevicesError(f"--devices {path}: not UTF-8 text ({e})") from None
     try:
         return parse_devices(text)
     except DevicesError as e:
-        raise DevicesError(f"devices file {path}: {e}") from None
+        raise DevicesError(f"--devices {path}: {e}") from None
+
+
+def _read(fd: int, most: int) -> bytes:
+    """Up to C{most} bytes of C{fd}: all of them unless the file ends first."""
+    chunks = []
+    while most > 0:
+        chunk = os.read(fd, most)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        most -= len(chunk)
+    return b"".join(chunks)
+
+
+def _file_kind(mode: int) -> str:
+    """What C{mode} says a file is, in words."""
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def _profiles(path: str | None) -> Mapping[int, DeviceProfile]:

@@ -17,13 +17,20 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.application.service import IService
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from weather.app.logfile import attach
+from weather.app.logfile import attach, twistd_user
 from weather.app.options import ConfigurationError, Options
+from weather.app.preflight import (
+    Listener,
+    check_data_dir_writable,
+    check_listeners,
+    check_min_free,
+)
 from weather.app.reload import DevicesReloader, HangupService
 from weather.app.settings import Settings, settings_from_options
+from weather.app.signals import QuietRepeatedStop
 from weather.journal.service import (
     LOCKNAME,
     IDiskWorker,
@@ -31,7 +38,7 @@ from weather.journal.service import (
     ThreadDiskWorker,
     check_lock,
 )
-from weather.journal.store import FILENAME, JournalError, JournalFile
+from weather.journal.store import JournalError, check_journal
 from weather.ops.metrics import ServerMetrics
 from weather.ops.selfstats import SelfStatsReporter
 from weather.ops.stations import StationBook
@@ -61,6 +68,25 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 def boot_clock_ns() -> int:
     """The machine's boot clock: monotonic, counting suspend (C{CLOCK_BOOTTIME})."""
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def monotonic_timers(reactor: Any) -> None:
+    """
+    Run C{reactor}'s timers on the monotonic clock rather than the wall
+    clock, so that a step of the wall clock (NTP's first sync, a person
+    setting it) neither holds nor hastens idle timeouts, packet deadlines,
+    flushes, backoff and rate limits.  What needs the wall clock (arrival
+    stamps, quarantine and status-page times) reads it itself.
+
+    Twisted's reactors read their time from C{seconds} alone, for every
+    delayed call (L{twisted.internet.base.ReactorBase.callLater}); calls
+    already scheduled are moved to the new clock.
+    """
+    offset = time.monotonic() - reactor.seconds()
+    reactor.seconds = time.monotonic
+    for call in reactor.getDelayedCalls():
+        call.time += offset
+        call.seconds = time.monotonic
 
 
 def read_boot_id(path: str = BOOT_ID_PATH) -> str | None:
@@ -97,6 +123,7 @@ def build_service(
     boot_id: str | None = None,
     clock_status: IClockStatus | None = None,
     ntp_client: str | None = None,
+    wall: Callable[[], float] | None = None,
 ) -> WeatherService:
     """
     Assemble the server from checked settings; C{reactor} times and listens,
@@ -106,7 +133,9 @@ def build_service(
     are the machine's boot clock and boot id (None: packets are spaced on
     the wall clock alone).  C{clock_status} says whether the wall clock is
     synchronized and C{ntp_client} which NTP client runs, for --clock-sync
-    (no status or no boot clock: the wall clock is trusted).
+    (no status or no boot clock: the wall clock is trusted).  C{wall} is
+    the wall clock, where C{reactor}'s timers run on another
+    (L{monotonic_timers}); by default, C{reactor.seconds}.
     """
     if endpoint is None:
         endpoint = station_endpoint(settings, reactor)
@@ -126,6 +155,7 @@ def build_service(
         max_backoff=settings.max_backoff,
         shutdown_timeout=settings.shutdown_timeout,
         max_pending=settings.max_pending,
+        wall=wall,
     )
     journal = Journal(
         settings.data_dir,
@@ -136,10 +166,13 @@ def build_service(
         quarantine_max_bytes=settings.quarantine_max_bytes,
         shutdown_timeout=settings.shutdown_timeout,
         boot_id=boot_id,
+        wall=wall,
     )
     gate = None
     if clock_status is not None and boot_clock is not None:
-        gate = clock_gate(settings, reactor, clock_status, ntp_client, boot_clock, boot_id)
+        gate = clock_gate(
+            settings, reactor, clock_status, ntp_client, boot_clock, boot_id, wall
+        )
     pipeline = PacketPipeline(settings.profiles, journal, writer, reactor, clock_gate=gate)
     admission = Admission(
         reactor,
@@ -156,6 +189,7 @@ def build_service(
         max_packet_size=settings.max_packet_size,
         admission=admission,
         boot_clock=boot_clock,
+        wall=wall,
     )
     listener = StationListener(endpoint, factory, reactor, settings.port, settings.grace)
     service = WeatherService(journal, writer, pipeline, listener, close)
@@ -165,7 +199,7 @@ def build_service(
         settings.devices_file, pipeline.set_profiles, settings.profiles
     )
     if settings.metrics_port is not None or settings.self_stats_interval:
-        add_monitoring(service, settings, reactor)
+        add_monitoring(service, settings, reactor, wall)
     return service
 
 
@@ -176,6 +210,7 @@ def clock_gate(
     ntp_client: str | None,
     boot_clock: Callable[[], int],
     boot_id: str | None,
+    wall: Callable[[], float] | None = None,
 ) -> ClockGate:
     """
     What --clock-sync makes of this machine, said once in the log.
@@ -201,7 +236,7 @@ def clock_gate(
         why=why,
         state=state,
     )
-    return ClockGate(status, reactor, boot_clock, boot_id, wait=wait)
+    return ClockGate(status, reactor, boot_clock, boot_id, wait=wait, wall=wall)
 
 
 class MonitoringEndpoint(StreamServerEndpointService):
@@ -220,18 +255,32 @@ class MonitoringEndpoint(StreamServerEndpointService):
             raise CannotListen(f"--metrics-port {self.description}: {why}") from None
 
 
+def listeners(service: WeatherService) -> list[Listener]:
+    """The service's listening options (--port, --metrics-port), for checking."""
+    found = [Listener("--port", service.listener.description, service.listener.endpoint)]
+    for side in service.monitoring:
+        if isinstance(side, MonitoringEndpoint):
+            found.append(Listener("--metrics-port", side.description, side.endpoint))
+    return found
+
+
 #: Seconds between counts of the journal's pending packets, for the metrics.
 JOURNAL_STATUS_INTERVAL = 10.0
 
 
-def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) -> None:
+def add_monitoring(
+    service: WeatherService,
+    settings: Settings,
+    reactor: Any,
+    wall: Callable[[], float] | None = None,
+) -> None:
     """The HTTP endpoint, the self-statistics and the journal counts they show."""
-    metrics = ServerMetrics(service, reactor)
+    metrics = ServerMetrics(service, reactor, wall)
     service.metrics = metrics
     if settings.metrics_port is not None:
         from weather.ops.web import monitoring_site
 
-        site = monitoring_site(service, metrics, reactor, settings.unhealthy_after)
+        site = monitoring_site(service, metrics, reactor, settings.unhealthy_after, wall)
         try:
             endpoint = serverFromString(reactor, settings.metrics_port)
         except Exception as e:
@@ -247,7 +296,9 @@ def add_monitoring(service: WeatherService, settings: Settings, reactor: Any) ->
         tags: tuple[tuple[str, str], ...] = (
             ("host", settings.self_stats_host or socket.gethostname()),
         )
-        reporter = SelfStatsReporter(metrics.registry, service.writer, reactor, tags)
+        reporter = SelfStatsReporter(
+            metrics.registry, service.writer, reactor, tags, wall=wall
+        )
         service.add_monitoring(
             _timer(settings.self_stats_interval, reporter.report, reactor)
         )
@@ -275,7 +326,8 @@ def _refresh_journal_status(service: WeatherService, limited: RateLimitedLog) ->
         maybeDeferred(journal.refresh_status).addErrback(failed)
 
 
-#: Descriptors beyond station connections: journal, log, InfluxDB, HTTP.
+#: Descriptors beyond station connections: journal, log, InfluxDB, and the
+#: HTTP endpoint's (at most L{weather.ops.web.HTTP_CONNECTIONS}).
 SPARE_DESCRIPTORS = 64
 
 
@@ -327,8 +379,7 @@ def check_data_dir(directory: str) -> None:
     try:
         if os.path.exists(os.path.join(directory, LOCKNAME)):
             check_lock(directory)
-        if os.path.exists(os.path.join(directory, FILENAME)):
-            JournalFile(directory, create=False).close()
+        check_journal(directory)
     except JournalError as e:
         raise ConfigurationError(str(e)) from None
     existing = directory
@@ -355,9 +406,14 @@ def _log_to(
         reactor=reactor,
     )
     if log_file is None:
+        limited = RateLimitedLog(log, reactor, period=60)
 
         def nothing_to_rotate() -> None:
-            log.info("SIGUSR1: this server does not write a log file; nothing to rotate")
+            limited.emit(
+                LogLevel.info,
+                "SIGUSR1",
+                "SIGUSR1: this server does not write a log file; nothing to rotate",
+            )
 
         signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(nothing_to_rotate))
 
@@ -366,10 +422,15 @@ def makeService(options: Options) -> IService:
     """twistd's entry point: check the options, build the server."""
     from twisted.internet import reactor
 
+    twistd_options = getattr(options, "parent", None)
     try:
         settings = settings_from_options(options, os.environ)
         settings = fit_open_files(settings)
         check_data_dir(settings.data_dir)
+        check_data_dir_writable(settings.data_dir, twistd_user(twistd_options or {}))
+        check_min_free(settings.data_dir, settings.journal_min_free_bytes)
+        if twistd_options is not None:  # twistd's own reactor, ours to set up
+            monotonic_timers(reactor)
         service = build_service(
             settings,
             reactor,
@@ -377,11 +438,13 @@ def makeService(options: Options) -> IService:
             boot_id=read_boot_id(),
             clock_status=KernelClockStatus(),
             ntp_client=find_ntp_client() if settings.clock_sync == "auto" else None,
+            wall=time.time,
         )
+        check_listeners(listeners(service))
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
     service.add_monitoring(HangupService(reactor, service.reloader.reload))
-    twistd_options = getattr(options, "parent", None)
+    service.add_monitoring(QuietRepeatedStop(reactor))
     if twistd_options is not None:
         service.application_hooks.append(
             lambda application: _log_to(application, twistd_options, settings, reactor)

@@ -346,16 +346,32 @@ def _profile(key: str, table: object) -> DeviceProfile:
     return DeviceProfile(device_id, tuple(sorted(checked_tags.items())), specs, delay)
 
 
+#: The largest devices file read, in bytes: 255 stations of 4 KiB each.
+#: More is no fleet's description but a mistake (a log, a disk image).
+MAX_DEVICES_FILE_SIZE = 1 << 20
+TOO_LARGE = (
+    f"larger than {MAX_DEVICES_FILE_SIZE >> 20} MiB: a devices file describes at "
+    "most 255 stations; is it the right file?"
+)
+
+
 def parse_devices(text: str) -> Mapping[int, DeviceProfile]:
     """
     Build profiles from the text of a devices file.
 
     @raise DevicesError: saying what to fix.
     """
+    if len(text) > MAX_DEVICES_FILE_SIZE:
+        raise DevicesError(TOO_LARGE)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise DevicesError(f"not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses into each nested array and table
+        raise DevicesError(
+            "arrays or tables nested too deeply to read: a devices file nests a "
+            "few levels ([devices.N], values = [{ ... }])"
+        ) from None
     unknown = sorted(set(document) - {"devices"})
     if unknown:
         raise DevicesError(f"unknown top-level key {unknown[0]!r} (expected [devices.N])")

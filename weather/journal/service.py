@@ -152,9 +152,12 @@ class Journal(Service):
         shutdown_timeout: float,
         retry_interval: float = 5.0,
         boot_id: str | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         self.directory = os.path.abspath(directory)
         self.clock = clock
+        #: The wall clock, for when packets went to quarantine.
+        self.wall = wall if wall is not None else clock.seconds
         self.worker = worker
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
@@ -474,7 +477,7 @@ class Journal(Service):
         return entry_id
 
     def _quarantine(self, reason: str, detail: str, refused=()) -> Quarantine:
-        return Quarantine(reason, detail, round(self.clock.seconds() * 1e9), refused)
+        return Quarantine(reason, detail, round(self.wall() * 1e9), refused)
 
     def _add(self, entry: JournalEntry, quarantine: Quarantine | None) -> Deferred:
         durable: Deferred[JournalEntry] = Deferred()
@@ -508,15 +511,10 @@ class Journal(Service):
 
     def _commit(self, file: JournalFile, changes: Changes) -> tuple[int, Sizes, int]:
         """
-        In the worker: commit, then measure the live size, the quarantine's
-        and the free space.  A commit the disk refuses first gives back
-        what space it can, for the next try.
+        In the worker: commit, then measure the live size, what the packets
+        hold and the free space.
         """
-        try:
-            used = file.commit(changes)
-        except sqlite3.Error:
-            file.reclaim()
-            raise
+        used = file.commit(changes)
         return used, file.sizes(), self.free_bytes(self.directory)
 
     def _committed(

@@ -17,22 +17,44 @@ the whole transaction or none of it.  The database holds
 
 A journal of an older schema is upgraded in place when opened (L{UPGRADES}).
 
+A damaged journal is never quietly replaced by an empty one.  A new journal
+is written whole under another name and then linked into place, so a
+journal file always holds the schema; once it exists, a marker file
+(L{MARKER}) records that this directory had one.  A journal that is then
+missing, empty or not an SQLite file is refused (L{JournalDamaged}) with
+what to run: C{weather journal check} and C{weather journal salvage}
+(L{weather.journal.salvage}).
+
 This module is synchronous and does blocking I/O: the server calls it from
 one worker thread (L{weather.journal.service}), the command-line tool directly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
+import shlex
 import sqlite3
+import tempfile
+import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from weather.core.packet import Packet
 from weather.core.timing import StationState, TimingInputs
 
 FILENAME = "journal.sqlite3"
+#: Written once the directory's first journal is in place: a journal missing
+#: from a directory that has it was lost, not yet to be made.
+MARKER = "journal.created"
+#: Where C{weather journal salvage} works; while it is there, nothing opens
+#: the journal.
+SALVAGING = "salvage"
+#: The journal's files: itself, its write-ahead log and shared-memory index.
+SUFFIXES = ("", "-wal", "-shm")
+SQLITE_MAGIC = b"SQLite format 3\x00"
 #: The schema this code reads and writes (SQLite's C{user_version}).
 SCHEMA_VERSION = 2
 #: Past this many free pages' worth of bytes, give space back to the file system.
@@ -104,6 +126,35 @@ ENTRY_COLUMNS = (
 
 class JournalError(Exception):
     """The journal cannot be opened or read; the message says why."""
+
+
+class JournalDamaged(JournalError):
+    """
+    The data directory had a journal and now holds a missing, empty or
+    unreadable one; the message says which and what to run.
+    """
+
+    def __init__(self, directory: str, what: str) -> None:
+        path = os.path.join(directory, FILENAME)
+        super().__init__(f"the journal {path} {what}: {recovery(directory)}")
+
+
+def recovery(directory: str) -> str:
+    """What to run about a damaged journal in C{directory}."""
+    given = f" --data-dir {shlex.quote(directory)}"
+    return (
+        f"run 'weather journal check{given}' to see what can be read, then "
+        f"'weather journal salvage{given}' to copy every readable packet into a "
+        "new journal (the damaged one is kept)"
+    )
+
+
+def journal_error(directory: str, error: sqlite3.Error) -> JournalError:
+    """What to say when using the journal in C{directory} failed with C{error}."""
+    if _damage_error(error):
+        return JournalDamaged(directory, f"cannot be read ({error})")
+    why = f"cannot use the journal {os.path.join(directory, FILENAME)}: {error}"
+    return JournalError(unusable_file(directory) or why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,10 +252,14 @@ class Changes:
 
 class JournalFile:
     """
-    The SQLite journal in C{directory}.  Not thread-safe: use it from one
-    thread at a time.
+    The SQLite journal in C{directory}, made there if C{create} and the
+    directory never had one.  Not thread-safe: use it from one thread at a
+    time.
 
-    @raise JournalError: the file cannot be opened, or is from a newer version.
+    @raise JournalDamaged: the directory had a journal and holds a missing,
+        empty or unreadable one (L{damaged}).
+    @raise JournalError: the file cannot be opened (its files that cannot be
+        read and written are named), or is from a newer version.
     """
 
     def __init__(
@@ -231,22 +286,75 @@ class JournalFile:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as e:
                 raise JournalError(f"cannot create {directory}: {e.strerror}") from None
-        elif not os.path.exists(self.path):
-            raise JournalError(f"no journal in {directory} (is --data-dir right?)")
-        if create and not os.path.exists(self.path):
-            try:  # private: SQLite gives its -wal and -shm files the same mode
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            except OSError as e:
-                raise JournalError(f"cannot create {self.path}: {e.strerror}") from None
+        damage = damaged(directory)
+        if damage is not None:
+            raise JournalDamaged(directory, damage)
+        if not os.path.exists(self.path):
+            if not create:
+                raise JournalError(f"no journal in {directory} (is --data-dir right?)")
+            self._create()
+        else:  # SQLite would open it read-only, and make read-only files beside it
+            problem = unusable_file(directory)
+            if problem is not None:
+                raise JournalError(problem)
         try:
             self.connection = self._connect(read_only)
             if read_only and _version(self.connection) < SCHEMA_VERSION:
+                # An older schema is upgraded first: that writes.
                 self.connection.close()
                 self.connection, read_only = self._connect(False), False
-            if not read_only:
-                self._prepare()
         except sqlite3.Error as e:
-            raise JournalError(f"cannot open the journal {self.path}: {e}") from None
+            raise journal_error(directory, e) from None
+        try:
+            self._prepare(read_only)
+        except BaseException as e:
+            self.connection.close()
+            if isinstance(e, sqlite3.Error):
+                raise journal_error(directory, e) from None
+            raise
+        if create:
+            mark_journal(directory)
+
+    def _create(self) -> None:
+        """Write a new journal whole, then link it into place: never half made."""
+        try:
+            descriptor, new = tempfile.mkstemp(
+                prefix=f".{FILENAME}.new-", dir=self.directory
+            )
+            os.close(descriptor)
+        except OSError as e:
+            raise JournalError(
+                unusable_file(self.directory)
+                or f"cannot create a journal in {self.directory}: {e.strerror}"
+            ) from None
+        try:
+            create_journal(new)
+            try:
+                os.link(new, self.path)
+            except FileExistsError:
+                pass  # another opener made it meanwhile
+            except OSError:  # no hard links here: the server's lock keeps others out
+                os.rename(new, self.path)
+            sync_directory(self.directory)
+        except (OSError, sqlite3.Error) as e:
+            raise JournalError(f"cannot create {self.path}: {e}") from None
+        finally:
+            for suffix in SUFFIXES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(new + suffix)
+
+    def verify(self) -> None:
+        """
+        SQLite's quick check of every page (reads the whole file).
+
+        @raise JournalDamaged: it found damage.
+        """
+        try:
+            found = problems(self.connection.execute("PRAGMA quick_check(5)"))
+        except sqlite3.Error as e:
+            raise journal_error(self.directory, e) from None
+        if found:
+            raise JournalDamaged(self.directory, f"is damaged ({'; '.join(found)})")
 
     def _connect(self, read_only: bool) -> sqlite3.Connection:
         """
@@ -274,18 +382,25 @@ class JournalFile:
             connection = sqlite3.connect(uri + "&immutable=1", uri=True, **options)
         return connection
 
-    def _prepare(self) -> None:
+    def _prepare(self, read_only: bool = False) -> None:
+        """
+        Check the schema and, unless C{read_only}, set the connection up and
+        upgrade an older schema.  Nothing is written otherwise: a journal on
+        a full disk opens.
+        """
         db = self.connection
         version = _version(db)
+        if version == 0:  # a journal is linked into place with its schema
+            raise JournalDamaged(self.directory, "holds no journal tables")
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"{self.path} was written by a newer version of weather "
                 f"(schema {version}); upgrade weather to read it"
             )
-        if version == 0:
-            # Before the first table exists, or never (on an existing file
-            # it writes, which a full disk refuses).
-            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        if read_only:
+            return
+        # (auto_vacuum was chosen when the journal was made, create_journal:
+        # setting it again writes, which a full disk refuses.)
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise JournalError(f"{self.path}: SQLite cannot use WAL mode here ({mode})")
@@ -296,11 +411,8 @@ class JournalFile:
             try:
                 # Again inside the transaction: another opener may have done it.
                 version = _version(db)
-                if version == 0:
-                    _execute(db, SCHEMA)
-                else:
-                    for old in range(version, SCHEMA_VERSION):
-                        _execute(db, UPGRADES[old])
+                for old in range(version, SCHEMA_VERSION):
+                    _execute(db, UPGRADES[old])
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
@@ -510,6 +622,194 @@ class JournalFile:
 
 def _version(db: sqlite3.Connection) -> int:
     return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def problems(rows: Iterable[tuple[str]]) -> list[str]:
+    """What SQLite's integrity or quick check found, a problem a line; [] for none."""
+    found = [line for (text,) in rows for line in text.splitlines()]
+    if found == ["ok"]:
+        return []
+    return [line for line in found if not line.startswith("*** in database")]
+
+
+def check_journal(directory: str) -> None:
+    """
+    The server's check before it starts, creating nothing: a journal this
+    directory had is there, its files can be read and written, and every
+    page of it reads (SQLite's quick check: it reads the whole file).  A
+    directory that never had one passes: the server makes it.
+
+    @raise JournalError: it cannot be used; the message says why and what
+        to run (L{JournalDamaged}: it is damaged).
+    """
+    found = damaged(directory)
+    if found is not None:
+        raise JournalDamaged(directory, found)
+    if not os.path.exists(os.path.join(directory, FILENAME)):
+        return
+    file = JournalFile(directory, create=False)
+    try:
+        file.verify()
+    finally:
+        file.close()
+
+
+def create_journal(path: str, page_size: int | None = None) -> None:
+    """
+    A new, empty journal at C{path} (which must not exist, or be empty),
+    closed: its schema is in the file itself, not in a write-ahead log.
+    """
+    # Private: SQLite gives its -wal and -shm files the same mode.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        if page_size is not None:
+            db.execute(f"PRAGMA page_size = {int(page_size)}")
+        # auto_vacuum must be chosen before the first table exists.
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("BEGIN IMMEDIATE")
+        _execute(db, SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    finally:
+        db.close()  # the last connection: the log is copied in and removed
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def damaged(directory: str) -> str | None:
+    """
+    What is wrong with C{directory}'s journal that shows before SQLite
+    opens it, or None.  Opening an empty file, or one that does not start
+    as SQLite's, would lose its write-ahead log: SQLite takes such a file
+    for a new database and deletes the log when it closes it.
+    """
+    path = os.path.join(directory, FILENAME)
+    if os.path.isdir(os.path.join(directory, SALVAGING)):
+        return (
+            f"is being salvaged ({os.path.join(directory, SALVAGING)} is there: "
+            "a salvage did not finish; run it again)"
+        )
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except FileNotFoundError:
+        marker = os.path.join(directory, MARKER)
+        if os.path.exists(marker):
+            return f"is missing, though this directory had one ({marker})"
+        if os.path.exists(path + "-wal"):  # a new journal would take it for its own
+            return f"is missing, though its write-ahead log is there ({path}-wal)"
+        return None
+    except OSError:
+        return None  # said by unusable_file
+    if not header:
+        return "is empty (0 bytes)"
+    if not header.startswith(SQLITE_MAGIC):
+        return "is not an SQLite database (its first page is damaged)"
+    return None
+
+
+def unusable_file(
+    directory: str, access: Callable[[str, int], bool] = os.access
+) -> str | None:
+    """
+    Which of the journal's files (its directory, the journal, its
+    write-ahead log and shared-memory index) this process cannot read and
+    write, in a line that says what to run; None if it can use them all.
+    SQLite makes the log and the index with the journal's mode, so a
+    journal made read-only once leaves files that stay read-only after it
+    is made writable again: all are named at once.  C{access} is
+    L{os.access} (tests give another).
+    """
+    me = os.geteuid()
+    path = os.path.join(directory, FILENAME)
+    found: list[str] = []
+    chown: list[str] = []
+    chmod: dict[str, list[str]] = {"rwx": [], "rw": []}
+    for name in (directory, *(path + suffix for suffix in SUFFIXES)):
+        wanted = "rwx" if name == directory else "rw"
+        try:
+            status = os.stat(name)
+        except OSError:
+            continue
+        if access(name, os.R_OK | os.W_OK | (os.X_OK if name == directory else 0)):
+            continue
+        found.append(f"{name} (mode {status.st_mode & 0o7777:04o})")
+        if status.st_uid != me:
+            found[-1] = f"{name} (owner {_user(status.st_uid)})"
+            chown.append(shlex.quote(name))
+        bits = 0o700 if wanted == "rwx" else 0o600
+        if status.st_mode & bits != bits:
+            chmod[wanted].append(shlex.quote(name))
+    if not found:
+        return None
+    commands = [f"chown {_user(me)} {' '.join(chown)}"] if chown else []
+    commands += [f"chmod u+{w} {' '.join(n)}" for w, n in chmod.items() if n]
+    if _read_only_mount(directory):
+        fix = "its file system is mounted read-only: remount it read-write"
+    elif commands:
+        fix = "run " + " && ".join(commands)
+    else:
+        fix = "see their access lists and attributes (getfacl, lsattr)"
+    return (
+        f"the journal's files cannot be read and written by {_user(me)}: "
+        f"{', '.join(found)}: {fix}"
+    )
+
+
+def _read_only_mount(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _damage_error(error: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged (not: cannot be opened, or locked)."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+def mark_journal(directory: str) -> None:
+    """Record, once, that C{directory} has a journal."""
+    marker = os.path.join(directory, MARKER)
+    if os.path.exists(marker):
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    try:
+        with open(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(
+                f"weather made its journal ({FILENAME}) here on {when}.\n"
+                "While this file is here, a missing journal stops the server "
+                "from starting: see weather journal check.\n"
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        sync_directory(directory)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise JournalError(f"cannot write {marker}: {e.strerror}") from None
+
+
+def sync_directory(directory: str) -> None:
+    """Make a new name in C{directory} durable."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _size(path: str) -> int:

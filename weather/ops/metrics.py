@@ -9,7 +9,7 @@ Write latency and batch sizes are histograms, fed as writes succeed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, Info
@@ -43,9 +43,16 @@ BATCH_POINTS_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 50000)
 class ServerCollector(Collector):
     """Everything a L{WeatherService} counts, read at scrape time."""
 
-    def __init__(self, server: WeatherService, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        server: WeatherService,
+        clock: IReactorTime,
+        wall: Callable[[], float] | None = None,
+    ) -> None:
         self.server = server
         self.clock = clock
+        #: The wall clock, for the age of journaled packets (stamped on it).
+        self.wall = wall if wall is not None else clock.seconds
 
     def collect(self) -> Iterator[Metric]:
         yield from self._connections()
@@ -221,9 +228,7 @@ class ServerCollector(Collector):
             yield GaugeMetricFamily(
                 "weather_journal_oldest_pending_age_seconds",
                 "Age of the oldest undelivered packet (0 when none).",
-                value=0.0
-                if oldest is None
-                else max(0.0, self.clock.seconds() - oldest / 1e9),
+                value=0.0 if oldest is None else max(0.0, self.wall() - oldest / 1e9),
             )
             yield GaugeMetricFamily(
                 "weather_journal_quarantined_packets",
@@ -381,9 +386,14 @@ def _counter(name: str, documentation: str, stats: object) -> CounterMetricFamil
 class ServerMetrics:
     """A server's own registry: its collector, write histograms and process figures."""
 
-    def __init__(self, server: WeatherService, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        server: WeatherService,
+        clock: IReactorTime,
+        wall: Callable[[], float] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(ServerCollector(server, clock))
+        self.registry.register(ServerCollector(server, clock, wall))
         ProcessCollector(registry=self.registry)
         self.write_seconds = Histogram(
             "weather_write_duration_seconds",

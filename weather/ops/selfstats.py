@@ -8,6 +8,7 @@ next to the readings without a Prometheus.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -79,11 +80,14 @@ class SelfStatsReporter:
         writer: PointWriter,
         clock: IReactorTime,
         tags: tuple[tuple[str, str], ...] = (),
+        wall: Callable[[], float] | None = None,
     ) -> None:
         self.tags = tags
         self.registry = registry
         self.writer = writer
         self.clock = clock
+        #: The wall clock, for the points' timestamps.
+        self.wall = wall if wall is not None else clock.seconds
         self._limited = RateLimitedLog(self.log, clock, period=3600)
         self.stats = SelfStatsCounts()
 
@@ -97,7 +101,7 @@ class SelfStatsReporter:
         if writer.overloaded or not writer.running or writer.failing_since is not None:
             self.stats.reports_skipped += 1
             return
-        time_ns = round(self.clock.seconds() * 1e6) * 1000
+        time_ns = round(self.wall() * 1e6) * 1000
         lines = [line(r) for r in self_stat_readings(self.registry, time_ns, self.tags)]
         self.stats.points_queued += len(lines)
         self.writer.write(lines).addErrback(self._refused)

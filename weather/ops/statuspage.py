@@ -5,25 +5,28 @@ was last heard from, its latest readings and a chart of each over the last
 
 Server-rendered HTML with inline SVG and CSS: no JavaScript, readable on a
 phone, reloading itself every minute.  Built with L{twisted.web.template},
-which escapes what stations and the devices file say.  Pure: the caller
-gives the time.
+which escapes what stations and the devices file say.  Times are the
+server's local time (or a given zone), values shown with the decimals their
+profile gives them.  Pure: the caller gives the time.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import math
+import statistics
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from twisted.web.iweb import IRequest
 from twisted.web.template import Element, Flattenable, Tag, XMLString, renderer, tags
 
-from weather.core.devices import DeviceProfile
-from weather.ops.history import BUCKET_NS, BUCKETS, Bucket, SeriesHistory
+from weather.core.devices import DeviceProfile, ValueSpec
+from weather.ops.history import Bucket, SeriesHistory
 from weather.ops.stations import OVERDUE_FACTOR, StationRecord
 
 NANOSECONDS = 1_000_000_000
-CHART_HEIGHT = 40
 
 # The page around the rows.  The flattener escapes text, so the style sheet
 # must not use ">", "<" or "&".
@@ -45,25 +48,32 @@ th,td{padding:.5rem .6rem;border-bottom:1px solid #e1e4e8;text-align:left;
 vertical-align:top}
 th{font-size:.8rem;text-transform:uppercase;color:#505a66;background:#eef0f3}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.latest{min-width:29rem}
 tr.overdue{background:#fdecea}
 tr.overdue td:first-child{border-left:6px solid #b3261e}
 .badge{display:inline-block;margin-top:.2rem;padding:0 .4rem;border-radius:.3rem;
 background:#b3261e;color:#fff;font-size:.8rem;font-weight:600}
 .quiet{color:#6b7580;font-size:.85rem}
-.reading{display:flex;align-items:center;gap:.5rem;margin:.1rem 0}
-.reading .v{min-width:11rem;white-space:nowrap;font-variant-numeric:tabular-nums}
-svg.chart{width:240px;height:40px;flex:none}
+.reading{display:flex;align-items:center;column-gap:.8rem;margin:.2rem 0}
+.reading .v{min-width:10rem;white-space:nowrap;font-variant-numeric:tabular-nums}
+svg.chart{display:block;flex:0 1 300px;width:300px;max-width:100%;min-width:8rem;
+height:auto}
 svg.chart .band{fill:#c9dcf5}
 svg.chart .line{fill:none;stroke:#1f5fbf;stroke-width:1.5}
-svg.chart .axis{stroke:#d0d5db;stroke-width:1}
-@media (max-width:720px){
+svg.chart .axis{fill:none;stroke:#d0d5db;stroke-width:1}
+svg.chart text{font-size:10px;fill:#6b7580;font-variant-numeric:tabular-nums;
+text-anchor:middle}
+svg.chart text.value{text-anchor:end;dominant-baseline:middle}
+@media (max-width:1120px){
+ body{padding:.5rem}
  table,thead,tbody,tr,td{display:block}
  thead{display:none}
  tr{margin:0 0 .8rem;border:1px solid #e1e4e8}
- td{border:0;padding:.25rem .6rem}
+ td,td.latest{border:0;padding:.25rem .6rem;overflow-wrap:anywhere;min-width:0}
  td.n{text-align:left}
  td[data-label]::before{content:attr(data-label) ": ";color:#505a66;font-size:.85rem}
- svg.chart{width:100%;max-width:240px}
+ .reading{flex-wrap:wrap}
+ svg.chart{flex:1 1 100%;max-width:300px}
 }
 </style>
 </head>
@@ -76,9 +86,10 @@ svg.chart .axis{stroke:#d0d5db;stroke-width:1}
 </thead>
 <tbody t:render="rows" />
 </table>
-<p class="quiet">Charts: the last 24 hours in quarter-hour steps (line: mean, band:
-lowest to highest), kept in memory since the server started.
-<a href="/metrics">/metrics</a> · <a href="/health">/health</a></p>
+<p class="quiet">Charts: up to the last 24 hours, in steps that fit the readings'
+span (line: mean, band: lowest to highest), kept in memory since the server started.
+<t:transparent t:render="times" /> <a href="/metrics">/metrics</a> ·
+<a href="/health">/health</a></p>
 </body>
 </html>"""
 
@@ -119,120 +130,272 @@ def size(count: int) -> str:
     return f"{count:.1f} {unit}"
 
 
-def utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / NANOSECONDS, timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC"
-    )
-
-
-def number(value: float) -> str:
-    if value != value:
-        return "NaN"
-    if abs(value) >= 1000 or value.is_integer():
-        return f"{value:.0f}"
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
-
-
-class Drawing:
-    """A series' chart drawn in bucket units, valid until the series changes."""
-
-    __slots__ = ("series", "version", "base", "shapes", "label")
-
-    def __init__(self, series: SeriesHistory, title: str) -> None:
-        self.series = series
-        self.version = series.version
-        buckets = series.buckets()
-        self.base = buckets[0].start_ns // BUCKET_NS if buckets else 0
-        self.shapes, self.label = _shapes(buckets, self.base, title)
-
-
-def _shapes(buckets: list[Bucket], base: int, title: str) -> tuple[list[Tag], str]:
+def local(ns: int, zone: tzinfo | None = None) -> datetime:
     """
-    The mean as a line, lowest to highest as a band, a gap where no bucket
-    is; x in buckets from C{base}, y in pixels.
+    The time C{ns} in C{zone}; by default in the server's local zone, read
+    from the system at each call (as C{TZ} and C{/etc/localtime} say).
+    """
+    return datetime.fromtimestamp(ns / NANOSECONDS, timezone.utc).astimezone(zone)
+
+
+def utc_offset(moment: datetime) -> str:
+    """The offset of C{moment}'s zone then: UTC+01:00, UTC-03:00."""
+    offset = moment.utcoffset() or timedelta(0)
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(offset) // timedelta(minutes=1)
+    return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def zone_name(moment: datetime) -> str:
+    """The zone's name (CET, UTC), or its offset (UTC+05:30) where it has none."""
+    name = moment.tzname() or ""
+    return name if name.isalpha() else utc_offset(moment)
+
+
+def zone_label(moment: datetime) -> str:
+    """The zone's name and offset: CET (UTC+01:00); UTC; UTC+05:30."""
+    name, offset = zone_name(moment), utc_offset(moment)
+    return name if name in (offset, "UTC") else f"{name} ({offset})"
+
+
+def when(ns: int, zone: tzinfo | None = None) -> str:
+    """A date and time with its zone: 2026-11-21 13:00:00 CET."""
+    moment = local(ns, zone)
+    return f"{moment:%Y-%m-%d %H:%M:%S} {zone_name(moment)}"
+
+
+def peer_host(peer: str) -> str:
+    """
+    The host of a peer's C{host:port} or C{[host]:port}: a station's port is
+    a new ephemeral one each upload, and says nothing.  IPv4-mapped IPv6
+    addresses are shown as IPv4; other addresses (a UNIX socket) as given.
+    """
+    host, colon, port = peer.rpartition(":")
+    if not (colon and port.isdigit()):
+        return peer
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host if ":" not in host else peer
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+#: The resolution of the named conversions' sensors at their default
+#: settings (SI7021 datasheet: 12-bit humidity, 14-bit temperature).
+RESOLUTION = {"si7021_humidity": 0.025, "si7021_temperature": 0.01}
+#: Most decimals a value is shown with.
+MAX_DECIMALS = 6
+
+
+def _whole(value: float) -> bool:
+    return abs(value - round(value)) <= 1e-9 * max(1.0, abs(value))
+
+
+def decimals(spec: ValueSpec) -> int | None:
+    """
+    The decimals a value carries: an integer code times C{scale} plus
+    C{offset} has as many as they have (scale 0.1: 1, 0.25: 2); a named
+    conversion those of its sensor's resolution, times C{scale}; C{f32}
+    values have no fixed number (None: shown to 7 significant digits).
+    """
+    if spec.type == "f32":
+        return None
+    step = abs(spec.scale) * RESOLUTION.get(spec.conversion, 1.0)
+    if step == 0 or not math.isfinite(step):
+        return 0
+    if spec.conversion == "raw":
+        for places in range(MAX_DECIMALS + 1):
+            if _whole(spec.scale * 10**places) and _whole(spec.offset * 10**places):
+                return places
+    # Enough to tell one step from the next.
+    return min(max(0, math.ceil(-math.log10(step) - 1e-9)), MAX_DECIMALS)
+
+
+def number(value: float, places: int | None = None) -> str:
+    """C{value} with C{places} decimals (None: 7 significant digits)."""
+    if not math.isfinite(value):
+        return str(value) if math.isinf(value) else "NaN"
+    if places is None or abs(value) >= 1e15:
+        text = f"{value:.0f}" if 1e7 <= abs(value) < 1e15 else f"{value:.7g}"
+    else:
+        text = f"{value:.{places}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
+
+
+#: The chart's size in SVG units (CSS scales it, text too, keeping its
+#: shape) and its plot area.
+CHART_WIDTH = 300
+CHART_HEIGHT = 64
+PLOT_TOP = 6
+PLOT_BOTTOM = 46
+PLOT_RIGHT = 296
+#: About the width of a digit of the labels (10 px, in the style sheet).
+DIGIT = 6.2
+#: Steps between time labels, in seconds: the first that gives at most 4.
+TICKS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800)
+TICKS += (21600, 43200, 86400)
+
+
+def time_ticks(start_ns: int, end_ns: int, zone: tzinfo | None) -> tuple[list[int], str]:
+    """
+    Times from C{start_ns} to C{end_ns} at round local times (at most 4),
+    and their strftime format: with seconds if they are less than a minute
+    apart.
+    """
+    offset = local(start_ns, zone).utcoffset() or timedelta(0)
+    offset_ns = offset // timedelta(microseconds=1) * 1000
+    for step in TICKS:
+        step_ns = step * NANOSECONDS
+        first = -(-(start_ns + offset_ns) // step_ns) * step_ns - offset_ns
+        if (end_ns - first) // step_ns < 4:
+            break
+    return list(range(first, end_ns + 1, step_ns)), "%H:%M:%S" if step < 60 else "%H:%M"
+
+
+def runs(buckets: list[Bucket], width_ns: int) -> list[list[Bucket]]:
+    """
+    Buckets joined into runs, cut where more than twice the usual spacing
+    (and more than two buckets) has no reading: records two minutes apart
+    in one-minute buckets make one line, a silent hour a gap.
+    """
+    gaps = [(b.start_ns - a.start_ns) // width_ns for a, b in itertools.pairwise(buckets)]
+    usual = statistics.median_low(gaps) if gaps else 1
+    found: list[list[Bucket]] = []
+    for bucket, gap in zip(buckets, [None, *gaps], strict=True):
+        if gap is None or gap > max(2, 2 * usual):
+            found.append([bucket])
+        else:
+            found[-1].append(bucket)
+    return found
+
+
+def _text(x: float, y: float, text: str, css: str = "") -> Tag:
+    """A label at C{x}, C{y}: centred, or (class value) ending there, middle high."""
+    where = {"x": f"{x:.1f}", "y": f"{y:.1f}"}
+    return Tag("text", {"class": css, **where} if css else where, [text])
+
+
+def draw(
+    buckets: list[Bucket],
+    width_ns: int,
+    title: str,
+    unit: str,
+    places: int | None,
+    zone: tzinfo | None,
+) -> Tag | str:
+    """
+    The chart of C{buckets}: the mean as a line, lowest to highest as a
+    band, gaps where no readings came; across the buckets' own span (the
+    readings', up to 24 hours), the lowest and highest value on the left,
+    round local times below.  Empty if no bucket.
     """
     if not buckets:
-        return [], ""
+        return ""
+    start, end = buckets[0].start_ns, buckets[-1].start_ns + width_ns
     low = min(b.low for b in buckets)
     high = max(b.high for b in buckets)
-    pad = 3
+    lowest, highest = number(low, places), number(high, places)
+    left = max(36.0, 8 + DIGIT * max(len(lowest), len(highest)))
+
+    def x(ns: float) -> float:
+        return left + (ns - start) * (PLOT_RIGHT - left) / (end - start)
+
     span = high - low
-    if not (math.isfinite(span) and span > 1e-9 * max(1.0, abs(high))):
-        # Flat, or wider than a float holds: centred, one percent each way.
-        middle = low / 2 + high / 2
-        half = max(1.0, abs(middle) / 100)
-        low, high = middle - half, middle + half
-        span = high - low
-    scale = (CHART_HEIGHT - 2 * pad) / span
+    if math.isfinite(span) and span > 1e-9 * max(1.0, abs(high)):
 
-    def y(value: float) -> str:
-        return f"{pad + (high - value) * scale:.1f}"
+        def y(value: float) -> float:
+            return PLOT_BOTTOM - (value - low) * ((PLOT_BOTTOM - PLOT_TOP) / span)
 
-    runs: list[list[Bucket]] = []
-    previous = None
-    for b in buckets:
-        index = b.start_ns // BUCKET_NS
-        if runs and index - previous == 1:
-            runs[-1].append(b)
-        else:
-            runs.append([b])
-        previous = index
-    shapes = []
-    for run in runs:
-        xs = [b.start_ns // BUCKET_NS - base + 0.5 for b in run]
+    else:  # flat, or wider than a float holds: in the middle
+
+        def y(value: float) -> float:
+            return (PLOT_TOP + PLOT_BOTTOM) / 2
+
+    def point(ns: float, value: float) -> str:
+        return f"{x(ns):.1f},{y(value):.1f}"
+
+    shapes: list[Tag] = []
+    for run in runs(buckets, width_ns):
+        middles = [b.start_ns + width_ns / 2 for b in run]
         if len(run) == 1:
             b = run[0]
-            top = float(y(b.high))
-            height = max(float(y(b.low)) - top, 1.5)
-            shapes.append(
-                Tag(
-                    "rect",
-                    {
-                        "class": "band",
-                        "x": f"{xs[0] - 0.4:g}",
-                        "y": f"{top:.1f}",
-                        "width": "0.8",
-                        "height": f"{height:.1f}",
-                    },
-                )
-            )
+            wide = max((PLOT_RIGHT - left) * width_ns / (end - start) * 0.8, 2.0)
+            top = y(b.high)
+            box = {"x": f"{x(middles[0]) - wide / 2:.1f}", "y": f"{top:.1f}"}
+            box |= {"width": f"{wide:.1f}", "height": f"{max(y(b.low) - top, 1.5):.1f}"}
+            shapes.append(Tag("rect", {"class": "band", **box}))
             continue
-        band = " ".join(
-            [f"{x:g},{y(b.high)}" for x, b in zip(xs, run, strict=True)]
-            + [
-                f"{x:g},{y(b.low)}"
-                for x, b in zip(reversed(xs), reversed(run), strict=True)
-            ]
-        )
-        line = " ".join(f"{x:g},{y(b.mean)}" for x, b in zip(xs, run, strict=True))
-        shapes.append(Tag("polygon", {"class": "band", "points": band}))
-        shapes.append(
-            Tag(
-                "polyline",
-                {"class": "line", "vector-effect": "non-scaling-stroke", "points": line},
-            )
-        )
-    return shapes, f"{title}: last 24 h, {number(low)} to {number(high)}"
+        band = [point(t, b.high) for t, b in zip(middles, run, strict=True)]
+        band += [point(t, b.low) for t, b in zip(middles[::-1], run[::-1], strict=True)]
+        line = [point(t, b.mean) for t, b in zip(middles, run, strict=True)]
+        shapes.append(Tag("polygon", {"class": "band", "points": " ".join(band)}))
+        shapes.append(Tag("polyline", {"class": "line", "points": " ".join(line)}))
+
+    labels = [_text(left - 4, y(high), highest, "value")]
+    if lowest != highest:
+        labels.append(_text(left - 4, y(low), lowest, "value"))
+    # The plot's top and bottom lines, and a tick under each time.
+    axes = [f"M{left:.1f} {PLOT_TOP}H{PLOT_RIGHT}M{left:.1f} {PLOT_BOTTOM}H{PLOT_RIGHT}"]
+    ticks, shape = time_ticks(start, end, zone)
+    for tick in ticks:
+        text = f"{local(tick, zone):{shape}}"
+        half = DIGIT * len(text) / 2
+        middle = min(max(x(tick), left + half - 8), CHART_WIDTH - half)
+        labels.append(_text(middle, CHART_HEIGHT - 4, text))
+        axes.append(f"M{x(tick):.1f} {PLOT_BOTTOM}v3")
+    frame = [Tag("path", {"class": "axis", "d": "".join(axes)})]
+    shown = f" {unit}" if unit else ""
+    first, last = local(start, zone), local(end, zone)
+    label = (
+        f"{title}: {lowest} to {highest}{shown}, "
+        f"{first:%H:%M:%S} to {last:%H:%M:%S} {zone_name(last)}"
+    )
+    svg = {
+        "class": "chart",
+        "viewBox": f"0 0 {CHART_WIDTH} {CHART_HEIGHT}",
+        "width": f"{CHART_WIDTH}",
+        "height": f"{CHART_HEIGHT}",
+        "role": "img",
+        "aria-label": label,
+    }
+    return Tag("svg", svg, [*frame, *shapes, *labels])
 
 
 class ChartCache:
     """
-    Drawings by station and measurement, redrawn only when their series
-    changed (about once an upload): a page reload redraws nothing.  Only the
-    view box moves with time.  Holds what the last page showed, no more.
+    Charts by station and measurement, redrawn only when what they show
+    changed: a reading came (about once an upload), a bucket left the 24
+    hours, or the value's unit or precision changed.  A reload redraws
+    nothing else.  Holds what the last page showed, no more.
     """
 
     def __init__(self) -> None:
-        self._drawings: dict[tuple[int, str], Drawing] = {}
+        self._drawings: dict[tuple[int, str], tuple[tuple, Flattenable]] = {}
         self._used: set[tuple[int, str]] = set()
 
-    def drawing(self, device_id: int, name: str, series: SeriesHistory) -> Drawing:
+    def drawing(
+        self,
+        device_id: int,
+        name: str,
+        series: SeriesHistory,
+        now_ns: int,
+        unit: str = "",
+        places: int | None = None,
+        zone: tzinfo | None = None,
+    ) -> Flattenable:
+        """The chart of C{series} at C{now_ns}."""
         key = (device_id, name)
         self._used.add(key)
+        shown = series.shown(now_ns)
+        inputs = (series, series.version, series.width, shown, unit, places, zone)
         drawn = self._drawings.get(key)
-        if drawn is None or drawn.series is not series or drawn.version != series.version:
-            drawn = self._drawings[key] = Drawing(series, name)
-        return drawn
+        if drawn is None or drawn[0] != inputs:
+            svg = draw(series.buckets(now_ns), series.width_ns, name, unit, places, zone)
+            drawn = self._drawings[key] = (inputs, svg)
+        return drawn[1]
 
     def forget_unused(self) -> None:
         """Drop drawings the page no longer shows (stations removed)."""
@@ -241,33 +404,10 @@ class ChartCache:
         self._used.clear()
 
 
-def chart(drawing: Drawing, now_ns: int) -> Flattenable:
-    """The last 24 hours of a drawing up to C{now_ns}; empty if nothing to draw."""
-    if not drawing.shapes:
-        return ""
-    left = now_ns // BUCKET_NS - BUCKETS + 1 - drawing.base
-    svg = {
-        "class": "chart",
-        "viewBox": f"{left} 0 {BUCKETS} {CHART_HEIGHT}",
-        "preserveAspectRatio": "none",
-        "role": "img",
-        "aria-label": drawing.label,
-    }
-    axis = {
-        "class": "axis",
-        "x1": f"{left}",
-        "y1": f"{CHART_HEIGHT - 0.5}",
-        "x2": f"{left + BUCKETS}",
-        "y2": f"{CHART_HEIGHT - 0.5}",
-        "vector-effect": "non-scaling-stroke",
-    }
-    return Tag("svg", svg, [tags.title(drawing.label), Tag("line", axis), *drawing.shapes])
-
-
-def _cell(label: str, *content: Flattenable, numeric: bool = False) -> Tag:
+def _cell(label: str, *content: Flattenable, numeric: bool = False, css: str = "") -> Tag:
     """A cell, labelled for the phone layout where each cell is a line of its own."""
-    css = {"class": "n"} if numeric else {}
-    return Tag("td", {**css, "data-label": label}, list(content))
+    classes = {"class": "n" if numeric else css} if numeric or css else {}
+    return Tag("td", {**classes, "data-label": label}, list(content))
 
 
 def _quiet(text: str) -> Tag:
@@ -297,7 +437,14 @@ def _place(described: Iterable[tuple[str, str]]) -> list[Flattenable]:
     return [place, " ", _quiet(rest)] if rest else [place]
 
 
-def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCache) -> Tag:
+def _row(
+    station: StationRecord,
+    specs: Mapping[str, ValueSpec],
+    now_ns: int,
+    charts: ChartCache,
+    zone: tzinfo | None,
+) -> Tag:
+    """A station's row; C{specs}, its profile's values by name, say their precision."""
     overdue = station.overdue(now_ns)
     who: list[Flattenable] = [
         tags.strong(str(station.device_id)),
@@ -319,23 +466,28 @@ def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCac
     heard: list[Flattenable] = [
         _quiet("never")
         if seen is None
-        else tags.span(ago((now_ns - seen) / NANOSECONDS), title=utc(seen))
+        else tags.span(ago((now_ns - seen) / NANOSECONDS), title=when(seen, zone))
     ]
     if station.peer:
-        heard += [tags.br(), _quiet(f"from {station.peer}")]
+        heard += [tags.br(), _quiet(f"from {peer_host(station.peer)}")]
     readings = []
-    for name in names + [n for n in station.latest if n not in names]:
+    for name in [*specs, *(n for n in station.latest if n not in specs)]:
         latest = station.latest.get(name)
         if latest is None:
             continue
+        spec = specs.get(name)
+        places = None if spec is None else decimals(spec)
         series = station.history.series.get(name)
         drawing = (
-            chart(charts.drawing(station.device_id, name, series), now_ns)
+            charts.drawing(
+                station.device_id, name, series, now_ns, latest.unit, places, zone
+            )
             if series is not None
             else ""
         )
         unit = f" {latest.unit}" if latest.unit else ""
-        value = tags.span(name, " ", tags.strong(number(latest.value)), unit, class_="v")
+        shown = number(latest.value, places)
+        value = tags.span(name, " ", tags.strong(shown), unit, class_="v")
         readings.append(
             Tag("div", {"class": "reading", "data-measurement": name}, [value, drawing])
         )
@@ -369,7 +521,7 @@ def _row(station: StationRecord, names: list[str], now_ns: int, charts: ChartCac
         [
             _cell("Station", *who),
             _cell("Last seen", *heard),
-            _cell("Latest", *(readings or [_quiet("no readings yet")])),
+            _cell("Latest", *(readings or [_quiet("no readings yet")]), css="latest"),
             _cell("Packets", str(station.packets), *irregular, numeric=True),
             _cell("Records", str(station.records), *records, numeric=True),
             _cell("Record interval", *interval, numeric=True),
@@ -397,6 +549,7 @@ class StatusElement(Element):
         charts: ChartCache | None = None,
         clock_steps: int = 0,
         clock_waiting: int = 0,
+        zone: tzinfo | None = None,
         quarantine: tuple[int, int] | None = None,
     ) -> None:
         """
@@ -404,6 +557,8 @@ class StatusElement(Element):
             not shown).
         """
         super().__init__()
+        #: The zone times are shown in; None: the server's local zone.
+        self.zone = zone
         self.clock_steps = clock_steps
         self.quarantine = quarantine
         #: Packets waiting in the journal for the wall clock (--clock-sync).
@@ -461,7 +616,8 @@ class StatusElement(Element):
                     **({"class_": "bad"} if used >= budget else {}),
                 )
             )
-        parts.append(f"updated {utc(self.now_ns)}")
+        now = local(self.now_ns, self.zone)
+        parts.append(f"updated {now:%Y-%m-%d %H:%M:%S} {zone_label(now)}")
         return tag(parts[0], [(" · ", part) for part in parts[1:]])
 
     @renderer
@@ -469,10 +625,15 @@ class StatusElement(Element):
         rows = []
         for device_id in sorted(self.stations):
             profile = self.profiles.get(device_id)
-            names = [spec.name for spec in profile.values] if profile else []
-            rows += ["\n", _row(self.stations[device_id], names, self.now_ns, self.charts)]
+            specs = {spec.name: spec for spec in profile.values} if profile else {}
+            station = self.stations[device_id]
+            rows += ["\n", _row(station, specs, self.now_ns, self.charts, self.zone)]
         self.charts.forget_unused()
         if not rows:
             empty = "No stations described or heard from yet."
             rows = ["\n", tags.tr(tags.td(empty, colspan="8", class_="quiet"))]
         return tag(rows, "\n")
+
+    @renderer
+    def times(self, request: IRequest | None, tag: Tag) -> Tag:
+        return tag(f"Times are the server's: {zone_label(local(self.now_ns, self.zone))}.")

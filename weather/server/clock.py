@@ -193,6 +193,7 @@ class ClockGate:
     @param boot_clock: the machine's boot clock in nanoseconds, never
         stepped; C{boot_id} is this boot's id (packets of another boot
         cannot be rebased).
+    @param wall: the wall clock, in seconds (default: C{reactor.seconds}).
     """
 
     log = Logger()
@@ -206,9 +207,11 @@ class ClockGate:
         *,
         wait: bool,
         interval: float = POLL_INTERVAL,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         self.status = status
         self.reactor = reactor
+        self.wall = wall if wall is not None else reactor.seconds
         self.boot_clock = boot_clock
         self.boot_id = boot_id
         self.wait = wait
@@ -255,8 +258,8 @@ class ClockGate:
         """Whether the clock is synchronized; if so, note the offset."""
         if not self.synchronized():
             return False
-        # Read as the protocol stamps arrivals: the reactor's clock, in µs.
-        wall_ns = round(self.reactor.seconds() * 1_000_000) * 1000
+        # Read as the protocol stamps arrivals: the wall clock, in µs.
+        wall_ns = round(self.wall() * 1_000_000) * 1000
         boot_ns = self.boot_clock()
         self.offset_ns, self.synchronized_at_ns = wall_ns - boot_ns, boot_ns
         return True

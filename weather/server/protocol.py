@@ -158,9 +158,12 @@ class RefusedProtocol(Protocol):
 class StationFactory(Factory):
     """
     Build L{StationProtocol}s that hand packets to C{sink}, stamping arrival
-    times from C{clock} and C{boot_clock}, and keep track of open
-    connections; refuse the connections L{Admission} says no to.
+    times from C{wall} and C{boot_clock}, and keep track of open
+    connections; refuse the connections L{Admission} says no to.  Timers
+    (idle timeouts, rate limits) run on C{clock}.
 
+    @param wall: the wall clock in seconds since the epoch (default:
+        C{clock.seconds}, for a reactor whose timers run on the wall clock).
     @param boot_clock: the machine's boot clock in nanoseconds
         (C{CLOCK_BOOTTIME}: monotonic, counting suspend), or None where there
         is none.
@@ -180,9 +183,11 @@ class StationFactory(Factory):
         max_packet_size: int,
         admission: Admission,
         boot_clock: Callable[[], int] | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         self.sink = sink
         self.clock = clock
+        self.wall = wall if wall is not None else clock.seconds
         self.boot_clock = boot_clock
         #: (wall - boot clock) at the last packet, to see the wall clock step.
         self._clock_offset: int | None = None
@@ -328,4 +333,4 @@ class StationFactory(Factory):
 
     def now_ns(self) -> int:
         """The current time, to the microsecond, in nanoseconds since the epoch."""
-        return round(self.clock.seconds() * 1_000_000) * 1000
+        return round(self.wall() * 1_000_000) * 1000

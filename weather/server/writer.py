@@ -194,7 +194,9 @@ def retry_after_seconds(value: bytes | None, now: float) -> float | None:
 class PointWriter(Service):
     """
     Batch points and write them to an L{IWriteTarget} with a treq-like
-    C{client} (anything with treq's C{post}), timing everything on C{clock}.
+    C{client} (anything with treq's C{post}), timing everything on C{clock};
+    C{wall} is the wall clock, for an HTTP date in C{Retry-After} (default:
+    C{clock.seconds}).
     """
 
     log = Logger()
@@ -213,10 +215,12 @@ class PointWriter(Service):
         max_pending: int,
         initial_backoff: float = 1.0,
         rng: random.Random | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         self.target = target
         self.client = client
         self.clock = clock
+        self.wall = wall if wall is not None else clock.seconds
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.request_timeout = request_timeout
@@ -427,7 +431,7 @@ class PointWriter(Service):
         refused = refuses_points(status, message)
         refusal = read_refusal(body, list(batch.lines())) if refused else None
         delay = retry_after_seconds(
-            (headers.getRawHeaders(b"retry-after") or [None])[0], self.clock.seconds()
+            (headers.getRawHeaders(b"retry-after") or [None])[0], self.wall()
         )
         self._done()
         if ok:

@@ -3,6 +3,9 @@ The C{weather} command: look into the journal and the quarantine, replay
 quarantined packets.
 
     weather journal status     packets to deliver, the oldest one's age, disk use
+    weather journal check      whether the journal is damaged, what can be read of it
+    weather journal salvage    copy what can be read of a damaged journal into a new one
+    weather journal backup     a consistent copy of the journal, while the server runs
     weather quarantine list    what is in quarantine, and why
     weather replay             decode quarantined packets again and send them
     weather decode PACKET      show a packet's header and readings (hex, file, log line)
@@ -17,6 +20,7 @@ import getopt
 import os
 import random
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,12 +56,16 @@ from weather.core.lineprotocol import (
 )
 from weather.core.packet import HEADER_SIZE, PacketRejected, Reason
 from weather.core.timing import PLAUSIBLE_RATIO, TimingInputs
+from weather.journal.backup import backup_journal
+from weather.journal.salvage import Reading, check, salvage
 from weather.journal.service import server_running
 from weather.journal.store import (
+    FILENAME,
     JournalError,
     JournalFile,
     Quarantine,
     QuarantinedPacket,
+    journal_error,
 )
 from weather.server.pipeline import refusal
 from weather.server.writer import PointsRejected, PointWriter
@@ -82,15 +90,57 @@ class JournalStatusOptions(DataDirOptions):
     synopsis = "[--data-dir DIR]"
 
 
+class JournalCheckOptions(DataDirOptions):
+    synopsis = "[--data-dir DIR]"
+    longdesc = (
+        "Read the whole journal (a copy of it) with the server stopped: SQLite's "
+        "integrity check, then every packet and station state that can be read. "
+        "Exits 1 if it is damaged."
+    )
+
+
+class JournalSalvageOptions(DataDirOptions):
+    synopsis = "[--data-dir DIR]"
+    longdesc = (
+        "With the server stopped, copy every packet (to deliver and in quarantine, "
+        "with what it is timed with) and every station's timing state that can be "
+        "read from a damaged journal into a new journal, and keep the damaged files "
+        "in a directory journal-damaged-TIME beside it. A journal that is not "
+        "damaged is left as it is."
+    )
+
+
+class JournalBackupOptions(DataDirOptions):
+    synopsis = "[--data-dir DIR] [--force] [DESTINATION]"
+    longdesc = (
+        "Copy the journal with SQLite's online backup, while the server runs: "
+        "one consistent snapshot, in one file, private (mode 0600). DESTINATION "
+        "is a file, or a directory to hold journal-<UTC time>.sqlite3 (default: "
+        "the current directory)."
+    )
+    optFlags = [["force", "f", "Replace DESTINATION if it exists."]]
+
+    def parseArgs(self, destination: str = ".") -> None:
+        self["destination"] = destination
+
+
 class JournalOptions(CommandOptions):
-    synopsis = "status [--data-dir DIR]"
+    synopsis = "status|check|salvage [--data-dir DIR]"
     subCommands = [
-        ["status", None, JournalStatusOptions, "Packets to deliver, their age, disk use."]
+        ["status", None, JournalStatusOptions, "Packets to deliver, their age, disk use."],
+        ["check", None, JournalCheckOptions, "Whether the journal is damaged."],
+        [
+            "salvage",
+            None,
+            JournalSalvageOptions,
+            "Copy what can be read of a damaged journal into a new one.",
+        ],
+        ["backup", None, JournalBackupOptions, "A consistent copy, while the server runs."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("give a subcommand: status")
+            raise usage.UsageError("give a subcommand: status, check, salvage or backup")
 
 
 class QuarantineListOptions(DataDirOptions):
@@ -428,7 +478,7 @@ class Options(CommandOptions):
         "and quarantine are the server's, or those in --data-dir."
     )
     subCommands = [
-        ["journal", None, JournalOptions, "The journal: weather journal status."],
+        ["journal", None, JournalOptions, "The journal: status, check, salvage, backup."],
         ["quarantine", None, QuarantineOptions, "The quarantine: weather quarantine list."],
         ["replay", None, ReplayOptions, "Decode quarantined packets again and send them."],
         ["decode", None, DecodeOptions, "Show a packet's header and readings."],
@@ -512,6 +562,8 @@ def journal_status(directory: str, out: TextIO, now: float) -> int:
     file = JournalFile(directory, create=False, read_only=True)
     try:
         status = file.status()
+    except sqlite3.Error as e:
+        raise journal_error(directory, e) from None
     finally:
         file.close()
     server = (
@@ -535,12 +587,106 @@ def journal_status(directory: str, out: TextIO, now: float) -> int:
     return 0
 
 
+def journal_check(directory: str, out: TextIO) -> int:
+    """C{weather journal check}: 0 if the journal is whole, 1 if it is damaged."""
+    reading = check(directory)
+    path = os.path.join(directory, FILENAME)
+    out.write(f"Journal:      {path}\n")
+    if reading.damaged:
+        out.write(f"State:        damaged: {damage(reading)}\n")
+    else:
+        out.write("State:        whole (SQLite's integrity check finds nothing)\n")
+    describe_reading(reading, "Readable", out)
+    if reading.damaged:
+        out.write(
+            f"Next:         weather journal salvage --data-dir {directory} copies "
+            "what is readable into a new journal and keeps the damaged files\n"
+        )
+    return 1 if reading.damaged else 0
+
+
+def journal_salvage(directory: str, out: TextIO, now: float) -> int:
+    """C{weather journal salvage}: 0 once the journal can be used."""
+    done = salvage(directory, now)
+    path = os.path.join(directory, FILENAME)
+    if done.kept is None:
+        out.write(f"The journal {path} is not damaged: nothing to salvage.\n")
+        return 0
+    out.write(f"Kept:         the damaged journal's files in {done.kept}\n")
+    if done.reading is None:
+        out.write(f"Salvaged:     into {path} by an earlier run\n")
+    else:
+        for note in done.reading.notes:
+            out.write(f"Note:         {note}\n")
+        describe_reading(done.reading, "Salvaged", out)
+    out.write("The server can start again: it sends the salvaged packets to InfluxDB.\n")
+    return 0
+
+
+def damage(reading: Reading) -> str:
+    """The damage, in a line."""
+    if reading.found:
+        return reading.found
+    if reading.problems:
+        more = len(reading.problems) - 1
+        return reading.problems[0] + (f" (and {more} more)" if more else "")
+    return "; ".join(reading.notes) or "some packets cannot be read"
+
+
+def describe_reading(reading: Reading, heading: str, out: TextIO) -> None:
+    """What was read of a journal, and at most how much was lost."""
+    out.write(
+        f"{heading + ':':<14}{counted(reading.packets, 'packet')} "
+        f"({reading.pending} to deliver, {reading.quarantined} in quarantine) and "
+        f"the timing state of {counted(reading.stations, 'station')}\n"
+    )
+    if reading.found and not reading.packets:
+        out.write("Lost:         whatever it held: nothing of it can be read\n")
+        return
+    lost, more = reading.lost()
+    if reading.gap is not None:
+        low, high = reading.gap
+        ids = f"packet ids above {low}" if high is None else f"ids {low + 1} to {high - 1}"
+        if low == 0 and high is None:
+            ids = "any packet"
+        out.write(
+            f"Unreadable:   SQLite could not read {ids}; "
+            f"{reading.from_pages} were read from the pages themselves\n"
+        )
+    if reading.garbled:
+        shown = ", ".join(map(str, reading.garbled[:10]))
+        etc = ", ..." if len(reading.garbled) > 10 else ""
+        out.write(f"Garbled:      packets {shown}{etc} hold what no journal writes\n")
+    if more:
+        top = reading.gap_top if reading.gap_top is not None else reading.gap[0]
+        before = f"at most {counted(lost, 'packet')} up to id {top}, and " if lost else ""
+        out.write(
+            f"Lost:         {before}any journaled after id {top} (the end of the "
+            "journal is damaged)\n"
+        )
+    elif lost:
+        out.write(f"Lost:         at most {counted(lost, 'packet')}\n")
+
+
+def journal_backup(options: JournalBackupOptions, out: TextIO, now: float) -> int:
+    copy = backup_journal(
+        options.data_dir(), options["destination"], now, replace=options["force"]
+    )
+    out.write(
+        f"Journal backed up to {copy.path} ({size(copy.size)}): "
+        f"{counted(copy.pending, 'packet')} to deliver, {copy.quarantined} in quarantine.\n"
+    )
+    return 0
+
+
 def quarantine_list(directory: str, reason: str | None, show_hex: bool, out: TextIO) -> int:
     file = JournalFile(directory, create=False, read_only=True)
     try:
         kept = [
             q for q in file.quarantined() if reason is None or q.quarantine.reason == reason
         ]
+    except sqlite3.Error as e:
+        raise journal_error(directory, e) from None
     finally:
         file.close()
     if not kept:
@@ -669,6 +815,9 @@ def replay(
             file.forget(delivered)
         if still:
             file.requarantine(still)
+    except sqlite3.Error as e:
+        err.write(f"weather: {journal_error(directory, e)}\n")
+        return 1
     finally:
         file.close()
     undelivered = len(ready) - len(delivered) - len(stored) - len(refused)
@@ -843,8 +992,15 @@ def main(
     try:
         if command == "decode":
             return decode(sub, out, sys.stdin, time.time_ns())
+        if command == "journal" and sub.subCommand == "backup":
+            return journal_backup(sub.subOptions, out, time.time())
         if command == "journal":
-            return journal_status(sub.subOptions.data_dir(), out, time.time())
+            directory = sub.subOptions.data_dir()
+            if sub.subCommand == "check":
+                return journal_check(directory, out)
+            if sub.subCommand == "salvage":
+                return journal_salvage(directory, out, time.time())
+            return journal_status(directory, out, time.time())
         if command == "quarantine":
             q = sub.subOptions
             return quarantine_list(q.data_dir(), q["reason"], q["hex"], out)

@@ -4,8 +4,10 @@ C{make run}: the server in the foreground, with an InfluxDB to write to.
 Uses the InfluxDB answering at http://localhost:8086 if there is one; else
 starts a private one (Debian's C{influxd}) on 127.0.0.1:8086 with its data in
 C{./weather-data/influxdb}; else runs anyway and says where readings wait.
-The server's journal is in C{./weather-data/journal}.
-Extra arguments go to C{twistd weather}.
+The server's journal is in C{./weather-data/journal}; its status page on
+L{STATUS_PORT} and its self-statistics are on.  Extra arguments go to
+C{twistd weather} (C{make run ARGS="--devices devices.toml"}), and win over
+these.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from weather.tools.localinflux import InfluxServer, find_influxd
 #: The server's own defaults: the InfluxDB it writes to when not told.
 URL = declared("influx-url").default
 DATABASE = declared("database").default
+#: The status page's port: loopback only, as a first look needs.
+STATUS_PORT = 9266
+#: Seconds between self-statistics: the dashboard's "Station health".
+SELF_STATS_INTERVAL = 60
 
 
 def answers(url: str) -> bool:
@@ -37,6 +43,36 @@ def create_database(url: str, name: str) -> None:
     body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{name}"'}).encode()
     with urllib.request.urlopen(url + "/query", data=body, timeout=10):
         pass
+
+
+def given(argv: list[str], option: str) -> bool:
+    """Whether C{--option} is among the user's arguments."""
+    return any(a == f"--{option}" or a.startswith(f"--{option}=") for a in argv)
+
+
+def defaults(argv: list[str]) -> list[str]:
+    """The status page and self-statistics, unless the user chose otherwise."""
+    extra = []
+    if not given(argv, "metrics-port"):
+        extra += ["--metrics-port", f"tcp:{STATUS_PORT}:interface=127.0.0.1"]
+    if not given(argv, "self-stats-interval"):
+        extra += ["--self-stats-interval", str(SELF_STATS_INTERVAL)]
+    return extra
+
+
+def next_steps(argv: list[str]) -> str:
+    """What to try once the server runs, in another terminal."""
+    bin_dir = os.path.relpath(os.path.dirname(sys.executable))
+    lines = [
+        "",
+        "Next, in another terminal:",
+        f"  . {bin_dir}/activate        # puts the weather command on PATH",
+        "  weather simulate --port 8266   # one station's hourly upload",
+        "  weather journal status --data-dir weather-data/journal",
+    ]
+    if not given(argv, "metrics-port"):
+        lines.append(f"Status page: http://127.0.0.1:{STATUS_PORT}/")
+    return "\n".join([*lines, ""])
 
 
 def main(argv: list[str]) -> int:
@@ -55,9 +91,9 @@ def main(argv: list[str]) -> int:
         url = None
         print(
             f"No InfluxDB answers at {URL} and influxd is not installed "
-            "(Debian: apt-get install influxdb).\nThe server runs anyway: readings "
-            "wait in its memory, retried until InfluxDB answers at "
-            f"{URL}, and are lost if the server stops first."
+            "(Debian: apt-get install influxdb).\nThe server runs anyway: packets "
+            "wait in its journal (weather-data/journal), retried until InfluxDB "
+            f"answers at {URL}, and sent at the next start if the server stops first."
         )
     if url is not None:
         create_database(url, DATABASE)
@@ -73,8 +109,10 @@ def main(argv: list[str]) -> int:
         DATABASE,
         "--data-dir",
         os.path.abspath("weather-data/journal"),
+        *defaults(argv),
         *argv,
     ]
+    print(next_steps(argv))
     print("Running:", " ".join(command), "(Ctrl-C stops it)", flush=True)
     try:
         return subprocess.call(command)

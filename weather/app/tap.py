@@ -43,6 +43,7 @@ from weather.server.clock import (
     choose_wait,
     find_ntp_client,
 )
+from weather.server.descriptors import PausingEndpoint
 from weather.server.http import make_client, tls_policy
 from weather.server.logs import RateLimitedLog
 from weather.server.pipeline import PacketPipeline
@@ -178,6 +179,7 @@ def build_service(
         pipeline,
         reactor,
         idle_timeout=settings.idle_timeout,
+        packet_deadline=settings.packet_deadline,
         max_packet_size=settings.max_packet_size,
         admission=admission,
         boot_clock=boot_clock,
@@ -265,7 +267,11 @@ def add_monitoring(
 
         site = monitoring_site(service, metrics, reactor, settings.unhealthy_after, wall)
         try:
-            endpoint = serverFromString(reactor, settings.metrics_port)
+            endpoint = PausingEndpoint(
+                serverFromString(reactor, settings.metrics_port),
+                reactor,
+                settings.metrics_port,
+            )
         except Exception as e:
             raise ConfigurationError(
                 f"--metrics-port {settings.metrics_port}: {e or type(e).__name__}"

@@ -1061,20 +1061,25 @@ class CutForRoomTests(SynchronousTestCase):
         self.assertIsInstance(connect(factory, STATION)[0], StationProtocol)
         self.assertTrue(transport.aborted)
 
-    def test_heldNotCut(self) -> None:
+    def test_heldReadAtTheLimit(self) -> None:
         """
-        A held connection has had no chance to send: it is not cut; the
-        read one from its address is, and the held one is read in its place.
+        Held connections cannot be cut (that would close them unread): once
+        the limit is reached they are read, over their address's limit, and
+        may be cut like the others later.  Nothing is held at the limit.
         """
-        factory = self.factory(max_connections=2, max_per_peer=1)
-        read, read_transport = connect(factory, v4("10.0.0.1"))
-        held, held_transport = connect(factory, v4("10.0.0.1"))
-        self.clock.advance(10)
-        connect(factory, STATION)
-        self.assertTrue(read_transport.aborted)
-        self.assertFalse(held_transport.aborted)
+        factory = self.factory(max_connections=3, max_per_peer=1)
+        connect(factory, v4("10.0.0.1"))
+        held, transport = connect(factory, v4("10.0.0.1"))
+        self.assertEqual(held.held, PEER_LIMIT)
+        connect(factory, v4("10.0.0.2"))  # the limit
         self.assertIsNone(held.held)
-        self.assertEqual(factory.next_cut_at(), T0 + 15)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(factory.stats.connections_held_too_long, 1)
+        held.dataReceived(reference_packet())
+        self.assertEqual(transport.value(), ACK)
+        self.clock.advance(CUT_AFTER)
+        connect(factory, STATION)
+        self.assertEqual(factory.stats.connections_cut_for_room, 1)
 
     def test_halfClosedNotCut(self) -> None:
         self.sink.hold = True
@@ -1165,25 +1170,28 @@ class AbuseTests(SynchronousTestCase):
     def test_oneAddressTenThousandConnections(self) -> None:
         """
         One address opening connections as fast as it can: 32 read, the
-        rest held until --max-connections (512), when accepting stops; the
-        others wait in the kernel's queue.  After CUT_AFTER a station takes
-        the place of one of them.
+        rest held until --max-connections (512), when they are read too and
+        accepting stops (the others wait in the kernel's queue).  None is
+        closed unread.  After CUT_AFTER each new connection, a station's or
+        the abuser's, takes the place of one of them.
         """
         protocols = self.flood(lambda i: v4(ABUSER_HOST, 1024 + i))
         self.assertEqual(len(protocols), 512)
-        self.assertEqual(self.factory.admission.open_from(ABUSER_HOST), 32)
-        self.assertEqual(self.factory.held, 480)
+        self.assertEqual(self.factory.held, 0)
+        self.assertEqual(self.factory.stats.connections_held[PEER_LIMIT], 480)
+        self.assertEqual(self.factory.stats.connections_held_too_long, 480)
+        self.assertEqual(self.factory.admission.open_from(ABUSER_HOST), 512)
         self.assertEqual(self.factory.stats.connections_refused.total(), 0)
         self.assertEqual(self.port.calls, ["stopReading"])
         # One line for the flood, one for the limit.
         self.assertEqual(len(self.events), 2)
         self.clock.advance(CUT_AFTER)
         self.assertEqual(self.port.calls, ["stopReading", "startReading"])
-        self.station()
-        self.assertEqual(self.factory.stats.connections_cut_for_room, 1)
-        self.assertEqual(self.factory.admission.open_from(ABUSER_HOST), 32)
-        self.assertEqual(self.factory.held, 479)
-        self.assertEqual(self.factory.stats.packets_acknowledged, 1)
+        for i in range(200):
+            self.station(v4(f"192.0.2.{i}"))
+        self.assertEqual(self.factory.stats.connections_cut_for_room, 200)
+        self.assertEqual(self.factory.admission.open_from(ABUSER_HOST), 312)
+        self.assertEqual(self.factory.stats.packets_acknowledged, 200)
 
     def test_manyAddressesIdle(self) -> None:
         """

@@ -436,15 +436,16 @@ TOPICS = (
         (
             Option(
                 "max-connections",
-                "Station connections open at once; at the limit, stop accepting until "
-                "one closes (new ones wait in the kernel's queue).",
+                "Station connections open at once; at the limit a new one takes the "
+                "place of one 5 s without a complete packet, or waits in the kernel's "
+                "queue.",
                 "512",
                 number(int, 1, 1_000_000),
             ),
             Option(
                 "max-connections-per-peer",
-                "Connections open at once from one address (IPv6: one network, see "
-                "--ipv6-peer-prefix); more are closed at once.",
+                "Connections read at once from one address (IPv6: one network, see "
+                "--ipv6-peer-prefix); more are held unread until one closes.",
                 "32",
                 number(int, 1, 1_000_000),
             ),
@@ -458,8 +459,9 @@ TOPICS = (
             ),
             Option(
                 "rate-limit",
-                "New connections per address (IPv6: per network), such as 30/min "
-                "(default: no limit).",
+                "New connections read per address (IPv6: per network), such as "
+                "30/min; more are held unread until the rate allows (default: no "
+                "limit).",
                 coerce=RateLimit.parse,
             ),
             Option(

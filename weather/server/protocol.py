@@ -93,7 +93,8 @@ class ConnectionCounts:
     )
     #: Held unread for a while, by reason: one of L{weather.server.admission.HOLDS}.
     connections_held: ReasonCounts = field(default_factory=lambda: ReasonCounts(HOLDS))
-    #: Held until their hold ran out (--idle-timeout), then read all the same.
+    #: Held ones read over their address's limit: their hold ran out
+    #: (--idle-timeout), or the server reached --max-connections.
     connections_held_too_long: int = 0
     connections_timed_out: int = 0
     #: Cut because a packet was not complete by --packet-deadline.
@@ -497,17 +498,23 @@ class StationFactory(Factory):
                 retry.cancel()
 
     def held_too_long(self, protocol: StationProtocol) -> None:
-        """C{protocol} was held for --idle-timeout: read it, over its limit or not."""
+        """Read C{protocol} now, over its address's limit or not."""
         self.stats.connections_held_too_long += 1
         self._stop_holding(protocol)
         self._read(protocol)
 
     def read_all_held(self) -> None:
-        """Read every held connection, limits or not: the server is stopping."""
+        """
+        Read every held connection, over its address's limit: the server
+        is stopping, or has reached --max-connections.  Held ones cannot be
+        cut for room (that would close them unread): read, a station's
+        packet is taken at once, and an idle peer's connection may be cut
+        after L{CUT_AFTER}.  So one address cannot keep the slots with held
+        connections.
+        """
         for queue in list(self._held.values()):
             for protocol in list(queue):
-                self._stop_holding(protocol)
-                self._read(protocol)
+                self.held_too_long(protocol)
 
     def _read(self, protocol: StationProtocol) -> None:
         self.admission.reading(protocol.host)
@@ -542,14 +549,15 @@ class StationFactory(Factory):
         connection that becomes cuttable later can be cut no sooner than
         L{CUT_AFTER} from now.
         """
-        now = self.clock.seconds()
         if self._cuttable and not self.paused:
             return next(iter(self._cuttable.values())) + CUT_AFTER
-        return now + CUT_AFTER
+        return self.clock.seconds() + CUT_AFTER
 
     def can_cut(self) -> bool:
         """Whether a connection may be cut for room now."""
-        return bool(self._cuttable) and self.next_cut_at() <= self.clock.seconds()
+        if not self._cuttable or self.paused:
+            return False
+        return next(iter(self._cuttable.values())) + CUT_AFTER <= self.clock.seconds()
 
     def _cut_for_room(self) -> bool:
         """Cut the connection longest without a complete packet, if one may be."""
@@ -630,6 +638,8 @@ class StationFactory(Factory):
         else:
             self._hold(protocol, reason)
         self.admission.opened()
+        if self.admission.at_capacity and self._held:
+            self.read_all_held()
         if self.admission.open == self.admission.max_connections:
             self._limited.warn(
                 "capacity",

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from weather.journal.service import Journal
@@ -268,7 +268,9 @@ class StationListener(Service):
         if self.short_since is not None:
             spare = self.descriptors.spare(recount=True)
             if spare is None or spare >= 1:
-                self.log.info(
+                self._limited.emit(
+                    LogLevel.info,
+                    "descriptors-free",
                     "File descriptors are free again after {seconds:.1f} s: accepting "
                     "station connections",
                     seconds=self.clock.seconds() - self.short_since,

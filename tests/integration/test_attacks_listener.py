@@ -321,12 +321,14 @@ WEATHER = ("weather",)
 
 class OutOfDescriptorsTests(SynchronousTestCase):
     """
-    Attack 3 in a daemon whose RLIMIT_NOFILE is NOFILE: idle connections to
-    --metrics-port take every descriptor.  Station connections are then not
-    accepted at all (they wait in the listen queue, not accepted and
-    closed), the log says so in a line or two, and once descriptors are
-    free the stations are served: the one waiting for its ACK gets it, the
-    one that wrote and closed has its packet journaled.
+    Attack 3 in a daemon whose RLIMIT_NOFILE is NOFILE, with
+    --max-connections as high as that allows: idle connections to
+    --metrics-port and then to the station port take every descriptor the
+    server lets them.  Station connections are then not accepted at all
+    (they wait in the listen queue, not accepted and closed), the log says
+    so in a line or two, and once descriptors are free the stations are
+    served: the one waiting for its ACK gets it, the one that wrote and
+    closed has its packet journaled.
     """
 
     def setUp(self) -> None:
@@ -352,7 +354,7 @@ class OutOfDescriptorsTests(SynchronousTestCase):
                 "--influx-url",
                 f"http://{LOOPBACK}:{free_listening_port()}",
                 "--max-connections",
-                "20",
+                str(NOFILE - 64),  # the most the limit allows (weather.app.tap)
                 "--shutdown-timeout",
                 "1",
             ],
@@ -385,16 +387,20 @@ class OutOfDescriptorsTests(SynchronousTestCase):
         self.sockets.append(s)
         return s
 
-    def test_outOfDescriptors(self) -> None:
-        # Idle HTTP connections until the daemon holds every descriptor it
-        # may, or its HTTP endpoint stops taking more.
+    def fill(self, port: int) -> int:
+        """Idle connections to C{port} until the daemon takes no more: its descriptors."""
         held = -1
         while self.open_descriptors() != held:
             held = self.open_descriptors()
-            for _ in range(10):
-                self.connect(self.metrics_port)
+            for _ in range(5):
+                self.connect(port)
             time.sleep(0.3)
-        self.assertGreater(held, NOFILE - 32, "the HTTP connections took too few")
+        return held
+
+    def test_outOfDescriptors(self) -> None:
+        self.fill(self.metrics_port)
+        held = self.fill(self.port)
+        self.assertGreater(held, NOFILE - 32, "the idle connections took too few")
         waiting = self.connect(self.port)
         waiting.sendall(numbered_packet(range(0, 30)))
         gone = self.connect(self.port)  # today's firmware: write and close

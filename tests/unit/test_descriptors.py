@@ -34,7 +34,6 @@ from weather.server.descriptors import (
     RECOUNT_EVERY,
     DescriptorBudget,
     GuardedSocket,
-    PausingEndpoint,
     guard_accept,
     open_descriptors,
     pause_when_exhausted,
@@ -246,22 +245,25 @@ class PauseWhenExhaustedTests(SynchronousTestCase):
         clock.advance(RECOUNT_EVERY)
         self.assertEqual(port.calls, ["stopReading"])
 
-    def test_endpoint(self) -> None:
-        """The HTTP endpoint's listening port is guarded (see weather.app.tap)."""
-        port = SocketPort()
-        endpoint = PausingEndpoint(PortEndpoint(port), Clock(), "tcp:9266")
-        self.assertIs(self.successResultOf(endpoint.listen(object())), port)
-        self.assertIsInstance(port.socket, GuardedSocket)
-
     def test_metricsPortGuarded(self) -> None:
+        """The HTTP endpoint's listening port is guarded once it listens."""
+        port = SocketPort()
+        clock = Clock()
         settings = make_settings(self, "--metrics-port", "9266")
         service = build_test_service(
             self, settings, MemoryReactorClock(), client=StubTreq(FakeInfluxDB())
         )
-        [endpoint] = [
-            s.endpoint for s in service.monitoring if isinstance(s, MonitoringEndpoint)
-        ]
-        self.assertIsInstance(endpoint, PausingEndpoint)
+        [monitoring] = [s for s in service.monitoring if isinstance(s, MonitoringEndpoint)]
+        monitoring.endpoint = PortEndpoint(port)
+        monitoring.clock = clock
+        monitoring.privilegedStartService()
+        self.assertIsInstance(port.socket, GuardedSocket)
+        port.socket._socket.results.append(OSError(errno.EMFILE, "Too many"))
+        with self.assertRaises(BlockingIOError):
+            port.socket.accept()
+        self.assertEqual(port.calls, ["stopReading"])
+        clock.advance(RECOUNT_EVERY)
+        self.assertEqual(port.calls, ["stopReading", "startReading"])
 
 
 class ListenerDescriptorTests(SynchronousTestCase):

@@ -43,7 +43,7 @@ from weather.server.clock import (
     choose_wait,
     find_ntp_client,
 )
-from weather.server.descriptors import PausingEndpoint
+from weather.server.descriptors import pause_when_exhausted
 from weather.server.http import make_client, tls_policy
 from weather.server.logs import RateLimitedLog
 from weather.server.pipeline import PacketPipeline
@@ -236,17 +236,31 @@ def clock_gate(
 class MonitoringEndpoint(StreamServerEndpointService):
     """The --metrics-port listener: a port in use stops the start in one line."""
 
-    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+    def __init__(
+        self, endpoint: Any, factory: Any, description: str, clock: Any = None
+    ) -> None:
         super().__init__(endpoint, factory)
         self.description = description
+        #: Times the pauses of a port out of descriptors (default: the reactor).
+        self.clock = clock
         self._raiseSynchronously = True
 
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
+            self._waitingForPort.addCallback(self._guard)
         except Exception as e:
             why = getattr(getattr(e, "socketError", None), "strerror", None) or e
             raise CannotListen(f"--metrics-port {self.description}: {why}") from None
+
+    def _guard(self, port: Any) -> Any:
+        """Out of descriptors, the port pauses rather than accept and close."""
+        if self.clock is None:
+            from twisted.internet import reactor as clock
+        else:
+            clock = self.clock
+        pause_when_exhausted(port, clock, self.description)
+        return port
 
 
 #: Seconds between counts of the journal's pending packets, for the metrics.
@@ -267,16 +281,14 @@ def add_monitoring(
 
         site = monitoring_site(service, metrics, reactor, settings.unhealthy_after, wall)
         try:
-            endpoint = PausingEndpoint(
-                serverFromString(reactor, settings.metrics_port),
-                reactor,
-                settings.metrics_port,
-            )
+            endpoint = serverFromString(reactor, settings.metrics_port)
         except Exception as e:
             raise ConfigurationError(
                 f"--metrics-port {settings.metrics_port}: {e or type(e).__name__}"
             ) from None
-        service.add_monitoring(MonitoringEndpoint(endpoint, site, settings.metrics_port))
+        service.add_monitoring(
+            MonitoringEndpoint(endpoint, site, settings.metrics_port, reactor)
+        )
     limited = RateLimitedLog(log, reactor, period=3600)
     service.add_monitoring(
         _timer(JOURNAL_STATUS_INTERVAL, _refresh_journal_status, reactor, service, limited)

@@ -21,10 +21,8 @@ import resource
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from weather.server.logs import RateLimitedLog
 
@@ -170,22 +168,3 @@ def pause_when_exhausted(port: Any, clock: IReactorTime, description: str) -> bo
         clock.callLater(RECOUNT_EVERY, resume)
 
     return guard_accept(port, exhausted)
-
-
-@implementer(IStreamServerEndpoint)
-class PausingEndpoint:
-    """An endpoint whose ports L{pause_when_exhausted} (the HTTP endpoint's)."""
-
-    def __init__(
-        self, endpoint: IStreamServerEndpoint, clock: IReactorTime, description: str
-    ):
-        self.endpoint = endpoint
-        self.clock = clock
-        self.description = description
-
-    def listen(self, factory: Any) -> Deferred:
-        def guard(port: Any) -> Any:
-            pause_when_exhausted(port, self.clock, self.description)
-            return port
-
-        return self.endpoint.listen(factory).addCallback(guard)

@@ -19,18 +19,21 @@ minute of SYN-ACK retries.
 
 Scenarios:
 
-  one-address    default limits, every connection from 127.0.0.2
+  one-address    default limits, every connection from 127.0.0.2: 32 read,
+                 the rest held unread up to --max-connections
   many-addresses default limits, the connections spread over 400 addresses
                  (25 each, under the per-address limit): --max-connections
-                 is reached, accepting stops, and the station waits for the
-                 idle timeout (30 s) to free room
+                 is reached, accepting stops until the oldest have gone 5 s
+                 without a packet, then each new connection takes the place
+                 of one
   all-accepted   --max-connections 10100 --max-connections-per-peer 10000
                  --idle-timeout 600: the worst case, every connection held;
                  gives the memory per connection
   partial-packets  default limits, 480 connections from 15 addresses (32
-                 each), every one sending all but the last byte of a packet
-                 of the largest size (65,541 bytes) and then nothing: the
-                 most a connection can make the server hold
+                 each), every one sending all but the last byte of the
+                 largest packet --max-packet-size lets through (1,023 bytes)
+                 and then nothing: the most a connection can make the server
+                 hold
 
 Loopback addresses only; needs `ulimit -n` above the connection count.
 """
@@ -233,7 +236,13 @@ class Abuser:
 class Server(Daemon):
     """`twistd -n weather` in a subprocess, on loopback ports of its own."""
 
-    def __init__(self, influx_url: str, args: list[str], workdir: str) -> None:
+    def __init__(
+        self,
+        influx_url: str,
+        args: list[str],
+        workdir: str,
+        command: list[str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.metrics_port = free_port()
         self.workdir = workdir
@@ -250,7 +259,7 @@ class Server(Daemon):
             str(self.metrics_port),
             *args,
         ]
-        super().__init__(arguments, workdir)
+        super().__init__(arguments, workdir, command=command)
 
 
 def seen(figures: dict[str, float]) -> int:
@@ -281,9 +290,10 @@ def run(name: str, influx: InfluxServer, connections: int) -> dict:
         count = scenario.get("count", connections)
         payload = b""
         if scenario.get("partial"):
-            # The largest packet of the reference layout (10,922 records of
-            # 6 bytes: 65,541 bytes with the header), less its last byte.
-            payload = build_packet(1, [(0, 0, 0)] * 10922)[:-1]
+            # The largest packet of the reference layout under the default
+            # --max-packet-size (169 records of 6 bytes: 1,023 bytes with the
+            # header), less its last byte.
+            payload = build_packet(1, [(0, 0, 0)] * 169)[:-1]
         abuser = Abuser(server.port, sources, count, payload)
         opening = abuser.open(server)
         time.sleep(2.0)
@@ -306,6 +316,8 @@ def run(name: str, influx: InfluxServer, connections: int) -> dict:
             "partial": len(payload),
             "opening": opening,
             "active": int(figures.get("weather_connections_active", 0)),
+            "held": int(figures.get("weather_connections_held_now", 0)),
+            "cut": int(after_station.get("weather_connections_cut_for_room_total", 0)),
             "accepting": int(figures.get("weather_accepting", -1)),
             "refused": refused,
             "timed_out": int(after_station.get("weather_connections_timed_out_total", 0)),
@@ -337,8 +349,9 @@ def report(result: dict) -> None:
     )
     states = result["client_states"]
     print(
-        f"server holds {result['active']:,} connections (accepting: "
-        f"{'yes' if result['accepting'] else 'no'}); refused {result['refused'] or 0}; "
+        f"server holds {result['active']:,} connections ({result['held']:,} held "
+        f"unread; accepting: {'yes' if result['accepting'] else 'no'}); refused "
+        f"{result['refused'] or 0}; "
         f"abuser sees {states['connected']:,} connected, {states['reset']:,} reset, "
         f"{states['connecting']:,} still connecting (listen queue or SYN retries)"
     )
@@ -353,8 +366,9 @@ def report(result: dict) -> None:
         f"station ACK: {result['first_ack'] * 1000:.1f} ms before the flood, "
         f"{result['ack'] * 1000:.1f} ms during it"
         + (
-            f" ({result['timed_out']} idle connections timed out meanwhile)"
-            if result["timed_out"]
+            f" ({result['timed_out']} idle connections timed out, {result['cut']} cut "
+            "for a new one meanwhile)"
+            if result["timed_out"] or result["cut"]
             else ""
         )
     )

@@ -258,6 +258,7 @@ def factory_options(clock: Any, **overrides: Any) -> dict[str, Any]:
     defaults = option_defaults()
     return {
         "idle_timeout": defaults.idle_timeout,
+        "packet_deadline": defaults.packet_deadline,
         "max_packet_size": defaults.max_packet_size,
         "admission": Admission(clock, **admission_options()),
         **overrides,

@@ -11,7 +11,7 @@ from weather.core.packet import Reason
 from weather.journal.service import JournalCounts
 from weather.ops.metrics import _counter
 from weather.ops.selfstats import SelfStatsCounts
-from weather.server.admission import PEER_LIMIT, REASONS
+from weather.server.admission import HOLDS, NOT_ALLOWED, REFUSALS
 from weather.server.counts import ReasonCounts
 from weather.server.pipeline import REJECTION_REASONS, PipelineCounts
 from weather.server.protocol import ConnectionCounts
@@ -53,23 +53,24 @@ class TypedCountsTests(SynchronousTestCase):
             dict(PipelineCounts().packets_rejected), dict.fromkeys(REJECTION_REASONS, 0)
         )
         self.assertEqual(
-            dict(ConnectionCounts().connections_refused), dict.fromkeys(REASONS, 0)
+            dict(ConnectionCounts().connections_refused), dict.fromkeys(REFUSALS, 0)
         )
+        self.assertEqual(dict(ConnectionCounts().connections_held), dict.fromkeys(HOLDS, 0))
         self.assertIn(Reason.UNKNOWN_DEVICE, REJECTION_REASONS)
 
 
 class ReasonCountsTests(SynchronousTestCase):
     def test_counts(self) -> None:
-        counts = ReasonCounts(REASONS)
-        counts.add(PEER_LIMIT)
-        counts.add(PEER_LIMIT, 2)
-        self.assertEqual(counts[PEER_LIMIT], 3)
+        counts = ReasonCounts(REFUSALS)
+        counts.add(NOT_ALLOWED)
+        counts.add(NOT_ALLOWED, 2)
+        self.assertEqual(counts[NOT_ALLOWED], 3)
         self.assertEqual(counts.total(), 3)
-        self.assertEqual(list(counts), list(REASONS))
+        self.assertEqual(list(counts), list(REFUSALS))
 
     def test_unknownReasonRaises(self) -> None:
         """A reason outside the set is neither counted nor read as 0."""
-        counts = ReasonCounts(REASONS)
+        counts = ReasonCounts(REFUSALS)
         self.assertRaises(KeyError, counts.add, "peer-limit")
         self.assertRaises(KeyError, lambda: counts["peer-limit"])
         self.assertEqual(counts.total(), 0)

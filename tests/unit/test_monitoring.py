@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakeinflux import FakeInfluxDB
 from tests.support import (
+    ManualDiskWorker,
     build_packet,
     build_test_service,
     header_bytes,
@@ -131,11 +132,20 @@ class MetricsTests(MonitoringTestCase):
         )
         self.assertEqual(
             set(samples["weather_connections_refused_total"]),
-            {
-                (("reason", r),)
-                for r in ("not_allowed", "peer_limit", "rate_limited", "server_limit")
-            },
+            {(("reason", r),) for r in ("not_allowed", "server_limit")},
         )
+        self.assertEqual(
+            samples["weather_connections_held_total"],
+            {(("reason", r),): 0.0 for r in ("peer_limit", "rate_limited")},
+        )
+        for name in (
+            "weather_connections_held_too_long_total",
+            "weather_connections_past_deadline_total",
+            "weather_connections_cut_for_room_total",
+            "weather_descriptors_short_total",
+        ):
+            self.assertEqual(samples[name], {(): 0.0}, name)
+        self.assertEqual(samples["weather_connections_held_now"], {(): 0.0})
         self.assertEqual(samples["weather_accepting"], {(): 1.0})
         self.assertEqual(samples["weather_journal_full"], {(): 0.0})
         self.assertIn("process_resident_memory_bytes", samples)
@@ -321,23 +331,39 @@ class HealthTests(MonitoringTestCase):
         self.assertEqual(self.health(), (200, self.health()[1]))
         self.assertEqual(len(self.fake.points), 90)
 
+    def connect_waiting(self) -> Protocol:
+        """
+        A connection whose packet waits for the journal's commit (a stalled
+        disk): it is not cut for a new connection.
+        """
+        factory = self.service.listener.factory
+        protocol = factory.buildProtocol(PEER)
+        protocol.makeConnection(StringTransport(peerAddress=PEER))
+        protocol.dataReceived(reference_packet())
+        self.addCleanup(protocol.connectionLost, None)
+        return protocol
+
+    def build_stalled(self) -> ManualDiskWorker:
+        """The server with --max-connections 2 and a disk that commits when told."""
+        worker = ManualDiskWorker()
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(T0)
+        self.settings = make_settings(self, *self.ARGS, "--max-connections", "2")
+        self.service = build_test_service(
+            self, self.settings, self.reactor, self.influx, worker=worker
+        )
+        self.service.startService()
+        worker.run_all()
+        return worker
+
     def test_atConnectionLimitPastThreshold(self) -> None:
         """
-        At --max-connections: healthy for a moment (stations wait in the
-        listen queue), 503 once it has lasted --unhealthy-after without a
-        break; a connection closing ends it and starts the count again.
+        At --max-connections with no connection to cut for a new one:
+        healthy for a moment (stations wait in the listen queue), 503 once
+        it has lasted --unhealthy-after without a break; room for 5 s ends it.
         """
-        self.build("--max-connections", "2")
-        self.service.startService()
-        factory = self.service.listener.factory
-
-        def connect() -> Protocol:
-            protocol = factory.buildProtocol(PEER)
-            protocol.makeConnection(StringTransport(peerAddress=PEER))
-            self.addCleanup(protocol.connectionLost, None)
-            return protocol
-
-        first, _ = connect(), connect()
+        worker = self.build_stalled()
+        first, _ = self.connect_waiting(), self.connect_waiting()
         code, report = self.health()
         self.assertEqual((code, report["accepting"]), (200, False))
         self.reactor.advance(119)
@@ -349,8 +375,8 @@ class HealthTests(MonitoringTestCase):
         self.assertEqual(
             report["reasons"],
             [
-                "at the --max-connections limit (2 open) for 120 s: "
-                "new stations wait or give up"
+                "at the --max-connections limit (2 open, none to cut for a new one) "
+                "for 120 s: new stations wait or give up"
             ],
         )
         # One closes; room for 5 s ends the stretch.
@@ -360,35 +386,72 @@ class HealthTests(MonitoringTestCase):
         self.reactor.advance(5)
         code, report = self.health()
         self.assertEqual((code, report["at_connection_limit_seconds"]), (200, 0))
-        connect()
+        self.connect_waiting()
         self.reactor.advance(60)
         self.assertEqual(self.health()[0], 200)
+        worker.run_all()
 
     def test_atConnectionLimitWithChurn(self) -> None:
         """
         Stations closing only to let the next queued one in are no break: the
         limit holding for --unhealthy-after with churn is still a 503.
         """
-        self.build("--max-connections", "2")
-        self.service.startService()
-        factory = self.service.listener.factory
-        open_now = []
-        for _ in range(2):
-            protocol = factory.buildProtocol(PEER)
-            protocol.makeConnection(StringTransport(peerAddress=PEER))
-            open_now.append(protocol)
+        worker = self.build_stalled()
+        open_now = [self.connect_waiting() for _ in range(2)]
         for _ in range(12):
             self.reactor.advance(9)
             open_now.pop(0).connectionLost(None)
             self.reactor.advance(1)
-            protocol = factory.buildProtocol(PEER)
-            protocol.makeConnection(StringTransport(peerAddress=PEER))
-            open_now.append(protocol)
-        for protocol in open_now:
-            self.addCleanup(protocol.connectionLost, None)
+            open_now.append(self.connect_waiting())
         code, report = self.health()
         self.assertEqual(code, 503)
         self.assertEqual(report["at_connection_limit_seconds"], 120)
+        worker.run_all()
+
+    def test_slowPeersAtTheLimitStayHealthy(self) -> None:
+        """
+        The issue's case: slow or idle peers holding every slot used to
+        leave /health at "ok" for --unhealthy-after while stations were kept
+        out.  Now a new connection takes the place of one of them: stations
+        are served, and /health is right to say so.
+        """
+        self.build("--max-connections", "2", "--idle-timeout", "3600")
+        self.service.startService()
+        factory = self.service.listener.factory
+        for port in (1, 2):
+            peer = IPv4Address("TCP", "198.51.100.1", port)
+            protocol = factory.buildProtocol(peer)
+            protocol.makeConnection(StringTransport(peerAddress=peer))
+            protocol.dataReceived(b"\x01")  # a byte of a packet, then nothing
+            self.addCleanup(protocol.connectionLost, None)
+        self.assertFalse(self.health()[1]["accepting"])
+        self.reactor.advance(5)
+        code, report = self.health()
+        self.assertEqual((code, report["accepting"]), (200, True))
+        for _ in range(30):
+            self.reactor.advance(10)
+            transport = self.send(reference_packet())
+            self.assertEqual(transport.value(), b"\x06")
+        code, report = self.health()
+        self.assertEqual((code, report["at_connection_limit_seconds"]), (200, 0))
+        # One made room for the first station; the other reached its deadline.
+        self.assertEqual(factory.stats.connections_cut_for_room, 1)
+        self.assertEqual(factory.stats.connections_past_deadline, 1)
+
+    def test_outOfDescriptorsPastThreshold(self) -> None:
+        self.service.startService()
+        listener = self.service.listener
+        listener._out_of_descriptors(24)  # EMFILE
+        self.assertEqual(self.health()[0], 200)
+        listener.descriptors.spare = lambda recount=False: 0
+        self.reactor.advance(120)
+        code, report = self.health()
+        self.assertEqual(code, 503)
+        self.assertEqual(
+            report["reasons"],
+            ["out of file descriptors for 120 s: new stations wait or give up"],
+        )
+        self.assertEqual(report["out_of_descriptors_seconds"], 120)
 
     def test_journalFull(self) -> None:
         """Over the high-water mark: 503 saying so; under it again: 200."""
@@ -535,12 +598,12 @@ class OpenFilesTests(SynchronousTestCase):
     def test_softRaised(self) -> None:
         from weather.app.tap import open_files_plan
 
-        self.assertEqual(open_files_plan(10_000, 1024, 1 << 20), (10_064, 10_000))
+        self.assertEqual(open_files_plan(10_000, 1024, 1 << 20), (10_128, 10_000))
 
     def test_clampedToHard(self) -> None:
         from weather.app.tap import open_files_plan
 
-        self.assertEqual(open_files_plan(10_000, 1024, 4096), (4096, 4032))
+        self.assertEqual(open_files_plan(10_000, 1024, 4096), (4096, 3968))
 
     def test_infinite(self) -> None:
         import resource
@@ -548,7 +611,7 @@ class OpenFilesTests(SynchronousTestCase):
         from weather.app.tap import open_files_plan
 
         infinite = resource.RLIM_INFINITY
-        self.assertEqual(open_files_plan(10_000, 1024, infinite), (10_064, 10_000))
+        self.assertEqual(open_files_plan(10_000, 1024, infinite), (10_128, 10_000))
         self.assertEqual(open_files_plan(10_000, infinite, infinite), (infinite, 10_000))
 
 

@@ -5,9 +5,10 @@ The station protocol on fake transports and a fake clock.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import HEADER, RecordingSink, factory_options, reference_packet
@@ -126,6 +127,7 @@ class StationProtocolTests(SynchronousTestCase):
         self.assertEqual(len(self.sink.received), 1)
 
     def test_idleTimeout(self) -> None:
+        self.factory.packet_deadline = 3600.0  # the idle timeout alone
         protocol, transport = self.connect()
         protocol.dataReceived(reference_packet()[:20])
         self.clock.advance(29)
@@ -140,9 +142,90 @@ class StationProtocolTests(SynchronousTestCase):
         [(rejected, error)] = self.sink.rejected
         self.assertEqual(error.reason, Reason.TRUNCATED)
         self.assertEqual(rejected.data, reference_packet()[:30])
+        self.assertEqual(
+            error.detail, "connection ended after 30 bytes of a packet (idle for 30 s)"
+        )
         # Stamped when its last bytes arrived, as a whole packet would have
         # been: not 30 s later, when the connection timed out.
         self.assertEqual(rejected.arrival_ns, 1_700_000_029_250_000_000)
+
+    def test_packetDeadline(self) -> None:
+        """
+        A packet has --packet-deadline from its first byte to its last: a
+        peer sending a byte now and then, never idle, is cut there, and what
+        it sent is quarantined as truncated.
+        """
+        self.assertEqual(self.factory.packet_deadline, 20.0)
+        protocol, transport = self.connect()
+        self.clock.advance(25)  # before the first byte: the idle timeout alone
+        self.assertFalse(transport.disconnected)
+        packet = reference_packet()
+        for i in range(4):
+            protocol.dataReceived(packet[i : i + 1])
+            self.clock.advance(5 if i < 3 else 4.9)
+        protocol.dataReceived(packet[4:5])  # 19.9 s after the first byte
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(self.factory.stats.connections_past_deadline, 0)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.factory.stats.connections_past_deadline, 1)
+        self.assertEqual(self.factory.stats.connections_timed_out, 0)
+        protocol.connectionLost(None)
+        [(rejected, error)] = self.sink.rejected
+        self.assertEqual((rejected.data, error.reason), (packet[:5], Reason.TRUNCATED))
+        self.assertEqual(
+            error.detail,
+            "connection ended after 5 bytes of a packet "
+            "(not complete 20 s after its first byte)",
+        )
+        self.assertEqual(rejected.arrival_ns, 1_700_000_045_150_000_000)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_packetDeadlineLogged(self) -> None:
+        with capturedLogs() as events:
+            protocol, _ = self.connect()
+            protocol.dataReceived(reference_packet()[:7])
+            self.clock.advance(20)
+        [event] = [e for e in events if "--packet-deadline" in e["log_format"]]
+        self.assertEqual(
+            formatEvent(event),
+            "Cut 192.0.2.7:40123: its packet was not complete 20 s after its first "
+            "byte (--packet-deadline); its 7 bytes are quarantined",
+        )
+
+    def test_eachPacketItsOwnDeadline(self) -> None:
+        """The deadline runs from each packet's first byte, not the connection's."""
+        protocol, transport = self.connect()
+        first, second = reference_packet(start=0), reference_packet(start=30)
+        protocol.dataReceived(first[:10])
+        self.clock.advance(19)
+        # The first completes, the second starts in the same segment.
+        protocol.dataReceived(first[10:] + second[:10])
+        self.clock.advance(19)
+        protocol.dataReceived(second[10:])
+        self.clock.advance(19)
+        self.assertFalse(transport.disconnected)
+        self.assertEqual([p.data for p in self.sink.received], [first, second])
+        self.assertEqual(self.factory.stats.connections_past_deadline, 0)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # the idle timeout
+
+    def test_deadlineWaitsWhilePaused(self) -> None:
+        """
+        While the server does not read (the journal is full) the packet's
+        deadline waits: the station is not slow, the server is.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(reference_packet()[:10])
+        self.clock.advance(15)
+        self.factory.pause(True)
+        self.clock.advance(1000)
+        self.assertFalse(transport.disconnected)
+        self.factory.pause(False)
+        self.clock.advance(4.9)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.factory.stats.connections_past_deadline, 1)
 
     def test_timeoutCancelledOnClose(self) -> None:
         protocol, _ = self.connect()
@@ -242,6 +325,113 @@ class AcknowledgementTests(SynchronousTestCase):
         self.assertEqual(len(self.sink.rejected), 1)
         self.assertEqual(self.sink.durable, [])
         self.assertEqual(self.transport.value(), b"")
+
+
+class HalfCloseTests(SynchronousTestCase):
+    """
+    A station that shuts its side of the connection after its packet
+    (C{shutdown(SHUT_WR)}) and waits for the ACK gets it, then the server
+    closes.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sink = RecordingSink(hold=True)
+        self.factory = StationFactory(
+            self.sink,
+            self.clock,
+            **factory_options(self.clock, idle_timeout=30.0, max_packet_size=400),
+        )
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = StringTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+
+    def test_halfCloseable(self) -> None:
+        """Twisted's TCP transport calls readConnectionLost, not connectionLost."""
+        self.assertTrue(IHalfCloseableProtocol.providedBy(self.protocol))
+
+    def test_ackThenClose(self) -> None:
+        self.protocol.dataReceived(reference_packet())
+        self.protocol.readConnectionLost()
+        [durable] = self.sink.durable
+        self.assertFalse(self.transport.disconnecting)
+        durable.callback(None)
+        self.assertEqual(self.transport.value(), ACK)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.factory.stats.packets_acknowledged, 1)
+        self.protocol.connectionLost(None)
+        self.assertEqual(self.sink.rejected, [])
+
+    def test_severalPackets(self) -> None:
+        """Closed once the last of them is acknowledged, whichever order."""
+        self.protocol.dataReceived(reference_packet(start=0) + reference_packet(start=30))
+        self.protocol.readConnectionLost()
+        first, second = self.sink.durable
+        second.callback(None)
+        self.assertFalse(self.transport.disconnecting)
+        first.callback(None)
+        self.assertEqual(self.transport.value(), ACK * 2)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_alreadyDurable(self) -> None:
+        """A packet durable before the half-close: closed at once."""
+        self.protocol.dataReceived(reference_packet())
+        self.sink.durable[0].callback(None)
+        self.assertFalse(self.transport.disconnecting)
+        self.protocol.readConnectionLost()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), ACK)
+
+    def test_nothingSent(self) -> None:
+        self.protocol.readConnectionLost()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_unfinishedPacketQuarantined(self) -> None:
+        """Bytes of a packet left at the half-close: truncated, once."""
+        packet = reference_packet()
+        self.protocol.dataReceived(packet + packet[:40])
+        self.protocol.readConnectionLost()
+        [(rejected, error)] = self.sink.rejected
+        self.assertEqual((rejected.data, error.reason), (packet[:40], Reason.TRUNCATED))
+        self.sink.durable[0].callback(None)
+        self.assertEqual(self.transport.value(), ACK)
+        self.protocol.connectionLost(None)
+        self.assertEqual(len(self.sink.rejected), 1)
+
+    def test_notKept(self) -> None:
+        """A packet the sink could not keep: no ACK, and the connection closes."""
+        self.protocol.dataReceived(reference_packet())
+        self.protocol.readConnectionLost()
+        failed = self.sink.durable[0]
+        failed.errback(RuntimeError("disk on fire"))
+        self.assertEqual(self.transport.value(), b"")
+        self.assertTrue(self.transport.disconnecting)
+        self.failureResultOf(failed, RuntimeError)
+
+    def test_notReadAgain(self) -> None:
+        """
+        Pausing and resuming (the journal full, then not) does not read a
+        connection the station has shut: Twisted would see its end again.
+        """
+        self.protocol.dataReceived(reference_packet())
+        self.protocol.readConnectionLost()
+        self.transport.pauseProducing()  # what Twisted does at the end of input
+        self.factory.pause(True)
+        self.factory.pause(False)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.protocol.readConnectionLost()  # said twice: nothing more
+        self.assertEqual(self.sink.rejected, [])
+        self.sink.durable[0].callback(None)
+        self.assertEqual(self.transport.value(), ACK)
+
+    def test_idleTimeoutStillHolds(self) -> None:
+        """A packet that is never durable does not keep the connection forever."""
+        self.protocol.dataReceived(reference_packet())
+        self.protocol.readConnectionLost()
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.factory.stats.connections_timed_out, 1)
 
 
 class DescribePeerTests(SynchronousTestCase):

@@ -212,7 +212,8 @@ class StartTests(ServiceTestCase):
         self.assertEqual(service.writer.flush_interval, 600.0)
         self.assertEqual(service.writer.batch_size, 5000)
         self.assertEqual(service.listener.factory.idle_timeout, 30.0)
-        self.assertEqual(service.listener.factory.max_packet_size, 65544)
+        self.assertEqual(service.listener.factory.packet_deadline, 20.0)
+        self.assertEqual(service.listener.factory.max_packet_size, 1024)
 
     def test_settingsReachTheParts(self) -> None:
         self.build(
@@ -226,6 +227,8 @@ class StartTests(ServiceTestCase):
             "4",
             "--idle-timeout",
             "11",
+            "--packet-deadline",
+            "13",
             "--max-packet-size",
             "300",
             "--grace",
@@ -246,7 +249,10 @@ class StartTests(ServiceTestCase):
             (10, 7.0, 9.0, 4.0),
         )
         factory = self.service.listener.factory
-        self.assertEqual((factory.idle_timeout, factory.max_packet_size), (11.0, 300))
+        self.assertEqual(
+            (factory.idle_timeout, factory.packet_deadline, factory.max_packet_size),
+            (11.0, 13.0, 300),
+        )
         self.assertEqual(self.service.listener.grace, 2.0)
         journal = self.service.journal
         self.assertEqual(

@@ -114,7 +114,8 @@ class DefaultTests(SettingsTestCase):
                 request_timeout=30.0,
                 max_backoff=60.0,
                 idle_timeout=30.0,
-                max_packet_size=MAX_PACKET_SIZE,
+                packet_deadline=20.0,
+                max_packet_size=1024,
                 grace=5.0,
                 clock_sync="auto",
                 shutdown_timeout=10.0,
@@ -139,7 +140,8 @@ class DefaultTests(SettingsTestCase):
             ),
         )
         self.assertIs(result.profiles, REFERENCE_DEVICES)
-        self.assertEqual(result.max_packet_size, 65544)
+        # The largest packet of the stations described (359 bytes), with room.
+        self.assertEqual(result.max_packet_size, 1024)
         self.assertEqual(result.target.url, "http://localhost:8086/write")
         self.assertEqual(result.target.params, {"db": "weather", "precision": "ns"})
         self.assertEqual(
@@ -178,6 +180,7 @@ class DefaultTests(SettingsTestCase):
             "request_timeout",
             "max_backoff",
             "idle_timeout",
+            "packet_deadline",
             "grace",
             "shutdown_timeout",
         ):
@@ -372,6 +375,8 @@ class NumberTests(SettingsTestCase):
             "1",
             "--idle-timeout",
             "0.1",
+            "--packet-deadline",
+            "0.1",
             "--max-packet-size",
             "10",
             "--grace",
@@ -386,11 +391,12 @@ class NumberTests(SettingsTestCase):
                 low.request_timeout,
                 low.max_backoff,
                 low.idle_timeout,
+                low.packet_deadline,
                 low.max_packet_size,
                 low.grace,
                 low.shutdown_timeout,
             ),
-            (1, 0.001, 0.1, 1.0, 0.1, 10, 0.0, 0.0),
+            (1, 0.001, 0.1, 1.0, 0.1, 0.1, 10, 0.0, 0.0),
         )
         high = settings(
             "--batch-size",
@@ -402,6 +408,8 @@ class NumberTests(SettingsTestCase):
             "--max-backoff",
             "86400",
             "--idle-timeout",
+            "86400",
+            "--packet-deadline",
             "86400",
             "--max-packet-size",
             str(MAX_PACKET_SIZE),
@@ -417,11 +425,12 @@ class NumberTests(SettingsTestCase):
                 high.request_timeout,
                 high.max_backoff,
                 high.idle_timeout,
+                high.packet_deadline,
                 high.max_packet_size,
                 high.grace,
                 high.shutdown_timeout,
             ),
-            (1_000_000, 3600.0, 3600.0, 86400.0, 86400.0, 65544, 3600.0, 86400.0),
+            (1_000_000, 3600.0, 3600.0, 86400.0, 86400.0, 86400.0, 65544, 3600.0, 86400.0),
         )
 
     def test_values(self) -> None:

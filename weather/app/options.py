@@ -32,6 +32,10 @@ from weather.core.packet import HEADER_SIZE, MAX_PACKET_SIZE
 from weather.server.admission import RateLimit, parse_network
 from weather.server.clock import MODES as CLOCK_SYNC_MODES
 
+#: The default --max-packet-size: the largest packet of the stations described
+#: (the 9-byte header and a full 350-byte ring: 359 bytes), with room to spare.
+DEFAULT_PACKET_SIZE = 1024
+
 DATA_DIR_VARIABLE = "WEATHER_DATA_DIR"
 PASSWORD_VARIABLE = "WEATHER_INFLUX_PASSWORD"
 TOKEN_VARIABLE = "WEATHER_INFLUX_TOKEN"
@@ -451,15 +455,16 @@ TOPICS = (
         (
             Option(
                 "max-connections",
-                "Station connections open at once; at the limit, stop accepting until "
-                "one closes (new ones wait in the kernel's queue).",
+                "Station connections open at once; at the limit a new one takes the "
+                "place of one 5 s without a complete packet, or waits in the kernel's "
+                "queue.",
                 "512",
                 number(int, 1, 1_000_000),
             ),
             Option(
                 "max-connections-per-peer",
-                "Connections open at once from one address (IPv6: one network, see "
-                "--ipv6-peer-prefix); more are closed at once.",
+                "Connections read at once from one address (IPv6: one network, see "
+                "--ipv6-peer-prefix); more are held unread until one closes.",
                 "32",
                 number(int, 1, 1_000_000),
             ),
@@ -473,8 +478,9 @@ TOPICS = (
             ),
             Option(
                 "rate-limit",
-                "New connections per address (IPv6: per network), such as 30/min "
-                "(default: no limit).",
+                "New connections read per address (IPv6: per network), such as "
+                "30/min; more are held unread until the rate allows (default: no "
+                "limit).",
                 coerce=RateLimit.parse,
             ),
             Option(
@@ -491,9 +497,17 @@ TOPICS = (
                 number(float, 0.1, 86400),
             ),
             Option(
+                "packet-deadline",
+                "Cut a station connection whose packet is not complete this many "
+                "seconds after its first byte (its bytes are quarantined).",
+                "20",
+                number(float, 0.1, 86400),
+            ),
+            Option(
                 "max-packet-size",
-                "Largest packet accepted, in bytes; a connection announcing more is cut.",
-                str(MAX_PACKET_SIZE),
+                "Largest packet accepted, in bytes; a connection announcing more is "
+                "cut.  Stations send at most 359 (a full 350-byte ring).",
+                str(DEFAULT_PACKET_SIZE),
                 number(int, HEADER_SIZE + 1, MAX_PACKET_SIZE),
             ),
         ),

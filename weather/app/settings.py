@@ -66,6 +66,7 @@ class Settings:
     request_timeout: float
     max_backoff: float
     idle_timeout: float
+    packet_deadline: float
     max_packet_size: int
     grace: float
     #: auto, wait or trust (L{weather.server.clock}).

@@ -50,6 +50,7 @@ from weather.server.clock import (
     choose_wait,
     find_ntp_client,
 )
+from weather.server.descriptors import pause_when_exhausted
 from weather.server.http import make_client, tls_policy
 from weather.server.logs import RateLimitedLog
 from weather.server.pipeline import PacketPipeline
@@ -186,6 +187,7 @@ def build_service(
         pipeline,
         reactor,
         idle_timeout=settings.idle_timeout,
+        packet_deadline=settings.packet_deadline,
         max_packet_size=settings.max_packet_size,
         admission=admission,
         boot_clock=boot_clock,
@@ -242,17 +244,31 @@ def clock_gate(
 class MonitoringEndpoint(StreamServerEndpointService):
     """The --metrics-port listener: a port in use stops the start in one line."""
 
-    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+    def __init__(
+        self, endpoint: Any, factory: Any, description: str, clock: Any = None
+    ) -> None:
         super().__init__(endpoint, factory)
         self.description = description
+        #: Times the pauses of a port out of descriptors (default: the reactor).
+        self.clock = clock
         self._raiseSynchronously = True
 
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
+            self._waitingForPort.addCallback(self._guard)
         except Exception as e:
             why = getattr(getattr(e, "socketError", None), "strerror", None) or e
             raise CannotListen(f"--metrics-port {self.description}: {why}") from None
+
+    def _guard(self, port: Any) -> Any:
+        """Out of descriptors, the port pauses rather than accept and close."""
+        if self.clock is None:
+            from twisted.internet import reactor as clock
+        else:
+            clock = self.clock
+        pause_when_exhausted(port, clock, self.description)
+        return port
 
 
 def listeners(service: WeatherService) -> list[Listener]:
@@ -287,7 +303,9 @@ def add_monitoring(
             raise ConfigurationError(
                 f"--metrics-port {settings.metrics_port}: {e or type(e).__name__}"
             ) from None
-        service.add_monitoring(MonitoringEndpoint(endpoint, site, settings.metrics_port))
+        service.add_monitoring(
+            MonitoringEndpoint(endpoint, site, settings.metrics_port, reactor)
+        )
     limited = RateLimitedLog(log, reactor, period=3600)
     service.add_monitoring(
         _timer(JOURNAL_STATUS_INTERVAL, _refresh_journal_status, reactor, service, limited)
@@ -328,7 +346,7 @@ def _refresh_journal_status(service: WeatherService, limited: RateLimitedLog) ->
 
 #: Descriptors beyond station connections: journal, log, InfluxDB, and the
 #: HTTP endpoint's (at most L{weather.ops.web.HTTP_CONNECTIONS}).
-SPARE_DESCRIPTORS = 64
+SPARE_DESCRIPTORS = 128
 
 
 def open_files_plan(max_connections: int, soft: int, hard: int) -> tuple[int, int]:

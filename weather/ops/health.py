@@ -40,9 +40,12 @@ def check_health(
     more packets, when writes to InfluxDB have failed for at least
     C{unreachable_after} seconds (shorter outages are what the journal is
     for, and are not worth waking anyone), or when the connection limit has
-    held that long without seconds of room (a moment at the limit only makes
-    stations wait a little in the listen queue; minutes of it keep stations
-    out: a flood, or a limit too low for the fleet).
+    held that long without seconds of room and with no connection to cut for
+    a new one, or accept() has been stopped that long for want of file
+    descriptors (a moment of either only makes stations wait a little in the
+    listen queue; minutes of it keep stations out).  Slow or idle peers
+    holding every slot do not keep stations out: each new connection takes
+    the place of the one longest without a complete packet.
     """
     reasons = []
     listener, journal, writer = server.listener, server.journal, server.writer
@@ -67,7 +70,13 @@ def check_health(
     if full and full >= unreachable_after:
         reasons.append(
             f"at the --max-connections limit ({listener.factory.admission.open} "
-            f"open) for {full:.0f} s: new stations wait or give up"
+            f"open, none to cut for a new one) for {full:.0f} s: new stations wait "
+            "or give up"
+        )
+    short = listener.short_of_descriptors_for(now)
+    if short and short >= unreachable_after:
+        reasons.append(
+            f"out of file descriptors for {short:.0f} s: new stations wait or give up"
         )
     status = journal.last_status
     return HealthReport(
@@ -76,7 +85,9 @@ def check_health(
             "listening": listener.port is not None,
             "accepting": listener.accepting,
             "connections": len(listener.factory.connections),
+            "connections_held": listener.factory.held,
             "at_connection_limit_seconds": round(full, 3),
+            "out_of_descriptors_seconds": round(short, 3),
             "journal_full": journal.full,
             "journal_pending_packets": None if status is None else status.pending,
             "quarantine_bytes": journal.quarantined_bytes,

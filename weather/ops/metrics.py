@@ -67,15 +67,45 @@ class ServerCollector(Collector):
         yield _counter("weather_connections_accepted", "Station connections taken.", stats)
         refused = CounterMetricFamily(
             "weather_connections_refused",
-            "Connections closed at once: outside --allow, over the per-address "
-            "limit or rate, or accepted in the same burst as the last that fitted.",
+            "Connections closed at once: outside --allow, or at --max-connections "
+            "with none to cut on a port that cannot stop accepting.",
             labels=["reason"],
         )
         for reason, count in stats.connections_refused.items():
             refused.add_metric([reason], count)
         yield refused
+        held = CounterMetricFamily(
+            "weather_connections_held",
+            "Connections held unread for a while: their address was over "
+            "--max-connections-per-peer or --rate-limit.",
+            labels=["reason"],
+        )
+        for reason, count in stats.connections_held.items():
+            held.add_metric([reason], count)
+        yield held
+        yield _counter(
+            "weather_connections_held_too_long",
+            "Held connections read after --idle-timeout, over their address's limit.",
+            stats,
+        )
         yield _counter(
             "weather_connections_timed_out", "Connections closed for idleness.", stats
+        )
+        yield _counter(
+            "weather_connections_past_deadline",
+            "Connections cut because a packet was not complete by --packet-deadline.",
+            stats,
+        )
+        yield _counter(
+            "weather_connections_cut_for_room",
+            "Connections cut at --max-connections to take a new one: the longest "
+            "without a complete packet.",
+            stats,
+        )
+        yield _counter(
+            "weather_descriptors_short",
+            "Times accept() stopped because file descriptors ran short.",
+            stats,
         )
         yield _counter(
             "weather_clock_steps",
@@ -87,6 +117,11 @@ class ServerCollector(Collector):
             "weather_connections_active",
             "Station connections open now.",
             value=len(listener.factory.connections),
+        )
+        yield GaugeMetricFamily(
+            "weather_connections_held_now",
+            "Station connections held unread now (their address is over a limit).",
+            value=listener.factory.held,
         )
         yield GaugeMetricFamily(
             "weather_connections_peers",

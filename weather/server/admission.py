@@ -1,14 +1,17 @@
 """
-Which station connections the server takes: the allow-list, the per-address
-connection and rate limits, and the overall limit.
+Which station connections the server takes, and which it reads now: the
+allow-list, the per-address connection and rate limits, and the overall
+limit.
 
 Refusing means accepting and closing at once, which a station whose firmware
 writes without waiting for the acknowledgement byte may take for a
-successful upload.  So the overall limit is not enforced that way: when it
-is reached the listener stops calling accept(), and new connections wait in
-the kernel's listen queue (or are not established at all) until there is
-room.  Refusal is kept for addresses outside the allow-list and for one
-address holding more than its share.
+successful upload.  So only addresses outside the allow-list are refused.
+At the overall limit the listener stops calling accept(): new connections
+wait in the kernel's listen queue (or are not established at all) until
+there is room, or take the place of a connection that has been read for a
+while without delivering a packet (L{weather.server.protocol}).  A
+connection from an address over its per-address limit or rate is accepted
+and held unread until its address has room again.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Why a connection was refused (the label of the refused-connections counter).
 NOT_ALLOWED = "not_allowed"
+SERVER_LIMIT = "server_limit"
+REFUSALS = (NOT_ALLOWED, SERVER_LIMIT)
+#: Why a connection is held unread for now (the label of the held-connections
+#: counter).
 PEER_LIMIT = "peer_limit"
 RATE_LIMITED = "rate_limited"
-SERVER_LIMIT = "server_limit"
-REASONS = (NOT_ALLOWED, PEER_LIMIT, RATE_LIMITED, SERVER_LIMIT)
+HOLDS = (PEER_LIMIT, RATE_LIMITED)
 
 
 def parse_network(text: str) -> Network:
@@ -133,6 +139,15 @@ class AddressBuckets:
         self._buckets[address] = (tokens - 1.0 if allowed else tokens, now)
         return allowed
 
+    def wait(self, address: object) -> float:
+        """Seconds until C{address} may connect again (0: now)."""
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            return 0.0
+        rate = self.limit.connections / self.limit.period
+        tokens = bucket[0] + (self.clock.seconds() - bucket[1]) * rate
+        return max(0.0, (1.0 - tokens) / rate)
+
     def __len__(self) -> int:
         return len(self._buckets)
 
@@ -148,11 +163,13 @@ class AddressBuckets:
 
 class Admission:
     """
-    Decide, connection by connection, whether a peer may talk to the server,
-    and keep count of what is open per address (per network of
-    C{ipv6_prefix} bits for IPv6: see L{limit_key}); the allow-list is
-    matched against the whole address.  An empty C{allow} takes every
-    address; a C{rate} of None puts no limit on how often one connects.
+    Decide, connection by connection, whether a peer may talk to the server
+    and whether it is read now, and keep count of the connections open
+    (each holds a slot under C{max_connections}) and of those read per
+    address (per network of C{ipv6_prefix} bits for IPv6: see
+    L{limit_key}); the allow-list is matched against the whole address.  An
+    empty C{allow} takes every address; a C{rate} of None puts no limit on
+    how often one connects.
     """
 
     def __init__(
@@ -170,9 +187,11 @@ class Admission:
         self.ipv6_prefix = ipv6_prefix
         self.allow = tuple(allow)
         self.rate = AddressBuckets(rate, clock) if rate is not None else None
+        #: Connections open, read or held.
         self.open = 0
+        #: Connections read, per limit key.
         self._per_peer: Counter[LimitKey] = Counter()
-        # Each connection asks three times; a station keeps its address.
+        # Each connection asks several times; a station keeps its address.
         self._addresses: dict[str, tuple[Address, LimitKey] | None] = {}
 
     @property
@@ -208,33 +227,55 @@ class Admission:
         return None if peer is None else peer[1]
 
     def refusal(self, host: str | None) -> str | None:
-        """Why a connection from C{host} is refused, or None to take it."""
+        """
+        Why a connection from C{host} is not taken (one of L{REFUSALS}), or
+        None to take it.  L{SERVER_LIMIT}: no slot is free; the caller may
+        free one and ask again.
+        """
         peer = self._peer(host)
         if self.allow and peer is not None:
             if not any(peer[0] in network for network in self.allow):
                 return NOT_ALLOWED
         if self.open >= self.max_connections:
-            # Only the connections accepted in the same read as the last one
-            # that fitted: accepting has stopped by now.
             return SERVER_LIMIT
-        if peer is None:
+        return None
+
+    def wait(self, host: str | None) -> str | None:
+        """
+        Why a connection from C{host} must wait before it is read (one of
+        L{HOLDS}), or None: it may be read now, and has used one of its
+        address's connections per --rate-limit period (L{reading} counts it).
+        """
+        key = self.limit_key(host)
+        if key is None:
             return None  # a UNIX socket: no address to share out
-        key = peer[1]
         if self._per_peer[key] >= self.max_per_peer:
             return PEER_LIMIT
         if self.rate is not None and not self.rate.take(key):
             return RATE_LIMITED
         return None
 
-    def opened(self, host: str | None) -> None:
+    def rate_wait(self, host: str | None) -> float:
+        """Seconds until C{host}'s rate lets one more connection be read."""
+        key = self.limit_key(host)
+        if key is None or self.rate is None:
+            return 0.0
+        return self.rate.wait(key)
+
+    def opened(self) -> None:
+        """A connection takes a slot."""
         self.open += 1
+
+    def reading(self, host: str | None) -> None:
+        """A connection from C{host} is read from now on."""
         key = self.limit_key(host)
         if key is not None:
             self._per_peer[key] += 1
 
-    def closed(self, host: str | None) -> None:
+    def closed(self, host: str | None, read: bool) -> None:
+        """A connection's slot is free again; C{read}: it was read."""
         self.open -= 1
-        key = self.limit_key(host)
+        key = self.limit_key(host) if read else None
         if key is None:
             return
         self._per_peer[key] -= 1
@@ -242,11 +283,11 @@ class Admission:
             del self._per_peer[key]
 
     def open_from(self, host: str | None) -> int:
-        """Connections open from C{host}'s address (its /64 for IPv6)."""
+        """Connections read from C{host}'s address (its /64 for IPv6)."""
         key = self.limit_key(host)
         return 0 if key is None else self._per_peer.get(key, 0)
 
     @property
     def peers(self) -> int:
-        """Addresses (IPv6: /64 networks) with at least one open connection."""
+        """Addresses (IPv6: /64 networks) with at least one connection read."""
         return len(self._per_peer)

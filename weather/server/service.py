@@ -9,6 +9,7 @@ acknowledged stays in the journal for the next start.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -16,14 +17,17 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IListeningPort,
     IReactorTime,
     IStreamServerEndpoint,
 )
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from weather.journal.service import Journal
+from weather.server.descriptors import RECOUNT_EVERY, DescriptorBudget, guard_accept
+from weather.server.logs import RateLimitedLog
 from weather.server.pipeline import PacketPipeline
 from weather.server.protocol import StationFactory
 from weather.server.writer import PointWriter
@@ -73,11 +77,13 @@ class StationListener(Service):
 
     Why not L{twisted.application.internet.StreamServerEndpointService},
     which does that much: this also stops calling accept() while the journal
-    is full or the connection limit is reached (capping each accept round to
-    the room left), times how long the limit has held (for C{/health}), gives
-    open connections C{grace} seconds on stop before aborting them, checks
-    an adopted socket's address family, and says why it cannot listen in a
-    line short enough for twistd to show whole.
+    is full, while file descriptors run short (L{DescriptorBudget}), or at
+    the connection limit when no open connection may be cut to make room
+    (capping each accept round to the room left); times how long the limit
+    has held so (for C{/health}); gives open connections C{grace} seconds on
+    stop before aborting them; checks an adopted socket's address family;
+    and says why it cannot listen in a line short enough for twistd to show
+    whole.
     """
 
     log = Logger()
@@ -89,20 +95,30 @@ class StationListener(Service):
         clock: IReactorTime,
         description: str,
         grace: float,
+        descriptors: DescriptorBudget | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.factory = factory
         self.clock = clock
         self.description = description
         self.grace = grace
+        #: How many descriptors station connections may still take.
+        self.descriptors = descriptors or DescriptorBudget(clock)
         self.port: IListeningPort | None = None
         #: True while the journal is full: nothing is accepted or read.
         self.paused = False
         self._accept_stopped = False
         #: Since when (the clock's seconds) the connection limit has been
-        #: reached without a break of L{FULL_BREAK}, or None.
+        #: reached, with no connection to cut for room, without a break of
+        #: L{FULL_BREAK}; or None.
         self.full_since: float | None = None
+        self._full = False
         self._room_since: float | None = None
+        #: Since when accept() has been stopped for want of file descriptors, or None.
+        self.short_since: float | None = None
+        #: When to look again whether a connection may be cut, or descriptors freed.
+        self._look_again: IDelayedCall | None = None
+        self._limited = RateLimitedLog(self.log, clock)
         self._listening: Deferred[None] | None = None
         factory.capacity_observers.append(self.at_capacity)
 
@@ -140,6 +156,7 @@ class StationListener(Service):
         self.port = port
         self._accept_stopped = False
         self.log.info("Listening for stations on {where}", where=self.description)
+        guard_accept(port, self._out_of_descriptors)
         self._accept_only_room(port)
         self._update_accepting()
 
@@ -149,17 +166,30 @@ class StationListener(Service):
         time its socket is readable, and does not look at its own reading
         state in between: past the connection limit, the rest of a burst
         would be accepted only to be closed.  So before each round, cap the
-        round to the room left.
+        round to the room left (at the limit, one: it takes the place of a
+        connection cut for it) and to the descriptors to spare; with none to
+        spare, stop accepting.
         """
         if not hasattr(port, "numberAccepts") or not hasattr(port, "doRead"):
             return
-        admission = self.factory.admission
+        admission, stats = self.factory.admission, self.factory.stats
         accept_round = port.doRead
 
         def doRead():
+            spare = self.descriptors.spare()
+            if spare is not None and spare < 1:
+                self._out_of_descriptors(None)
+                return None
             room = admission.max_connections - admission.open
+            if spare is not None:
+                room = min(room, spare)
             port.numberAccepts = max(1, min(port.numberAccepts, room))
-            return accept_round()
+            before = stats.connections_accepted + stats.connections_refused.total()
+            try:
+                return accept_round()
+            finally:
+                after = stats.connections_accepted + stats.connections_refused.total()
+                self.descriptors.use(after - before)
 
         port.doRead = doRead
 
@@ -177,26 +207,76 @@ class StationListener(Service):
 
     def at_capacity(self, full: bool) -> None:
         """The connection limit was reached (True), or there is room again."""
-        now = self.clock.seconds()
-        if full:
-            if self.at_limit_for(now) == 0:
-                self.full_since = now
-            self._room_since = None
-        else:
-            self._room_since = now
         self._update_accepting()
 
     def at_limit_for(self, now: float) -> float:
         """
-        How long the connection limit has held, in seconds (0: not at it).
-        Room for less than L{FULL_BREAK} is no break: a station closing only
-        to let the next queued one in does not end a stretch at the limit.
+        How long the connection limit has held with no connection to cut for
+        room, in seconds (0: not so).  Room for less than L{FULL_BREAK} is
+        no break: a station closing only to let the next queued one in does
+        not end a stretch at the limit.
         """
         if self.full_since is None:
             return 0.0
         if self._room_since is not None and now - self._room_since >= FULL_BREAK:
             return 0.0
         return now - self.full_since
+
+    def _note_full(self, full: bool, now: float) -> None:
+        """Time the stretches at the limit (L{at_limit_for})."""
+        if full == self._full:
+            return
+        self._full = full
+        if full:
+            if self.at_limit_for(now) == 0:
+                self.full_since = now
+            self._room_since = None
+        else:
+            self._room_since = now
+
+    def short_of_descriptors_for(self, now: float) -> float:
+        """How long accept() has been stopped for want of descriptors (0: not)."""
+        return 0.0 if self.short_since is None else now - self.short_since
+
+    def _out_of_descriptors(self, error: int | None) -> None:
+        """
+        Fewer than the reserve of file descriptors are left (C{error} None),
+        or accept() failed for want of them (C{error}, an errno): stop
+        accepting; connections wait in the listen queue until there are
+        some again (looked at every L{RECOUNT_EVERY} seconds).
+        """
+        if self.short_since is None:
+            self.short_since = self.clock.seconds()
+            self.factory.stats.descriptors_short += 1
+        spare = self.descriptors.spare()
+        self._limited.warn(
+            "descriptors",
+            "Out of file descriptors ({why}): not accepting station connections "
+            "until some are free; new ones wait in the listen queue",
+            why=(
+                errno.errorcode.get(error, str(error))
+                if error is not None
+                else f"{self.descriptors.reserve + (spare or 0)} left, "
+                f"{self.descriptors.reserve} kept for the journal, the log and InfluxDB"
+            ),
+        )
+        self._update_accepting()
+
+    def _look(self) -> None:
+        """Look again: descriptors freed, a connection now old enough to cut."""
+        self._look_again = None
+        if self.short_since is not None:
+            spare = self.descriptors.spare(recount=True)
+            if spare is None or spare >= 1:
+                self._limited.emit(
+                    LogLevel.info,
+                    "descriptors-free",
+                    "File descriptors are free again after {seconds:.1f} s: accepting "
+                    "station connections",
+                    seconds=self.clock.seconds() - self.short_since,
+                )
+                self.short_since = None
+        self._update_accepting()
 
     @property
     def accepting(self) -> bool:
@@ -205,12 +285,24 @@ class StationListener(Service):
 
     def _update_accepting(self) -> None:
         """
-        Call accept() only while the journal has room and the connection
-        limit is not reached: other connections wait in the listen queue.
+        Call accept() only while the journal has room, descriptors are to
+        spare, and the connection limit is not reached or a connection may
+        be cut for a new one: other connections wait in the listen queue.
         """
-        stop = self.paused or self.factory.admission.at_capacity
+        now = self.clock.seconds()
+        full = self.factory.admission.at_capacity and not self.factory.can_cut()
+        self._note_full(full, now)
+        stop = self.paused or full or self.short_since is not None
+        if self._look_again is not None:
+            self._look_again.cancel()
+            self._look_again = None
         if self.port is None:
             return
+        if self.short_since is not None:
+            self._look_again = self.clock.callLater(RECOUNT_EVERY, self._look)
+        elif full and not self.paused:
+            at = self.factory.next_cut_at()
+            self._look_again = self.clock.callLater(max(0.0, at - now), self._look)
         if hasattr(self.port, "stopReading"):  # not every port can (unix: can)
             if stop and not self._accept_stopped:
                 self.port.stopReading()
@@ -229,12 +321,16 @@ class StationListener(Service):
     def stopService(self):
         super().stopService()
         self._listening = None
+        if self._look_again is not None:
+            self._look_again.cancel()
+            self._look_again = None
         if self.port is not None:
             port, self.port = self.port, None
             yield port.stopListening()
         # What stations already sent must be read, overloaded or not.
         self.paused = False
         self.factory.pause(False)
+        self.factory.read_all_held()
         open_connections = len(self.factory.connections)
         if open_connections:
             self.log.info(

@@ -796,6 +796,17 @@ class TerminalAndInterruptTests(SynchronousTestCase):
         code = main(["decode"], out, err, stdin=InterruptedInput())
         self.assertEqual((code, out.getvalue(), err.getvalue()), (130, "", ""))
 
+    def test_readerLeftIsQuiet(self) -> None:
+        """weather ... | head: the pipe breaks; no traceback."""
+
+        class Closed(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError
+
+        self.patch(sys, "stdout", io.StringIO())  # no file to send elsewhere
+        code = main(["decode", "-a", "0", reference_packet(1).hex()], Closed())
+        self.assertEqual(code, 1)
+
     def test_ctrlCUnderReact(self) -> None:
         """The reactor takes SIGINT and stops: 130 too, not react's 0."""
         from twisted.internet import reactor

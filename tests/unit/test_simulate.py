@@ -392,6 +392,47 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertEqual(options["port"], 9266)
         self.assertEqual(run("simulate", "-P", "9266")[0], 2)
 
+    def simulate(self, connect, *argv: str) -> tuple[int, str]:
+        """weather simulate ARGV on a fake clock, connecting with C{connect(clock)}."""
+        from weather.tools import cli
+
+        clock = Clock()
+        clock.advance(MIDNIGHT)
+        self.patch(cli, "tcp_connector", lambda reactor, host, port: connect(clock))
+        options = cli.SimulateOptions()
+        options.parseOptions(["--quiet", *argv])
+        out = io.StringIO()
+        done = cli.simulate(clock, options, out)
+        while not done.called:
+            clock.advance(0.1)
+        return self.successResultOf(done), out.getvalue()
+
+    def test_summaryOfOne(self) -> None:
+        """One of a thing is one thing."""
+
+        def accepted(clock: Clock):
+            def connect(upload: Upload):
+                transport = FirmwareConnection(clock)
+                transport.protocol = upload
+                upload.makeConnection(transport)
+                return succeed(upload)
+
+            return connect
+
+        code, out = self.simulate(accepted, "--wake-every", "2", "--measure-every", "2")
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines()[-1],
+            "1 station sent 1 packet with 1 record; 0 uploads failed, 0 missed; "
+            "0 records still on the stations, 0 dropped by full rings.",
+        )
+        self.assertIn("station 1: 2026-11-21 00:00:00.100 1 record, 15 bytes: sent", out)
+        code, out = self.simulate(
+            lambda clock: lambda upload: fail(ConnectionRefusedError())
+        )
+        self.assertEqual(code, 1)
+        self.assertIn("1 upload failed, 0 missed; 30 records still on the stations", out)
+
     def test_badOptions(self) -> None:
         for argv, why in [
             (["--stations", "0"], "--stations"),

@@ -21,6 +21,7 @@ quietly, with exit status 130.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import getopt
 import os
@@ -1255,14 +1256,20 @@ def main(
     """
     The console script: 0 when the command did all it was asked, 1 when not,
     2 for a command line it cannot follow, 130 when Ctrl-C ended it (quietly:
-    no traceback).  The commands that talk over the network run under
-    L{react}, which stops the reactor.
+    no traceback, nor when the reader of its output leaves).  The commands
+    that talk over the network run under L{react}, which stops the reactor.
     """
     try:
         given = list(sys.argv[1:] if argv is None else argv)
         return _command(given, out, err, sys.stdin if stdin is None else stdin)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # Its reader left (weather quarantine list | head): nothing more to
+        # say, and Python's last flush of stdout must not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _command(argv: list[str], out: TextIO, err: TextIO, stdin: TextIO) -> int:

@@ -301,6 +301,9 @@ class DecodeCommandTests(SynchronousTestCase):
         self.assertEqual(code, 1)
         self.assertIn("'2026-11-21 12:00:61' is not a time", err)
 
+    def test_oneByte(self) -> None:
+        self.assertIn("Packet:            1 byte\n", run("decode", "b4")[1])
+
     def test_oneRecord(self) -> None:
         self.assertIn(
             "bytesReady:        6 (1 record of 6 bytes)",

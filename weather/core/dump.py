@@ -157,7 +157,7 @@ def describe_packet(
     (L{TimingInputs}); C{arrival_note} follows the arrival time (where it
     comes from).  0 if it decodes.
     """
-    out.write(f"Packet:            {len(data)} bytes\n")
+    out.write(f"Packet:            {counted(len(data), 'byte')}\n")
     try:
         header = read_header(data)
     except PacketRejected as e:
@@ -170,7 +170,9 @@ def describe_packet(
     )
     per = header.bytes_per_measurement
     records = (
-        f" ({counted(header.bytes_ready // per, 'record')} of {per} bytes)" if per else ""
+        f" ({counted(header.bytes_ready // per, 'record')} of {counted(per, 'byte')})"
+        if per
+        else ""
     )
     out.write(
         f"bytesReady:        {header.bytes_ready}{records}\n"
@@ -201,8 +203,8 @@ def describe_packet(
             out.write(line.decode("utf-8") + "\n")
         if points.not_finite:
             out.write(
-                f"({points.not_finite} values left out: codes that are not readings, "
-                "or NaN or infinite, which InfluxDB cannot store)\n"
+                f"({counted(points.not_finite, 'value')} left out: codes that are not "
+                "readings, or NaN or infinite, which InfluxDB cannot store)\n"
             )
     return 0
 

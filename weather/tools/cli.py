@@ -707,7 +707,7 @@ class Progress:
         if self.tty:
             filled = self.width * done // self.total
             bar = "#" * filled + "." * (self.width - filled)
-            self.out.write(f"\r[{bar}] {done}/{self.total} packets")
+            self.out.write(f"\r[{bar}] {done}/{counted(self.total, 'packet')}")
             if done >= self.total:
                 self.out.write("\n")
         else:
@@ -715,7 +715,7 @@ class Progress:
             if tenth == self._shown:
                 return
             self._shown = tenth
-            self.out.write(f"{done}/{self.total} packets\n")
+            self.out.write(f"{done}/{counted(self.total, 'packet')}\n")
         self.out.flush()
 
 
@@ -1082,7 +1082,7 @@ def show_points(
     if partial:
         count += " (a truncated packet's complete records; it stays in quarantine)"
     if points.not_finite:
-        count += f" ({points.not_finite} NaN or infinite values left out)"
+        count += f" ({counted(points.not_finite, 'NaN or infinite value')} left out)"
     if lines:
         out.write(f"# packet {item.entry.id}: {count}\n")
         for line in points.lines:

@@ -72,7 +72,7 @@ REGEX_SPECIAL = re.compile(r"([\\^$*+?.()|\[\]{}/])")
 
 #: The devices' places (the second one as an operator might name it) and the
 #: simulated stations: the last one is in no devices file.
-PLACES = ("station-1", "garden (north)")
+PLACES = ("balcony", "garden (north)")
 STATIONS = 3
 PACKETS = 2
 

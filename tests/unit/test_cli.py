@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import struct
 import sys
 
@@ -36,7 +37,7 @@ from weather.app.options import (
 )
 from weather.app.options import Options as ServerOptions
 from weather.core.devices import parse_devices
-from weather.core.packet import Packet
+from weather.core.packet import Packet, PacketRejected, Reason
 from weather.core.timing import TimingInputs
 from weather.journal.store import Changes, JournalEntry, JournalFile, Quarantine
 from weather.server.pipeline import REFUSED, PacketPipeline
@@ -104,7 +105,7 @@ class StatusAndListTests(SynchronousTestCase, JournalFixture):
         directory = self.make_journal()
         code, out, _ = run("journal", "status", "--data-dir", directory)
         self.assertEqual(code, 0)
-        self.assertIn("Pending:      1 packets", out)
+        self.assertIn("Pending:      1 packet not yet acknowledged", out)
         self.assertIn("Quarantined:  3 packets", out)
         self.assertIn("2023-11-14 22:13:30 UTC", out)  # the oldest pending
         self.assertIn("no server is using it", out)
@@ -190,15 +191,37 @@ class ReplayTests(SynchronousTestCase, JournalFixture):
             self.clock.advance(0.1)
         return self.successResultOf(result), out.getvalue(), err.getvalue()
 
-    def test_dryRunShowsLinesChangesNothing(self) -> None:
+    def test_dryRunShowsReadingsChangesNothing(self) -> None:
+        """A table a packet, as weather decode shows it."""
         devices = self.devices_file(**{"1": "balcony", "7": "shed"})
         code, out, err = self.replay("--devices", devices, "--dry-run")
+        self.assertEqual(code, 0)
+        self.assertIn(
+            "Packet 1: device 7 (place=shed) from 10.0.0.7:4000, arrived "
+            "2023-11-14 22:13:20 UTC: 30 records, 90 points\n"
+            "  #  time (UTC)               light (lx)  humidity (%)  temperature (°C)\n"
+            "  0  2023-11-14 21:15:20.000         100         51.22             20.18\n",
+            out,
+        )
+        self.assertIn(" 29  2023-11-14 23:13:20.000         129", out)
+        self.assertIn("Packet 4: still not decodable: truncated", out)
+        self.assertNotIn("value=", out)
+        self.assertEqual(
+            err, "Dry run: 2 packets would be written, 1 stays in quarantine.\n"
+        )
+        self.assertEqual(self.influx.requests, [])
+        self.assertEqual(len(JournalFile(self.directory).quarantined()), 3)
+
+    def test_dryRunLines(self) -> None:
+        """--lines: the line protocol, each packet after a comment."""
+        devices = self.devices_file(**{"1": "balcony", "7": "shed"})
+        code, out, err = self.replay("--devices", devices, "--dry-run", "--lines")
         self.assertEqual(code, 0)
         self.assertIn("# packet 1: 90 points", out)
         self.assertIn("# packet 2: 90 points", out)
         self.assertIn("# packet 4: still not decodable: truncated", out)
         self.assertIn("light,place=shed value=", out)
-        self.assertIn("2 packets would be written, 1 stay", err)
+        self.assertIn("2 packets would be written, 1 stays", err)
         self.assertEqual(self.influx.requests, [])
         self.assertEqual(len(JournalFile(self.directory).quarantined()), 3)
 
@@ -211,7 +234,7 @@ class ReplayTests(SynchronousTestCase, JournalFixture):
         code, _, err = self.replay("--devices", devices)
         self.assertEqual(code, 1)  # the truncated one stays
         self.assertIn("Replayed 2 packets", err)
-        self.assertIn("1 stay in quarantine", err)
+        self.assertIn("1 stays in quarantine", err)
         points = self.influx.points_in("weather")
         self.assertEqual(len(points), 180)
         light = sorted(p.timestamp for p in points if p.measurement == "light")
@@ -504,15 +527,18 @@ class HelpTests(SynchronousTestCase):
             ("journal", "status"): "Usage: weather journal status [--data-dir DIR]",
             ("journal", "check"): "Usage: weather journal check [--data-dir DIR]",
             ("journal", "salvage"): "Usage: weather journal salvage [--data-dir DIR]",
-            ("quarantine",): "Usage: weather quarantine list [--data-dir DIR] "
-            "[--reason R] [--hex]",
+            ("quarantine",): "Usage: weather quarantine list|drop [--data-dir DIR] "
+            "[options]",
             ("quarantine", "list"): "Usage: weather quarantine list [--data-dir DIR] "
             "[--reason R] [--hex]",
+            ("quarantine", "drop"): "Usage: weather quarantine drop [--data-dir DIR] "
+            "[ID ...] [--reason R] [--older-than AGE] [--yes]",
             ("replay",): "Usage: weather replay [--data-dir DIR] [--devices FILE] "
             "[InfluxDB options]",
             ("decode",): "Usage: weather decode [options] [PACKET ...]",
             ("simulate",): "Usage: weather simulate [--host H] [--port P] "
-            "[--stations N] [--packets K]",
+            "[--devices FILE] [--stations N] [--packets K]",
+            ("serve",): "Usage: weather serve [--logfile FILE] [server options]",
         }
         for argv, line in cases.items():
             text = self.help(*argv)
@@ -523,7 +549,9 @@ class HelpTests(SynchronousTestCase):
         code, _, err = run("quarantine")
         self.assertEqual(code, 2)
         self.assertTrue(
-            err.startswith("weather: give a subcommand: list\nUsage: weather quarantine"),
+            err.startswith(
+                "weather: give a subcommand: list or drop\nUsage: weather quarantine"
+            ),
             err,
         )
 
@@ -556,3 +584,266 @@ class ReactTests(SynchronousTestCase, JournalFixture):
         main(["replay", "-d", self.make_journal()])
         self.assertEqual([run for run, _ in calls], [cli._exiting, cli._exiting])
         self.assertEqual([argv[0] for _, argv in calls], [cli.simulate, cli.replay])
+
+
+class QuarantineDropTests(SynchronousTestCase, JournalFixture):
+    """
+    weather quarantine drop: packets 1 and 2 (unknown_device, T0 and an hour
+    later) and 4 (truncated, T0) are in quarantine, 3 waits for InfluxDB.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.make_journal()
+        self.patch(cli.time, "time", lambda: T0 / S + 2 * 86400)
+
+    def left(self) -> list[int]:
+        file = JournalFile(self.directory)
+        try:
+            return sorted(
+                [q.entry.id for q in file.quarantined()] + [e.id for e in file.pending()]
+            )
+        finally:
+            file.close()
+
+    def test_dryRunByReason(self) -> None:
+        """Without --yes, what would go, and nothing goes."""
+        code, out, _ = run(
+            "quarantine", "drop", "-d", self.directory, "--reason", "unknown_device"
+        )
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "     id  arrived (UTC)               age  device  bytes  reason",
+                "      1  2023-11-14 22:13:20     2 d 0 h       7    189  unknown_device",
+                "      2  2023-11-14 23:13:20  47 h 0 min       7    189  unknown_device",
+                "Would drop 2 packets (2 unknown_device) for good. Dry run: nothing was "
+                "deleted; add --yes to drop them.",
+            ],
+        )
+        self.assertEqual(self.left(), [1, 2, 3, 4])
+
+    def test_yesDropsOnlyThose(self) -> None:
+        code, out, _ = run(
+            "quarantine", "drop", "-d", self.directory, "--reason", "truncated", "--yes"
+        )
+        self.assertEqual(code, 0)
+        self.assertIn("Dropped 1 packet (1 truncated) from quarantine for good.", out)
+        self.assertEqual(self.left(), [1, 2, 3])
+
+    def test_byAge(self) -> None:
+        """--older-than: by arrival; with --reason, both must hold."""
+        argv = ("quarantine", "drop", "-d", self.directory, "--older-than", "47h30min")
+        code, _, err = run(*argv)
+        self.assertEqual(code, 2)
+        self.assertIn("give an age such as 30d, 12h, 90min or 45s", err)
+        code, out, _ = run(*argv[:-1], "2850min", "--yes")
+        self.assertEqual(code, 0)
+        self.assertIn("Dropped 2 packets (1 truncated, 1 unknown_device)", out)
+        self.assertEqual(self.left(), [2, 3])
+        code, out, _ = run(*argv[:-1], "1d", "--reason", "truncated", "--yes")
+        self.assertEqual((code, out), (0, "Nothing in quarantine to drop.\n"))
+
+    def test_byIdNeverAPendingPacket(self) -> None:
+        """Packet 3 waits for InfluxDB: asked for, it is left alone, and said so."""
+        code, out, _ = run(
+            "quarantine", "drop", "-d", self.directory, "1", "--id", "3", "99", "--yes"
+        )
+        self.assertEqual(code, 1)
+        self.assertIn("Dropped 1 packet (1 unknown_device)", out)
+        self.assertIn("Not in quarantine, left alone: packets 3, 99\n", out)
+        self.assertEqual(self.left(), [2, 3, 4])
+
+    def test_saysWhich(self) -> None:
+        code, _, err = run("quarantine", "drop", "-d", self.directory, "--yes")
+        self.assertEqual(code, 2)
+        self.assertIn("say which packets: their ids, --reason or --older-than", err)
+        code, _, err = run("quarantine", "drop", "-d", self.directory, "x")
+        self.assertEqual((code, err), (2, "weather: --id 'x': give a packet number\n"))
+        self.assertEqual(self.left(), [1, 2, 3, 4])
+
+    def test_unknownReason(self) -> None:
+        """Answered with the reasons, the closest first; nothing dropped."""
+        code, _, err = run(
+            "quarantine", "drop", "-d", self.directory, "--reason", "truncate", "--yes"
+        )
+        self.assertEqual(code, 2)
+        self.assertTrue(
+            err.startswith(
+                "weather: unknown reason 'truncate'; did you mean 'truncated'? "
+                "reasons: truncated, oversized,"
+            ),
+            err,
+        )
+        # A reason the journal holds counts as known (older versions' names).
+        self.assertIn("refused_by_influxdb, unknown_device\n", err)
+        self.assertEqual(self.left(), [1, 2, 3, 4])
+
+    def test_whileAServerRuns(self) -> None:
+        """
+        A running server keeps its journal: the quarantined packet goes, the
+        pending one stays, and the server goes on committing, the dropped
+        packet's id included.
+        """
+        clock = Clock()
+        journal = started_journal(self, clock)
+        rejected = Packet(b"\xb4\x00\x10", "192.0.2.9:1", T0)
+        journal.append_rejected(rejected, PacketRejected(Reason.TRUNCATED, "3 bytes"))
+        data = reference_packet(3)
+        pending = self.successResultOf(journal.append(Packet(data, "192.0.2.1:1", T0)))
+        code, out, _ = run(
+            "quarantine", "drop", "-d", journal.directory, "--reason", "truncated", "-y"
+        )
+        self.assertEqual(code, 0, out)
+        self.assertIn("Dropped 1 packet", out)
+        journal.quarantine(1, Reason.TRUNCATED, "an update the drop went before")
+        journal.delivered(pending.id)
+        self.assertEqual(journal.file.quarantined(), [])
+        self.assertEqual(journal.file.pending(), [])
+        self.assertEqual(journal.stats.packets_delivered, 1)
+
+
+class UnknownNamesTests(SynchronousTestCase, JournalFixture):
+    """What is not known is answered with what is, and exit status 2."""
+
+    def test_command(self) -> None:
+        code, _, err = run("decod", "x")
+        self.assertEqual(code, 2)
+        self.assertEqual(
+            err,
+            "weather: unknown command 'decod'; did you mean 'decode'? commands: "
+            "journal, quarantine, replay, decode, simulate, serve\n",
+        )
+        code, _, err = run("quarantine", "lst")
+        self.assertEqual(code, 2)
+        self.assertIn("did you mean 'list'? commands: list, drop", err)
+        code, _, err = run("zzz")
+        self.assertEqual(code, 2)
+        self.assertEqual(
+            err,
+            "weather: unknown command 'zzz'; commands: journal, quarantine, replay, "
+            "decode, simulate, serve\n",
+        )
+
+    def test_option(self) -> None:
+        code, _, err = run("quarantine", "list", "--reasn", "truncated")
+        self.assertEqual(code, 2)
+        self.assertEqual(
+            err,
+            "weather: unknown option --reasn; did you mean --reason? --help lists them\n",
+        )
+        code, _, err = run("decode", "b400", "--arival", "0")
+        self.assertEqual(code, 2)
+        self.assertIn("did you mean --arrival?", err)
+
+    def test_reason(self) -> None:
+        """quarantine list and replay: an unknown --reason is not 'nothing found'."""
+        directory = self.make_journal()
+        for argv in (("quarantine", "list"), ("replay",)):
+            code, out, err = run(*argv, "-d", directory, "--reason", "nosuch")
+            self.assertEqual((code, out), (2, ""), argv)
+            self.assertTrue(err.startswith("weather: unknown reason 'nosuch';"), err)
+            self.assertIn("reasons: truncated,", err)
+        # A known reason with nothing in quarantine for it is not an error.
+        code, out, _ = run("quarantine", "list", "-d", directory, "--reason", "oversized")
+        self.assertEqual((code, out), (0, "Nothing for oversized.\n"))
+
+    def test_linesOnlyWithDryRun(self) -> None:
+        code, _, err = run("replay", "-d", self.make_journal(), "--lines")
+        self.assertEqual((code, err), (2, "weather: --lines: only with --dry-run\n"))
+
+
+class Terminal(io.StringIO):
+    """Standard input from a terminal: reading it would wait for a person."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def read(self, *args: object) -> str:
+        raise AssertionError("read from the terminal")
+
+
+class InterruptedInput(io.StringIO):
+    def read(self, *args: object) -> str:
+        raise KeyboardInterrupt
+
+
+class TerminalAndInterruptTests(SynchronousTestCase):
+    def test_decodeOnATerminalShowsUsage(self) -> None:
+        """Nothing to decode, and a person at the keyboard: usage, exit 2."""
+        out, err = io.StringIO(), io.StringIO()
+        for argv in (["decode"], ["decode", "--file", "-"], ["decode", "--lines"]):
+            self.assertEqual(main(argv, out, err, stdin=Terminal()), 2, argv)
+        self.assertEqual(out.getvalue(), "")
+        text = err.getvalue()
+        self.assertTrue(
+            text.startswith(
+                "weather: give a PACKET, or --file, or its text on standard input\n"
+                "Usage: weather decode [options] [PACKET ...]\n"
+            ),
+            text,
+        )
+
+    def test_decodeReadsAPipe(self) -> None:
+        out = io.StringIO()
+        stdin = io.StringIO(reference_packet(1).hex())
+        self.assertEqual(main(["decode", "-a", "0"], out, io.StringIO(), stdin), 0)
+        self.assertIn("1970-01-01 00:00:00.000", out.getvalue())
+
+    def test_ctrlCIsQuiet(self) -> None:
+        """KeyboardInterrupt anywhere: exit 130, nothing printed."""
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["decode"], out, err, stdin=InterruptedInput())
+        self.assertEqual((code, out.getvalue(), err.getvalue()), (130, "", ""))
+
+    def test_readerLeftIsQuiet(self) -> None:
+        """weather ... | head: the pipe breaks; no traceback."""
+
+        class Closed(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError
+
+        self.patch(sys, "stdout", io.StringIO())  # no file to send elsewhere
+        code = main(["decode", "-a", "0", reference_packet(1).hex()], Closed())
+        self.assertEqual(code, 1)
+
+    def test_ctrlCUnderReact(self) -> None:
+        """The reactor takes SIGINT and stops: 130 too, not react's 0."""
+        from twisted.internet import reactor
+
+        def stopped_by_sigint(run, argv):
+            reactor._exitSignal = signal.SIGINT
+            raise SystemExit(0)
+
+        self.patch(reactor, "_exitSignal", None)
+        self.patch(cli, "react", stopped_by_sigint)
+        self.assertEqual(main(["simulate"], io.StringIO(), io.StringIO()), 130)
+
+    def test_exitCodeUnderReact(self) -> None:
+        from twisted.internet import reactor
+
+        self.patch(reactor, "_exitSignal", None)
+        self.patch(cli, "react", lambda run, argv: sys.exit(1))
+        self.assertEqual(main(["simulate"], io.StringIO(), io.StringIO()), 1)
+
+
+class PluralTests(SynchronousTestCase, JournalFixture):
+    """One of a thing is one thing."""
+
+    def test_oneOfEach(self) -> None:
+        directory = self.mktemp()
+        file = JournalFile(directory)
+        file.commit(
+            Changes(
+                added=[
+                    (self.entry(1, 1, T0, None), None),
+                    (self.entry(2, 7, T0, None), Quarantine("truncated", "x", T0)),
+                ]
+            )
+        )
+        file.close()
+        out = run("journal", "status", "-d", directory)[1]
+        self.assertIn("Pending:      1 packet not yet", out)
+        self.assertIn("Quarantined:  1 packet, ", out)
+        out = run("quarantine", "list", "-d", directory)[1]
+        self.assertIn("\n1 packet in quarantine: 1 truncated\n", out)

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import math
 import os
+import struct
+from decimal import Decimal
 from fractions import Fraction
 
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from weather.app.settings import load_devices
@@ -22,7 +26,9 @@ from weather.core.devices import (
     parse_devices,
     si7021_humidity,
     si7021_temperature,
+    stored_places,
 )
+from weather.core.lineprotocol import format_float
 
 
 def exact_humidity(code: int) -> Fraction:
@@ -110,6 +116,94 @@ class ValueSpecTests(SynchronousTestCase):
             self.assertEqual(converted[1], 56.5)
             self.assertTrue(math.isnan(converted[2]))
             self.assertEqual(converted[3], 100.0)
+
+
+#: Integer wire types and their ranges.
+INTEGER_TYPES = {"u8": (0, 255), "i8": (-128, 127), "u16": (0, 65535)}
+INTEGER_TYPES |= {
+    "i16": (-32768, 32767),
+    "u32": (0, 2**32 - 1),
+    "i32": (-(2**31), 2**31 - 1),
+}
+
+
+@st.composite
+def decimals(draw, most: int = 10**6) -> Decimal:
+    """A number as a devices file writes it: up to 6 decimals."""
+    places = draw(st.integers(0, 6))
+    return Decimal(draw(st.integers(-most, most))).scaleb(-places)
+
+
+class FloatNoiseTests(SynchronousTestCase):
+    """
+    A code times C{scale} plus C{offset} is stored as the decimal it is
+    (1012.9), not with the float arithmetic's noise (1012.9000000000001).
+    """
+
+    def test_scaleOfATenth(self) -> None:
+        spec = ValueSpec("pressure", scale=0.1)
+        self.assertEqual(10129 * 0.1, 1012.9000000000001)  # the noise
+        self.assertEqual(format_float(spec.convert(10129)), "1012.9")
+        self.assertEqual(spec.convert_all([10129, 10129]), [1012.9, 1012.9])
+        gust = ValueSpec("gust", "i16", scale=0.1)
+        self.assertEqual([format_float(gust.convert(c)) for c in (-3, 7)], ["-0.3", "0.7"])
+
+    def test_placesAsWritten(self) -> None:
+        """Scale, offset and clamp bounds each count, as written."""
+        for kwargs, places in [
+            ({"scale": 0.1}, 1),
+            ({"scale": 0.25}, 2),
+            ({"scale": 0.5, "offset": -40.05}, 2),
+            ({"scale": 0.1, "clamp": (0.0, 99.95)}, 2),
+            ({"scale": 1e-05}, 5),
+            ({"scale": 2.0, "offset": -3.0}, None),
+            ({"scale": 1e20}, None),
+            ({"conversion": "si7021_humidity", "scale": 0.1}, None),
+            ({"type": "f32", "scale": 0.1}, None),
+        ]:
+            self.assertEqual(stored_places(ValueSpec("x", **kwargs)), places, kwargs)
+        clamped = ValueSpec("x", scale=0.1, clamp=(0.0, 99.95))
+        self.assertEqual(clamped.convert(1000), 99.95)
+
+    def test_neverNegativeZero(self) -> None:
+        """A sum that rounds to zero is 0.0, whose text is that of 0.0 (see ValueSpec)."""
+        spec = ValueSpec("x", scale=0.1, offset=-0.3)
+        self.assertEqual(repr(spec.convert(3)), "0.0")
+        spec = ValueSpec("x", "i16", scale=0.01, offset=0.03)
+        self.assertEqual(repr(spec.convert(-3)), "0.0")
+
+    def test_otherConversionsAsBefore(self) -> None:
+        """Named conversions and f32 values carry their own digits: unchanged."""
+        humidity = ValueSpec("humidity", conversion="si7021_humidity")
+        self.assertEqual(humidity.convert(30000), si7021_humidity(30000))
+        wind = ValueSpec("wind", "f32", scale=0.1)
+        tenth = struct.unpack("<f", struct.pack("<f", 0.1))[0]
+        self.assertEqual(wind.convert(tenth), tenth * 0.1)
+
+    @given(
+        st.sampled_from(sorted(INTEGER_TYPES)),
+        st.integers(-(2**31), 2**32 - 1),
+        decimals().filter(bool),
+        decimals(),
+    )
+    def test_theDecimalItIs(
+        self, kind: str, code: int, scale: Decimal, offset: Decimal
+    ) -> None:
+        """
+        Any code of an integer type, any scale and offset of up to six
+        decimals: the stored text is that of the float nearest the exact
+        decimal, as long as that decimal has digits enough in a float.
+        """
+        low, high = INTEGER_TYPES[kind]
+        assume(low <= code <= high)
+        exact = code * scale + offset
+        places = max(-scale.as_tuple().exponent, -offset.as_tuple().exponent, 0)
+        biggest = max(abs(code * scale), abs(offset), abs(exact))
+        assume(biggest * 10**places < 2**50)
+        spec = ValueSpec("x", kind, scale=float(scale), offset=float(offset))
+        value = spec.convert(code)
+        self.assertEqual(format_float(value), repr(float(exact)))
+        self.assertEqual(format_float(spec.convert_all([code])[0]), repr(float(exact)))
 
 
 class ReferenceTests(SynchronousTestCase):

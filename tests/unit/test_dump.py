@@ -23,8 +23,9 @@ from weather.core.devices import (
     ValueSpec,
     si7021_humidity,
 )
-from weather.core.dump import NotAPacket, describe_packet, packet_from_text
+from weather.core.dump import NotAPacket, describe_packet, log_time, packet_from_text
 from weather.core.timing import TimingInputs
+from weather.tools.cli import main
 from weather.tools.simulate import build_packet
 
 S = 1_000_000_000
@@ -94,6 +95,48 @@ class PacketFromTextTests(SynchronousTestCase):
         data = bytes_ready.to_bytes(2, "little") + rest
         self.assertEqual(packet_from_text(" ".join(f"{b:02x}" for b in data)), data)
         self.assertEqual(packet_from_text(" ".join(map(str, data))), data)
+
+
+class LogTimeTests(SynchronousTestCase):
+    """The time a pasted log line starts with: the packet's arrival."""
+
+    def test_formats(self) -> None:
+        """The original server's, Python logging's and twistd's; UTC unless offset."""
+        ten = 1_796_637_600 * S  # 2026-12-07 10:00:00 UTC
+        for text, ns in [
+            ("2026-12-07 10:00:00 Received raw data = 1 2", ten),
+            ("2026-12-07 10:00:00,250 INFO Received raw data = 1 2", ten + S // 4),
+            ("2026-12-07T11:00:00+0100 [-] data = 1 2", ten),
+            ("2026-12-07T05:30:00-04:30 [-] data = 1 2", ten),
+            ("2026-12-07T10:00:00.000000001Z x", ten + 1),
+            ("[2026-12-07 10:00:00] data = 1 2", ten),
+            ("  2026-12-07 10:00:00\tb400", ten),
+        ]:
+            self.assertEqual(log_time(text), ns, text)
+
+    def test_noTime(self) -> None:
+        for text in ("Received raw data = 1 2", "b4001000", "2026-12-07", "1 2 3", ""):
+            self.assertIsNone(log_time(text), text)
+
+    def test_notATime(self) -> None:
+        for text, why in [
+            ("2026-13-07 10:00:00 data = 1", "'2026-13-07 10:00:00' is not a time"),
+            ("2026-12-07 25:00:00 data = 1", "is not a time"),
+            ("2026-12-07T10:00:00+2500 data = 1", "is not a time"),
+            ("1969-12-31 23:59:59 data = 1", "is not between 1970 and 2262"),
+        ]:
+            with self.assertRaises(NotAPacket) as caught:
+                log_time(text)
+            self.assertIn(why, str(caught.exception))
+
+    def test_packetAfterTheTime(self) -> None:
+        """The time is not read as bytes, whatever follows it."""
+        packet = reference_packet(1)
+        for text in (
+            f"2026-12-07 10:00:00 {packet.hex()}",
+            f"2026-12-07T10:00:00+0100 {' '.join(map(str, packet))}",
+        ):
+            self.assertEqual(packet_from_text(text), packet)
 
 
 class DescribeTests(SynchronousTestCase):
@@ -234,6 +277,39 @@ class DescribeTests(SynchronousTestCase):
 
 
 class DecodeCommandTests(SynchronousTestCase):
+    def test_logLinesTime(self) -> None:
+        """A pasted log line's time is the arrival, unless --arrival says another."""
+        decimal = " ".join(str(b) for b in reference_packet(1))
+        for line in (
+            f"2026-11-21 12:00:00 Received raw data = {decimal}",
+            f"2026-11-21T13:00:00+0100 [weather] Received raw data = {decimal}",
+        ):
+            code, out, err = run("decode", line)
+            self.assertEqual((code, err), (0, ""))
+            self.assertIn(
+                "Arrival:           2026-11-21 12:00:00.000 UTC (the log line's time)\n",
+                out,
+            )
+            self.assertIn("  0  2026-11-21 12:00:00.000", out)
+            code, out, _ = run("decode", line, "--arrival", "2026-11-21T15:00:00Z")
+            self.assertIn("Arrival:           2026-11-21 15:00:00.000 UTC\n", out)
+        out = io.StringIO()
+        stdin = io.StringIO(f"2026-11-21 12:00:00 Received raw data = {decimal}\n")
+        self.assertEqual(main(["decode"], out, io.StringIO(), stdin), 0)
+        self.assertIn("12:00:00.000 UTC (the log line's time)", out.getvalue())
+        code, _, err = run("decode", f"2026-11-21 12:00:61 data = {decimal}")
+        self.assertEqual(code, 1)
+        self.assertIn("'2026-11-21 12:00:61' is not a time", err)
+
+    def test_oneByte(self) -> None:
+        self.assertIn("Packet:            1 byte\n", run("decode", "b4")[1])
+
+    def test_oneRecord(self) -> None:
+        self.assertIn(
+            "bytesReady:        6 (1 record of 6 bytes)",
+            run("decode", reference_packet(1).hex())[1],
+        )
+
     def test_logLineWithOptionsAfter(self) -> None:
         decimal = " ".join(str(b) for b in reference_packet(2))
         code, out, err = run(
@@ -274,7 +350,7 @@ class DecodeCommandTests(SynchronousTestCase):
         data = build_packet(1, records[20:]).hex()
         for text in (previous, build_packet(1, records[:30]).hex()):
             code, out, err = run(
-                "decode", data, "-a", NOON, "-p", "2026-11-21T11:00:00Z",
+                "decode", data, "-a", NOON, "--previous", "2026-11-21T11:00:00Z",
                 "--previous-packet", text, "--ratio", "1.02",
             )  # fmt: skip
             self.assertEqual((code, err), (0, ""))
@@ -306,7 +382,7 @@ class DecodeCommandTests(SynchronousTestCase):
         code, _, err = run("decode", "--previous-packet", "b400", "b400")
         self.assertEqual(code, 2)
         self.assertIn("give --previous too", err)
-        code, _, err = run("decode", "-p", "0", "--previous-packet", "zz", "b400")
+        code, _, err = run("decode", "--previous", "0", "--previous-packet", "zz", "b400")
         self.assertEqual(
             (code, err), (1, "weather: --previous-packet: not a packet: 'zz' is not hex\n")
         )

@@ -140,6 +140,26 @@ class JournalFileTests(SynchronousTestCase):
         self.assertEqual(kept.entry.id, 2)
         self.assertEqual(kept.quarantine.reason, "profile_mismatch")
 
+    def test_dropOnlyQuarantined(self) -> None:
+        """
+        weather quarantine drop: packets in quarantine go for good; one
+        waiting for InfluxDB never does, nor one that is not there.
+        """
+        self.file.commit(
+            Changes(
+                added=[
+                    (entry(1), Quarantine("truncated", "3 bytes", 1)),
+                    (entry(2), None),
+                    (entry(3), Quarantine("unknown-device", "no profile", 1)),
+                ]
+            )
+        )
+        self.assertEqual(self.file.drop_quarantined([1, 2, 4]), 1)
+        self.assertEqual([q.entry.id for q in self.file.quarantined()], [3])
+        self.assertEqual([e.id for e in self.reopen().pending()], [2])
+        self.assertEqual(self.file.drop_quarantined(iter([3])), 1)
+        self.assertEqual(self.file.quarantined(), [])
+
     def test_oneTransaction(self) -> None:
         """A group that fails writes nothing at all."""
         self.file.commit(Changes(added=[(entry(1), None)]))

@@ -213,6 +213,22 @@ class PacketPointsTests(SynchronousTestCase):
         self.assertEqual(points.lines, [b"x value=1.5 %d" % (T - 240_000_000_000)])
         self.assertEqual(points.not_finite, 2)
 
+    def test_scaledWithoutFloatNoise(self) -> None:
+        """A scale of 0.1 stores 1012.9, not 1012.9000000000001."""
+        specs = (
+            ValueSpec("pressure", scale=0.1, unit="hPa"),
+            ValueSpec("t", "i16", scale=0.01),
+        )
+        profiles = {5: DeviceProfile(5, (), specs)}
+        packet = struct.pack("<HHHBBB", 4, 3600, 120, 4, 5, 2) + struct.pack(
+            "<Hh", 10129, -7
+        )
+        points = packet_points(packet, T, TimingInputs(), profiles, LineEncoder())
+        self.assertEqual(
+            points.lines, [b"pressure value=1012.9 %d" % T, b"t value=-0.07 %d" % T]
+        )
+        self.assertEqual(points.lines, oracle_lines(packet, T, TimingInputs(), profiles))
+
     def test_rejected(self) -> None:
         packet = struct.pack("<HHHBBB", 0, 3600, 120, 6, 9, 3)
         with self.assertRaises(PacketRejected) as caught:

@@ -561,7 +561,7 @@ class TruncatedTests(PipelineTestCase):
         replayed = b"\n".join(r.body for r in influx.requests).split(b"\n")
         self.assertEqual([line for line in replayed if line], written)
         self.assertEqual(len(influx.points), 45)
-        self.assertIn("1 stay in quarantine", err.getvalue())
+        self.assertIn("1 stays in quarantine", err.getvalue())
         reopened = JournalFile(self.journal.directory, create=False)
         self.addCleanup(reopened.close)
         [kept] = reopened.quarantined()

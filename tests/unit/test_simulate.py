@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.test_cli import run
 from weather.core.decode import decode_packet
-from weather.core.devices import REFERENCE_DEVICES, parse_devices
+from weather.core.devices import REFERENCE_DEVICES, ValueSpec, parse_devices
 from weather.core.lineprotocol import LineEncoder, packet_points
 from weather.core.packet import HEADER
 from weather.core.timing import TimingInputs, first_state
@@ -31,7 +31,10 @@ from weather.tools.simulate import (
     StationModel,
     Upload,
     build_packet,
+    condition,
     devices_toml,
+    humidity_code,
+    raw_code,
 )
 
 S = 1_000_000_000
@@ -66,27 +69,25 @@ class StationModelTests(SynchronousTestCase):
         self.assertEqual(len(packet), 189)
         decoded = decode_packet(packet, int(now * S), TimingInputs(), REFERENCE_DEVICES)
         values = [r.value for r in decoded.readings]
-        want = [v for r in records for v in (r.lux, r.humidity, r.temperature)]
+        want = [v for r in records for v in r.values]
         self.assertEqual(values, want)
         # The decoder's stamps are the true times when the clock is exact.
         self.assertEqual(
             [r.time_ns for r in decoded.readings[::3]], [int(r.time * S) for r in records]
         )
         for r in records:
-            self.assertEqual(r.humidity_code & 3, 0)
-            self.assertEqual(r.temperature_code & 3, 0)
+            self.assertEqual([code & 3 for code in r.fields[1:]], [0, 0])
 
     def test_aDayOfWeather(self) -> None:
         station = StationModel(3, wake_every=600, measure_every=120)
-        day = [station.measure(MIDNIGHT + h * 3600) for h in range(24)]
-        temperature = [r.temperature for r in day]
-        humidity = [r.humidity for r in day]
+        day = [station.measure(MIDNIGHT + h * 3600).values for h in range(24)]
+        light, humidity, temperature = zip(*day, strict=True)
         self.assertGreater(temperature[15], temperature[4] + 6)
         self.assertGreater(humidity[4], humidity[15])
-        self.assertEqual([r.lux for r in day[:5] + day[19:]], [0] * 10)
-        self.assertGreater(day[12].lux, 1000)
-        for r in day:
-            self.assertTrue(-10 < r.temperature < 30 and 5 <= r.humidity <= 100)
+        self.assertEqual(light[:5] + light[19:], (0,) * 10)
+        self.assertGreater(light[12], 1000)
+        for t, h in zip(temperature, humidity, strict=True):
+            self.assertTrue(-10 < t < 30 and 5 <= h <= 100)
 
     def test_missedUploadsFillTheRing(self) -> None:
         """Two hours of records are 60; the ring keeps the newest 58."""
@@ -130,10 +131,10 @@ class StationModelTests(SynchronousTestCase):
         """Failed SI7021 reads and records cut short, none of them stored."""
         station = StationModel(1, sensor_failures=0.5, seed=3)
         records = station.wake(MIDNIGHT + 12 * 3600)
-        failed = [r for r in records if r.humidity_code == SI7021_FAILED]
+        failed = [r for r in records if r.fields[1] == SI7021_FAILED]
         cut = [r for r in records if r.fields == (CUT_SHORT,) * 3]
         self.assertTrue(failed and cut)
-        self.assertTrue(all(r.temperature_code == SI7021_FAILED for r in failed))
+        self.assertTrue(all(r.fields[2] == SI7021_FAILED for r in failed))
         self.assertIn("humidity failed  temperature failed", failed[0].describe())
         self.assertEqual(cut[0].describe(), "cut short on the I2C bus (all 0xFF)")
         packet = station.packet(records)
@@ -371,6 +372,67 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertEqual(profiles[5].tags, (("place", "station-5"),))
         self.assertEqual(profiles[5].values, REFERENCE_DEVICES[1].values)
 
+    def test_demoKeepsTheReferenceStation(self) -> None:
+        """
+        Device 1 keeps the tags the server gives it without a devices file:
+        one station, one series, before and after the file.
+        """
+        code, out, _ = run("simulate", "--stations", "3", "--devices-toml")
+        self.assertEqual(code, 0)
+        profiles = parse_devices(out)
+        self.assertEqual(profiles[1], REFERENCE_DEVICES[1])
+        self.assertEqual(profiles[2].tags, (("place", "station-2"),))
+
+    def test_portIsDashP(self) -> None:
+        """-p, as for the server (twistd weather -p)."""
+        from weather.tools.cli import SimulateOptions
+
+        options = SimulateOptions()
+        options.parseOptions(["-p", "9266"])
+        self.assertEqual(options["port"], 9266)
+        self.assertEqual(run("simulate", "-P", "9266")[0], 2)
+
+    def simulate(self, connect, *argv: str) -> tuple[int, str]:
+        """weather simulate ARGV on a fake clock, connecting with C{connect(clock)}."""
+        from weather.tools import cli
+
+        clock = Clock()
+        clock.advance(MIDNIGHT)
+        self.patch(cli, "tcp_connector", lambda reactor, host, port: connect(clock))
+        options = cli.SimulateOptions()
+        options.parseOptions(["--quiet", *argv])
+        out = io.StringIO()
+        done = cli.simulate(clock, options, out)
+        while not done.called:
+            clock.advance(0.1)
+        return self.successResultOf(done), out.getvalue()
+
+    def test_summaryOfOne(self) -> None:
+        """One of a thing is one thing."""
+
+        def accepted(clock: Clock):
+            def connect(upload: Upload):
+                transport = FirmwareConnection(clock)
+                transport.protocol = upload
+                upload.makeConnection(transport)
+                return succeed(upload)
+
+            return connect
+
+        code, out = self.simulate(accepted, "--wake-every", "2", "--measure-every", "2")
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines()[-1],
+            "1 station sent 1 packet with 1 record; 0 uploads failed, 0 missed; "
+            "0 records still on the stations, 0 dropped by full rings.",
+        )
+        self.assertIn("station 1: 2026-11-21 00:00:00.100 1 record, 15 bytes: sent", out)
+        code, out = self.simulate(
+            lambda clock: lambda upload: fail(ConnectionRefusedError())
+        )
+        self.assertEqual(code, 1)
+        self.assertIn("1 upload failed, 0 missed; 30 records still on the stations", out)
+
     def test_badOptions(self) -> None:
         for argv, why in [
             (["--stations", "0"], "--stations"),
@@ -411,3 +473,137 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertEqual([round(s.drift, 9) for s in stations], [0.07] * 3)
         self.assertEqual({s.sensor_failures for s in stations}, {0.05})
         self.assertAlmostEqual(stations[0].true_measure_every, 128.4)
+
+
+#: A station of another layout: the README's devices.7 and two more values.
+GREENHOUSE = """
+[devices.7]
+tags = { place = "greenhouse" }
+values = [
+  { name = "soil_moisture", type = "u8", scale = 0.5 },
+  { name = "temperature", type = "i16", scale = 0.01 },
+  { name = "pressure", type = "f32", field = "hpa" },
+  { name = "battery", type = "u16", unit = "mV", invalid = [0xFFFF] },
+  { name = "air", conversion = "si7021_humidity", invalid = [0xFFFC, 0xFFFF] },
+  { name = "lux", type = "u32", scale = 0.1, offset = -5.5 },
+]
+"""
+
+
+class AnyLayoutTests(SynchronousTestCase):
+    """A station described in a devices file: plausible readings for each value."""
+
+    def setUp(self) -> None:
+        self.profile = parse_devices(GREENHOUSE)[7]
+
+    def test_whatEachValueMeasures(self) -> None:
+        specs = {spec.name: spec for spec in self.profile.values}
+        self.assertIsNone(condition(specs["soil_moisture"]))
+        self.assertEqual(condition(specs["temperature"]), ("temperature", 1.0, 0.0))
+        self.assertEqual(condition(specs["pressure"]), ("pressure", 1.0, 0.0))
+        self.assertEqual(condition(specs["battery"]), ("voltage", 1000.0, 0.0))
+        self.assertEqual(condition(specs["lux"]), ("light", 1.0, 0.0))
+        self.assertEqual(condition(ValueSpec("t", unit="°F")), ("temperature", 1.8, 32.0))
+        self.assertEqual(condition(ValueSpec("p", unit="Pa")), ("pressure", 100.0, 0.0))
+        self.assertEqual(condition(ValueSpec("rh", unit="%")), ("humidity", 1.0, 0.0))
+
+    def test_aDayOfReadings(self) -> None:
+        """Decoded by the devices file: what each value measures, in its unit."""
+        station = StationModel(7, profile=self.profile)
+        for hour in range(24):
+            records = station.wake(MIDNIGHT + hour * 3600)
+            station.delivered(records)
+            packet = station.packet(records)
+            decoded = decode_packet(
+                packet, int(records[-1].time * S), TimingInputs(), {7: self.profile}
+            )
+            self.assertEqual(decoded.header.device_id, 7)
+            names = [s.name for s in self.profile.values]
+            columns = dict(zip(names, decoded.columns, strict=True))
+            self.assertEqual(
+                [list(v) for v in zip(*decoded.columns, strict=True)],
+                [r.values for r in records],
+            )
+            self.assertEqual(set(columns["soil_moisture"]), {64.0})  # mid-range: 128
+            for name, low, high in [
+                ("temperature", -10, 35),
+                ("pressure", 980, 1040),
+                ("battery", 3600, 4200),
+                ("air", 5, 100),
+                ("lux", -5.5, 60000),
+            ]:
+                self.assertTrue(all(low <= v <= high for v in columns[name]), name)
+        noon = station.wake(MIDNIGHT + 36 * 3600)[-1]
+        self.assertGreater(noon.values[-1], 1000)
+        self.assertRegex(
+            noon.describe(),
+            r"^soil_moisture 64\.0  temperature \d+\.\d\d  pressure \d{3,4}\.\d\d  "
+            r"battery \d{4} mV  air \d+\.\d\d  lux \d+\.\d$",
+        )
+
+    def test_failures(self) -> None:
+        """
+        A failed read sends the codes that are not readings (not all 0xFF);
+        a record cut short is 0xFF bytes, whatever the layout: none stored.
+        """
+        station = StationModel(7, profile=self.profile, sensor_failures=0.5, seed=3)
+        records = station.wake(MIDNIGHT + 12 * 3600)
+        cut = [r for r in records if r.data == b"\xff" * self.profile.record_size]
+        failed = [r for r in records if r.fields[4] == SI7021_FAILED]
+        self.assertTrue(cut and failed)
+        self.assertEqual(cut[0].describe(), "cut short on the I2C bus (all 0xFF)")
+        self.assertIn("battery 3", failed[0].describe())  # no failure code but 0xFFFF
+        self.assertIn("air failed", failed[0].describe())
+        points = packet_points(
+            station.packet(records),
+            int(MIDNIGHT * S),
+            TimingInputs(),
+            {7: self.profile},
+            LineEncoder(),
+        )
+        self.assertEqual(points.not_finite, 3 * len(cut) + len(failed))
+
+    def test_rawCodes(self) -> None:
+        """Undone as the profile does it, within the type, clear of codes not readings."""
+        self.assertEqual(raw_code(ValueSpec("p", scale=0.1), 1012.9), 10129)
+        self.assertEqual(raw_code(ValueSpec("t", "i8", offset=-40.0), -100.0), -60)
+        self.assertEqual(raw_code(ValueSpec("t", "u8"), 1000.0), 255)
+        self.assertEqual(raw_code(ValueSpec("t", "u8", invalid=frozenset({255})), 1e9), 254)
+        self.assertEqual(raw_code(ValueSpec("t", "i16"), None), 0)
+        self.assertEqual(raw_code(ValueSpec("t", "u16", scale=0.0), 5.0), 32768)
+        si7021 = ValueSpec(
+            "h", conversion="si7021_humidity", invalid=frozenset({0xFFFC, 0xFFFF})
+        )
+        self.assertEqual(raw_code(si7021, 50.0), humidity_code(50.0))
+        self.assertEqual(raw_code(si7021, 200.0), 0xFFF8)
+        clamped = ValueSpec("h", "u8", clamp=(0.0, 100.0))
+        self.assertEqual(raw_code(clamped, 150.0), 100)
+
+    def test_simulateTheDevicesFile(self) -> None:
+        """weather simulate --devices: every station it describes, of its layout."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(GREENHOUSE + devices_toml([2], {2: "garden"}))
+        from weather.tools.cli import SimulateOptions
+
+        options = SimulateOptions()
+        options.parseOptions(["--devices", path])
+        stations = options.stations()
+        self.assertEqual([s.device_id for s in stations], [2, 7])
+        self.assertEqual(stations[1].profile, self.profile)
+        self.assertEqual(stations[0].profile.values, REFERENCE_DEVICES[1].values)
+        options = SimulateOptions()
+        options.parseOptions(["--devices", path, "--first-id", "7"])
+        self.assertEqual([s.device_id for s in options.stations()], [7])
+        for argv, why in [
+            (["--first-id", "3"], "does not describe device 3 (it describes 2, 7)"),
+            (["--stations", "2"], "does not describe device 1"),
+            (["--devices-toml"], "--devices-toml describes stations of the reference"),
+        ]:
+            code, _, err = run("simulate", "--devices", path, *argv)
+            self.assertEqual(code, 2, argv)
+            self.assertIn(why, err)
+        code, _, err = run("simulate", "--devices", self.mktemp())
+        self.assertEqual(code, 2)
+        self.assertIn("--devices ", err)
+        self.assertIn("cannot read it", err)

@@ -14,6 +14,7 @@ Pure code: no I/O.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 import struct
 import sys
@@ -87,7 +88,11 @@ class ValueSpec:
     One value of a record: its name (the InfluxDB measurement), wire type and
     conversion.  The stored value is C{conversion(raw) * scale + offset},
     clamped to C{clamp} if given, or NaN (not stored) for a raw code in
-    C{invalid}: codes a sensor sends when it has no reading.
+    C{invalid}: codes a sensor sends when it has no reading.  An integer code
+    taken as it is (C{raw}) gives a value with the decimals of C{scale},
+    C{offset} and C{clamp} as written, and is rounded to them
+    (L{stored_places}): a code of 10129 with a scale of 0.1 is 1012.9, not
+    the float product 1012.9000000000001.
 
     An offset or clamp bound of C{-0.0} is taken as C{0.0}: then L{convert}
     never returns C{-0.0} (a sum is C{-0.0} only if both terms are), so a
@@ -107,12 +112,17 @@ class ValueSpec:
     _remembered: Callable[[int], float] | None = dataclasses.field(
         init=False, default=None, repr=False, compare=False
     )
+    #: The decimals values are rounded to (L{stored_places}); None: not rounded.
+    _places: int | None = dataclasses.field(
+        init=False, default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "offset", self.offset + 0.0)  # -0.0 + 0.0 is 0.0
         if self.clamp is not None:
             low, high = self.clamp
             object.__setattr__(self, "clamp", (low + 0.0, high + 0.0))
+        object.__setattr__(self, "_places", stored_places(self))
         if self.type != "f32":
             # Integer codes repeat; f32 values seldom do, and a NaN is never
             # found again (NaN != NaN).
@@ -123,6 +133,8 @@ class ValueSpec:
         if raw in self.invalid:
             return math.nan
         value = CONVERSIONS[self.conversion](raw) * self.scale + self.offset
+        if self._places is not None:
+            value = round(value, self._places) + 0.0  # never -0.0, as above
         if self.clamp is not None and not math.isnan(value):
             low, high = self.clamp
             value = min(max(value, low), high)
@@ -138,6 +150,32 @@ class ValueSpec:
         if self._remembered is None:
             return [self.convert(raw) for raw in raws]
         return list(map(self._remembered, raws))
+
+
+def stored_places(spec: ValueSpec) -> int | None:
+    """
+    The decimals a value of C{spec} carries, if it is an integer code times
+    C{scale} plus C{offset}: those of C{scale}, C{offset} and the C{clamp}
+    bounds as written (the shortest text of each float: 0.1 has one, 0.25
+    two).  The exact value has no more; the float arithmetic adds noise
+    beyond them, which rounding to them removes.  None: nothing to round: a
+    named conversion or an C{f32} value carries its own digits, and whole
+    numbers give whole values.
+    """
+    if spec.type == "f32" or spec.conversion != "raw":
+        return None
+    numbers = (spec.scale, spec.offset, *(spec.clamp or ()))
+    if not all(map(math.isfinite, numbers)):
+        return None
+    return max(map(_places, numbers)) or None
+
+
+def _places(number: float) -> int:
+    """The decimals of C{number}'s shortest text: 2 for 0.25, none for 2.0 or 1e+20."""
+    number = float(number)
+    if number.is_integer():
+        return 0
+    return -int(decimal.Decimal(repr(number)).as_tuple().exponent)
 
 
 @dataclass(frozen=True, slots=True)

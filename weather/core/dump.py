@@ -3,8 +3,8 @@ What C{weather decode} does: read a packet the way people have it at hand (a
 hex dump, a file, or the decimal byte list the original server logged) and
 show its header and readings as the server would store them.
 
-Pure code: the arrival time is given, and rejections carry the reasons the
-server gives.
+Pure code: the arrival time is given (or read from the pasted log line), and
+rejections carry the reasons the server gives.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
-from weather.core.decode import NANOSECONDS
+from weather.core.decode import NANOSECONDS, DecodedPacket
 from weather.core.devices import DeviceProfile
 from weather.core.lineprotocol import LineEncoder, packet_points
 from weather.core.packet import Header, PacketRejected, Reason, read_header
@@ -26,10 +26,50 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _DIGITS = re.compile(r"[0-9]+")
 #: A Python bytes literal, at the start or after "= ".
 _BYTES_LITERAL = re.compile(r"""(?:^|(?<=[=\s]))b(?=['"])""")
+#: The time a log line starts with: the original server's (2026-12-07
+#: 10:00:00, a comma or a point before a fraction) or twistd's
+#: (2026-12-07T10:00:00+0100), perhaps in brackets.
+_LOG_TIME = re.compile(
+    r"\s*\[?(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})"
+    r"(?:[.,](?P<fraction>\d{1,9}))?\s?(?P<zone>Z|[+-]\d{2}:?\d{2})?\]?(?=\s|$)"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class NotAPacket(ValueError):
     """Text that holds no packet bytes; the message says what was wrong."""
+
+
+def log_time(text: str) -> int | None:
+    """
+    When the log line C{text} says it was written, in nanoseconds since the
+    epoch: the time it starts with, UTC unless it carries an offset (as
+    C{weather decode --arrival} reads a time); None if it starts with none.
+
+    @raise NotAPacket: it starts with a date that is not one.
+    """
+    found = _LOG_TIME.match(text)
+    if found is None:
+        return None
+    date, clock, fraction, zone = found.group("date", "time", "fraction", "zone")
+    offset = timezone.utc
+    if zone not in (None, "Z"):
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        minutes = sign * (int(digits[:2]) * 60 + int(digits[2:]))
+        offset = timezone(timedelta(minutes=minutes)) if abs(minutes) < 24 * 60 else None
+    try:
+        if offset is None:
+            raise ValueError
+        moment = datetime.fromisoformat(f"{date}T{clock}").replace(tzinfo=offset)
+    except ValueError:
+        raise NotAPacket(f"{found.group().strip()!r} is not a time") from None
+    elapsed = moment - _EPOCH
+    seconds = elapsed.days * 86400 + elapsed.seconds
+    ns = seconds * NANOSECONDS + int((fraction or "").ljust(9, "0"))
+    if not 0 <= ns < 2**63:
+        raise NotAPacket(f"{found.group().strip()!r} is not between 1970 and 2262")
+    return ns
 
 
 def packet_from_text(text: str, base: str = "auto") -> bytes:
@@ -37,9 +77,12 @@ def packet_from_text(text: str, base: str = "auto") -> bytes:
     The bytes of a packet written as text: hex (C{b4001000...}, spaced or
     not, C{0x} prefixes allowed), decimal bytes (C{180 0 16 14 ...}, commas
     or brackets allowed), a Python bytes literal (C{b'\\xb4\\x00...'}), or a
-    whole log line such as C{Received raw data = 180 0 16 14 ...} (what
-    follows the last C{=}).  C{base} is C{"hex"}, C{"decimal"} or C{"auto"}.
+    whole log line such as C{2019-04-02 10:00:01 Received raw data = 180 0
+    16 14 ...} (what follows the last C{=}, or the time it starts with,
+    L{log_time}).  C{base} is C{"hex"}, C{"decimal"} or C{"auto"}.
     """
+    found = _LOG_TIME.match(text)
+    text = text[found.end() :] if found is not None else text
     text = text.strip()
     literal = _BYTES_LITERAL.search(text)
     if literal is not None:
@@ -105,14 +148,16 @@ def describe_packet(
     profiles: Mapping[int, DeviceProfile],
     out: TextIO,
     lines: bool = False,
+    arrival_note: str = "",
 ) -> int:
     """
     Print the header, how the records are timed, and a table of readings
     (or the rejection, with the reason the server would quarantine the
     packet for).  C{inputs}: what the server would know of the station
-    (L{TimingInputs}).  0 if it decodes.
+    (L{TimingInputs}); C{arrival_note} follows the arrival time (where it
+    comes from).  0 if it decodes.
     """
-    out.write(f"Packet:            {len(data)} bytes\n")
+    out.write(f"Packet:            {counted(len(data), 'byte')}\n")
     try:
         header = read_header(data)
     except PacketRejected as e:
@@ -124,7 +169,11 @@ def describe_packet(
         else "not in the devices file"
     )
     per = header.bytes_per_measurement
-    records = f" ({header.bytes_ready // per} records of {per} bytes)" if per else ""
+    records = (
+        f" ({counted(header.bytes_ready // per, 'record')} of {counted(per, 'byte')})"
+        if per
+        else ""
+    )
     out.write(
         f"bytesReady:        {header.bytes_ready}{records}\n"
         f"wakeEvery:         {header.wake_every} s\n"
@@ -132,7 +181,7 @@ def describe_packet(
         f"bytesPerMeasurement: {per}\n"
         f"deviceID:          {header.device_id} ({described})\n"
         f"sensorCount:       {header.sensor_count}\n"
-        f"Arrival:           {when(arrival_ns)} UTC\n"
+        f"Arrival:           {when(arrival_ns)} UTC{arrival_note}\n"
     )
     if inputs.previous_arrival_ns is not None:
         out.write(f"Previous packet:   {when(inputs.previous_arrival_ns)} UTC\n")
@@ -147,6 +196,25 @@ def describe_packet(
     for line in explained:
         out.write(line + "\n")
     out.write("\n")
+    readings_table(decoded, out)
+    if lines:
+        out.write("\nLine protocol (as written to InfluxDB):\n")
+        for line in points.lines:
+            out.write(line.decode("utf-8") + "\n")
+        if points.not_finite:
+            out.write(
+                f"({counted(points.not_finite, 'value')} left out: codes that are not "
+                "readings, or NaN or infinite, which InfluxDB cannot store)\n"
+            )
+    return 0
+
+
+def readings_table(decoded: DecodedPacket, out: TextIO) -> None:
+    """
+    A decoded packet's readings, a record a row: its number in the packet,
+    its time and each value, under the value's name and unit.  A code that
+    is not a reading shows as C{nan}.
+    """
     specs = decoded.profile.values
     titles = [f"{s.name} ({s.unit})" if s.unit else s.name for s in specs]
     widths = [max(len(t), 10) for t in titles]
@@ -155,28 +223,14 @@ def describe_packet(
         + "  ".join(f"{t:>{w}}" for t, w in zip(titles, widths, strict=True))
         + "\n"
     )
-    width = len(specs)
-    readings = decoded.readings
     first = decoded.timing.first
-    for i in range(len(readings) // width if width else 0):
-        row = readings[i * width : (i + 1) * width]
+    for i, time_ns in enumerate(decoded.times):
+        values = [column[i] for column in decoded.columns]
         out.write(
-            f"{first + i:>3}  {when(row[0].time_ns):23}  "
-            + "  ".join(
-                f"{_number(r.value):>{w}}" for r, w in zip(row, widths, strict=True)
-            )
+            f"{first + i:>3}  {when(time_ns):23}  "
+            + "  ".join(f"{_number(v):>{w}}" for v, w in zip(values, widths, strict=True))
             + "\n"
         )
-    if lines:
-        out.write("\nLine protocol (as written to InfluxDB):\n")
-        for line in points.lines:
-            out.write(line.decode("utf-8") + "\n")
-        if points.not_finite:
-            out.write(
-                f"({points.not_finite} values left out: codes that are not readings, "
-                "or NaN or infinite, which InfluxDB cannot store)\n"
-            )
-    return 0
 
 
 def uploads_since(header: Header, inputs: TimingInputs) -> int:

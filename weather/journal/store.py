@@ -11,7 +11,8 @@ the whole transaction or none of it.  The database holds
     ratio and the previous packet's records).  A row with no C{reason} is
     pending: not yet acknowledged by InfluxDB.  A row with a C{reason} is in
     quarantine: it could not be decoded, or InfluxDB refused its points for
-    good.  A delivered packet's row is deleted;
+    good.  A delivered packet's row is deleted, and so is a quarantined one a
+    person drops (C{weather quarantine drop}), never another;
   - C{device}: each device's L{StationState}, what the next packet of that
     device is timed with.
 
@@ -618,6 +619,30 @@ class JournalFile:
     def requarantine(self, quarantined: Mapping[int, Quarantine]) -> None:
         """Record why packets are still in quarantine after a replay."""
         self.commit(Changes(quarantined=dict(quarantined)))
+
+    def drop_quarantined(self, ids: Iterable[int]) -> int:
+        """
+        Delete these packets for good if they are in quarantine, in one
+        transaction; a packet waiting for InfluxDB (or gone) is left alone.
+        Safe while a server uses the journal: it never holds a quarantined
+        packet it could lose.  The number deleted.
+        """
+        db = self.connection
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = sum(
+                db.execute(
+                    "DELETE FROM packet WHERE id = ? AND reason IS NOT NULL", (i,)
+                ).rowcount
+                for i in ids
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.reclaim()
+        return deleted
 
 
 def _version(db: sqlite3.Connection) -> int:

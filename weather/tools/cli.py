@@ -1,29 +1,37 @@
 """
 The C{weather} command: look into the journal and the quarantine, replay
-quarantined packets.
+quarantined packets, run the server.
 
     weather journal status     packets to deliver, the oldest one's age, disk use
     weather journal check      whether the journal is damaged, what can be read of it
     weather journal salvage    copy what can be read of a damaged journal into a new one
     weather journal backup     a consistent copy of the journal, while the server runs
     weather quarantine list    what is in quarantine, and why
+    weather quarantine drop    delete packets from quarantine, for good (with --yes)
     weather replay             decode quarantined packets again and send them
     weather decode PACKET      show a packet's header and readings (hex, file, log line)
     weather simulate           stations sending to a server, as the firmware does
+    weather serve              the server in the foreground, as twistd -n weather runs it
 
 The journal commands take C{--data-dir} (the server's default when not given).
+A name that is not known (a command, an option, a quarantine reason) is
+answered with those that are, and the closest; Ctrl-C ends any command
+quietly, with exit status 130.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import getopt
 import os
 import random
 import re
+import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -46,8 +54,20 @@ from weather.app.options import (
 from weather.app.options import Options as ServerOptions
 from weather.app.settings import Settings, load_devices, settings_from_options
 from weather.core.decode import truncated_detail
-from weather.core.devices import REFERENCE_DEVICES, DevicesError
-from weather.core.dump import NotAPacket, counted, describe_packet, packet_from_text
+from weather.core.devices import (
+    REFERENCE_DEVICES,
+    REFERENCE_STATION,
+    DeviceProfile,
+    DevicesError,
+)
+from weather.core.dump import (
+    NotAPacket,
+    counted,
+    describe_packet,
+    log_time,
+    packet_from_text,
+    readings_table,
+)
 from weather.core.lineprotocol import (
     LineEncoder,
     PacketPoints,
@@ -67,9 +87,35 @@ from weather.journal.store import (
     QuarantinedPacket,
     journal_error,
 )
-from weather.server.pipeline import refusal
+from weather.server.pipeline import REFUSED, REJECTION_REASONS, refusal
 from weather.server.writer import PointsRejected, PointWriter
-from weather.tools.simulate import Simulation, StationModel, devices_toml, tcp_connector
+from weather.tools.serve import ServeOptions, command_line, serve
+from weather.tools.simulate import (
+    REFERENCE_PLACES,
+    Simulation,
+    StationModel,
+    devices_toml,
+    tcp_connector,
+)
+
+#: Why packets are in quarantine: rejected on arrival or decoding, or refused
+#: by InfluxDB.
+REASONS = (*REJECTION_REASONS, REFUSED)
+
+
+class Unknown(usage.UsageError):
+    """A name that is none of those known: exit status 2, as for a usage error."""
+
+
+def unknown(what: str, given: str, known: Iterable[str]) -> Unknown:
+    """
+    That C{given} is no known C{what}, with the known ones and the closest
+    (L{difflib}: the standard library's way to "did you mean").
+    """
+    known = list(known)
+    close = difflib.get_close_matches(given, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ";"
+    return Unknown(f"unknown {what} {given!r}{hint} {what}s: {', '.join(known)}")
 
 
 class CommandOptions(WeatherOptions):
@@ -78,12 +124,41 @@ class CommandOptions(WeatherOptions):
     way to it: the subcommand's synopsis follows (usage.Options joins them).
     """
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            given = str(e).removeprefix("Unknown command: ")
+            if given == str(e):
+                raise
+            raise unknown("command", given, (c[0] for c in self.subCommands)) from None
+
     def getSynopsis(self) -> str:
         if getattr(self, "subCommand", None) is None:
             return super().getSynopsis()
         if self.parent is None:
             return "Usage: weather"
         return f"{self.parent.getSynopsis()} {self.parent.subCommand}"
+
+
+class AnywhereOptions(WeatherOptions):
+    """Options that may also follow the arguments (a pasted log line, ids)."""
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            found, rest = getopt.gnu_getopt(list(options), self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e)) from None
+        super().parseOptions([*command_line(self, found), "--", *rest])
+
+
+def _packet_id(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise usage.UsageError(f"--id {value!r}: give a packet number") from None
 
 
 class JournalStatusOptions(DataDirOptions):
@@ -143,19 +218,82 @@ class JournalOptions(CommandOptions):
             raise usage.UsageError("give a subcommand: status, check, salvage or backup")
 
 
+#: --reason, for the commands that choose packets in quarantine.
+REASON = ["reason", "r", None, "Only packets quarantined for this reason."]
+
+
 class QuarantineListOptions(DataDirOptions):
     synopsis = "[--data-dir DIR] [--reason R] [--hex]"
-    optParameters = [["reason", "r", None, "Only packets quarantined for this reason."]]
+    optParameters = [REASON]
     optFlags = [["hex", None, "Show each packet's bytes as hex."]]
 
 
+#: Units of --older-than, in seconds.
+AGE_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """An age such as 30d, 12h, 90min or 45s, in seconds."""
+    found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([a-z]+)\s*", text)
+    if found is None or found.group(2) not in AGE_UNITS:
+        raise usage.UsageError(
+            f"--older-than {text!r}: give an age such as 30d, 12h, 90min or 45s"
+        )
+    return float(found.group(1)) * AGE_UNITS[found.group(2)]
+
+
+class QuarantineDropOptions(AnywhereOptions, DataDirOptions):
+    synopsis = "[--data-dir DIR] [ID ...] [--reason R] [--older-than AGE] [--yes]"
+    longdesc = (
+        "Delete packets from quarantine for good: those given by id (as "
+        "'weather quarantine list' shows them), or quarantined for a reason, or "
+        "that arrived longer ago than an age; given together, those that are all "
+        "three. Without --yes, show what would be deleted and delete nothing. "
+        "Only packets in quarantine are ever deleted, never one waiting for "
+        "InfluxDB; a running server may hold the journal."
+    )
+    optParameters = [
+        REASON,
+        [
+            "older-than",
+            None,
+            None,
+            "Only packets that arrived longer ago: 30d, 12h, 90min.",
+        ],
+    ]
+    optFlags = [["yes", "y", "Delete them (without it: show what would be deleted)."]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ids"] = set()
+
+    def opt_id(self, value: str) -> None:
+        """This packet (repeatable; or give ids after the options)."""
+        self["ids"].add(_packet_id(value))
+
+    def parseArgs(self, *ids: str) -> None:
+        self["ids"].update(_packet_id(i) for i in ids)
+
+    def postOptions(self) -> None:
+        if self["older-than"] is not None:
+            self["older-than"] = parse_age(self["older-than"])
+        if not self["ids"] and self["reason"] is None and self["older-than"] is None:
+            raise usage.UsageError(
+                "say which packets: their ids, --reason or --older-than "
+                "(see weather quarantine list)"
+            )
+
+
 class QuarantineOptions(CommandOptions):
-    synopsis = "list [--data-dir DIR] [--reason R] [--hex]"
-    subCommands = [["list", None, QuarantineListOptions, "What is in quarantine, and why."]]
+    synopsis = "list|drop [--data-dir DIR] [options]"
+    subCommands = [
+        ["list", None, QuarantineListOptions, "What is in quarantine, and why."],
+        ["drop", None, QuarantineDropOptions, "Delete packets from quarantine, for good."],
+    ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("give a subcommand: list")
+            raise usage.UsageError("give a subcommand: list or drop")
 
 
 #: weather replay's own --timeout, declared as the server's options are.
@@ -187,24 +325,23 @@ class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
         "server's InfluxDB options. Delivered packets leave the quarantine; "
         "the others stay, with the new reason."
     )
-    optParameters = [
-        ["reason", "r", None, "Only packets quarantined for this reason."],
-        *parameters((TIMEOUT,)),
+    optParameters = [REASON, *parameters((TIMEOUT,))]
+    optFlags = [
+        ["dry-run", "n", "Show the readings that would be written; change nothing."],
+        ["lines", "l", "With --dry-run: the line protocol, not the readings."],
     ]
-    optFlags = [["dry-run", "n", "Show what would be written; change nothing."]]
 
     def postOptions(self) -> None:
         try:
             self["timeout"] = TIMEOUT.value(self["timeout"])
         except ConfigurationError as e:
             raise usage.UsageError(str(e)) from None
+        if self["lines"] and not self["dry-run"]:
+            raise usage.UsageError("--lines: only with --dry-run")
 
     def opt_id(self, value: str) -> None:
         """Only this packet (repeatable)."""
-        try:
-            self.setdefault("ids", set()).add(int(value))
-        except ValueError:
-            raise usage.UsageError(f"--id {value!r}: give a packet number") from None
+        self.setdefault("ids", set()).add(_packet_id(value))
 
     def settings(self) -> Settings:
         """
@@ -254,21 +391,27 @@ RATIO = Option(
 )
 
 
-class DecodeOptions(DevicesOptions):
+class DecodeOptions(AnywhereOptions, DevicesOptions):
     synopsis = "[options] [PACKET ...]"
     longdesc = (
         "Show a packet's header and its readings with the timestamps the server "
         "would give them. PACKET is hex (b4001000...), decimal bytes (180 0 16 "
         "...), or a whole line pasted from the original server's log (Received "
-        "raw data = 180 0 16 ...); without PACKET or --file, the text is read "
-        "from standard input."
+        "raw data = 180 0 16 ...), whose time is then the arrival; without "
+        "PACKET or --file, the text is read from standard input."
     )
     optParameters = [
         ["file", "f", None, "Read the packet's raw bytes from this file (- for stdin)."],
-        ["arrival", "a", None, "When its last byte arrived (default: now)."],
+        [
+            "arrival",
+            "a",
+            None,
+            "When its last byte arrived (default: the time a pasted log line "
+            "starts with, else now).",
+        ],
         [
             "previous",
-            "p",
+            None,
             None,
             "When the device's previous packet arrived (gives a measured interval).",
         ],
@@ -283,27 +426,6 @@ class DecodeOptions(DevicesOptions):
         ["base", None, "auto", "Read PACKET as hex, decimal or auto."],
     ]
     optFlags = [["lines", "l", "Also print the line protocol the server would write."]]
-
-    def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        """Options may also follow the packet (a pasted log line is long)."""
-        if options is None:
-            options = sys.argv[1:]
-        try:
-            found, rest = getopt.gnu_getopt(list(options), self.shortOpt, self.longOpt)
-        except getopt.GetoptError as e:
-            raise usage.UsageError(str(e)) from None
-        takes = {f"--{o[:-1]}" for o in self.longOpt if o.endswith("=")}
-        takes |= {
-            f"-{c}"
-            for c, n in zip(self.shortOpt, self.shortOpt[1:] + " ", strict=True)
-            if n == ":"
-        }
-        ordered = [
-            part
-            for option, value in found
-            for part in ((option, value) if option in takes else (option,))
-        ]
-        super().parseOptions([*ordered, "--", *rest])
 
     def parseArgs(self, *packet: str) -> None:
         self["packet"] = " ".join(packet)
@@ -324,17 +446,21 @@ class DecodeOptions(DevicesOptions):
             raise usage.UsageError(str(e)) from None
 
 
-class SimulateOptions(WeatherOptions):
-    synopsis = "[--host H] [--port P] [--stations N] [--packets K]"
+class SimulateOptions(DevicesOptions):
+    synopsis = "[--host H] [--port P] [--devices FILE] [--stations N] [--packets K]"
     longdesc = (
-        "Simulated reference stations sending to a server as the firmware does: "
-        "connect, write one packet, close (never reading unless --wait-ack). "
-        "Each station wakes --packets times, the first at once with the "
-        "--wake-every seconds before it, then every --wake-every seconds by its "
-        "own drifting clock. Prints each upload and each reading with its true "
-        "time (UTC), to compare with what the server stored. Stations are "
-        "devices --first-id, --first-id + 1, ...: give the server a devices "
-        "file that describes them (--devices-toml prints one)."
+        "Simulated stations sending to a server as the firmware does: connect, "
+        "write one packet, close (never reading unless --wait-ack). Each station "
+        "wakes --packets times, the first at once with the --wake-every seconds "
+        "before it, then every --wake-every seconds by its own drifting clock. "
+        "Prints each upload and each reading with its true time (UTC), to "
+        "compare with what the server stored. Stations are devices --first-id, "
+        "--first-id + 1, ... of the reference layout: give the server a devices "
+        "file that describes them (--devices-toml prints one). With --devices, "
+        "the stations are those the file describes (all, or those --first-id and "
+        "--stations choose), each value with a plausible "
+        "reading of what its name or unit says (temperature, humidity, pressure, "
+        "light, voltage), else a mid-range code."
     )
     optParameters = [
         ["host", "H", "127.0.0.1", "The server's address or name."],
@@ -342,14 +468,14 @@ class SimulateOptions(WeatherOptions):
         # defaults are those of the simulator's own classes.
         [
             "port",
-            "P",
+            "p",
             int(declared("port").default),
             "The server's port.",
             usage.portCoerce,
         ],
-        ["stations", "n", 1, "How many stations.", int],
+        ["stations", "n", None, "How many stations [default: 1].", int],
         ["packets", "k", 1, "Uploads per station.", int],
-        ["first-id", None, 1, "The first station's device id.", int],
+        ["first-id", None, None, "The first station's device id [default: 1].", int],
         [
             "wake-every",
             "w",
@@ -424,13 +550,38 @@ class SimulateOptions(WeatherOptions):
         ["devices-toml", None, "Print a devices file for these stations and exit."],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: The --devices file's profiles, once read.
+        self.profiles: Mapping[int, DeviceProfile] | None = None
+
     def postOptions(self) -> None:
-        if not 1 <= self["first-id"] <= 255:
+        if self["devices"] is not None:
+            if self["devices-toml"]:
+                raise usage.UsageError(
+                    "--devices-toml describes stations of the reference layout: "
+                    "not with --devices, which describes them already"
+                )
+            try:
+                self.profiles = load_devices(self["devices"])
+            except DevicesError as e:
+                raise usage.UsageError(str(e)) from None
+        first = 1 if self["first-id"] is None else self["first-id"]
+        if not 1 <= first <= 255:
             raise usage.UsageError("--first-id: device ids are 1 to 255")
-        if self["stations"] < 1 or self["first-id"] + self["stations"] - 1 > 255:
+        count = 1 if self["stations"] is None else self["stations"]
+        if count < 1 or first + count - 1 > 255:
             raise usage.UsageError(
-                f"--stations: 1 to {256 - self['first-id']} (device ids end at 255)"
+                f"--stations: 1 to {256 - first} (device ids end at 255)"
             )
+        if self.profiles is not None:
+            missing = [d for d in self.device_ids() if d not in self.profiles]
+            if missing:
+                described = ", ".join(map(str, sorted(self.profiles)))
+                raise usage.UsageError(
+                    f"--devices {self['devices']} does not describe device "
+                    f"{missing[0]} (it describes {described})"
+                )
         if self["packets"] < 1:
             raise usage.UsageError("--packets: at least 1")
         for name in ("miss", "lose-clear", "sensor-failures"):
@@ -451,12 +602,21 @@ class SimulateOptions(WeatherOptions):
             raise usage.UsageError(str(e)) from None
 
     def device_ids(self) -> list[int]:
-        return list(range(self["first-id"], self["first-id"] + self["stations"]))
+        """
+        --first-id onwards, --stations of them; with --devices and neither
+        of those, every device it describes.
+        """
+        chosen = self["first-id"] is not None or self["stations"] is not None
+        if self.profiles is not None and not chosen:
+            return sorted(self.profiles)
+        first = 1 if self["first-id"] is None else self["first-id"]
+        return list(range(first, first + (self["stations"] or 1)))
 
     def stations(self) -> list[StationModel]:
         chance = random.Random(self["seed"])
         drift = self["drift"] / 100
         ratio = self["clock-ratio"]
+        profiles = self.profiles or REFERENCE_DEVICES
         return [
             StationModel(
                 device,
@@ -465,6 +625,7 @@ class SimulateOptions(WeatherOptions):
                 drift=chance.uniform(-drift, drift) if ratio is None else ratio - 1,
                 seed=self["seed"],
                 sensor_failures=self["sensor-failures"],
+                profile=profiles.get(device, REFERENCE_STATION),
             )
             for device in self.device_ids()
         ]
@@ -474,21 +635,24 @@ class Options(CommandOptions):
     synopsis = "Usage: weather <command> [options]"
     longdesc = (
         "Look into the server's journal and quarantine, replay quarantined "
-        "packets, decode a packet by hand, or simulate stations. The journal "
-        "and quarantine are the server's, or those in --data-dir."
+        "packets, decode a packet by hand, simulate stations, or run the "
+        "server. The journal and quarantine are the server's, or those in "
+        "--data-dir."
     )
     subCommands = [
         ["journal", None, JournalOptions, "The journal: status, check, salvage, backup."],
-        ["quarantine", None, QuarantineOptions, "The quarantine: weather quarantine list."],
+        ["quarantine", None, QuarantineOptions, "The quarantine: list, drop."],
         ["replay", None, ReplayOptions, "Decode quarantined packets again and send them."],
         ["decode", None, DecodeOptions, "Show a packet's header and readings."],
         ["simulate", None, SimulateOptions, "Stations sending to a server."],
+        ["serve", None, ServeOptions, "Run the server, as twistd -n weather does."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
+            names = [c[0] for c in self.subCommands]
             raise usage.UsageError(
-                "give a command: journal, quarantine, replay, decode or simulate"
+                f"give a command: {', '.join(names[:-1])} or {names[-1]}"
             )
 
 
@@ -543,7 +707,7 @@ class Progress:
         if self.tty:
             filled = self.width * done // self.total
             bar = "#" * filled + "." * (self.width - filled)
-            self.out.write(f"\r[{bar}] {done}/{self.total} packets")
+            self.out.write(f"\r[{bar}] {done}/{counted(self.total, 'packet')}")
             if done >= self.total:
                 self.out.write("\n")
         else:
@@ -551,7 +715,7 @@ class Progress:
             if tenth == self._shown:
                 return
             self._shown = tenth
-            self.out.write(f"{done}/{self.total} packets\n")
+            self.out.write(f"{done}/{counted(self.total, 'packet')}\n")
         self.out.flush()
 
 
@@ -577,10 +741,11 @@ def journal_status(directory: str, out: TextIO, now: float) -> int:
     )
     out.write(
         f"Journal:      {file.path} ({server})\n"
-        f"Pending:      {status.pending} packets not yet acknowledged by InfluxDB\n"
+        f"Pending:      {counted(status.pending, 'packet')} not yet acknowledged "
+        "by InfluxDB\n"
         f"Oldest:       {oldest}\n"
-        f"Quarantined:  {status.quarantined} packets, {size(status.sizes.quarantined)} "
-        "(weather quarantine list)\n"
+        f"Quarantined:  {counted(status.quarantined, 'packet')}, "
+        f"{size(status.sizes.quarantined)} (weather quarantine list)\n"
         f"Disk use:     {size(status.file_bytes)} on disk, {size(status.used_bytes)} "
         "of it live data\n"
     )
@@ -679,16 +844,37 @@ def journal_backup(options: JournalBackupOptions, out: TextIO, now: float) -> in
     return 0
 
 
+def check_reason(reason: str | None, items: Iterable[QuarantinedPacket]) -> None:
+    """
+    @raise Unknown: C{reason} is neither one packets are quarantined for nor
+        that of one of C{items} (a journal may hold reasons of older versions).
+    """
+    if reason is None:
+        return
+    known = list(REASONS)
+    known += sorted({q.quarantine.reason for q in items} - set(known))
+    if reason not in known:
+        raise unknown("reason", reason, known)
+
+
+def by_reason(items: Iterable[QuarantinedPacket]) -> str:
+    """How many of C{items} are quarantined for each reason: 2 truncated, 1 ..."""
+    reasons: dict[str, int] = {}
+    for item in items:
+        reasons[item.quarantine.reason] = reasons.get(item.quarantine.reason, 0) + 1
+    return ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+
+
 def quarantine_list(directory: str, reason: str | None, show_hex: bool, out: TextIO) -> int:
     file = JournalFile(directory, create=False, read_only=True)
     try:
-        kept = [
-            q for q in file.quarantined() if reason is None or q.quarantine.reason == reason
-        ]
+        items = file.quarantined()
     except sqlite3.Error as e:
         raise journal_error(directory, e) from None
     finally:
         file.close()
+    check_reason(reason, items)
+    kept = [q for q in items if reason is None or q.quarantine.reason == reason]
     if not kept:
         out.write(
             "Nothing in quarantine.\n" if reason is None else f"Nothing for {reason}.\n"
@@ -711,12 +897,67 @@ def quarantine_list(directory: str, reason: str | None, show_hex: bool, out: Tex
             out.write(f"{'':>9}... {len(item.quarantine.refused) - 3} more refused\n")
         if show_hex:
             out.write(f"{'':>9}{packet.data.hex()}\n")
-    reasons: dict[str, int] = {}
-    for item in kept:
-        reasons[item.quarantine.reason] = reasons.get(item.quarantine.reason, 0) + 1
-    summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
-    out.write(f"{len(kept)} packets in quarantine: {summary}\n")
+    out.write(f"{counted(len(kept), 'packet')} in quarantine: {by_reason(kept)}\n")
     return 0
+
+
+def quarantine_drop(options: QuarantineDropOptions, out: TextIO, now: float) -> int:
+    """
+    C{weather quarantine drop}: show the packets chosen and, with C{--yes},
+    delete them, in one transaction (a server may be running: the journal
+    deletes only packets still in quarantine).  0 unless a packet asked for
+    by id is not in quarantine.
+    """
+    directory = options.data_dir()
+    reason, older = options["reason"], options["older-than"]
+    file = JournalFile(directory, create=False)
+    try:
+        items = file.quarantined()
+        check_reason(reason, items)
+        chosen = [
+            q
+            for q in items
+            if (not options["ids"] or q.entry.id in options["ids"])
+            and (reason is None or q.quarantine.reason == reason)
+            and (older is None or now - q.entry.packet.arrival_ns / 1e9 > older)
+        ]
+        dropped = file.drop_quarantined(q.entry.id for q in chosen) if options["yes"] else 0
+    except sqlite3.Error as e:
+        raise journal_error(directory, e) from None
+    finally:
+        file.close()
+    if chosen:
+        out.write(
+            f"{'id':>7}  {'arrived (UTC)':19}  {'age':>10}  {'device':>6}  "
+            f"{'bytes':>5}  reason\n"
+        )
+    for item in chosen:
+        packet = item.entry.packet
+        device = packet.device_id if packet.device_id is not None else "-"
+        out.write(
+            f"{item.entry.id:>7}  {utc(packet.arrival_ns)}  "
+            f"{age(now - packet.arrival_ns / 1e9):>10}  {device:>6}  "
+            f"{len(packet.data):>5}  {item.quarantine.reason}\n"
+        )
+    what = f"{counted(len(chosen), 'packet')} ({by_reason(chosen)})"
+    if not chosen:
+        out.write("Nothing in quarantine to drop.\n")
+    elif not options["yes"]:
+        out.write(
+            f"Would drop {what} for good. Dry run: nothing was deleted; add --yes "
+            "to drop them.\n"
+        )
+    else:
+        gone = f" ({len(chosen) - dropped} had left the quarantine meanwhile)"
+        out.write(
+            f"Dropped {what} from quarantine for good"
+            f"{gone if dropped < len(chosen) else ''}.\n"
+        )
+    missing = sorted(options["ids"] - {q.entry.id for q in items})
+    if missing:
+        noun = "packet" if len(missing) == 1 else "packets"
+        out.write(f"Not in quarantine, left alone: {noun} {', '.join(map(str, missing))}\n")
+    return 1 if missing else 0
 
 
 def points_for(
@@ -784,23 +1025,16 @@ def replay(
             if len(data) < points.decoded.header.packet_size:
                 partial[item.entry.id] = truncated_detail(data, points.decoded)
         if options["dry-run"]:
+            lines = options["lines"]
             for item, points in ready:
-                count = f"{len(points.lines)} points"
-                if item.entry.id in partial:
-                    count += (
-                        " (a truncated packet's complete records; it stays in quarantine)"
-                    )
-                if points.not_finite:
-                    count += f" ({points.not_finite} NaN or infinite values left out)"
-                out.write(f"# packet {item.entry.id}: {count}\n")
-                for line in points.lines:
-                    out.write(line.decode("utf-8") + "\n")
+                show_points(item, points, item.entry.id in partial, lines, out)
             for entry_id, q in still.items():
                 why = f"{q.reason}: {q.detail}"
-                out.write(f"# packet {entry_id}: still not decodable: {why}\n")
+                heading = f"# packet {entry_id}" if lines else f"Packet {entry_id}"
+                out.write(f"{heading}: still not decodable: {why}\n")
             err.write(
-                f"Dry run: {len(ready)} packets would be written, "
-                f"{len(still)} stay in quarantine.\n"
+                f"Dry run: {counted(len(ready), 'packet')} would be written, "
+                f"{len(still)} {stay(len(still))} in quarantine.\n"
             )
             return 0
         delivered, refused = yield _send(reactor, settings, ready, options, err, client)
@@ -822,12 +1056,46 @@ def replay(
         file.close()
     undelivered = len(ready) - len(delivered) - len(stored) - len(refused)
     err.write(
-        f"Replayed {len(delivered)} packets into InfluxDB; {len(still)} stay in "
-        f"quarantine; {undelivered} not sent (InfluxDB did not answer in time).\n"
+        f"Replayed {counted(len(delivered), 'packet')} into InfluxDB; {len(still)} "
+        f"{stay(len(still))} in quarantine; {undelivered} not sent (InfluxDB did not "
+        "answer in time).\n"
     )
     for entry_id, q in sorted(still.items()):
         err.write(f"  packet {entry_id}: {q.reason}: {q.detail}\n")
     return 0 if not still and not undelivered else 1
+
+
+def stay(count: int) -> str:
+    return "stays" if count == 1 else "stay"
+
+
+def show_points(
+    item: QuarantinedPacket, points: PacketPoints, partial: bool, lines: bool, out: TextIO
+) -> None:
+    """
+    What a replay would write for a packet: its readings as C{weather decode}
+    shows them, or (C{lines}) the line protocol, after a comment.
+    """
+    packet = item.entry.packet
+    decoded = points.decoded
+    count = counted(len(points.lines), "point")
+    if partial:
+        count += " (a truncated packet's complete records; it stays in quarantine)"
+    if points.not_finite:
+        count += f" ({counted(points.not_finite, 'NaN or infinite value')} left out)"
+    if lines:
+        out.write(f"# packet {item.entry.id}: {count}\n")
+        for line in points.lines:
+            out.write(line.decode("utf-8") + "\n")
+        return
+    tags = ", ".join(f"{k}={v}" for k, v in decoded.profile.tags) or "no tags"
+    out.write(
+        f"Packet {item.entry.id}: device {decoded.header.device_id} ({tags}) from "
+        f"{packet.peer}, arrived {utc(packet.arrival_ns)} UTC: "
+        f"{counted(len(decoded.times), 'record')}, {count}\n"
+    )
+    readings_table(decoded, out)
+    out.write("\n")
 
 
 @inlineCallbacks
@@ -892,6 +1160,7 @@ def _send(reactor, settings, ready, options, err, client) -> Any:
 def decode(options: DecodeOptions, out: TextIO, stdin: TextIO, now_ns: int) -> int:
     """C{weather decode}: 0 if the packet decodes, 1 if the server would reject it."""
     profiles = load_devices(options["devices"]) if options["devices"] else REFERENCE_DEVICES
+    logged = None
     try:
         if options["file"] == "-":
             data = stdin.buffer.read()
@@ -899,15 +1168,20 @@ def decode(options: DecodeOptions, out: TextIO, stdin: TextIO, now_ns: int) -> i
             with open(options["file"], "rb") as f:
                 data = f.read()
         else:
-            data = packet_from_text(options["packet"] or stdin.read(), options["base"])
+            text = options["packet"] or stdin.read()
+            data = packet_from_text(text, options["base"])
+            logged = log_time(text)
     except OSError as e:
         raise usage.UsageError(f"--file: {e.strerror}: {e.filename}") from None
     except NotAPacket as e:
         raise usage.UsageError(f"not a packet: {e}") from None
-    arrival = options["arrival"] if options["arrival"] is not None else now_ns
-    return describe_packet(
-        data, arrival, timing_inputs(options, arrival), profiles, out, options["lines"]
-    )
+    arrival, note = options["arrival"], ""
+    if arrival is None and logged is not None:
+        arrival, note = logged, " (the log line's time)"
+    if arrival is None:
+        arrival = now_ns
+    inputs = timing_inputs(options, arrival)
+    return describe_packet(data, arrival, inputs, profiles, out, options["lines"], note)
 
 
 def timing_inputs(options: DecodeOptions, arrival_ns: int) -> TimingInputs:
@@ -960,38 +1234,66 @@ def simulate(reactor: Any, options: SimulateOptions, out: TextIO) -> Any:
     dropped = sum(s.dropped for s in stations)
     acknowledged = f" ({totals.acknowledged} acknowledged)" if options["wait-ack"] else ""
     repeated = f" (and {totals.repeated} repeated)" if totals.repeated else ""
-    clears = f", {totals.clears_lost} clear commands lost" if totals.clears_lost else ""
+    lost = totals.clears_lost
+    clears = f", {counted(lost, 'clear command')} lost" if lost else ""
     out.write(
         f"{counted(len(stations), 'station')} sent {counted(totals.packets, 'packet')}"
         f"{acknowledged} with {counted(totals.records, 'record')}{repeated}; "
-        f"{totals.failed} uploads failed, {totals.missed} missed{clears}; {held} "
-        f"records still on the stations, {dropped} dropped by full rings.\n"
+        f"{counted(totals.failed, 'upload')} failed, {totals.missed} missed{clears}; "
+        f"{counted(held, 'record')} still on the stations, {dropped} dropped by full "
+        "rings.\n"
     )
     not_acknowledged = options["wait-ack"] and totals.acknowledged < totals.packets
     return 1 if held or dropped or not_acknowledged else 0
 
 
 def main(
-    argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    argv: Sequence[str] | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    stdin: TextIO | None = None,
 ) -> int:
     """
     The console script: 0 when the command did all it was asked, 1 when not,
-    2 for a command line it cannot follow.  The commands that talk over the
-    network run under L{react}, which stops the reactor and exits with their
-    code.
+    2 for a command line it cannot follow, 130 when Ctrl-C ended it (quietly:
+    no traceback, nor when the reader of its output leaves).  The commands
+    that talk over the network run under L{react}, which stops the reactor.
     """
+    try:
+        given = list(sys.argv[1:] if argv is None else argv)
+        return _command(given, out, err, sys.stdin if stdin is None else stdin)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # Its reader left (weather quarantine list | head): nothing more to
+        # say, and Python's last flush of stdout must not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _command(argv: list[str], out: TextIO, err: TextIO, stdin: TextIO) -> int:
     options = Options()
     try:
-        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+        options.parseOptions(argv)
     except usage.UsageError as e:
         lost = str(e).startswith(("give a command", "give a subcommand"))
-        err.write(f"weather: {e}\n{_innermost(options)}\n" if lost else f"weather: {e}\n")
+        err.write(f"weather: {_explained(e, options)}\n")
+        if lost:
+            err.write(f"{_innermost(options)}\n")
         return 2
     command = options.subCommand
     sub = options.subOptions
+    if command == "decode" and _waits_on_terminal(sub, stdin):
+        err.write(
+            f"weather: give a PACKET, or --file, or its text on standard input\n{sub}\n"
+        )
+        return 2
     try:
+        if command == "serve":
+            return serve(sub)
         if command == "decode":
-            return decode(sub, out, sys.stdin, time.time_ns())
+            return decode(sub, out, stdin, time.time_ns())
         if command == "journal" and sub.subCommand == "backup":
             return journal_backup(sub.subOptions, out, time.time())
         if command == "journal":
@@ -1003,20 +1305,65 @@ def main(
             return journal_status(directory, out, time.time())
         if command == "quarantine":
             q = sub.subOptions
+            if sub.subCommand == "drop":
+                return quarantine_drop(q, out, time.time())
             return quarantine_list(q.data_dir(), q["reason"], q["hex"], out)
         if command == "simulate":
             if sub["devices-toml"]:
-                out.write(devices_toml(sub.device_ids()))
+                out.write(devices_toml(sub.device_ids(), REFERENCE_PLACES))
                 return 0
             run: tuple = (simulate, sub, out)
         else:
             sub.settings()  # the InfluxDB options and devices file, checked first
-            JournalFile(sub.data_dir(), create=False).close()
+            file = JournalFile(sub.data_dir(), create=False)
+            try:
+                if sub["reason"] is not None:
+                    check_reason(sub["reason"], file.quarantined())
+            except sqlite3.Error as e:
+                raise journal_error(sub.data_dir(), e) from None
+            finally:
+                file.close()
             run = (replay, sub, out, err)
+    except Unknown as e:
+        err.write(f"weather: {e}\n")
+        return 2
     except (JournalError, ConfigurationError, DevicesError, usage.UsageError) as e:
         err.write(f"weather: {e}\n")
         return 1
-    react(_exiting, run)
+    return _react(run)
+
+
+def _waits_on_terminal(options: DecodeOptions, stdin: TextIO) -> bool:
+    """Whether C{weather decode} would wait for text typed on a terminal."""
+    reads = not options["packet"] and options["file"] in (None, "-")
+    return reads and stdin.isatty()
+
+
+def _explained(error: usage.UsageError, options: usage.Options) -> str:
+    """A usage error, an option getopt does not know with the closest it does."""
+    found = re.fullmatch(r"option (--\S+) not recognized", str(error))
+    if found is None:
+        return str(error)
+    names = [f"--{name.rstrip('=')}" for name in _innermost(options).longOpt]
+    close = difflib.get_close_matches(found.group(1), names, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ";"
+    return f"unknown option {found.group(1)}{hint} --help lists them"
+
+
+def _react(run: tuple) -> int:
+    """
+    C{run} under L{react}: its exit code, or 128 + the signal that stopped
+    the reactor (the reactor's handler takes Ctrl-C: 130, as a shell says).
+    """
+    from twisted.internet import reactor
+
+    code: Any = 0
+    try:
+        react(_exiting, run)
+    except SystemExit as e:
+        code = e.code
+    stopped_by = getattr(reactor, "_exitSignal", None)
+    return 128 + stopped_by if stopped_by else code
 
 
 def _innermost(options: usage.Options) -> usage.Options:

@@ -1,5 +1,5 @@
 """
-Simulated reference stations: what C{weather simulate} sends.
+Simulated stations: what C{weather simulate} sends.
 
 A simulated station behaves as the firmware does (docs/protocol.md): its ATtiny
 measures every C{measurementEvery} seconds by a clock that drifts, keeps the
@@ -9,7 +9,13 @@ unless told to wait for the server's acknowledgement byte.  A failed or missed
 upload keeps the records for the next one, and so does a station whose clear
 command was lost: its next packet repeats them.  Readings follow a day:
 temperature on a daily curve, humidity moving against it, light following the
-sun; a failed sensor read sends the codes the firmware sends then.
+sun, pressure with the weather, a battery charged by day; a failed sensor read
+sends the codes the firmware sends then.
+
+A station has the reference layout (light, humidity, temperature) or any
+layout a devices file describes: each value gets a plausible reading of what
+its name or unit says it measures (L{condition}), encoded as its profile
+decodes it (L{raw_code}); a value of unknown meaning gets a mid-range code.
 
 L{StationModel} is pure (every time is passed in); L{Simulation} drives
 stations on a reactor and reports what they sent.  L{build_packet},
@@ -25,6 +31,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -33,7 +40,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from weather.core.devices import si7021_humidity, si7021_temperature
+from weather.core.devices import (
+    REFERENCE_STATION,
+    TYPES,
+    DeviceProfile,
+    ValueSpec,
+    stored_places,
+)
+from weather.core.dump import counted
 from weather.core.packet import HEADER
 
 #: The ATtiny's ring: 350 bytes hold at most 58 six-byte records.
@@ -82,51 +96,178 @@ def _code(value: float) -> int:
     return min(max(int(round(value)), 0), 0xFFFF) & 0xFFFC
 
 
+#: What a value measures, by unit (lower case): the condition, and the
+#: factor and shift from the condition's unit (°C, %, hPa, lx, V) to this one.
+UNITS: Mapping[str, tuple[str, float, float]] = MappingProxyType(
+    {
+        "°c": ("temperature", 1.0, 0.0),
+        "c": ("temperature", 1.0, 0.0),
+        "degc": ("temperature", 1.0, 0.0),
+        "°f": ("temperature", 1.8, 32.0),
+        "f": ("temperature", 1.8, 32.0),
+        "k": ("temperature", 1.0, 273.15),
+        "%": ("humidity", 1.0, 0.0),
+        "%rh": ("humidity", 1.0, 0.0),
+        "hpa": ("pressure", 1.0, 0.0),
+        "mbar": ("pressure", 1.0, 0.0),
+        "pa": ("pressure", 100.0, 0.0),
+        "kpa": ("pressure", 0.1, 0.0),
+        "lx": ("light", 1.0, 0.0),
+        "lux": ("light", 1.0, 0.0),
+        "v": ("voltage", 1.0, 0.0),
+        "mv": ("voltage", 1000.0, 0.0),
+    }
+)
+#: What a value measures, by a word in its name (when its unit says nothing).
+NAMES = (
+    ("temp", "temperature"),
+    ("humid", "humidity"),
+    ("press", "pressure"),
+    ("baro", "pressure"),
+    ("light", "light"),
+    ("lux", "light"),
+    ("illum", "light"),
+    ("volt", "voltage"),
+    ("batt", "voltage"),
+    ("vcc", "voltage"),
+)
+
+
+def condition(spec: ValueSpec) -> tuple[str, float, float] | None:
+    """
+    What C{spec} measures, by its unit, else by its name: the condition
+    (one of L{StationModel.conditions}'s) and the factor and shift to its
+    unit; None if neither says.
+    """
+    known = UNITS.get(spec.unit.strip().lower())
+    if known is not None:
+        return known
+    name = spec.name.lower()
+    for word, measured in NAMES:
+        if word in name:
+            return measured, 1.0, 0.0
+    return None
+
+
+def reading(spec: ValueSpec, weather: Mapping[str, float]) -> float | None:
+    """What C{spec} reads in this C{weather}, in its unit; None: it is not known."""
+    measured = condition(spec)
+    if measured is None:
+        return None
+    name, factor, shift = measured
+    return weather[name] * factor + shift
+
+
+def failure_code(spec: ValueSpec) -> float | None:
+    """
+    What C{spec} sends for a failed sensor read: its lowest code that is not
+    a reading, other than all 0xFF (a record cut short); None: it has none.
+    """
+    return min((c for c in spec.invalid if c != _all_ones(spec)), default=None)
+
+
+def _limits(spec: ValueSpec) -> tuple[float, float]:
+    """The lowest and highest raw value of C{spec}'s wire type."""
+    if spec.type == "f32":
+        return -3.4e38, 3.4e38
+    size = struct.calcsize(TYPES[spec.type])
+    if TYPES[spec.type].islower():  # signed
+        return -(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1
+    return 0, (1 << (8 * size)) - 1
+
+
+def _all_ones(spec: ValueSpec) -> float:
+    """The raw value of C{spec} whose bytes are all 0xFF (a record cut short)."""
+    layout = struct.Struct("<" + TYPES[spec.type])
+    return layout.unpack(b"\xff" * layout.size)[0]
+
+
+def raw_code(spec: ValueSpec, value: float | None) -> float:
+    """
+    The raw value a station sends for C{value} (in C{spec}'s unit), so that
+    C{spec} decodes it to about C{value}: the conversion undone, rounded to
+    the wire type and kept within it (an SI7021 code with its two low bits
+    clear) and clear of the codes that are not readings.  None: a mid-range
+    raw value (0 for signed types).
+    """
+    low, high = _limits(spec)
+    si7021 = spec.conversion.startswith("si7021")
+    if value is None or spec.scale == 0:
+        x = 0.0 if low < 0 else (high + 1) / 2
+    else:
+        if spec.clamp is not None:
+            value = min(max(value, spec.clamp[0]), spec.clamp[1])
+        x = (value - spec.offset) / spec.scale
+        if spec.conversion == "si7021_humidity":
+            x = (x + 6.0) * 65536.0 / 125.0
+        elif spec.conversion == "si7021_temperature":
+            x = (x + 46.85) * 65536.0 / 175.72
+    x = min(max(x, low), high)
+    if spec.type == "f32":
+        return x
+    code = int(round(x))
+    if si7021:
+        code &= ~3
+    # Away from the codes that are not readings, towards the middle.
+    step = (4 if si7021 else 1) * (-1 if code > (low + high) / 2 else 1)
+    for _ in range(len(spec.invalid)):
+        if code not in spec.invalid:
+            break
+        code += step
+    return code
+
+
 @dataclass(frozen=True)
 class Record:
     """One measurement: when it was really taken, and what the station sends."""
 
     time: float
-    lux: int
-    humidity_code: int
-    temperature_code: int
+    #: The record's bytes, as the station sends them.
+    data: bytes
+    profile: DeviceProfile = field(default=REFERENCE_STATION, compare=False, repr=False)
 
     @property
-    def humidity(self) -> float:
-        return si7021_humidity(self.humidity_code)
+    def fields(self) -> tuple[float, ...]:
+        """The raw values, in the profile's order."""
+        return self.profile.record.unpack(self.data)
 
     @property
-    def temperature(self) -> float:
-        return si7021_temperature(self.temperature_code)
-
-    @property
-    def fields(self) -> tuple[int, int, int]:
-        """What the station sends: light, humidity code, temperature code."""
-        return self.lux, self.humidity_code, self.temperature_code
+    def values(self) -> list[float]:
+        """The values as the server decodes them (NaN: a code that is no reading)."""
+        specs = self.profile.values
+        return [spec.convert(raw) for spec, raw in zip(specs, self.fields, strict=True)]
 
     def describe(self) -> str:
         """The readings as the simulator prints them; a code that is no reading says so."""
-        if self.fields == (CUT_SHORT,) * 3:
+        if self.data == b"\xff" * len(self.data):
             return "cut short on the I2C bus (all 0xFF)"
-        humidity = (
-            "failed" if self.humidity_code == SI7021_FAILED else f"{self.humidity:.2f} %"
-        )
-        temperature = (
-            "failed"
-            if self.temperature_code == SI7021_FAILED
-            else f"{self.temperature:.2f} °C"
-        )
-        return f"light {self.lux} lx  humidity {humidity}  temperature {temperature}"
+        shown = []
+        for spec, raw, value in zip(
+            self.profile.values, self.fields, self.values, strict=True
+        ):
+            if raw in spec.invalid:
+                shown.append(f"{spec.name} failed")
+                continue
+            places = stored_places(spec)
+            if places is None:
+                plain = spec.conversion == "raw" and spec.type != "f32"
+                places = 0 if plain else 2
+            unit = f" {spec.unit}" if spec.unit else ""
+            shown.append(f"{spec.name} {value:.{places}f}{unit}")
+        return "  ".join(shown)
 
 
 @dataclass
 class StationModel:
     """
-    One simulated reference station.  C{drift} is how much slower (+) or faster
-    (-) its clock runs than real time, as a fraction (0.02: 2 % slow: a clock
-    ratio of 1.02).  Each record is, with probability C{sensor_failures}, a
-    failure: half of them a failed SI7021 read (0xFFFC in humidity and
-    temperature), half a record cut short on the I2C bus (0xFFFF in every value).
+    One simulated station, of the reference layout unless C{profile} says
+    another.  C{drift} is how much slower (+) or faster (-) its clock runs
+    than real time, as a fraction (0.02: 2 % slow: a clock ratio of 1.02).
+    Each record is, with probability C{sensor_failures}, a failure: half of
+    them a failed sensor read (each value with a code that is not a reading,
+    other than all 0xFF, sends the lowest: the reference's SI7021 0xFFFC in
+    humidity and temperature), half a record cut short on the I2C bus (every
+    byte 0xFF: 0xFFFF in every value of the reference layout).
     """
 
     device_id: int
@@ -137,6 +278,8 @@ class StationModel:
     solar_offset: float = 0.0
     seed: int = 0
     sensor_failures: float = 0.0
+    #: What its records hold (its device id is C{device_id}, not the profile's).
+    profile: DeviceProfile = REFERENCE_STATION
     #: Records measured and not yet deleted, oldest first.
     held: list[Record] = field(default_factory=list)
     #: How many of the oldest held records were sent already (a clear command
@@ -178,8 +321,11 @@ class StationModel:
     def true_wake_every(self) -> float:
         return self.wake_every * (1.0 + self.drift)
 
-    def weather_at(self, t: float) -> tuple[float, float, float]:
-        """Light (lx), relative humidity (%) and temperature (°C) at time C{t}."""
+    def conditions(self, t: float) -> dict[str, float]:
+        """
+        The weather at time C{t}: light (lx), relative humidity (%),
+        temperature (°C), pressure (hPa) and the battery's voltage (V).
+        """
         # Slow random walks: clouds and a warm or cold spell.
         self._clouds = min(max(self._clouds + self._random.gauss(0, 0.05), 0.15), 1.0)
         self._weather = min(max(self._weather + self._random.gauss(0, 0.05), -6), 6)
@@ -189,20 +335,29 @@ class StationModel:
         humidity = 68.0 - 3.5 * (temperature - 11.0) + self._random.gauss(0, 0.8)
         sun = math.sin(math.pi * (hour - 6.0) / 12.0) if 6.0 < hour < 18.0 else 0.0
         light = 60000.0 * sun**1.5 * self._clouds
-        return (
-            light * (1.0 + self._random.gauss(0, 0.02)),
-            min(max(humidity, 5.0), 99.0),
-            temperature + self._random.gauss(0, 0.05),
-        )
+        return {
+            "light": light * (1.0 + self._random.gauss(0, 0.02)),
+            "humidity": min(max(humidity, 5.0), 99.0),
+            "temperature": temperature + self._random.gauss(0, 0.05),
+            # Low in a warm spell, high in a cold one, with the twice-daily tide.
+            "pressure": 1013.0
+            - 2.0 * self._weather
+            + 0.6 * math.cos(2 * math.pi * (hour - 10) / 12),
+            # A lithium cell, charged by the sun through the clouds.
+            "voltage": 3.75 + 0.35 * sun * self._clouds,
+        }
 
     def measure(self, t: float) -> Record:
-        light, humidity, temperature = self.weather_at(t)
-        lux = min(max(int(light), 0), 0xFFFF)
+        weather = self.conditions(t)
+        specs = self.profile.values
+        raws = [raw_code(spec, reading(spec, weather)) for spec in specs]
         if self.sensor_failures and self._random.random() < self.sensor_failures:
-            if self._random.random() < 0.5:
-                return Record(t, lux, SI7021_FAILED, SI7021_FAILED)
-            return Record(t, CUT_SHORT, CUT_SHORT, CUT_SHORT)
-        return Record(t, lux, humidity_code(humidity), temperature_code(temperature))
+            failed = [failure_code(spec) for spec in specs]
+            if self._random.random() < 0.5 and any(c is not None for c in failed):
+                raws = [r if c is None else c for r, c in zip(raws, failed, strict=True)]
+            else:
+                return Record(t, b"\xff" * self.profile.record_size, self.profile)
+        return Record(t, self.profile.record.pack(*raws), self.profile)
 
     def wake(self, now: float) -> list[Record]:
         """
@@ -228,8 +383,18 @@ class StationModel:
 
     def packet(self, records: Sequence[Record]) -> bytes:
         """The packet the firmware writes for C{records}."""
-        return build_packet(
-            self.device_id, (r.fields for r in records), self.wake_every, self.measure_every
+        body = b"".join(r.data for r in records)
+        profile = self.profile
+        return (
+            HEADER.pack(
+                len(body),
+                self.wake_every,
+                self.measure_every,
+                profile.record_size,
+                self.device_id,
+                len(profile.values),
+            )
+            + body
         )
 
     def delivered(self, records: Sequence[Record]) -> None:
@@ -412,7 +577,7 @@ class Simulation:
             self.totals.missed += 1
             self._print(
                 f"station {station.device_id}: {utc(now, True)} missed upload "
-                f"(holds {len(records)} records)"
+                f"(holds {counted(len(records), 'record')})"
             )
             self._next(station, left, finished, now)
             return
@@ -463,7 +628,8 @@ class Simulation:
         if outcome == "acknowledged":
             self.totals.acknowledged += 1
         self._print(
-            f"station {station.device_id}: {utc(woke, True)} {len(records)} records"
+            f"station {station.device_id}: {utc(woke, True)} "
+            + counted(len(records), "record")
             + (f" ({repeated} repeated)" if repeated else "")
             + f", {size} bytes: {outcome}"
             + ("; clear command lost: keeps them" if lost else "")
@@ -478,7 +644,7 @@ class Simulation:
         self.totals.failed += 1
         self._print(
             f"station {station.device_id}: {utc(woke, True)} upload failed "
-            f"({failure.getErrorMessage()}): keeps {len(records)} records"
+            f"({failure.getErrorMessage()}): keeps {counted(len(records), 'record')}"
         )
 
     def _print(self, line: str) -> None:
@@ -496,11 +662,19 @@ def tcp_connector(reactor: Any, host: str, port: int, timeout: float = 10.0):
     return connect
 
 
+#: Device 1 is the reference station the server knows without a devices file:
+#: described with its tags, it stays the same station, one series.
+REFERENCE_PLACES: Mapping[int, str] = MappingProxyType(
+    {REFERENCE_STATION.device_id: dict(REFERENCE_STATION.tags)["place"]}
+)
+
+
 def devices_toml(device_ids: Iterable[int], places: Mapping[int, str] | None = None) -> str:
     """
     A devices file describing stations of the reference layout (with its
     codes that are not readings), each with a place tag: its name in
-    C{places}, else "station-N".
+    C{places}, else "station-N".  L{REFERENCE_PLACES} names device 1 as the
+    server does without a devices file.
     """
     places = places or {}
     stations = [(device, places.get(device, f"station-{device}")) for device in device_ids]

@@ -10,8 +10,9 @@ quarantined packets.
     weather replay             decode quarantined packets again and send them
     weather decode PACKET      show a packet's header and readings (hex, file, log line)
     weather simulate           stations sending to a server, as the firmware does
+    weather config             a config file of every option, commented out (--config)
 
-The journal commands take C{--data-dir} (the server's default when not given).
+The journal commands take C{--data-dir} (default: the running or last server's).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from weather.app.configfile import example
 from weather.app.options import (
     ConfigurationError,
     DataDirOptions,
@@ -213,6 +215,7 @@ class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
         """
         server = ServerOptions()
         server.update(self)
+        server.typed = self.typed  # what a --config file does not replace
         return settings_from_options(server, os.environ)
 
 
@@ -470,6 +473,11 @@ class SimulateOptions(WeatherOptions):
         ]
 
 
+class ConfigOptions(WeatherOptions):
+    synopsis = ""
+    longdesc = "Print a config file of every option, by topic, commented out."
+
+
 class Options(CommandOptions):
     synopsis = "Usage: weather <command> [options]"
     longdesc = (
@@ -483,6 +491,7 @@ class Options(CommandOptions):
         ["replay", None, ReplayOptions, "Decode quarantined packets again and send them."],
         ["decode", None, DecodeOptions, "Show a packet's header and readings."],
         ["simulate", None, SimulateOptions, "Stations sending to a server."],
+        ["config", None, ConfigOptions, "A config file of every option (--config)."],
     ]
 
     def postOptions(self) -> None:
@@ -988,7 +997,13 @@ def main(
         return 2
     command = options.subCommand
     sub = options.subOptions
+    if command == "config":
+        out.write(example())
+        return 0
     try:
+        chosen = _innermost(options)
+        if isinstance(chosen, DataDirOptions) and (server := chosen.last_server()):
+            err.write(f"weather: reading {server.describe()}\n")
         if command == "decode":
             return decode(sub, out, sys.stdin, time.time_ns())
         if command == "journal" and sub.subCommand == "backup":

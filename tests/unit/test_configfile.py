@@ -16,10 +16,16 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakeinflux import FakeInfluxDB
-from tests.support import build_test_service, reference_devices_toml
+from tests.support import ROOT, build_test_service, reference_devices_toml
 from weather.app import preflight, tap
 from weather.app.configfile import REFERENCE_TABLES, example, read_config
-from weather.app.options import DECLARED, TOPICS, ConfigurationError, Options
+from weather.app.options import (
+    DECLARED,
+    TOPICS,
+    ConfigurationError,
+    Options,
+    declared,
+)
 from weather.app.reload import DevicesReloader
 from weather.app.settings import Settings, settings_from_options
 from weather.core.devices import REFERENCE_DEVICES, parse_devices
@@ -324,6 +330,23 @@ class ExampleTests(ConfigTestCase):
         out, err = io.StringIO(), io.StringIO()
         self.assertEqual(main(["config"], out, err), 0)
         self.assertEqual((out.getvalue(), err.getvalue()), (example(), ""))
+
+
+class ReadmeTests(ConfigTestCase):
+    def test_readmeExample(self) -> None:
+        """README's config file is read, and each of its values is taken."""
+        with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+        section = readme.split("### One config file (`--config`)")[1]
+        (text,) = re.findall(r"```toml\n(.*?)```", section.split("\n## ")[0], re.DOTALL)
+        config = read_config(self.config(text))
+        self.assertEqual(set(config.profiles), {7})
+        for option in DECLARED:
+            config.value(option)
+        self.assertEqual(
+            config.value(declared("allow")),
+            (parse_network("192.168.1.0/24"), parse_network("10.0.0.0/8")),
+        )
 
 
 class HelpTests(SynchronousTestCase):

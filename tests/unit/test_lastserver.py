@@ -203,6 +203,14 @@ class PrecedenceTests(SynchronousTestCase, JournalFixture):
             (f"{os.path.abspath(other)}/journal.sqlite3", ""),
         )
 
+    def test_badConfig(self) -> None:
+        """A --config file that cannot be used: one line, exit 1."""
+        code, out, err = run("journal", "status", "--config", self.config("prot = 1"))
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith("weather: --config "), err)
+        self.assertIn("unknown option 'prot'", err)
+        self.assertEqual(err.count("\n"), 1)
+
     def test_staleRecord(self) -> None:
         """A record whose directory is gone: the default directory."""
         os.rename(self.recorded, self.mktemp())

@@ -647,7 +647,10 @@ class DataDirOptions(WeatherOptions):
 
     def last_server(self) -> ServerRecord | None:
         """The server whose record L{data_dir} follows, if it follows one."""
-        return self._source()[1]
+        try:
+            return self._source()[1]
+        except ConfigurationError:
+            return None  # data_dir() says why
 
     def _source(self) -> tuple[str | None, ServerRecord | None]:
         """The directory given (None: the environment's), and the record it is from."""

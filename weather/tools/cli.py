@@ -9,10 +9,10 @@ quarantined packets.
     weather quarantine list    what is in quarantine, and why
     weather replay             decode quarantined packets again and send them
     weather decode PACKET      show a packet's header and readings (hex, file, log line)
-    weather simulate           stations sending to a server, as the firmware does
     weather config             a config file of every option, commented out (--config)
+    weather simulate           stations sending to a server, as the firmware does
 
-The journal commands take C{--data-dir} (default: the running or last server's).
+The journal commands take C{--data-dir} (the server's default when not given).
 """
 
 from __future__ import annotations
@@ -489,9 +489,9 @@ class Options(CommandOptions):
         ["journal", None, JournalOptions, "The journal: status, check, salvage, backup."],
         ["quarantine", None, QuarantineOptions, "The quarantine: weather quarantine list."],
         ["replay", None, ReplayOptions, "Decode quarantined packets again and send them."],
+        ["config", None, ConfigOptions, "A config file of every option (--config)."],
         ["decode", None, DecodeOptions, "Show a packet's header and readings."],
         ["simulate", None, SimulateOptions, "Stations sending to a server."],
-        ["config", None, ConfigOptions, "A config file of every option (--config)."],
     ]
 
     def postOptions(self) -> None:
@@ -995,15 +995,15 @@ def main(
         lost = str(e).startswith(("give a command", "give a subcommand"))
         err.write(f"weather: {e}\n{_innermost(options)}\n" if lost else f"weather: {e}\n")
         return 2
-    command = options.subCommand
-    sub = options.subOptions
-    if command == "config":
+    if options.subCommand == "config":
         out.write(example())
         return 0
+    chosen = _innermost(options)
+    if isinstance(chosen, DataDirOptions) and (server := chosen.last_server()):
+        err.write(f"weather: reading {server.describe()}\n")
+    command = options.subCommand
+    sub = options.subOptions
     try:
-        chosen = _innermost(options)
-        if isinstance(chosen, DataDirOptions) and (server := chosen.last_server()):
-            err.write(f"weather: reading {server.describe()}\n")
         if command == "decode":
             return decode(sub, out, sys.stdin, time.time_ns())
         if command == "journal" and sub.subCommand == "backup":

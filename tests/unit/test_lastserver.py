@@ -205,7 +205,10 @@ class PrecedenceTests(SynchronousTestCase, JournalFixture):
 
     def test_badConfig(self) -> None:
         """A --config file that cannot be used: one line, exit 1."""
-        code, out, err = run("journal", "status", "--config", self.config("prot = 1"))
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("prot = 1\n")
+        code, _, err = run("journal", "status", "--config", path)
         self.assertEqual(code, 1)
         self.assertTrue(err.startswith("weather: --config "), err)
         self.assertIn("unknown option 'prot'", err)

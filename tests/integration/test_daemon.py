@@ -176,7 +176,9 @@ class OperatedDaemonTests(TwistdTestCase):
         self.assertEqual((status.pending, status.quarantined), (0, 1))
         self.assertEqual(
             sorted(os.listdir(self.workdir)),
-            ["data", "devices.toml", "weather.log", "weather.log.1"],
+            # .local: HOME is the work directory; the server records its
+            # data directory there for the weather command.
+            [".local", "data", "devices.toml", "weather.log", "weather.log.1"],
         )
 
     def test_jsonLogLines(self) -> None:

@@ -29,6 +29,7 @@ from twisted.web.resource import Resource
 from tests.support import ROOT
 from weather import __version__
 from weather.app import preflight, tap
+from weather.app.lastserver import RecordService
 from weather.app.options import DECLARED, TOPICS, Option
 from weather.app.reload import HangupService
 from weather.app.settings import (
@@ -137,6 +138,7 @@ class DefaultTests(SettingsTestCase):
                 log_keep=10,
                 log_json=False,
                 warnings=(),
+                config_file=None,
             ),
         )
         self.assertIs(result.profiles, REFERENCE_DEVICES)
@@ -1134,8 +1136,8 @@ class MakeServiceTests(SettingsTestCase):
         service = self.make("--port", "tcp:0:interface=127.0.0.1")
         self.assertIsInstance(service, WeatherService)
         self.assertEqual(
-            [type(side) for side in service.monitoring][-2:],
-            [HangupService, QuietRepeatedStop],
+            [type(side) for side in service.monitoring][-3:],
+            [HangupService, QuietRepeatedStop, RecordService],
         )
         self.assertEqual(service.listener.description, "tcp:0:interface=127.0.0.1")
         self.assertFalse(service.running)
@@ -1311,7 +1313,7 @@ class DeclarationTests(SynchronousTestCase):
         places = [text.index(f"\n{heading}:\n") for heading in headings]
         self.assertEqual(places, sorted(places))
         listed = re.findall(r"^  (?:-\w,|   ) --([a-z0-9-]+)", text, re.MULTILINE)
-        self.assertEqual(listed, [o.name for o in DECLARED] + ["help", "version"])
+        self.assertEqual(listed, [o.name for o in DECLARED] + ["config", "help", "version"])
         self.assertIn("[default: 8266]", text)
         self.assertEqual(text.count("Usage:"), 0)  # twistd puts its own line first
 

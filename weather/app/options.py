@@ -4,10 +4,10 @@ coercion with its error message, and help text.
 
 L{TOPICS} is the one table.  From it come the command line (L{Options}, and
 the mixins the C{weather} command shares: L{DataDirOptions},
-L{DevicesOptions}, L{InfluxOptions}) and L{coerce}, which turns what was
-typed into checked values; L{weather.app.settings} then checks the options
-against each other and hands the services their L{Settings
-<weather.app.settings.Settings>}.
+L{DevicesOptions}, L{InfluxOptions}), the C{--config} file
+(L{weather.app.configfile}) and L{coerce}, which turns what was typed into
+checked values; L{weather.app.settings} then checks the options against each
+other and hands the services their L{Settings <weather.app.settings.Settings>}.
 
 Coercion happens at start-up rather than while parsing, so that a bad value
 stops twistd with one line that says what to change, not with the whole
@@ -20,7 +20,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from cryptography import x509
 from twisted.python import usage
 
 from weather import __version__
+from weather.app.lastserver import ServerRecord, read_record, state_home
 from weather.core.packet import HEADER_SIZE, MAX_PACKET_SIZE
 from weather.server.admission import RateLimit, parse_network
 from weather.server.clock import MODES as CLOCK_SYNC_MODES
@@ -264,10 +265,7 @@ def default_data_dir(environ: Mapping[str, str]) -> str:
     """Where the journal lives when --data-dir is not given."""
     if environ.get(DATA_DIR_VARIABLE):
         return environ[DATA_DIR_VARIABLE]
-    state = environ.get("XDG_STATE_HOME") or os.path.join(
-        environ.get("HOME") or os.path.expanduser("~"), ".local", "state"
-    )
-    return os.path.join(state, "weather")
+    return os.path.join(state_home(environ), "weather")
 
 
 def data_dir(value: str | None, environ: Mapping[str, str]) -> str:
@@ -572,6 +570,13 @@ TOPICS = (
 
 DECLARED = tuple(option for topic in TOPICS for option in topic.options)
 
+#: Not in the table: the file that holds its options.
+CONFIG = Option(
+    "config",
+    "TOML file of the server's options (weather config prints one); the command "
+    "line wins over it.",
+)
+
 
 def declared(name: str) -> Option:
     """The declared option C{--name}: for tools that start the server or share a default."""
@@ -603,8 +608,26 @@ def flags(options: tuple[Option, ...]) -> list[list[Any]]:
     return [[o.name, o.short, o.help] for o in options if o.flag]
 
 
+class _Typed(usage.CoerceParameter):
+    """An option's handler that also notes that the option was typed."""
+
+    def __init__(self, options: WeatherOptions, handler: Any) -> None:
+        self.options, self.handler = options, handler
+        self.doc = getattr(handler, "doc", "")
+
+    def dispatch(self, name: str, value: Any) -> None:
+        self.options.typed.add(name)
+        if isinstance(self.handler, usage.CoerceParameter):
+            self.handler.dispatch(name, value)
+        else:
+            self.handler(name, value)
+
+
 class WeatherOptions(usage.Options):
-    """usage.Options whose --version is weather's, and whose repeatable options add up."""
+    """
+    usage.Options whose --version is weather's, whose repeatable options add
+    up, and which knows the options typed (a --config file gives the others).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -613,6 +636,11 @@ class WeatherOptions(usage.Options):
             if option.repeat and option.name in self:
                 self[option.name] = []
                 self._dispatch[option.name] = self._append
+        #: The declared options typed on the command line.
+        self.typed: set[str] = set()
+        for option in DECLARED:
+            if option.name in self._dispatch:
+                self._dispatch[option.name] = _Typed(self, self._dispatch[option.name])
 
     def _append(self, name: str, value: str) -> None:
         self[name].append(value)
@@ -623,14 +651,43 @@ class WeatherOptions(usage.Options):
         sys.exit(0)
 
 
-class DataDirOptions(WeatherOptions):
-    """--data-dir: the server's, and the weather command's journal tools'."""
+#: --data-dir as the weather command takes it: the last server's by default.
+TOOLS_DATA_DIR = replace(
+    DATA_DIR,
+    help="Directory of the journal and the quarantine (default: the --config file's "
+    f"data-dir, else ${DATA_DIR_VARIABLE}, else the running or last server's, else "
+    "$XDG_STATE_HOME/weather, else ~/.local/state/weather).",
+)
 
-    optParameters = parameters((DATA_DIR,))
+
+class DataDirOptions(WeatherOptions):
+    """--data-dir (and --config): the weather command's journal tools'."""
+
+    optParameters = parameters((TOOLS_DATA_DIR, CONFIG))
 
     def data_dir(self) -> str:
-        """The directory, absolute: --data-dir, else the environment's choice."""
-        return data_dir(self["data-dir"], os.environ)
+        """The directory, absolute: as L{TOOLS_DATA_DIR} says."""
+        return data_dir(self._source()[0], os.environ)
+
+    def last_server(self) -> ServerRecord | None:
+        """The server whose record L{data_dir} follows, if it follows one."""
+        try:
+            return self._source()[1]
+        except ConfigurationError:
+            return None  # data_dir() says why
+
+    def _source(self) -> tuple[str | None, ServerRecord | None]:
+        """The directory given (None: the environment's), and the record it is from."""
+        if self["data-dir"] is not None:
+            return self["data-dir"], None
+        if self["config"]:
+            from weather.app.configfile import read_config  # which imports this module
+
+            given = read_config(self["config"]).value(DATA_DIR)
+            if given is not None:
+                return given, None
+        record = None if os.environ.get(DATA_DIR_VARIABLE) else read_record(os.environ)
+        return (record.data_dir if record else None), record
 
 
 class DevicesOptions(WeatherOptions):
@@ -656,7 +713,7 @@ class Options(WeatherOptions):
         "(1.x with --database, 2.x/3.x with --bucket). Secrets come from files "
         f"or the environment: ${PASSWORD_VARIABLE}, ${TOKEN_VARIABLE}."
     )
-    optParameters = parameters(DECLARED)
+    optParameters = parameters((*DECLARED, CONFIG))
     optFlags = flags(DECLARED)
 
     # Left out of --help: a removed option, and two that would take a secret.
@@ -690,8 +747,11 @@ class Options(WeatherOptions):
             for option in DECLARED
         ]
         rows += [
-            {"long": name, "doc": self.docs[name], "optType": "flag"}
-            for name in ("help", "version")
+            {"long": "config", "doc": CONFIG.help, "optType": "parameter"},
+            *(
+                {"long": name, "doc": self.docs[name], "optType": "flag"}
+                for name in ("help", "version")
+            ),
         ]
         # One call, so that the columns line up; it sorts the rows in place,
         # in the order of the chunks it returns.
@@ -701,6 +761,6 @@ class Options(WeatherOptions):
             f"{topic.heading}:\n" + "".join(chunks[o.name] for o in topic.options)
             for topic in TOPICS
         ]
-        sections.append(chunks["help"] + chunks["version"])
+        sections.append(chunks["config"] + chunks["help"] + chunks["version"])
         longdesc = "\n".join(textwrap.wrap(self.longdesc, width))
         return "\n" + "\n".join(sections) + "\n" + longdesc + "\n"

@@ -1,5 +1,6 @@
 """
-SIGHUP re-reads the devices file, as daemons do with their configuration.
+SIGHUP re-reads the devices file (or the [devices.N] tables of the --config
+file), as daemons do with their configuration.
 
 Without a handler SIGHUP ends the process; with this one the server keeps
 running and decodes with the new profiles from the next packet on.  A file
@@ -15,12 +16,13 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from weather.app.options import ConfigurationError
 from weather.app.settings import load_devices
 from weather.core.devices import DeviceProfile, DevicesError
 
 
 class DevicesReloader:
-    """Load C{path} again and hand the profiles to C{apply}."""
+    """Load C{path} again (with C{load}) and hand the profiles to C{apply}."""
 
     log = Logger()
 
@@ -29,8 +31,10 @@ class DevicesReloader:
         path: str | None,
         apply: Callable[[Mapping[int, DeviceProfile]], object],
         current: Mapping[int, DeviceProfile],
+        load: Callable[[str], Mapping[int, DeviceProfile]] = load_devices,
     ) -> None:
         self.path = path
+        self.load = load
         self.apply = apply
         self.current = current
         self.reloads = 0
@@ -45,8 +49,8 @@ class DevicesReloader:
             )
             return False
         try:
-            profiles = load_devices(self.path)
-        except DevicesError as e:
+            profiles = self.load(self.path)
+        except (DevicesError, ConfigurationError) as e:
             self.failures += 1
             self.log.error(
                 "SIGHUP: {why}; still using the {count} profiles loaded before",

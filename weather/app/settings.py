@@ -6,8 +6,9 @@ Each option is declared, with its default and coercion, in
 L{weather.app.options}; L{settings_from_options} coerces them one by one and
 then checks them against each other (which InfluxDB, which credentials),
 raising L{ConfigurationError} with a single line that says what to change.
-Credentials come from files or environment variables, never from the
-command line.
+Options not typed on the command line may come from a C{--config} file
+(L{weather.app.configfile}).  Credentials come from files or environment
+variables, never from the command line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from weather.app.configfile import read_config, read_text
 from weather.app.options import (
     DATA_DIR_VARIABLE,
     PASSWORD_VARIABLE,
@@ -28,9 +30,7 @@ from weather.app.options import (
     data_dir,
 )
 from weather.core.devices import (
-    MAX_DEVICES_FILE_SIZE,
     REFERENCE_DEVICES,
-    TOO_LARGE,
     DeviceProfile,
     DevicesError,
     parse_devices,
@@ -58,6 +58,8 @@ class Settings:
     port: str
     target: IWriteTarget
     profiles: Mapping[int, DeviceProfile]
+    #: Where the profiles come from: the --devices file, or the --config file
+    #: when it holds them (None: the reference station).
     devices_file: str | None
     verify_tls: bool
     ca_pem: bytes | None
@@ -93,6 +95,8 @@ class Settings:
     log_json: bool
     #: Things worth saying at start-up that do not stop it.
     warnings: tuple[str, ...]
+    #: The --config file the options were read from, if any.
+    config_file: str | None
 
 
 def _secret(
@@ -170,67 +174,18 @@ def _target(
 def load_devices(path: str) -> Mapping[int, DeviceProfile]:
     """
     Read the devices file (--devices; the core parses it, this reads it).
-    Only a regular file is read, and no more of it than the core takes: a
-    FIFO or a device would block the reactor (SIGHUP re-reads in it) or
-    never end.
 
     @raise DevicesError: the file is unreadable or invalid; the message names
         the file and says what to fix.
     """
     try:
-        # O_NONBLOCK: opening a FIFO waits for a writer otherwise.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise DevicesError(f"--devices {path}: cannot read it ({e.strerror})") from None
-    try:
-        kind = os.fstat(fd).st_mode
-        regular = stat.S_ISREG(kind)
-        data = _read(fd, MAX_DEVICES_FILE_SIZE + 1) if regular else b""
-    except OSError as e:
-        raise DevicesError(f"--devices {path}: cannot read it ({e.strerror})") from None
-    finally:
-        os.close(fd)
-    if not regular:
-        raise DevicesError(
-            f"--devices {path}: {_file_kind(kind)}, not a regular file: give the "
-            "TOML file itself"
-        )
-    if len(data) > MAX_DEVICES_FILE_SIZE:
-        raise DevicesError(f"--devices {path}: {TOO_LARGE}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DevicesError(f"--devices {path}: not UTF-8 text ({e})") from None
+        text = read_text(path)
+    except ValueError as e:
+        raise DevicesError(f"--devices {path}: {e}") from None
     try:
         return parse_devices(text)
     except DevicesError as e:
         raise DevicesError(f"--devices {path}: {e}") from None
-
-
-def _read(fd: int, most: int) -> bytes:
-    """Up to C{most} bytes of C{fd}: all of them unless the file ends first."""
-    chunks = []
-    while most > 0:
-        chunk = os.read(fd, most)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        most -= len(chunk)
-    return b"".join(chunks)
-
-
-def _file_kind(mode: int) -> str:
-    """What C{mode} says a file is, in words."""
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a file"
 
 
 def _profiles(path: str | None) -> Mapping[int, DeviceProfile]:
@@ -255,17 +210,33 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
             "every user of the machine; put it in a file (--password-file, "
             f"--token-file) or in ${PASSWORD_VARIABLE} / ${TOKEN_VARIABLE}"
         )
-    given = coerce(options)
+    config = read_config(options["config"]) if options.get("config") else None
+    if config is None:
+        given = coerce(options)
+    else:  # the command line wins over the file
+        given = config.coerce(options, getattr(options, "typed", ()))
     warnings: list[str] = []
     target = _target(given, environ, warnings)
     insecure = given.pop("insecure")
     if insecure and not target.url.startswith("https:"):
         warnings.append("--insecure has no effect: --influx-url is not https://")
+    devices_file = given.pop("devices_file")
+    if config is not None and config.profiles is not None:
+        if devices_file is not None:
+            raise ConfigurationError(
+                f"--devices {devices_file} and the [devices.N] tables of --config "
+                f"{config.path}: give the station profiles in one place"
+            )
+        profiles, devices_file = config.profiles, config.path
+    else:
+        profiles = _profiles(devices_file)
     return Settings(
         target=target,
-        profiles=_profiles(given["devices_file"]),
+        profiles=profiles,
+        devices_file=devices_file,
         verify_tls=not insecure,
         data_dir=data_dir(given.pop("data_dir"), environ),
         warnings=tuple(warnings),
+        config_file=config.path if config is not None else None,
         **given,
     )

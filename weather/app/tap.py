@@ -20,6 +20,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from weather.app.configfile import config_devices
+from weather.app.lastserver import RecordService, record_path, status_page_url
 from weather.app.logfile import attach, twistd_user
 from weather.app.options import ConfigurationError, Options
 from weather.app.preflight import (
@@ -29,7 +31,7 @@ from weather.app.preflight import (
     check_min_free,
 )
 from weather.app.reload import DevicesReloader, HangupService
-from weather.app.settings import Settings, settings_from_options
+from weather.app.settings import Settings, load_devices, settings_from_options
 from weather.app.signals import QuietRepeatedStop
 from weather.journal.service import (
     LOCKNAME,
@@ -198,7 +200,10 @@ def build_service(
     service.stations = StationBook()
     pipeline.subscribe(service.stations)
     service.reloader = DevicesReloader(
-        settings.devices_file, pipeline.set_profiles, settings.profiles
+        settings.devices_file,
+        pipeline.set_profiles,
+        settings.profiles,
+        config_devices if settings.devices_file == settings.config_file else load_devices,
     )
     if settings.metrics_port is not None or settings.self_stats_interval:
         add_monitoring(service, settings, reactor, wall)
@@ -463,12 +468,21 @@ def makeService(options: Options) -> IService:
         raise SystemExit(f"weather: {e}") from None
     service.add_monitoring(HangupService(reactor, service.reloader.reload))
     service.add_monitoring(QuietRepeatedStop(reactor))
+    service.add_monitoring(
+        RecordService(
+            record_path(os.environ),
+            settings.data_dir,
+            status_page_url(settings.metrics_port),
+        )
+    )
     if twistd_options is not None:
         service.application_hooks.append(
             lambda application: _log_to(application, twistd_options, settings, reactor)
         )
     for warning in settings.warnings:
         log.warn("Configuration: {problem}", problem=warning)
+    if settings.config_file:
+        log.info("Options from {path} (the command line wins)", path=settings.config_file)
     log.info(
         "Writing readings to {target}; journal in {data_dir}; {count} station "
         "profiles{source}",

@@ -413,7 +413,16 @@ def parse_devices(text: str) -> Mapping[int, DeviceProfile]:
     unknown = sorted(set(document) - {"devices"})
     if unknown:
         raise DevicesError(f"unknown top-level key {unknown[0]!r} (expected [devices.N])")
-    devices = document.get("devices")
+    return profiles_from_tables(document.get("devices"))
+
+
+def profiles_from_tables(devices: object) -> Mapping[int, DeviceProfile]:
+    """
+    Build profiles from the C{[devices.N]} tables of a TOML document already
+    read: a devices file's, or a C{--config} file's.
+
+    @raise DevicesError: saying what to fix.
+    """
     if not isinstance(devices, dict) or not devices:
         raise DevicesError("no devices: add at least one [devices.N] table")
     profiles = {}

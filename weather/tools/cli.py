@@ -10,6 +10,7 @@ quarantined packets, run the server.
     weather quarantine drop    delete packets from quarantine, for good (with --yes)
     weather replay             decode quarantined packets again and send them
     weather decode PACKET      show a packet's header and readings (hex, file, log line)
+    weather config             a config file of every option, commented out (--config)
     weather simulate           stations sending to a server, as the firmware does
     weather serve              the server in the foreground, as twistd -n weather runs it
 
@@ -40,6 +41,7 @@ from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from weather.app.configfile import example
 from weather.app.options import (
     ConfigurationError,
     DataDirOptions,
@@ -350,6 +352,7 @@ class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
         """
         server = ServerOptions()
         server.update(self)
+        server.typed = self.typed  # what a --config file does not replace
         return settings_from_options(server, os.environ)
 
 
@@ -631,6 +634,11 @@ class SimulateOptions(DevicesOptions):
         ]
 
 
+class ConfigOptions(WeatherOptions):
+    synopsis = ""
+    longdesc = "Print a config file of every option, by topic, commented out."
+
+
 class Options(CommandOptions):
     synopsis = "Usage: weather <command> [options]"
     longdesc = (
@@ -643,6 +651,7 @@ class Options(CommandOptions):
         ["journal", None, JournalOptions, "The journal: status, check, salvage, backup."],
         ["quarantine", None, QuarantineOptions, "The quarantine: list, drop."],
         ["replay", None, ReplayOptions, "Decode quarantined packets again and send them."],
+        ["config", None, ConfigOptions, "A config file of every option (--config)."],
         ["decode", None, DecodeOptions, "Show a packet's header and readings."],
         ["simulate", None, SimulateOptions, "Stations sending to a server."],
         ["serve", None, ServeOptions, "Run the server, as twistd -n weather does."],
@@ -1282,6 +1291,12 @@ def _command(argv: list[str], out: TextIO, err: TextIO, stdin: TextIO) -> int:
         if lost:
             err.write(f"{_innermost(options)}\n")
         return 2
+    if options.subCommand == "config":
+        out.write(example())
+        return 0
+    chosen = _innermost(options)
+    if isinstance(chosen, DataDirOptions) and (server := chosen.last_server()):
+        err.write(f"weather: reading {server.describe()}\n")
     command = options.subCommand
     sub = options.subOptions
     if command == "decode" and _waits_on_terminal(sub, stdin):

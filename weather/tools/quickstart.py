@@ -68,7 +68,7 @@ def next_steps(argv: list[str]) -> str:
         "Next, in another terminal:",
         f"  . {bin_dir}/activate        # puts the weather command on PATH",
         "  weather simulate --port 8266   # one station's hourly upload",
-        "  weather journal status --data-dir weather-data/journal",
+        "  weather journal status         # finds this server's journal",
     ]
     if not given(argv, "metrics-port"):
         lines.append(f"Status page: http://127.0.0.1:{STATUS_PORT}/")

@@ -716,7 +716,7 @@ class UnknownNamesTests(SynchronousTestCase, JournalFixture):
         self.assertEqual(
             err,
             "weather: unknown command 'decod'; did you mean 'decode'? commands: "
-            "journal, quarantine, replay, decode, simulate, serve\n",
+            "journal, quarantine, replay, config, decode, simulate, serve\n",
         )
         code, _, err = run("quarantine", "lst")
         self.assertEqual(code, 2)

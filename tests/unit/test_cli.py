@@ -726,7 +726,7 @@ class UnknownNamesTests(SynchronousTestCase, JournalFixture):
         self.assertEqual(
             err,
             "weather: unknown command 'zzz'; commands: journal, quarantine, replay, "
-            "decode, simulate, serve\n",
+            "config, decode, simulate, serve\n",
         )
 
     def test_option(self) -> None:

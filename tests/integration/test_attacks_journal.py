@@ -392,7 +392,7 @@ class FullDiskTests(InProcessMixin, TestCase):
     def read_commands(self, data_dir: str) -> None:
         status = self.run_weather("journal", "status", "--data-dir", data_dir)
         self.assertIn("Pending:      3 packets", status)
-        self.assertIn("Quarantined:  1 packets", status)
+        self.assertIn("Quarantined:  1 packet, ", status)
         listing = self.run_weather("quarantine", "list", "--data-dir", data_dir)
         self.assertIn(Reason.UNKNOWN_DEVICE, listing)
 

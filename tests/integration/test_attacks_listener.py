@@ -39,6 +39,7 @@ from tests.support import (
     numbered_packet,
     reference_packet,
 )
+from weather.app.tap import SPARE_DESCRIPTORS
 from weather.core.packet import Reason
 from weather.server.interfaces import IPacketSink
 from weather.server.protocol import ACK
@@ -318,7 +319,7 @@ class HalfCloseTests(InProcessTestCase):
 
 
 #: The daemon's open-files limit (soft and hard) in the descriptor test.
-NOFILE = 100
+NOFILE = 200
 WEATHER = ("weather",)
 
 
@@ -448,7 +449,7 @@ class OutOfDescriptorsTests(SynchronousTestCase):
                 "--influx-url",
                 f"http://{LOOPBACK}:{free_listening_port()}",
                 "--max-connections",
-                str(NOFILE - 64),  # the most the limit allows (weather.app.tap)
+                str(NOFILE - SPARE_DESCRIPTORS),  # the most the limit allows
                 "--shutdown-timeout",
                 "1",
             ],

@@ -176,6 +176,10 @@ class RaspberryPiDocTests(SynchronousTestCase):
         self.shim("influx", f'exec {influx} -host 127.0.0.1 -port {port} "$@"')
         self.environ = environment(self.home)
         self.environ["PATH"] = f"{self.bin}:{self.environ['PATH']}"
+        # trial -j sets PYTHONPATH to its own path: pip in the page's new
+        # virtualenv would take Twisted there for installed, and install no
+        # twistd.
+        self.environ.pop("PYTHONPATH", None)
         self.server: Daemon | None = None
         self.starts = 0
 

@@ -71,7 +71,7 @@ class ConfigFileServerTests(SynchronousTestCase):
         server.wait_ready(timeout=30)
         log = server.log()
         self.assertIn(f"Options from {self.config} (the command line wins)", log)
-        self.assertIn(f"1 station profiles from {self.config}", log)
+        self.assertIn(f"1 station profile from {self.config}", log)
         self.assertIn(
             f"Listening for stations on tcp:{self.port}:interface={LOOPBACK}", log
         )

@@ -327,8 +327,20 @@ class UnknownDeviceTests(PipelineTestCase):
         [first] = self.warnings(events)
         self.assertEqual(first["device"], 9)
         self.assertIn("Device 9", formatEvent(first))
+        # Followed as printed, the hint replays with the profiles it names.
         self.assertIn(
-            f"'weather replay --data-dir {self.journal.directory}'", formatEvent(first)
+            f"'weather replay --data-dir {self.journal.directory} --devices FILE'",
+            formatEvent(first),
+        )
+        self.assertIn("restart the server with --devices FILE", formatEvent(first))
+        self.pipeline.devices_file = "/etc/weather/devices.toml"
+        with capturedLogs() as named:
+            self.receive(self.unknown(11), T0 * S)
+        self.assertIn(
+            "in /etc/weather/devices.toml, reload it (SIGHUP), then run 'weather "
+            f"replay --data-dir {self.journal.directory} --devices "
+            "/etc/weather/devices.toml'",
+            formatEvent(self.warnings(named)[0]),
         )
         with capturedLogs() as more:
             for i in range(3):
@@ -338,13 +350,13 @@ class UnknownDeviceTests(PipelineTestCase):
         [second] = self.warnings(more)
         self.assertEqual(second["device"], 10)
         stats = self.pipeline.stats
-        self.assertEqual(stats.packets_rejected["unknown-device"], 1006)
-        self.assertEqual(stats.packets_rejected.total(), 1006)
+        self.assertEqual(stats.packets_rejected["unknown-device"], 1007)
+        self.assertEqual(stats.packets_rejected.total(), 1007)
         self.assertEqual(stats.packets_accepted, 0)
         self.assertEqual(self.writer.writes, [])
         # Every one is kept, to be replayed once the device is described.
         status = self.journal.file.status()
-        self.assertEqual((status.pending, status.quarantined), (0, 1006))
+        self.assertEqual((status.pending, status.quarantined), (0, 1007))
 
 
 @implementer(IPacketSink)

@@ -1030,6 +1030,18 @@ class MakeServiceTests(SettingsTestCase):
         self.assertNotIn("\n", message)
         return message
 
+    def test_startLinesGiveStatusPage(self) -> None:
+        """The start-up lines say where the status page is, and count profiles."""
+        with capturedLogs() as events:
+            self.make("--metrics-port", "tcp:9266:interface=127.0.0.1")
+        lines = [formatEvent(e) for e in events]
+        self.assertIn(
+            "Status page on http://127.0.0.1:9266/ (/metrics and /health beside it)",
+            lines,
+        )
+        profiles = "; 1 station profile (built-in"
+        self.assertTrue(any(profiles in line for line in lines), lines)
+
     def test_badNumber(self) -> None:
         self.assertEqual(
             self.assertExits("--batch-size", "0"),

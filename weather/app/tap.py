@@ -177,6 +177,7 @@ def build_service(
             settings, reactor, clock_status, ntp_client, boot_clock, boot_id, wall
         )
     pipeline = PacketPipeline(settings.profiles, journal, writer, reactor, clock_gate=gate)
+    pipeline.devices_file = settings.devices_file
     admission = Admission(
         reactor,
         max_connections=settings.max_connections,
@@ -484,13 +485,17 @@ def makeService(options: Options) -> IService:
     if settings.config_file:
         log.info("Options from {path} (the command line wins)", path=settings.config_file)
     log.info(
-        "Writing readings to {target}; journal in {data_dir}; {count} station "
-        "profiles{source}",
+        "Writing readings to {target}; journal in {data_dir}; {profiles}{source}",
         data_dir=settings.data_dir,
         target=settings.target.describe(),
-        count=len(settings.profiles),
+        profiles="1 station profile"
+        if len(settings.profiles) == 1
+        else f"{len(settings.profiles)} station profiles",
         source=f" from {settings.devices_file}"
         if settings.devices_file
         else " (built-in reference station)",
     )
+    url = status_page_url(settings.metrics_port)
+    if url is not None:
+        log.info("Status page on {url} (/metrics and /health beside it)", url=url)
     return service

@@ -197,6 +197,8 @@ class PacketPipeline(Service):
         self._backlog = True
         self._reading = False
         self.clock_gate = clock_gate
+        #: The --devices file, named in the hint for an unknown device.
+        self.devices_file: str | None = None
         #: Packets in the journal waiting for the wall clock.
         self.clock_waiting = 0
         #: Since when (C{clock.seconds()}) packets have waited for it.
@@ -585,14 +587,20 @@ class PacketPipeline(Service):
                 return
             # Once per device: at most 256 lines, however many packets.
             self._unknown_devices.add(packet.device_id)
+            devices = self.devices_file or "FILE"
             self.log.warn(
                 "Device {device} (from {peer}) is not in the devices file: its "
                 "packets are kept in quarantine in {data_dir}. Describe it as "
-                "[devices.{device}] in the --devices file, reload it (SIGHUP), then run "
-                "'weather replay --data-dir {data_dir}' to store them",
+                "[devices.{device}] in {where}, {reload}, then run "
+                "'weather replay --data-dir {data_dir} --devices {devices}' to store them",
                 peer=packet.peer,
                 device=packet.device_id,
                 data_dir=self.journal.directory,
+                where=self.devices_file or "a devices file",
+                reload="reload it (SIGHUP)"
+                if self.devices_file
+                else "restart the server with --devices FILE",
+                devices=devices,
                 reason=error.reason,
             )
             return

@@ -12,7 +12,7 @@ import struct
 import sys
 
 from treq.testing import StubTreq
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -296,6 +296,30 @@ class ReplayTests(SynchronousTestCase, JournalFixture):
             self.clock.advance(0.5)
         self.assertEqual(self.successResultOf(result), 1)
         self.assertIn("2 not sent", err.getvalue())
+        self.assertEqual(len(JournalFile(self.directory).quarantined()), 3)
+
+    def test_refusedConnectionsGiveUpSoon(self) -> None:
+        """
+        Nothing listens at --influx-url: the replay stops within seconds,
+        not at --timeout, saying where and why; the packets stay.
+        """
+
+        class Refusing:
+            def post(self, *args, **kwargs):
+                return fail(ConnectionRefusedError("Connection refused"))
+
+        devices = self.devices_file(**{"7": "shed"})
+        out, err = io.StringIO(), io.StringIO()
+        options = self.options(
+            "--devices", devices, "--timeout", "300", "--influx-url", "http://127.0.0.1:9"
+        )
+        result = replay(self.clock, options, out, err, client=Refusing())
+        for _ in range(80):
+            self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(result), 1)
+        self.assertIn("2 not sent (InfluxDB 1.x at http://127.0.0.1:9", err.getvalue())
+        self.assertIn("failed every request for 5 s: Connection refused", err.getvalue())
+        self.assertIn("they stay in quarantine", err.getvalue())
         self.assertEqual(len(JournalFile(self.directory).quarantined()), 3)
 
     def test_badInfluxOptions(self) -> None:

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
-from twisted.internet.task import react
+from twisted.internet.task import LoopingCall, react
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -315,6 +315,10 @@ REPLAY_FLUSH_INTERVAL = 0.05
 REPLAY_MAX_BACKOFF = 10
 #: What is not delivered on stop stays in quarantine: stopping need not wait.
 REPLAY_SHUTDOWN_TIMEOUT = 1
+#: Seconds of failed requests, InfluxDB having taken nothing yet, before a
+#: replay gives up (connection refused, a wrong URL): the packets stay in
+#: quarantine, and the user learns why at once rather than after --timeout.
+REPLAY_GIVE_UP = 5.0
 
 
 class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
@@ -1046,7 +1050,9 @@ def replay(
                 f"{len(still)} {stay(len(still))} in quarantine.\n"
             )
             return 0
-        delivered, refused = yield _send(reactor, settings, ready, options, err, client)
+        delivered, refused, failing = yield _send(
+            reactor, settings, ready, options, err, client
+        )
         stored = [i for i in delivered if i in partial]
         delivered = [i for i in delivered if i not in partial]
         for entry_id in stored:
@@ -1064,10 +1070,15 @@ def replay(
     finally:
         file.close()
     undelivered = len(ready) - len(delivered) - len(stored) - len(refused)
+    why = (
+        f"{settings.target.describe()} failed every request for "
+        f"{REPLAY_GIVE_UP:g} s: {failing}; they stay in quarantine"
+        if failing
+        else "InfluxDB did not answer in time"
+    )
     err.write(
         f"Replayed {counted(len(delivered), 'packet')} into InfluxDB; {len(still)} "
-        f"{stay(len(still))} in quarantine; {undelivered} not sent (InfluxDB did not "
-        "answer in time).\n"
+        f"{stay(len(still))} in quarantine; {undelivered} not sent ({why}).\n"
     )
     for entry_id, q in sorted(still.items()):
         err.write(f"  packet {entry_id}: {q.reason}: {q.detail}\n")
@@ -1156,14 +1167,27 @@ def _send(reactor, settings, ready, options, err, client) -> Any:
     writer.flush()
     everything: Deferred = DeferredList(writes, consumeErrors=True)
     everything.addTimeout(options["timeout"], reactor, lambda *_: None)
+    failing: list[str] = []
+
+    def give_up_if_failing() -> None:
+        since = writer.failing_since
+        if delivered or since is None or reactor.seconds() - since < REPLAY_GIVE_UP:
+            return
+        failing.append(writer.last_failure or "no answer")
+        everything.cancel()
+
+    watch = LoopingCall(give_up_if_failing)
+    watch.clock = reactor
+    watch.start(REPLAY_GIVE_UP / 10, now=False)
     try:
         yield everything
     except Exception:
         pass
+    watch.stop()
     yield writer.stopService()
     if pool is not None:
         yield pool.closeCachedConnections()
-    return delivered, refused
+    return delivered, refused, failing[0] if failing else None
 
 
 def decode(options: DecodeOptions, out: TextIO, stdin: TextIO, now_ns: int) -> int:

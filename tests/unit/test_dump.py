@@ -23,8 +23,14 @@ from weather.core.devices import (
     ValueSpec,
     si7021_humidity,
 )
-from weather.core.dump import NotAPacket, describe_packet, log_time, packet_from_text
-from weather.core.timing import TimingInputs
+from weather.core.dump import (
+    NotAPacket,
+    describe_packet,
+    log_time,
+    packet_from_text,
+    timing_summary,
+)
+from weather.core.timing import Timing, TimingInputs
 from weather.tools.cli import main
 from weather.tools.simulate import build_packet
 
@@ -385,4 +391,36 @@ class DecodeCommandTests(SynchronousTestCase):
         code, _, err = run("decode", "--previous", "0", "--previous-packet", "zz", "b400")
         self.assertEqual(
             (code, err), (1, "weather: --previous-packet: not a packet: 'zz' is not hex\n")
+        )
+
+
+class TimingSummaryTests(SynchronousTestCase):
+    """The few words of the server's per-packet log line on how it was timed."""
+
+    def timing(self, **fields):
+        base = dict(
+            times=[],
+            first=0,
+            interval_ns=124_300_000_000,
+            measured=False,
+            uploads=1,
+            repeated=0,
+            lost=0,
+            irregular=False,
+            measured_ratio=None,
+        )
+        return Timing(**{**base, **fields})
+
+    def test_words(self) -> None:
+        self.assertEqual(
+            timing_summary(self.timing(measured=True, uploads=2), learned=False),
+            "interval 124.3 s measured over 2 uploads (1 missed)",
+        )
+        self.assertEqual(
+            timing_summary(self.timing(repeated=30, lost=2), learned=True),
+            "interval 124.3 s from the learned ratio, 30 repeated, 2 lost on the station",
+        )
+        self.assertEqual(
+            timing_summary(self.timing(irregular=True), learned=False),
+            "interval 124.3 s irregular, nominal",
         )

@@ -340,7 +340,14 @@ class PipelineTests(PipelineTestCase):
         self.assertEqual(len(self.writer.lines), 1)
         self.assertTrue(self.writer.lines[0].startswith(b"wind value=1.5 "))
         self.assertEqual(pipeline.stats.readings_not_finite, 2)
-        self.assertEqual(len(events), 1)
+        # One warning, beside the packet's own info line.
+        [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn("2 values that are not readings", formatEvent(warning))
+        [info] = [e for e in events if e["log_level"] == LogLevel.info]
+        self.assertEqual(
+            formatEvent(info),
+            "Station 5 (no tags) from p: 3 records, 1 point; interval 120 s nominal",
+        )
 
     def test_linesAsPerReading(self) -> None:
         """
@@ -738,7 +745,11 @@ class StartTests(SynchronousTestCase):
             self.assertEqual(self.sent(), [0, 1, 2, 3, 4])
         self.assertEqual(self.worker.waiting, [])
         self.assertEqual(self.pipeline.stats.packets_from_journal, 5)
-        [info] = [e for e in events if e["log_level"] == LogLevel.info]
+        [info] = [
+            e
+            for e in events
+            if e["log_level"] == LogLevel.info and not formatEvent(e).startswith("Station ")
+        ]
         self.assertEqual(
             formatEvent(info), "Sending packets kept in the journal, oldest from first"
         )

@@ -300,6 +300,28 @@ def explain_timing(
     return explained
 
 
+def timing_summary(timing: Timing, learned: bool) -> str:
+    """
+    How a packet was stamped, in a few words for the server's log line:
+    "interval 124.3 s measured over 2 uploads (1 missed), 30 repeated".
+    """
+    interval = f"interval {timing.interval_ns / NANOSECONDS:g} s"
+    if timing.measured:
+        how = f"measured over {counted(timing.uploads, 'upload')}"
+        if timing.uploads > 1:
+            how += f" ({timing.uploads - 1} missed)"
+    elif timing.irregular:
+        how = "irregular, from the learned ratio" if learned else "irregular, nominal"
+    else:
+        how = "from the learned ratio" if learned else "nominal"
+    parts = [f"{interval} {how}"]
+    if timing.repeated:
+        parts.append(f"{timing.repeated} repeated")
+    if timing.lost:
+        parts.append(f"{timing.lost} lost on the station")
+    return ", ".join(parts)
+
+
 def counted(count: int, noun: str) -> str:
     """1 record, 2 records."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

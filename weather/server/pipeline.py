@@ -58,6 +58,7 @@ from weather.core.decode import (
     truncated_detail,
 )
 from weather.core.devices import DeviceProfile
+from weather.core.dump import counted, timing_summary
 from weather.core.lineprotocol import LineEncoder, packet_points, truncated_points
 from weather.core.packet import (
     Header,
@@ -447,6 +448,15 @@ class PacketPipeline(Service):
                 decoded, packet.peer, packet.arrival_ns, entry.previous_arrival_ns
             )
         self.stats.readings_decoded += len(lines)
+        self.log.info(
+            "Station {device} ({station}) from {peer}: {records}, {points}; {timing}",
+            device=header.device_id,
+            station=", ".join(f"{k}={v}" for k, v in decoded.profile.tags) or "no tags",
+            peer=packet.peer,
+            records=counted(len(decoded.times), "record"),
+            points=counted(len(lines), "point"),
+            timing=timing_summary(decoded.timing, entry.timing.learned),
+        )
         if skipped:
             self.stats.readings_not_finite += skipped
             self._limited.warn(

@@ -9,7 +9,7 @@ Write latency and batch sizes are histograms, fed as writes succeed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, Info
@@ -65,24 +65,18 @@ class ServerCollector(Collector):
         listener = self.server.listener
         stats = listener.factory.stats
         yield _counter("weather_connections_accepted", "Station connections taken.", stats)
-        refused = CounterMetricFamily(
+        yield _by_reason(
             "weather_connections_refused",
             "Connections closed at once: outside --allow, or at --max-connections "
             "with none to cut on a port that cannot stop accepting.",
-            labels=["reason"],
+            stats.connections_refused,
         )
-        for reason, count in stats.connections_refused.items():
-            refused.add_metric([reason], count)
-        yield refused
-        held = CounterMetricFamily(
+        yield _by_reason(
             "weather_connections_held",
             "Connections held unread for a while: their address was over "
             "--max-connections-per-peer or --rate-limit.",
-            labels=["reason"],
+            stats.connections_held,
         )
-        for reason, count in stats.connections_held.items():
-            held.add_metric([reason], count)
-        yield held
         yield _counter(
             "weather_connections_held_too_long",
             "Held connections read after --idle-timeout, over their address's limit.",
@@ -139,14 +133,11 @@ class ServerCollector(Collector):
         stats = pipeline.stats
         factory_stats = self.server.listener.factory.stats
         yield _counter("weather_packets_accepted", "Packets decoded.", stats)
-        rejected = CounterMetricFamily(
+        yield _by_reason(
             "weather_packets_rejected",
             "Packets put in quarantine on arrival or decoding, by reason.",
-            labels=["reason"],
+            stats.packets_rejected,
         )
-        for reason, count in stats.packets_rejected.items():
-            rejected.add_metric([reason], count)
-        yield rejected
         refused = CounterMetricFamily(
             "weather_packets_refused",
             "Packets not kept nor acknowledged, connection closed: not from a "
@@ -416,6 +407,16 @@ def _counter(name: str, documentation: str, stats: object) -> CounterMetricFamil
     return CounterMetricFamily(
         name, documentation, value=getattr(stats, name.removeprefix("weather_"))
     )
+
+
+def _by_reason(
+    name: str, documentation: str, counts: Mapping[str, int]
+) -> CounterMetricFamily:
+    """A counter labelled by reason, one sample per reason C{counts} knows."""
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason, count in counts.items():
+        family.add_metric([reason], count)
+    return family
 
 
 class ServerMetrics:

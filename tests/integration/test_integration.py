@@ -283,7 +283,7 @@ class TwistdPluginTests(TwistdTestCase):
         self.assertIn("InfluxDB 1.x at", log)
         self.assertIn("Main loop terminated.", log)
         self.assertIn(
-            "Totals: 1 packets accepted, 0 quarantined on arrival or decoding; "
+            "Totals: 1 packet accepted, 0 quarantined on arrival or decoding; "
             "90 points written",
             log,
         )

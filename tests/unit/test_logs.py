@@ -264,3 +264,15 @@ class KeyCapTests(SynchronousTestCase):
         self.clock.advance(PERIOD)
         limited.warn("d", "z")
         self.assertEqual([formatEvent(e) for e in self.events][4:], ["z"])
+
+    def test_forgottenCountSingular(self) -> None:
+        """One line held back by one key is said in the singular."""
+        limited = self.build(1)
+        limited.warn("a", "x")
+        limited.warn("a", "x")
+        self.clock.advance(PERIOD)
+        limited.warn("b", "y")
+        self.assertEqual(
+            [formatEvent(e) for e in self.events][1:],
+            ["1 more rate-limited log line, from 1 source, was not logged", "y"],
+        )

@@ -102,8 +102,7 @@ class WriterOverloadTests(SynchronousTestCase):
         return [
             event
             for event in self.events
-            if event["log_level"] == level
-            and "points wait for InfluxDB" in event["log_format"]
+            if event["log_level"] == level and "{wait} for InfluxDB" in event["log_format"]
         ]
 
     def test_notOverloadedBelowLimit(self) -> None:

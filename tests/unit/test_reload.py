@@ -87,7 +87,7 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual({p for _, p in self.places()}, {"balcony"})
         [line] = self.messages("weather.app.reload.DevicesReloader")
         self.assertIn(self.devices, line)
-        self.assertIn("still using the 1 profiles loaded before", line)
+        self.assertIn("still using the 1 profile loaded before", line)
         self.assertEqual(self.service.reloader.failures, 1)
 
     def test_missingFileKeepsOldProfiles(self) -> None:

@@ -462,7 +462,7 @@ class TotalsTests(SynchronousTestCase):
         self.assertEqual(totals["log_level"], LogLevel.info)
         self.assertEqual(
             formatEvent(totals),
-            "Totals: 1 packets accepted, 1 quarantined on arrival or decoding; "
+            "Totals: 1 packet accepted, 1 quarantined on arrival or decoding; "
             "90 points written, 0 refused by InfluxDB",
         )
         [kept] = journal_quarantined(self.settings.data_dir)

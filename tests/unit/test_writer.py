@@ -845,8 +845,7 @@ class RefusedTests(WriterTestCase):
         self.assertEqual(failure.value.lines, [self.BAD])
         self.assertEqual(
             str(failure.value),
-            "InfluxDB refused 1 points (400): "
-            "unable to parse 'm f=oops 5': invalid boolean",
+            "InfluxDB refused 1 point (400): unable to parse 'm f=oops 5': invalid boolean",
         )
 
     def test_typeConflict422(self) -> None:
@@ -878,7 +877,7 @@ class RefusedTests(WriterTestCase):
         [error] = self.at(events, LogLevel.error)
         self.assertEqual(
             formatEvent(error),
-            "InfluxDB refused 1 points for good (HTTP 400): unable to parse "
+            "InfluxDB refused 1 point for good (HTTP 400): unable to parse "
             "'m f=oops 5': invalid boolean; first point: m f=oops 5",
         )
 

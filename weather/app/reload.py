@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from weather.app.options import ConfigurationError
 from weather.app.settings import load_devices
 from weather.core.devices import DeviceProfile, DevicesError
+from weather.core.dump import counted
 
 
 class DevicesReloader:
@@ -53,9 +54,10 @@ class DevicesReloader:
         except (DevicesError, ConfigurationError) as e:
             self.failures += 1
             self.log.error(
-                "SIGHUP: {why}; still using the {count} profiles loaded before",
+                "SIGHUP: {why}; still using the {profiles} loaded before",
                 why=str(e),
                 count=len(self.current),
+                profiles=counted(len(self.current), "profile"),
             )
             return False
         added = sorted(set(profiles) - set(self.current))
@@ -69,11 +71,12 @@ class DevicesReloader:
         self.current = profiles
         self.reloads += 1
         self.log.info(
-            "SIGHUP: re-read {path}: {count} station profiles (added {added}, "
+            "SIGHUP: re-read {path}: {profiles} (added {added}, "
             "removed {removed}, changed {changed}); packets in quarantine for "
             "devices that were unknown can now be stored with 'weather replay'",
             path=self.path,
             count=len(profiles),
+            profiles=counted(len(profiles), "station profile"),
             added=_ids(added),
             removed=_ids(removed),
             changed=_ids(changed),

@@ -42,6 +42,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from weather.core.decode import timed_device
+from weather.core.dump import counted
 from weather.core.packet import HEADER_SIZE, Packet, PacketRejected, read_header
 from weather.core.timing import StationState, TimingInputs, first_state, time_records
 from weather.journal.store import (
@@ -226,9 +227,10 @@ class Journal(Service):
         self.worker.start()
         super().startService()
         self.log.info(
-            "Journal {path}: {pending} packets to deliver, {quarantined} in quarantine "
+            "Journal {path}: {packets} to deliver, {quarantined} in quarantine "
             "({quarantined_bytes} bytes, its budget {budget})",
             path=self.file.path,
+            packets=counted(status.pending, "packet"),
             pending=status.pending,
             quarantined=status.quarantined,
             quarantined_bytes=status.sizes.quarantined,
@@ -278,8 +280,10 @@ class Journal(Service):
                 hex=entry.packet.data.hex(),
             )
         self.log.critical(
-            "Stopping with {count} packets not in the journal: they are in this log",
+            "Stopping with {packets} not in the journal: {they} in this log",
             count=len(self._changes.added),
+            packets=counted(len(self._changes.added), "packet"),
+            they="it is" if len(self._changes.added) == 1 else "they are",
         )
         self._quarantined_unsaved -= _quarantined_size(self._changes)
         self._changes = Changes()
@@ -293,9 +297,10 @@ class Journal(Service):
             try:
                 status = self.file.status()
                 self.log.info(
-                    "Journal closed: {pending} packets to deliver at the next start, "
+                    "Journal closed: {packets} to deliver at the next start, "
                     "{quarantined} in quarantine",
                     pending=status.pending,
+                    packets=counted(status.pending, "packet"),
                     quarantined=status.quarantined,
                 )
             except sqlite3.Error as e:
@@ -546,11 +551,12 @@ class Journal(Service):
             self.failing = why
             if failure.check(sqlite3.Error, OSError):
                 self.log.critical(
-                    "Cannot write the journal {path}: {why}; keeping {count} packets "
+                    "Cannot write the journal {path}: {why}; keeping {packets} "
                     "in memory and taking no more from stations until it works again",
                     path=self.file.path if self.file else self.directory,
                     why=why,
                     count=len(self._changes.added),
+                    packets=counted(len(self._changes.added), "packet"),
                 )
             else:
                 self.log.failure("Unexpected error writing the journal", failure)

@@ -10,6 +10,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
+from weather.core.dump import counted
+
 #: Seconds between two looks for expired keys while the table is full.
 FORGET_EVERY = 1.0
 #: The key shared by new keys while the table is full.
@@ -81,8 +83,10 @@ class RateLimitedLog:
                     sources += 1
         if unreported:
             self.log.warn(
-                "{count} more rate-limited log lines, from {sources} sources, were "
-                "not logged",
+                "{lines}, from {sources_counted}, {were} not logged",
                 count=unreported,
                 sources=sources,
+                lines=counted(unreported, "more rate-limited log line"),
+                were="was" if unreported == 1 else "were",
+                sources_counted=counted(sources, "source"),
             )

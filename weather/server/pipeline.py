@@ -386,9 +386,9 @@ class PacketPipeline(Service):
     def _clock_synchronized(self) -> None:
         """The gate opened: decode what waited, oldest first."""
         self.log.info(
-            "The wall clock is synchronized: decoding the {count} packets that "
-            "waited for it",
+            "The wall clock is synchronized: decoding the {packets} that waited for it",
             count=self.clock_waiting,
+            packets=counted(self.clock_waiting, "packet"),
         )
         self.clock_waiting, self.clock_waiting_since = 0, None
         self._read_backlog()
@@ -412,10 +412,11 @@ class PacketPipeline(Service):
             self.stats.packets_clock_unchecked += unchecked
             self._limited.warn(
                 "clock-unchecked",
-                "{count} packets kept in the journal arrived before this machine "
+                "{packets} kept in the journal arrived before this machine "
                 "last booted: stamped with the wall time recorded at their arrival, "
                 "which cannot be checked against the clock now",
                 count=unchecked,
+                packets=counted(unchecked, "packet"),
             )
         return result, arrivals
 
@@ -461,10 +462,11 @@ class PacketPipeline(Service):
             self.stats.readings_not_finite += skipped
             self._limited.warn(
                 ("not-finite", header.device_id),
-                "Device {device} sent {count} values that are not readings "
+                "Device {device} sent {values} that are not readings "
                 "(sensor failure codes, NaN or infinite): not stored",
                 device=header.device_id,
                 count=skipped,
+                values=counted(skipped, "value"),
             )
         self.in_flight += 1
         written = self.writer.write(lines)

@@ -43,6 +43,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from weather.core.dump import counted
 from weather.core.packet import Packet, PacketFramer, PacketRejected, Reason
 from weather.server.admission import (
     HOLDS,
@@ -432,11 +433,12 @@ class StationFactory(Factory):
             return
         self._refusals.warn(
             reason,
-            "Refused a connection from {peer} ({reason}): {open} connections open, "
+            "Refused a connection from {peer} ({reason}): {connections} open, "
             "the --max-connections limit, none of them to be cut",
             peer=peer,
             reason=reason,
             open=self.admission.open,
+            connections=counted(self.admission.open, "connection"),
         )
 
     # -- holding connections whose address is over a limit ------------------------
@@ -574,11 +576,12 @@ class StationFactory(Factory):
         self._limited.warn(
             "cut-for-room",
             "At the --max-connections limit ({open}): cut {peer} for a new connection, "
-            "{seconds:.1f} s without a complete packet ({pending} bytes of one)",
+            "{seconds:.1f} s without a complete packet ({bytes} of one)",
             open=self.admission.open,
             peer=protocol.peer,
             seconds=self.clock.seconds() - since,
             pending=len(protocol.framer),
+            bytes=counted(len(protocol.framer), "byte"),
         )
         self.connection_closed(protocol)  # its slot is free now; its bytes are kept
         protocol.cut_for_room()
@@ -589,10 +592,12 @@ class StationFactory(Factory):
         self._limited.warn(
             "packet-deadline",
             "Cut {peer}: its packet was not complete {deadline:g} s after its first "
-            "byte (--packet-deadline); its {received} bytes are quarantined",
+            "byte (--packet-deadline); its {bytes} {verb} quarantined",
             peer=protocol.peer,
             deadline=self.packet_deadline,
             received=received,
+            bytes=counted(received, "byte"),
+            verb="is" if received == 1 else "are",
         )
 
     def deliver(self, packet: Packet) -> Deferred | None:

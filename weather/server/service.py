@@ -25,6 +25,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from weather.core.dump import counted
 from weather.journal.service import Journal
 from weather.server.descriptors import RECOUNT_EVERY, DescriptorBudget, guard_accept
 from weather.server.logs import RateLimitedLog
@@ -334,9 +335,10 @@ class StationListener(Service):
         open_connections = len(self.factory.connections)
         if open_connections:
             self.log.info(
-                "Waiting up to {grace} s for {count} open connections to finish",
+                "Waiting up to {grace} s for {connections} to finish",
                 grace=self.grace,
                 count=open_connections,
+                connections=counted(open_connections, "open connection"),
             )
             drained = self.factory.drained()
             drained.addTimeout(self.grace, self.clock, lambda *_: None)
@@ -429,10 +431,12 @@ class WeatherService(MultiService):
         """One line with what this run did."""
         packets, points = self.pipeline.stats, self.writer.stats
         self.log.info(
-            "Totals: {accepted} packets accepted, {rejected} quarantined on arrival "
-            "or decoding; {written} points written, {refused} refused by InfluxDB",
+            "Totals: {packets} accepted, {rejected} quarantined on arrival "
+            "or decoding; {points} written, {refused} refused by InfluxDB",
             accepted=packets.packets_accepted,
             rejected=packets.packets_rejected.total(),
             written=points.points_written,
+            packets=counted(packets.packets_accepted, "packet"),
+            points=counted(points.points_written, "point"),
             refused=points.points_refused,
         )

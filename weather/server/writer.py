@@ -42,6 +42,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from weather.core.dump import counted
 from weather.server.influx import (
     IWriteTarget,
     Refusal,
@@ -93,7 +94,8 @@ class PointsRejected(Exception):
         self.reasons = reasons if reasons is not None else [message] * len(lines)
 
     def __str__(self) -> str:
-        return f"InfluxDB refused {len(self.lines)} points ({self.status}): {self.message}"
+        points = counted(len(self.lines), "point")
+        return f"InfluxDB refused {points} ({self.status}): {self.message}"
 
 
 @dataclass(eq=False)
@@ -277,15 +279,20 @@ class PointWriter(Service):
         if not self.overloaded and pending >= self.max_pending:
             self.overloaded = True
             self.log.warn(
-                "{count} points wait for InfluxDB (limit {limit}): new packets wait "
+                "{points} {wait} for InfluxDB (limit {limit}): new packets wait "
                 "in the journal until it catches up",
                 count=pending,
+                points=counted(pending, "point"),
+                wait=_wait(pending),
                 limit=self.max_pending,
             )
         elif self.overloaded and pending <= self.max_pending * RESUME_FRACTION:
             self.overloaded = False
             self.log.info(
-                "{count} points wait for InfluxDB: decoding packets again", count=pending
+                "{points} {wait} for InfluxDB: decoding packets again",
+                count=pending,
+                points=counted(pending, "point"),
+                wait=_wait(pending),
             )
         else:
             return
@@ -318,8 +325,9 @@ class PointWriter(Service):
         if not self.pending:
             return succeed(None)
         self.log.info(
-            "Writing {count} points before stopping (at most {timeout} s)",
+            "Writing {points} before stopping (at most {timeout} s)",
             count=self.pending,
+            points=counted(self.pending, "point"),
             timeout=self.shutdown_timeout,
         )
         self._drained = Deferred()
@@ -527,9 +535,10 @@ class PointWriter(Service):
         self.stats.points_refused += len(refused)
         self._limited.error(
             ("refused", status),
-            "InfluxDB refused {count} points for good (HTTP {status}): {why}; "
+            "InfluxDB refused {points} for good (HTTP {status}): {why}; "
             "first point: {line}",
             count=len(refused),
+            points=counted(len(refused), "point"),
             status=status,
             why=why,
             line=line[:200].decode("utf-8", "replace"),
@@ -560,9 +569,10 @@ class PointWriter(Service):
             delay = min(delay, STOPPING_BACKOFF)  # the shutdown deadline is near
         self._limited.warn(
             "write-failed",
-            "InfluxDB write failed ({why}); {count} points kept, next try in {delay:.1f} s",
+            "InfluxDB write failed ({why}); {points} kept, next try in {delay:.1f} s",
             why=why,
             count=self.pending,
+            points=counted(self.pending, "point"),
             delay=delay,
         )
         self._backoff_call = self.clock.callLater(delay, self._retry)
@@ -581,8 +591,15 @@ class PointWriter(Service):
         if self._request is not None:
             self._request.cancel()
         self.log.error(
-            "{count} points were not written to InfluxDB before the shutdown deadline",
+            "{points} {were} not written to InfluxDB before the shutdown deadline",
             count=self.pending,
+            points=counted(self.pending, "point"),
+            were="was" if self.pending == 1 else "were",
         )
         if self._drained is not None and not self._drained.called:
             self._drained.callback(None)
+
+
+def _wait(count: int) -> str:
+    """The verb after a count of points: 1 point waits, 2 points wait."""
+    return "waits" if count == 1 else "wait"

@@ -138,7 +138,7 @@ class OperatedDaemonTests(TwistdTestCase):
         # SIGHUP with a bad file: old profiles kept, the daemon runs on.
         self.write_devices("[devices.1]\nvalues = 7\n")
         self.signal_and_wait(
-            signal.SIGHUP, "still using the 1 profiles", "a bad devices file"
+            signal.SIGHUP, "still using the 1 profile loaded", "a bad devices file"
         )
         # SIGHUP with a good file: device 2 is decoded from the next packet on.
         self.write_devices(reference_devices_toml(**{"1": "balcony", "2": "garden"}))

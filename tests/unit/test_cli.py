@@ -704,7 +704,7 @@ class QuarantineDropTests(SynchronousTestCase, JournalFixture):
             err,
         )
         # A reason the journal holds counts as known (older versions' names).
-        self.assertIn("refused_by_influxdb, unknown_device\n", err)
+        self.assertIn("refused_by_influxdb, replay-requested, unknown_device\n", err)
         self.assertEqual(self.left(), [1, 2, 3, 4])
 
     def test_whileAServerRuns(self) -> None:

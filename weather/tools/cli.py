@@ -1141,11 +1141,11 @@ def through_server(
     older version, a signal it does not hear) takes them up at its next
     start, or a replay with no server running decodes them.
     """
-    server = f"the server running on {directory} (pid {pid})"
+    server = f"server running on {directory} (pid {pid})"
     ignored = sorted(options.typed - {"data-dir", "config"})
     if ignored:
         err.write(
-            f"{server.capitalize()} uses its own devices file and InfluxDB options "
+            f"The {server} uses its own devices file and InfluxDB options "
             "(SIGHUP makes it re-read its --devices or --config file): "
             f"{', '.join('--' + name for name in ignored)} not used.\n"
         )
@@ -1158,7 +1158,7 @@ def through_server(
         now_ns = time.time_ns()
         file.request_replay(
             ids,
-            f"weather replay asked {server} to decode it again at {utc(now_ns)} UTC; "
+            f"weather replay asked the {server} to decode it again at {utc(now_ns)} UTC; "
             "it waits for the server to take it up (at its next SIGHUP or start)",
             now_ns,
         )
@@ -1166,7 +1166,7 @@ def through_server(
             signal_server(pid, signal.SIGHUP)
         except OSError as e:
             err.write(
-                f"weather: cannot signal {server}: {e.strerror}; the "
+                f"weather: cannot signal the {server}: {e.strerror}; the "
                 f"{counted(len(ids), 'packet')} {stay(len(ids))} in the journal, marked "
                 f"{REPLAY_REQUESTED}, for it to take up at its next start (or: kill -HUP "
                 f"{pid} as its user)\n"
@@ -1186,7 +1186,7 @@ def through_server(
     waiting = sorted(i for i, reason in where.items() if reason == REPLAY_REQUESTED)
     if len(waiting) == len(ids):
         err.write(
-            f"{server.capitalize()} did not take up the replay within "
+            f"The {server} did not take up the replay within "
             f"{min(REPLAY_TAKE_WAIT, options['timeout']):g} s (an older version?): the "
             f"{counted(len(ids), 'packet')} {stay(len(ids))} in the journal, marked "
             f"{REPLAY_REQUESTED}, and it takes them up at its next start or SIGHUP.\n"
@@ -1195,11 +1195,17 @@ def through_server(
     delivered = len(ids) - len(where)
     pending = sum(1 for reason in where.values() if reason is None)
     still = len(back)
-    err.write(
-        f"Replayed {counted(delivered, 'packet')} into InfluxDB through {server}; "
-        f"{still} {stay(still)} in quarantine; {pending} handed to the server and "
-        f"waiting for InfluxDB in its journal; {len(waiting)} not yet taken up.\n"
-    )
+    parts = [
+        f"Replayed {counted(delivered, 'packet')} into InfluxDB through the {server}",
+        f"{still} {stay(still)} in quarantine",
+    ]
+    if pending:
+        parts.append(
+            f"{pending} handed to it, waiting for InfluxDB in its journal (safe there)"
+        )
+    if waiting:
+        parts.append(f"{len(waiting)} not yet taken up (it takes them up later)")
+    err.write("; ".join(parts) + ".\n")
     for q in back:
         err.write(f"  packet {q.entry.id}: {q.quarantine.reason}: {q.quarantine.detail}\n")
     return 0 if not where else 1

@@ -32,6 +32,7 @@ from weather.journal.service import (
     ImmediateDiskWorker,
     Journal,
     JournalLocked,
+    _lock,
     check_lock,
     server_pid,
     server_running,
@@ -686,6 +687,20 @@ class ServerPidTests(SynchronousTestCase):
             fcntl.flock(held.fileno(), fcntl.LOCK_EX)
             self.assertTrue(server_running(directory))
             self.assertIsNone(server_pid(directory))
+
+    def test_stalePidNotRead(self) -> None:
+        """
+        The id a killed server left is not read while another process holds
+        the lock (a salvage, the next server's start-up check).
+        """
+        directory = self.mktemp()
+        check_lock(directory)
+        with open(os.path.join(directory, LOCKNAME), "w") as f:
+            f.write("4242\n")
+        held = _lock(directory)
+        self.addCleanup(os.close, held)
+        self.assertTrue(server_running(directory))
+        self.assertIsNone(server_pid(directory))
 
     def test_requestsCountedAtStart(self) -> None:
         directory = self.mktemp()

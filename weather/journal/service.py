@@ -791,4 +791,7 @@ def _lock(directory: str) -> int:
         raise JournalLocked(
             f"another weather server is using --data-dir {directory}"
         ) from None
+    # A process id left by a server that is gone is no one's to signal: the
+    # server writes its own (L{Journal.startService}), other holders none.
+    os.ftruncate(fd, 0)
     return fd

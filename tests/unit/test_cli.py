@@ -10,10 +10,12 @@ import re
 import signal
 import struct
 import sys
+from types import SimpleNamespace
 
 from treq.testing import StubTreq
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakeinflux import FakeInfluxDB
@@ -21,6 +23,9 @@ from tests.oracle import oracle_lines
 from tests.support import (
     HEADER,
     RecordingWriter,
+    journal_options,
+    journal_quarantined,
+    journal_status,
     option_defaults,
     reference_devices_toml,
     reference_packet,
@@ -38,9 +43,12 @@ from weather.app.options import (
 )
 from weather.app.options import Options as ServerOptions
 from weather.core.devices import parse_devices
+from weather.core.lineprotocol import LineEncoder
 from weather.core.packet import Packet, PacketRejected, Reason
 from weather.core.timing import TimingInputs
+from weather.journal.service import ImmediateDiskWorker, Journal
 from weather.journal.store import Changes, JournalEntry, JournalFile, Quarantine
+from weather.ops.stations import StationBook
 from weather.server.pipeline import REFUSED, PacketPipeline
 from weather.tools import cli
 from weather.tools.cli import (
@@ -704,7 +712,7 @@ class QuarantineDropTests(SynchronousTestCase, JournalFixture):
             err,
         )
         # A reason the journal holds counts as known (older versions' names).
-        self.assertIn("refused_by_influxdb, unknown_device\n", err)
+        self.assertIn("refused_by_influxdb, replay-requested, unknown_device\n", err)
         self.assertEqual(self.left(), [1, 2, 3, 4])
 
     def test_whileAServerRuns(self) -> None:
@@ -875,3 +883,159 @@ class PluralTests(SynchronousTestCase, JournalFixture):
         self.assertIn("Quarantined:  1 packet, ", out)
         out = run("quarantine", "list", "-d", directory)[1]
         self.assertIn("\n1 packet in quarantine: 1 truncated\n", out)
+
+
+class ReplayThroughServerTests(SynchronousTestCase, JournalFixture):
+    """
+    weather replay while a server holds the data directory: a journal
+    service and pipeline in this process stand for it, its process id
+    injected, and the signal is a call.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.make_journal())
+        self.clock = Clock()
+        self.writer = RecordingWriter()
+        self.acknowledge = True
+        self.journal = Journal(
+            self.directory, self.clock, ImmediateDiskWorker(), **journal_options()
+        )
+        self.journal.pid = lambda: 4242
+        self.journal.startService()
+        self.addCleanup(self.journal.stopService)
+        self.pipeline = PacketPipeline(
+            parse_devices(reference_devices_toml(**{"1": "balcony"})),
+            self.journal,
+            self.writer,
+            self.clock,
+        )
+        self.book = StationBook()
+        self.pipeline.subscribe(self.book)
+        self.pipeline.startService()
+        self.addCleanup(self.pipeline.stopService)
+        self.signals: list[tuple[int, int]] = []
+
+    def sighup(self, pid: int, signum: int) -> None:
+        """The server's SIGHUP: the devices file re-read (7 described), replays taken."""
+        self.signals.append((pid, signum))
+        self.pipeline.set_profiles(
+            parse_devices(reference_devices_toml(**{"1": "balcony", "7": "shed"}))
+        )
+        self.pipeline.take_replays()
+
+    def replay(self, *argv: str, signal_server=None):
+        options = ReplayOptions()
+        options.parseOptions(["--data-dir", self.directory, *argv])
+        out, err = io.StringIO(), io.StringIO()
+        with capturedLogs():
+            result = replay(
+                self.clock, options, out, err, signal_server=signal_server or self.sighup
+            )
+            for _ in range(100):
+                if self.acknowledge:
+                    self.writer.acknowledge_all()
+                self.clock.advance(0.1)
+        return self.successResultOf(result), out.getvalue(), err.getvalue()
+
+    def test_handedToTheServer(self) -> None:
+        """
+        The server decodes and writes them: the same points as a replay by
+        the tool; its station book has the station; all delivered: 0.
+        """
+        settings = SimpleNamespace(
+            profiles=parse_devices(reference_devices_toml(**{"1": "balcony", "7": "shed"}))
+        )
+        file = JournalFile(self.directory)
+        expected = [
+            cli.points_for(q, settings, LineEncoder()).lines for q in file.quarantined()[:2]
+        ]
+        file.close()
+        code, _, err = self.replay("--reason", "unknown_device")
+        self.assertEqual(self.signals, [(4242, signal.SIGHUP)])
+        self.assertEqual(
+            err,
+            f"Replayed 2 packets into InfluxDB through the server running on "
+            f"{self.directory} (pid 4242); 0 stay in quarantine.\n",
+        )
+        self.assertEqual(code, 0)
+        self.assertEqual([lines for lines, _ in self.writer.writes][1:], expected)
+        self.assertEqual(self.book.get(7).packets, 2)
+        self.assertEqual(self.pipeline.stats.packets_replayed, 2)
+        self.assertEqual(journal_status(self.directory).quarantined, 1)
+
+    def test_someStay(self) -> None:
+        code, _, err = self.replay()
+        self.assertEqual(code, 1)
+        self.assertIn("Replayed 2 packets into InfluxDB through the server", err)
+        self.assertIn("1 stays in quarantine", err)
+        self.assertIn("  packet 4: truncated: ", err)
+
+    def test_waitingForInfluxDB(self) -> None:
+        """Handed over, InfluxDB not answering: safe in the journal, said so; 1."""
+        self.acknowledge = False
+        code, _, err = self.replay("--reason", "unknown_device", "--timeout", "3")
+        self.assertEqual(code, 1)
+        self.assertIn(
+            "Replayed 0 packets into InfluxDB through the server running on "
+            f"{self.directory} (pid 4242); 0 stay in quarantine; 2 handed to it, "
+            "waiting for InfluxDB in its journal (safe there).\n",
+            err,
+        )
+        self.assertEqual(journal_status(self.directory).pending, 3)
+
+    def test_serverDoesNotTakeThem(self) -> None:
+        """An older server, say: one line within seconds; the requests stay."""
+        code, _, err = self.replay("--timeout", "300", signal_server=lambda *_: None)
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            err,
+            f"The server running on {self.directory} (pid 4242) did not take up the "
+            "replay within 5 s (an older version?): the 3 packets stay in the journal, "
+            "marked replay-requested, and it takes them up at its next start or "
+            "SIGHUP.\n",
+        )
+        self.assertEqual(
+            {q.quarantine.reason for q in journal_quarantined(self.directory)},
+            {"replay-requested"},
+        )
+
+    def test_cannotSignal(self) -> None:
+        def refuse(pid: int, signum: int) -> None:
+            raise PermissionError(1, "Operation not permitted")
+
+        code, _, err = self.replay("--id", "1", signal_server=refuse)
+        self.assertEqual(code, 1)
+        self.assertIn(
+            f"cannot signal the server running on {self.directory} (pid 4242): "
+            "Operation not permitted; the 1 packet stays in the journal",
+            err,
+        )
+        self.assertEqual(journal_status(self.directory).quarantined, 3)
+
+    def test_ownOptionsNotUsed(self) -> None:
+        devices = self.devices_file(**{"7": "elsewhere"})
+        code, _, err = self.replay(
+            "--reason",
+            "unknown_device",
+            "--devices",
+            devices,
+            "--influx-url",
+            "http://127.0.0.1:1",
+        )
+        self.assertEqual(code, 0)
+        self.assertTrue(
+            err.startswith(
+                f"The server running on {self.directory} (pid 4242) uses its own devices "
+                "file and InfluxDB options (SIGHUP makes it re-read its --devices or "
+                "--config file): --devices, --influx-url not used.\n"
+            ),
+            err,
+        )
+        self.assertIn(b"place=shed", self.writer.writes[1][0][0])
+
+    def test_dryRunStaysHere(self) -> None:
+        devices = self.devices_file(**{"7": "shed"})
+        code, out, _ = self.replay("--dry-run", "--devices", devices)
+        self.assertEqual((code, self.signals), (0, []))
+        self.assertIn("Packet 1: device 7 (place=shed)", out)
+        self.assertEqual(self.pipeline.stats.packets_replayed, 0)

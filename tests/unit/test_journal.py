@@ -532,3 +532,60 @@ class ChangesTests(SynchronousTestCase):
         self.assertEqual(merged.devices, {1: StationState(9, None, None)})
         self.assertFalse(Changes())
         self.assertTrue(merged)
+
+
+class ReplayRequestTests(SynchronousTestCase):
+    """What weather replay asks of a running server, kept in the journal."""
+
+    def setUp(self) -> None:
+        self.file = JournalFile(self.mktemp())
+        self.addCleanup(lambda: self.file.close())
+        unknown = Quarantine("unknown-device", "no profile for device 1", T0)
+        self.file.commit(
+            Changes(added=[(entry(1), unknown), (entry(2), None), (entry(3), unknown)])
+        )
+
+    def test_onlyQuarantinedPacketsMarked(self) -> None:
+        """A pending packet (2) or one gone (9) is left alone."""
+        self.assertEqual(self.file.request_replay([1, 2, 3, 9], "asked", T0 + 5), 2)
+        self.assertEqual([e.id for e in self.file.replay_requested()], [1, 3])
+        self.assertEqual([e.id for e in self.file.replay_requested(1, 10)], [3])
+        self.assertEqual(self.file.count_replay_requested(), 2)
+        [first, _] = self.file.quarantined()
+        self.assertEqual(first.quarantine, Quarantine("replay-requested", "asked", T0 + 5))
+        self.assertEqual(
+            self.file.reasons([1, 2, 3, 9]),
+            {1: "replay-requested", 2: None, 3: "replay-requested"},
+        )
+        # Still in quarantine: its budget counts them, the backlog does not.
+        self.assertEqual(self.file.status().quarantined, 2)
+        self.assertEqual([e.id for e in self.file.pending()], [2])
+
+    def test_takenBecomesPending(self) -> None:
+        """Its bytes move from the quarantine's to those to deliver."""
+        self.file.request_replay([1, 3], "asked", T0)
+        before = self.file.sizes()
+        size = len(entry(1).packet.data)
+        self.file.commit(Changes(taken={1}))
+        self.assertEqual([e.id for e in self.file.pending()], [1, 2])
+        self.assertEqual(
+            self.file.sizes(), Sizes(before.pending + size, before.quarantined - size)
+        )
+        self.assertEqual(self.file.sizes(), self.file.status().sizes)
+        self.assertEqual(self.file.reasons([1]), {1: None})
+
+    def test_takenOnlyFromRequests(self) -> None:
+        """A packet in quarantine for another reason is not made pending."""
+        self.file.commit(Changes(taken={1}))
+        self.assertEqual([e.id for e in self.file.pending()], [2])
+
+    def test_takenThenDeliveredOrQuarantinedInOneGroup(self) -> None:
+        self.file.request_replay([1, 3], "asked", T0)
+        again = Quarantine("refused_by_influxdb", "HTTP 400: no", T0)
+        self.file.commit(
+            Changes(taken={1})
+            .then(Changes(delivered={1}, taken={3}))
+            .then(Changes(quarantined={3: again}))
+        )
+        self.assertEqual(self.file.reasons([1, 3]), {3: "refused_by_influxdb"})
+        self.assertEqual(self.file.sizes(), self.file.status().sizes)

@@ -5,6 +5,7 @@ trouble, high and low water, stopping.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import sqlite3
@@ -27,11 +28,23 @@ from weather.core.devices import REFERENCE_DEVICES
 from weather.core.packet import HEADER_SIZE, Packet, PacketRejected, Reason
 from weather.core.timing import StationState, TimingInputs
 from weather.journal.service import (
+    LOCKNAME,
     ImmediateDiskWorker,
     Journal,
     JournalLocked,
+    _lock,
+    check_lock,
+    server_pid,
+    server_running,
 )
-from weather.journal.store import JournalEntry, JournalFile, Sizes, row_bytes
+from weather.journal.store import (
+    Changes,
+    JournalEntry,
+    JournalFile,
+    Quarantine,
+    Sizes,
+    row_bytes,
+)
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -649,3 +662,54 @@ class TimingInputsTests(SynchronousTestCase):
             self.journal.directory, self.clock, ImmediateDiskWorker(), **journal_options()
         )
         self.assertIsNone(unknown.boot_id)
+
+
+class ServerPidTests(SynchronousTestCase):
+    """The server's process id in its lock file, for weather replay's SIGHUP."""
+
+    def test_pidWhileRunning(self) -> None:
+        journal = Journal(
+            self.mktemp(), Clock(), ImmediateDiskWorker(), **journal_options()
+        )
+        journal.pid = lambda: 4242
+        self.assertIsNone(server_pid(journal.directory))
+        journal.startService()
+        self.assertEqual(server_pid(journal.directory), 4242)
+        journal.stopService()
+        # Gone with its lock, whatever the file still says.
+        self.assertIsNone(server_pid(journal.directory))
+
+    def test_noPidWritten(self) -> None:
+        """A server that wrote none (an older version): None, though it runs."""
+        directory = self.mktemp()
+        check_lock(directory)  # makes the empty lock file
+        with open(os.path.join(directory, LOCKNAME)) as held:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            self.assertTrue(server_running(directory))
+            self.assertIsNone(server_pid(directory))
+
+    def test_stalePidNotRead(self) -> None:
+        """
+        The id a killed server left is not read while another process holds
+        the lock (a salvage, the next server's start-up check).
+        """
+        directory = self.mktemp()
+        check_lock(directory)
+        with open(os.path.join(directory, LOCKNAME), "w") as f:
+            f.write("4242\n")
+        held = _lock(directory)
+        self.addCleanup(os.close, held)
+        self.assertTrue(server_running(directory))
+        self.assertIsNone(server_pid(directory))
+
+    def test_requestsCountedAtStart(self) -> None:
+        directory = self.mktemp()
+        file = JournalFile(directory)
+        why = Quarantine("unknown-device", "no profile", T0)
+        file.commit(Changes(added=[(JournalEntry(1, packet()), why)]))
+        file.request_replay([1], "asked", T0)
+        file.close()
+        journal = Journal(directory, Clock(), ImmediateDiskWorker(), **journal_options())
+        journal.startService()
+        self.addCleanup(journal.stopService)
+        self.assertEqual(journal.replay_requested_at_start, 1)

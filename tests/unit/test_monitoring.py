@@ -126,6 +126,7 @@ class MetricsTests(MonitoringTestCase):
         self.service.startService()
         samples = self.metrics()
         self.assertEqual(samples["weather_packets_accepted_total"], {(): 0.0})
+        self.assertEqual(samples["weather_packets_replayed_total"], {(): 0.0})
         self.assertEqual(
             set(samples["weather_packets_rejected_total"]),
             {(("reason", reason),) for reason in REJECTION_REASONS},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+from types import SimpleNamespace
 
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
@@ -39,7 +40,7 @@ from weather.ops.stations import StationBook
 from weather.server.clock import ClockGate, FakeClockStatus
 from weather.server.interfaces import IPipelineObserver
 from weather.server.pipeline import REFUSED, PacketPipeline
-from weather.tools.cli import ReplayOptions, replay
+from weather.tools.cli import ReplayOptions, points_for, replay
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -994,3 +995,216 @@ class ClockWaitTests(SynchronousTestCase):
         self.assertEqual(len(self.writer.writes), 1)
         self.assertEqual(times(self.writer.writes[0][0])[-1], T0)
         self.assertEqual(pipeline.clock_waiting, 0)
+
+
+SHED = parse_devices(reference_devices_toml(**{"1": "balcony", "7": "shed"}))
+
+
+class ReplayRequestTests(SynchronousTestCase):
+    """
+    Packets weather replay asks the running server to decode again: device 7
+    was unknown, its packets went to quarantine; then it is described.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0 / S)
+        self.writer = RecordingWriter()
+        self.journal = started_journal(self, self.clock)
+        self.book = StationBook()
+        self.pipeline = self.start(self.journal, REFERENCE_DEVICES)
+        with capturedLogs():
+            for i in range(3):
+                self.successResultOf(
+                    self.pipeline.packet_received(
+                        Packet(
+                            reference_packet(30, device_id=7, start=100 * i),
+                            "192.0.2.7:1",
+                            T0 + i * 3690 * S,
+                        )
+                    )
+                )
+        self.assertEqual(self.journal.file.status().quarantined, 3)
+
+    def start(self, journal: Journal, profiles, **options) -> PacketPipeline:
+        pipeline = PacketPipeline(profiles, journal, self.writer, self.clock, **options)
+        pipeline.subscribe(self.book)
+        pipeline.startService()
+        self.addCleanup(pipeline.stopService)
+        return pipeline
+
+    def request(self, *ids: int) -> None:
+        self.journal.file.request_replay(ids or (1, 2, 3), "asked", T0)
+
+    def tool_lines(self, profiles) -> list[list[bytes]]:
+        """What weather replay itself writes for the packets in quarantine."""
+        settings = SimpleNamespace(profiles=profiles)
+        return [
+            points_for(q, settings, LineEncoder()).lines
+            for q in self.journal.file.quarantined()
+        ]
+
+    def test_decodedAsTheToolDecodes(self) -> None:
+        """
+        The same points as weather replay writes (recorded arrival and
+        timing); delivered, they leave the journal; the station book has
+        the station and its readings; one line says how many.
+        """
+        self.pipeline.set_profiles(SHED)
+        expected = self.tool_lines(SHED)
+        self.request()
+        with capturedLogs() as events:
+            self.pipeline.take_replays()
+        self.assertEqual([lines for lines, _ in self.writer.writes], expected)
+        self.assertEqual(times(expected[1])[1] - times(expected[1])[0], 123 * S)
+        self.assertEqual(self.journal.file.status().quarantined, 0)
+        self.assertEqual(len(self.journal.file.pending()), 3)  # until InfluxDB has them
+        self.writer.acknowledge_all()
+        self.assertEqual(self.journal.file.status().pending, 0)
+        self.assertEqual(self.pipeline.stats.packets_replayed, 3)
+        self.assertEqual(self.pipeline.stats.packets_from_journal, 0)
+        station = self.book.get(7)
+        self.assertEqual((station.packets, station.records), (3, 90))
+        self.assertEqual(station.last_seen_ns, T0 + 2 * 3690 * S)
+        self.assertEqual(station.latest["light"].time_ns, T0 + 2 * 3690 * S)
+        self.assertEqual(
+            [formatEvent(e) for e in events if formatEvent(e).startswith("Replaying")],
+            ["Replaying 3 packets requested by weather replay"],
+        )
+
+    def test_rejectedAgain(self) -> None:
+        """Still not described: back in quarantine with why, nothing written."""
+        self.request(2)
+        with capturedLogs():
+            self.pipeline.take_replays()
+        self.assertEqual(self.writer.writes, [])
+        self.assertEqual(
+            self.journal.file.reasons([1, 2, 3]),
+            {1: "unknown-device", 2: "unknown-device", 3: "unknown-device"},
+        )
+        self.assertEqual(self.pipeline.stats.packets_replayed, 0)
+        self.assertIsNone(self.book.get(7))
+
+    def test_refusedByInfluxDB(self) -> None:
+        self.pipeline.set_profiles(SHED)
+        self.request(1)
+        with capturedLogs():
+            self.pipeline.take_replays()
+        self.writer.refuse(0)
+        self.assertEqual(self.journal.file.reasons([1]), {1: REFUSED})
+
+    def test_truncatedStoresItsRecordsAndStays(self) -> None:
+        """As weather replay does: its complete records written, still truncated."""
+        data = reference_packet(30, device_id=7)[:103]
+        with capturedLogs():
+            self.pipeline.packet_rejected(
+                Packet(data, "192.0.2.7:1", T0 + 3 * 3690 * S),
+                PacketRejected(Reason.TRUNCATED, "cut"),
+            )
+        self.pipeline.set_profiles(SHED)
+        [expected] = self.tool_lines(SHED)[3:]
+        self.request(4)
+        self.pipeline.take_replays()
+        self.assertEqual(self.writer.writes[-1][0], expected)
+        self.assertEqual(self.journal.file.reasons([4]), {4: "replay-requested"})
+        self.writer.acknowledge_all()
+        [kept] = [q for q in self.journal.file.quarantined() if q.entry.id == 4]
+        self.assertEqual(
+            (kept.quarantine.reason, kept.quarantine.detail),
+            (
+                Reason.TRUNCATED,
+                "189 bytes announced, 103 received: 15 complete records stored",
+            ),
+        )
+        self.assertEqual(self.pipeline.stats.packets_replayed, 0)
+
+    def test_overloadedWriterWaits(self) -> None:
+        """Read a chunk at a time, and none while the writer is overloaded."""
+        self.pipeline.stopService()
+        pipeline = self.start(self.journal, SHED, chunk=2)
+        self.request()
+        self.writer.overloaded = True
+        pipeline.writer_overloaded(True)
+        pipeline.take_replays()
+        self.assertEqual(self.writer.writes, [])
+        self.writer.overloaded = False
+        pipeline.writer_overloaded(False)
+        self.assertEqual(len(self.writer.writes), 3)
+        self.assertEqual(pipeline.stats.packets_replayed, 3)
+
+    def test_overloadedBetweenChunks(self) -> None:
+        self.pipeline.stopService()
+        pipeline = self.start(self.journal, SHED, chunk=2)
+        self.request()
+
+        def write(lines):
+            self.writer.overloaded = True
+            pipeline.writer_overloaded(True)
+            return RecordingWriter.write(self.writer, lines)
+
+        self.writer.write = write
+        pipeline.take_replays()
+        self.assertEqual(len(self.writer.writes), 2)  # the first chunk
+        del self.writer.write
+        self.writer.overloaded = False
+        pipeline.writer_overloaded(False)
+        self.assertEqual(len(self.writer.writes), 3)
+        self.writer.acknowledge_all()
+        self.assertEqual(self.journal.file.status().pending, 0)
+        self.assertEqual(pipeline.stats.packets_from_journal, 0)  # none twice
+
+    def test_crashInTheMiddle(self) -> None:
+        """
+        Stopped before InfluxDB has the points: pending, read back at the
+        next start and written the same; a request not yet taken is taken
+        up at the start.
+        """
+        self.pipeline.set_profiles(SHED)
+        expected = self.tool_lines(SHED)
+        self.request(1, 2)
+        self.pipeline.take_replays()
+        self.request(3)  # after the SIGHUP: waits for the next
+        self.pipeline.stopService()
+        self.successResultOf(self.journal.stopService())
+        self.writer.writes.clear()
+        journal = Journal(
+            self.journal.directory, self.clock, ImmediateDiskWorker(), **journal_options()
+        )
+        journal.startService()
+        self.addCleanup(journal.stopService)
+        with capturedLogs():
+            pipeline = self.start(journal, SHED)
+        self.assertEqual([lines for lines, _ in self.writer.writes], expected)
+        self.assertEqual(pipeline.stats.packets_from_journal, 2)
+        self.assertEqual(pipeline.stats.packets_replayed, 1)
+        self.writer.acknowledge_all()
+        self.assertEqual(journal.file.status().pending, 0)
+        self.assertEqual(journal.file.status().quarantined, 0)
+
+    def test_newRequestsDuringABatch(self) -> None:
+        """
+        A second SIGHUP while a batch is under way: its requests are taken
+        up too, those before the batch's place included.
+        """
+        self.pipeline.stopService()
+        pipeline = self.start(self.journal, SHED, chunk=1)
+        self.request(3)
+
+        def write(lines):
+            self.writer.overloaded = True
+            pipeline.writer_overloaded(True)
+            return RecordingWriter.write(self.writer, lines)
+
+        self.writer.write = write
+        pipeline.take_replays()  # packet 3, then a pause: overloaded
+        self.assertEqual(len(self.writer.writes), 1)
+        self.request(1)
+        pipeline.take_replays()
+        del self.writer.write
+        self.writer.overloaded = False
+        pipeline.writer_overloaded(False)
+        self.assertEqual(pipeline.stats.packets_replayed, 2)
+        self.assertEqual(
+            self.journal.file.reasons([1, 2, 3]), {1: None, 2: "unknown-device", 3: None}
+        )
+        self.assertEqual(len(self.writer.writes), 2)

@@ -168,3 +168,16 @@ class HangupServiceTests(SynchronousTestCase):
         self.assertEqual(actions, ["reload"])
         service.hangup(signal.SIGHUP, None)  # after it ran: another
         self.assertEqual(len(reactor.calls), 2)
+
+    def test_reloadThenReplay(self) -> None:
+        """The actions run in order: the devices file first, then the replays."""
+        reactor = FakeReactor()
+        actions: list[str] = []
+        service = HangupService(
+            reactor, lambda: actions.append("reload"), lambda: actions.append("replay")
+        )
+        service.startService()
+        self.addCleanup(service.restore)
+        service.hangup(signal.SIGHUP, None)
+        reactor.calls[0]()
+        self.assertEqual(actions, ["reload", "replay"])

@@ -191,3 +191,58 @@ class StationBookTests(SynchronousTestCase):
         self.arrive(0)
         self.book.profiles_changed({})
         self.assertEqual(len(self.book), 0)
+
+
+class ReplayedPacketTests(SynchronousTestCase):
+    """
+    A packet stored by weather replay through the server comes after newer
+    ones: it counts, but says nothing about the station now.
+    """
+
+    def setUp(self) -> None:
+        self.book = StationBook()
+        for hour in range(3):
+            arrival = T0 + hour * 3600 * NANOSECONDS
+            previous = None if hour == 0 else arrival - 3600 * NANOSECONDS
+            self.decoded(arrival, previous, "192.0.2.7:1")
+
+    def decoded(
+        self, arrival: int, previous: int | None, peer: str, wake: int = 3600
+    ) -> StationRecord:
+        records = [(100, 30000, 25000)] * 30
+        data = build_packet(1, records, wake_every=wake)
+        inputs = TimingInputs.since(previous, arrival)
+        decoded = decode_packet(data, arrival, inputs, REFERENCE_DEVICES)
+        return self.book.packet_decoded(decoded, peer, arrival, previous)
+
+    def test_olderPacket(self) -> None:
+        """
+        Last seen, the peer and the intervals stay the newest packet's;
+        the older one's readings are charted at their times; the missed
+        uploads are only those its own recorded timing measured (none here:
+        no jump from the time between it and the newest).
+        """
+        newest = T0 + 2 * 3600 * NANOSECONDS
+        older = T0 - 5 * 3600 * NANOSECONDS
+        missed = self.book.get(1).missed_uploads
+        station = self.decoded(
+            older, older - 3 * 3600 * NANOSECONDS, "192.0.2.9:2", wake=1800
+        )
+        self.assertEqual((station.last_seen_ns, station.peer), (newest, "192.0.2.7:1"))
+        self.assertEqual(station.wake_every, 3600)
+        self.assertEqual((station.packets, station.missed_uploads), (4, missed))
+        self.assertFalse(station.overdue(newest + 3600 * NANOSECONDS))
+        self.assertEqual(station.latest["light"].time_ns, newest)
+        series = station.history.series["light"]
+        buckets = series.buckets()
+        first = older - 3480 * NANOSECONDS  # its first record
+        self.assertEqual(buckets[0].start_ns, first - first % series.width_ns)
+        self.assertEqual(sum(b.count for b in buckets), 120)
+
+    def test_olderThanTheChartsSkipped(self) -> None:
+        """More than 24 hours before the newest reading: not charted, not widened."""
+        series = self.book.get(1).history.series["light"]
+        width, before = series.width, series.buckets()
+        station = self.decoded(T0 - 30 * 3600 * NANOSECONDS, None, "192.0.2.9:2")
+        self.assertEqual(station.packets, 4)
+        self.assertEqual((series.width, series.buckets()), (width, before))

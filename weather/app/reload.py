@@ -5,6 +5,10 @@ file), as daemons do with their configuration.
 Without a handler SIGHUP ends the process; with this one the server keeps
 running and decodes with the new profiles from the next packet on.  A file
 that does not load leaves the old profiles in place, and the log says why.
+
+SIGHUP then takes up the packets C{weather replay} asked the server to
+decode again (it marks them in the journal and sends the signal): a replay
+after describing a device is decoded with the new profiles.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ class DevicesReloader:
         self.log.info(
             "SIGHUP: re-read {path}: {profiles} (added {added}, "
             "removed {removed}, changed {changed}); packets in quarantine for "
-            "devices that were unknown can now be stored with 'weather replay'",
+            "devices that were unknown can now be stored with 'weather replay', "
+            "which hands them to this server",
             path=self.path,
             count=len(profiles),
             profiles=counted(len(profiles), "station profile"),
@@ -90,9 +95,9 @@ def _ids(devices: list[int]) -> str:
 
 class HangupService(Service):
     """
-    While running, SIGHUP calls C{action} in the reactor thread, once for
-    the signals that arrive before it runs (a burst reloads once, not once
-    per signal).  Once stopped, SIGHUP is ignored rather than handed back to
+    While running, SIGHUP calls C{actions} in the reactor thread, in order,
+    once for the signals that arrive before they run (a burst reloads once,
+    not once per signal).  Once stopped, SIGHUP is ignored rather than handed back to
     the default action, which would end the process in the middle of its
     stop (a flush, the journal's last commit); L{restore} puts the previous
     handler back.
@@ -100,9 +105,9 @@ class HangupService(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, action: Callable[[], object]) -> None:
+    def __init__(self, reactor: Any, *actions: Callable[[], object]) -> None:
         self.reactor = reactor
-        self.action = action
+        self.actions = actions
         self._previous: Any = None
         self._installed = False
         self._pending = False
@@ -128,6 +133,7 @@ class HangupService(Service):
     def _hungup(self) -> None:
         self._pending = False
         if self.running:
-            self.action()
+            for action in self.actions:
+                action()
         else:
             self.log.info("SIGHUP while stopping: ignored")

@@ -467,7 +467,9 @@ def makeService(options: Options) -> IService:
         check_listeners(listeners(service))
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
-    service.add_monitoring(HangupService(reactor, service.reloader.reload))
+    service.add_monitoring(
+        HangupService(reactor, service.reloader.reload, service.pipeline.take_replays)
+    )
     service.add_monitoring(QuietRepeatedStop(reactor))
     service.add_monitoring(
         RecordService(

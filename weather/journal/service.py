@@ -203,6 +203,11 @@ class Journal(Service):
         self._count_wait = 0.0
         #: What the journal's counts are timed with (seconds, never stepped).
         self.count_timer: Callable[[], float] = time.monotonic
+        #: The process id written into the lock file, for C{weather replay}
+        #: to signal (L{server_pid}).
+        self.pid: Callable[[], int] = os.getpid
+        #: Packets C{weather replay} left for the server to take up, at start.
+        self.replay_requested_at_start = 0
         self._idle: list[Deferred[None]] = []
 
     # -- life cycle ------------------------------------------------------------
@@ -214,10 +219,12 @@ class Journal(Service):
         """
         self._lock = _lock(self.directory)
         try:
+            _write_pid(self._lock, self.pid())
             self.file = JournalFile(self.directory)
             self._next_id = self.file.next_id()
             self._stations = self.file.stations()
             status = self.file.status()
+            self.replay_requested_at_start = self.file.count_replay_requested()
         except BaseException:
             os.close(self._lock)
             self._lock = None
@@ -397,6 +404,29 @@ class Journal(Service):
     def pending(self, after_id: int, limit: int) -> Deferred[list[JournalEntry]]:
         """Undelivered packets after C{after_id}, oldest first."""
         return self.worker.run(self._file().pending, after_id, limit)
+
+    def replay_requested(self, after_id: int, limit: int) -> Deferred[list[JournalEntry]]:
+        """
+        Packets C{weather replay} asked to decode again, after C{after_id},
+        read once what was asked of the journal before is on disk: a packet
+        taken up since is not read as still requested.
+        """
+        return self._after_commits(self._file().replay_requested, after_id, limit)
+
+    def count_replay_requested(self) -> Deferred[int]:
+        return self._after_commits(self._file().count_replay_requested)
+
+    def _after_commits(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Call C{f} on the worker once the changes made so far are committed."""
+        return self._when_idle().addCallback(lambda _: self.worker.run(f, *args))
+
+    def taken(self, entry_id: int) -> None:
+        """
+        A packet taken from a replay request decoded: pending again (its
+        points go to InfluxDB; a restart before they are there reads it back).
+        """
+        self._changes.taken.add(entry_id)
+        self._commit_next()
 
     def status(self) -> Deferred[JournalStatus]:
         return self.worker.run(self._file().status)
@@ -706,6 +736,33 @@ def server_running(directory: str) -> bool:
     return False
 
 
+def server_pid(directory: str) -> int | None:
+    """
+    The process id of the server holding C{directory}'s lock, as it wrote
+    it there; None when no server holds it (or one that wrote none: an
+    older version, or one just starting).  Creates nothing.
+    """
+    try:
+        fd = os.open(os.path.join(directory, LOCKNAME), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = os.read(fd, 32).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else None
+        return None
+    finally:
+        os.close(fd)
+
+
+def _write_pid(fd: int, pid: int) -> None:
+    """Write C{pid} into the lock file C{fd} (held): what L{server_pid} reads."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{pid}\n".encode("ascii"), 0)
+
+
 def check_lock(directory: str) -> None:
     """@raise JournalError: the directory is unusable or another server holds it."""
     os.close(_lock(directory))
@@ -734,4 +791,7 @@ def _lock(directory: str) -> int:
         raise JournalLocked(
             f"another weather server is using --data-dir {directory}"
         ) from None
+    # A process id left by a server that is gone is no one's to signal: the
+    # server writes its own (L{Journal.startService}), other holders none.
+    os.ftruncate(fd, 0)
     return fd

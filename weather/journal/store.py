@@ -12,7 +12,10 @@ the whole transaction or none of it.  The database holds
     pending: not yet acknowledged by InfluxDB.  A row with a C{reason} is in
     quarantine: it could not be decoded, or InfluxDB refused its points for
     good.  A delivered packet's row is deleted, and so is a quarantined one a
-    person drops (C{weather quarantine drop}), never another;
+    person drops (C{weather quarantine drop}), never another.  A quarantined
+    packet C{weather replay} hands to the running server has the reason
+    L{REPLAY_REQUESTED} until the server takes it up (L{request_replay});
+    it is in quarantine all the same;
   - C{device}: each device's L{StationState}, what the next packet of that
     device is timed with.
 
@@ -66,6 +69,11 @@ RECLAIM_BYTES = 16 * 1024 * 1024
 WASTE_BYTES = 1024 * 1024
 #: Ids per statement when summing packet sizes (SQLite's limit on parameters).
 IDS_PER_QUERY = 500
+#: The quarantine reason of a packet C{weather replay} asked the running
+#: server to decode again: it waits, in quarantine, for the server to take
+#: it (at its next SIGHUP or start), which makes it pending (L{Changes.taken})
+#: or puts it back in quarantine with why.
+REPLAY_REQUESTED = "replay-requested"
 
 SCHEMA = """
 CREATE TABLE packet (
@@ -233,10 +241,17 @@ class Changes:
     devices: dict[int, StationState] = field(default_factory=dict)
     #: New arrival times of packets, by id (the clock was put right since).
     rebased: dict[int, int] = field(default_factory=dict)
+    #: Packets taken from a replay request that decoded: pending again.
+    taken: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(
-            self.added or self.quarantined or self.delivered or self.devices or self.rebased
+            self.added
+            or self.quarantined
+            or self.delivered
+            or self.devices
+            or self.rebased
+            or self.taken
         )
 
     def then(self, later: Changes) -> Changes:
@@ -248,6 +263,7 @@ class Changes:
             (self.delivered | later.delivered) - quarantined.keys(),
             {**self.devices, **later.devices},
             {**self.rebased, **later.rebased},
+            self.taken | later.taken,
         )
 
 
@@ -450,6 +466,15 @@ class JournalFile:
             for entry, quarantine in changes.added:
                 size = row_bytes(entry, quarantine)
                 growth += Sizes(0, size) if quarantine else Sizes(size, 0)
+            # Taken before the rest: a packet taken and then quarantined
+            # again, or delivered, in one group ends so.
+            growth -= _sizes_of(db, changes.taken)
+            db.executemany(
+                "UPDATE packet SET reason = NULL, detail = NULL, quarantined_ns = NULL, "
+                "refused = NULL WHERE id = ? AND reason = ?",
+                ((i, REPLAY_REQUESTED) for i in changes.taken),
+            )
+            growth += _sizes_of(db, changes.taken)
             growth -= _sizes_of(db, changes.quarantined)
             db.executemany(
                 "UPDATE packet SET reason = ?, detail = ?, quarantined_ns = ?, "
@@ -539,6 +564,37 @@ class JournalFile:
         )
         return [_entry(*row) for row in rows]
 
+    def replay_requested(self, after_id: int = 0, limit: int = -1) -> list[JournalEntry]:
+        """Packets C{weather replay} asked the server to decode again, oldest first."""
+        rows = self.connection.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM packet WHERE reason = ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (REPLAY_REQUESTED, after_id, limit),
+        )
+        return [_entry(*row) for row in rows]
+
+    def count_replay_requested(self) -> int:
+        return self.connection.execute(
+            "SELECT count(*) FROM packet WHERE reason = ?", (REPLAY_REQUESTED,)
+        ).fetchone()[0]
+
+    def reasons(self, ids: Iterable[int]) -> dict[int, str | None]:
+        """
+        Where these packets are: their quarantine reason, or None while they
+        are pending; a packet not in the result is gone (delivered).
+        """
+        ids = list(ids)
+        found: dict[int, str | None] = {}
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            chunk = ids[start : start + IDS_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self.connection.execute(
+                    f"SELECT id, reason FROM packet WHERE id IN ({marks})", chunk
+                )
+            )
+        return found
+
     def quarantined(self, after_id: int = 0, limit: int = -1) -> list[QuarantinedPacket]:
         """Packets in quarantine, oldest first."""
         rows = self.connection.execute(
@@ -619,6 +675,30 @@ class JournalFile:
     def requarantine(self, quarantined: Mapping[int, Quarantine]) -> None:
         """Record why packets are still in quarantine after a replay."""
         self.commit(Changes(quarantined=dict(quarantined)))
+
+    def request_replay(self, ids: Iterable[int], detail: str, now_ns: int) -> int:
+        """
+        Ask the running server to decode these quarantined packets again
+        (L{REPLAY_REQUESTED}, with C{detail}), in one transaction; a packet
+        no longer in quarantine is left alone.  The number marked.
+        """
+        db = self.connection
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            marked = sum(
+                db.execute(
+                    "UPDATE packet SET reason = ?, detail = ?, quarantined_ns = ? "
+                    "WHERE id = ? AND reason IS NOT NULL",
+                    (REPLAY_REQUESTED, detail, now_ns, i),
+                ).rowcount
+                for i in ids
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return marked
 
     def drop_quarantined(self, ids: Iterable[int]) -> int:
         """

@@ -10,6 +10,8 @@ buckets and widens them (merging what it holds) as its readings spread, up
 to quarter hours for 24 hours.  A two-minute demo is charted in 2-second
 steps, a day in quarter hours.  A packet is added one step per bucket it
 covers and value, not per reading: this is on every packet's path.
+Readings may come late (a packet stored by C{weather replay}): those within
+24 hours of a series' newest are placed at their times, older ones skipped.
 Pure bookkeeping: every time is given by the caller.
 """
 
@@ -186,6 +188,15 @@ class SeriesHistory:
                 self._first = min(self._first, number)
             self._last = max(self._last, number)
 
+    def kept_from(self) -> int:
+        """
+        The earliest time a reading is kept from: 24 hours before the end of
+        the newest bucket held (any time, while none is).
+        """
+        if self._last == _EMPTY:
+            return -(2**63)
+        return (self._last + 1) * self.width_ns - WINDOW_NS
+
     def _oldest(self) -> int:
         if self._first is None:
             self._first = min(n for n in self._number if n != _EMPTY)
@@ -242,16 +253,24 @@ class StationHistory:
     def add_packet(
         self, names: Sequence[str], times: Sequence[int], columns: Sequence[Sequence[float]]
     ) -> None:
-        """A decoded packet: its record times (ascending, some) and one column per name."""
-        cuts: dict[int, list[Span]] = {}
+        """
+        A decoded packet: its record times (ascending, some) and one column
+        per name; readings older than a series keeps (L{SeriesHistory.kept_from})
+        are skipped.
+        """
+        cuts: dict[tuple[int, int], list[Span]] = {}
         for name, column in zip(names, columns, strict=True):
             series = self._series(name)
-            if series is not None:
-                width_ns = series.fit(times[0], times[-1])
-                cut = cuts.get(width_ns)
-                if cut is None:
-                    cut = cuts[width_ns] = spans(times, width_ns)
-                series.add_spans(cut, column)
+            if series is None:
+                continue
+            start = bisect_left(times, series.kept_from())
+            if start == len(times):
+                continue
+            width_ns = series.fit(times[start], times[-1])
+            cut = cuts.get((width_ns, start))
+            if cut is None:
+                cut = cuts[width_ns, start] = spans(times[start:], width_ns)
+            series.add_spans(cut, column[start:] if start else column)
 
     def _series(self, measurement: str) -> SeriesHistory | None:
         series = self.series.get(measurement)

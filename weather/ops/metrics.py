@@ -165,6 +165,12 @@ class ServerCollector(Collector):
             "explains, not a repeat of it: stamped with the learned interval.",
             stats,
         )
+        yield _counter(
+            "weather_packets_replayed",
+            "Packets taken from quarantine at weather replay's request and "
+            "decoded: their points went to InfluxDB.",
+            stats,
+        )
         yield _counter("weather_records_decoded", "Records decoded.", stats)
         yield _counter(
             "weather_records_from_truncated",

@@ -182,11 +182,13 @@ class StationBook:
         station.packets += 1
         station.records += len(decoded.times)
         station.readings += decoded.value_count
-        station.wake_every = header.wake_every
-        station.measurement_every = header.measurement_every
+        # A packet older than the last seen (stored by weather replay) does
+        # not take last-seen back, nor say what the station does now.
         if station.last_seen_ns is None or arrival_ns >= station.last_seen_ns:
             station.last_seen_ns = arrival_ns
             station.peer = peer
+            station.wake_every = header.wake_every
+            station.measurement_every = header.measurement_every
         if timing.measured:
             station.missed_uploads += timing.uploads - 1
         station.records_repeated += timing.repeated

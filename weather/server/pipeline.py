@@ -37,11 +37,26 @@ next reboot, when the boot clock can no longer tell), a quarantine and
 C{weather replay} give the same points.  A packet that arrived during an
 earlier boot cannot be put right: it is decoded with the wall time recorded
 at arrival, counted and logged.
+
+C{weather replay} run while the server holds the journal hands quarantined
+packets to it: it marks them in the journal
+(L{weather.journal.store.REPLAY_REQUESTED}) and sends
+SIGHUP, which re-reads the devices file and then calls L{take_replays}; a
+start takes up requests left in the journal too.  Once the backlog is read,
+the requests are read a chunk at a time (not while the writer is
+overloaded) and each is decoded as C{weather replay} decodes it, with its
+recorded arrival and timing: rejected again, it goes back to quarantine
+with why; truncated, its complete records are stored and it stays
+C{truncated}; decodable, it becomes pending again (L{Journal.taken}) and its
+points go to the writer, observers told, as for a packet that just arrived.
+Each step is a journal commit, so a crash at any point loses nothing: a
+request not yet taken is taken at the next start, a pending packet is read
+back with the backlog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from twisted.application.service import Service
@@ -145,6 +160,9 @@ class PipelineCounts:
     #: Packets of an earlier boot read back while waiting for the clock is
     #: on: stamped with the wall time recorded at arrival, unchecked.
     packets_clock_unchecked: int = 0
+    #: Packets taken from quarantine at C{weather replay}'s request that
+    #: decoded: their points went to the writer (L{PacketPipeline.take_replays}).
+    packets_replayed: int = 0
 
 
 def refusal(refused: PointsRejected) -> tuple[str, str, tuple[bytes, ...]]:
@@ -204,6 +222,19 @@ class PacketPipeline(Service):
         self.clock_waiting = 0
         #: Since when (C{clock.seconds()}) packets have waited for it.
         self.clock_waiting_since: float | None = None
+        #: Replay requests are to be taken up (again, once this batch ends).
+        self._replay_wanted = False
+        self._replay_again = False
+        self._replay_reading = False
+        #: The last replay request read in this batch (0: none yet).
+        self._replay_cursor = 0
+        #: Packets taken from replay requests whose points are not settled:
+        #: neither reader decodes them again.
+        self._replaying: set[int] = set()
+        #: Packets taken from replay requests past L{_cursor} when taken,
+        #: which the backlog reader is to pass over (the journal may not yet
+        #: hold what became of them when it reads).
+        self._replayed: set[int] = set()
 
     def subscribe(self, observer: IPipelineObserver) -> None:
         """Tell C{observer} what becomes of each packet from now on."""
@@ -242,6 +273,8 @@ class PacketPipeline(Service):
                     )
                 )
         self._read_backlog()
+        if self.journal.replay_requested_at_start:
+            self.take_replays()  # left by a weather replay before this start
 
     def stopService(self) -> None:
         """Stop decoding: what is left stays in the journal for the next start."""
@@ -308,10 +341,12 @@ class PacketPipeline(Service):
         self._cursor = entry.id
         self._process(entry)
 
-    def _process(self, entry: JournalEntry) -> None:
+    def _process(
+        self, entry: JournalEntry, how: Callable[[JournalEntry], None] | None = None
+    ) -> None:
         """Decode and send; a bug here leaves the packet in the journal."""
         try:
-            self._decode_and_send(entry)
+            (how or self._decode_and_send)(entry)
         except Exception:
             self.stats.internal_errors += 1
             self.log.failure(
@@ -349,6 +384,9 @@ class PacketPipeline(Service):
             )
         for entry in entries:
             self._cursor = entry.id
+            if entry.id in self._replayed or entry.id in self._replaying:
+                self._replayed.discard(entry.id)  # taken from a replay request
+                continue
             self.stats.packets_from_journal += 1
             self._process(entry)
         # Only now: a writer that has room again while this chunk is sent
@@ -360,6 +398,7 @@ class PacketPipeline(Service):
             # Caught up: every packet journaled after this read was made
             # becomes durable after it, and is decoded as it comes.
             self._backlog = False
+            self._read_replays()
         else:
             self._read_backlog()
 
@@ -420,22 +459,32 @@ class PacketPipeline(Service):
             )
         return result, arrivals
 
+    def _decode(self, entry: JournalEntry) -> tuple[DecodedPacket, list[bytes], int]:
+        """
+        A journaled packet's points, with the arrival and timing the journal
+        holds.  @raise PacketRejected: it cannot be decoded.
+        """
+        packet = entry.packet
+        return packet_points(
+            packet.data, packet.arrival_ns, entry.timing, self.profiles, self.encoder
+        )
+
     def _decode_and_send(self, entry: JournalEntry) -> None:
         """Decode one journaled packet and send its points."""
-        packet = entry.packet
         try:
-            decoded, lines, skipped = packet_points(
-                packet.data,
-                packet.arrival_ns,
-                entry.timing,
-                self.profiles,
-                self.encoder,
-            )
+            decoded, lines, skipped = self._decode(entry)
         except PacketRejected as error:
-            self._count_rejection(packet, error)
+            self._count_rejection(entry.packet, error)
             self.journal.quarantine(entry.id, error.reason, error.detail)
-            self._log_rejection(packet, error)
+            self._log_rejection(entry.packet, error)
             return
+        self._send(entry, decoded, lines, skipped)
+
+    def _send(
+        self, entry: JournalEntry, decoded: DecodedPacket, lines: list[bytes], skipped: int
+    ) -> None:
+        """Tell the observers about a decoded packet and send its points."""
+        packet = entry.packet
         header = decoded.header
         spacing_ns = entry.timing.spacing_ns
         if spacing_ns is not None:
@@ -477,7 +526,7 @@ class PacketPipeline(Service):
             errbackArgs=(entry.id,),
         )
 
-    def _salvage(self, entry: JournalEntry) -> None:
+    def _salvage(self, entry: JournalEntry, whole: PacketRejected | None = None) -> None:
         """
         Write a quarantined truncated packet's complete records, timed with
         what was journaled with it as if it had been whole; once InfluxDB
@@ -491,6 +540,10 @@ class PacketPipeline(Service):
         the same series and time, so they are never stored twice).  They go
         to the writer at once, even while it is overloaded: truncated packets
         are rare.
+
+        @param whole: why the packet did not decode whole, when it is taken
+            from a replay request: with no records to store, it goes back to
+            quarantine so.
         """
         packet = entry.packet
         try:
@@ -498,6 +551,8 @@ class PacketPipeline(Service):
                 packet.data, packet.arrival_ns, entry.timing, self.profiles, self.encoder
             )
         except PacketRejected:
+            if whole is not None:
+                self._back_to_quarantine(entry, whole)
             return  # nothing to store: quarantined as it came
         except Exception:
             self.stats.internal_errors += 1
@@ -518,20 +573,110 @@ class PacketPipeline(Service):
 
     def _salvaged(self, _: None, entry_id: int, records: int, detail: str) -> None:
         self.in_flight -= 1
+        self._replaying.discard(entry_id)
         self.stats.records_from_truncated += records
         self.journal.quarantine(entry_id, Reason.TRUNCATED, detail)
 
     def _delivered(self, _: None, entry_id: int) -> None:
         self.in_flight -= 1
+        self._replaying.discard(entry_id)
         self.journal.delivered(entry_id)
 
     def _refused(self, failure: Failure, entry_id: int) -> None:
         self.in_flight -= 1
+        self._replaying.discard(entry_id)
         failure.trap(PointsRejected)
         refused: PointsRejected = failure.value
         self.stats.points_refused += len(refused.lines)
         self.stats.packets_quarantined_refused += 1
         self.journal.quarantine(entry_id, *refusal(refused))
+
+    # -- replay requests -------------------------------------------------------
+
+    def take_replays(self) -> None:
+        """
+        Take up the packets C{weather replay} asked this server to decode
+        again (SIGHUP, after the devices file is re-read; and at start),
+        once the backlog is read.
+        """
+        if self._replay_wanted:
+            self._replay_again = True  # this batch may have passed them
+        self._replay_wanted = True
+        self._read_replays()
+
+    def _read_replays(self) -> None:
+        if not self._replay_wanted or self._replay_reading or not self.running:
+            return
+        if self._backlog:
+            return  # once caught up (_backlog_send), or the writer has room
+        self._replay_reading = True
+        if self._replay_cursor == 0:
+            reading = self.journal.count_replay_requested()
+            reading.addCallback(self._replays_counted)
+        else:
+            reading = self.journal.replay_requested(self._replay_cursor, self.chunk)
+        reading.addCallbacks(self._replays_read, self._replays_failed)
+
+    def _replays_counted(self, count: int) -> Deferred[list[JournalEntry]]:
+        if count:
+            self.log.info(
+                "Replaying {packets} requested by weather replay",
+                count=count,
+                packets=counted(count, "packet"),
+            )
+        return self.journal.replay_requested(0, self.chunk)
+
+    def _replays_read(self, entries: list[JournalEntry]) -> None:
+        for entry in entries:
+            self._replay_cursor = entry.id
+            if entry.id not in self._replaying:
+                self._process(entry, self._replay)
+        self._replay_reading = False
+        if len(entries) == self.chunk:
+            self._read_replays()  # unless overloaded: then once caught up
+            return
+        self._replay_cursor = 0
+        self._replay_wanted, self._replay_again = self._replay_again, False
+        self._read_replays()
+
+    def _replays_failed(self, failure: Failure) -> None:
+        self._replay_reading = False
+        self.log.error(
+            "Cannot read the replay requests ({why}); trying again in {delay} s",
+            why=failure.getErrorMessage(),
+            delay=self.retry_interval,
+        )
+        self.clock.callLater(self.retry_interval, self._read_replays)
+
+    def _replay(self, entry: JournalEntry) -> None:
+        """
+        Decode a packet taken from a replay request as C{weather replay}
+        decodes it: pending again, its points sent, or back in quarantine.
+        """
+        try:
+            decoded, lines, skipped = self._decode(entry)
+        except PacketRejected as error:
+            if error.reason == Reason.TRUNCATED:
+                self._take(entry)
+                self._salvage(entry, whole=error)
+            else:
+                self._back_to_quarantine(entry, error)
+            return
+        self._take(entry)
+        self.journal.taken(entry.id)
+        self.stats.packets_replayed += 1
+        self._send(entry, decoded, lines, skipped)
+
+    def _take(self, entry: JournalEntry) -> None:
+        self._replaying.add(entry.id)
+        if entry.id > self._cursor:
+            self._replayed.add(entry.id)
+
+    def _back_to_quarantine(self, entry: JournalEntry, error: PacketRejected) -> None:
+        """A replay request rejected again: in quarantine with why, as before."""
+        self._replaying.discard(entry.id)
+        self.journal.quarantine(entry.id, error.reason, error.detail)
+        self._log_rejection(entry.packet, error)
 
     def _check_spacing(self, header: Header, spacing_ns: int) -> None:
         """

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
-from twisted.internet.task import LoopingCall, react
+from twisted.internet.task import LoopingCall, deferLater, react
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -80,9 +80,10 @@ from weather.core.packet import HEADER_SIZE, PacketRejected, Reason
 from weather.core.timing import PLAUSIBLE_RATIO, TimingInputs
 from weather.journal.backup import backup_journal
 from weather.journal.salvage import Reading, check, salvage
-from weather.journal.service import server_running
+from weather.journal.service import server_pid, server_running
 from weather.journal.store import (
     FILENAME,
+    REPLAY_REQUESTED,
     JournalError,
     JournalFile,
     Quarantine,
@@ -102,7 +103,7 @@ from weather.tools.simulate import (
 
 #: Why packets are in quarantine: rejected on arrival or decoding, or refused
 #: by InfluxDB.
-REASONS = (*REJECTION_REASONS, REFUSED)
+REASONS = (*REJECTION_REASONS, REFUSED, REPLAY_REQUESTED)
 
 
 class Unknown(usage.UsageError):
@@ -319,6 +320,12 @@ REPLAY_SHUTDOWN_TIMEOUT = 1
 #: replay gives up (connection refused, a wrong URL): the packets stay in
 #: quarantine, and the user learns why at once rather than after --timeout.
 REPLAY_GIVE_UP = 5.0
+#: Seconds between two looks at the journal while a running server takes up
+#: a replay.
+REPLAY_POLL_INTERVAL = 0.2
+#: Seconds the running server has to take up the first packet before the
+#: replay says it does not (an older version, a signal it does not hear).
+REPLAY_TAKE_WAIT = 5.0
 
 
 class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
@@ -329,7 +336,10 @@ class ReplayOptions(DataDirOptions, DevicesOptions, InfluxOptions):
         "Decode quarantined packets again (after describing a device in the "
         "devices file, say) and write their readings to InfluxDB with the "
         "server's InfluxDB options. Delivered packets leave the quarantine; "
-        "the others stay, with the new reason."
+        "the others stay, with the new reason. While a server uses the data "
+        "directory, the packets are handed to it (SIGHUP: it re-reads its "
+        "devices file first) and it decodes and writes them with its own "
+        "devices file and InfluxDB options, so its status page shows them."
     )
     optParameters = [REASON, *parameters((TIMEOUT,))]
     optFlags = [
@@ -998,6 +1008,16 @@ def points_for(
         raise whole from None
 
 
+def chosen(file: JournalFile, options: ReplayOptions) -> list[QuarantinedPacket]:
+    """The quarantined packets C{--reason} and C{--id} choose (all: neither given)."""
+    return [
+        q
+        for q in file.quarantined()
+        if (options["reason"] is None or q.quarantine.reason == options["reason"])
+        and (not options.get("ids") or q.entry.id in options["ids"])
+    ]
+
+
 @inlineCallbacks
 def replay(
     reactor: Any,
@@ -1005,23 +1025,33 @@ def replay(
     out: TextIO,
     err: TextIO,
     client: Any = None,
+    signal_server: Callable[[int, int], object] = os.kill,
 ) -> Any:
     """
     Decode quarantined packets again and write them; 0 when all are delivered.
+    While a server holds the data directory, it does (L{through_server}).
 
     A truncated packet's complete records are written again each time (the
     same points: InfluxDB overwrites them) and it stays in quarantine.
     """
-    settings = options.settings()
     directory = options.data_dir()
+    if not options["dry-run"]:
+        pid = server_pid(directory)
+        if pid is not None:
+            handed = yield through_server(
+                reactor, options, directory, pid, err, signal_server
+            )
+            return handed
+        if server_running(directory):
+            err.write(
+                f"A server uses {directory} but has not written its process id "
+                "(an older version): replaying directly; its status page will "
+                "not show these readings.\n"
+            )
+    settings = options.settings()
     file = JournalFile(directory, create=False)
     try:
-        kept = [
-            q
-            for q in file.quarantined()
-            if (options["reason"] is None or q.quarantine.reason == options["reason"])
-            and (not options.get("ids") or q.entry.id in options["ids"])
-        ]
+        kept = chosen(file, options)
         encoder = LineEncoder()
         ready: list[tuple[QuarantinedPacket, PacketPoints]] = []
         still: dict[int, Quarantine] = {}
@@ -1087,6 +1117,118 @@ def replay(
 
 def stay(count: int) -> str:
     return "stays" if count == 1 else "stay"
+
+
+@inlineCallbacks
+def through_server(
+    reactor: Any,
+    options: ReplayOptions,
+    directory: str,
+    pid: int,
+    err: TextIO,
+    signal_server: Callable[[int, int], object],
+) -> Any:
+    """
+    Hand the chosen packets to the server running on C{directory} (process
+    C{pid}): mark them in the journal (L{REPLAY_REQUESTED}), in one
+    transaction, and send it SIGHUP; it re-reads its devices file, decodes
+    them as a replay does and writes them with its own InfluxDB options.
+    Then watch the journal every L{REPLAY_POLL_INTERVAL} seconds, up to
+    C{--timeout}, until each is delivered (gone) or back in quarantine.
+
+    The requests are in the journal: whatever becomes of this command or the
+    server, they are kept, and a server that does not take them up now (an
+    older version, a signal it does not hear) takes them up at its next
+    start, or a replay with no server running decodes them.
+    """
+    server = f"server running on {directory} (pid {pid})"
+    ignored = sorted(options.typed - {"data-dir", "config"})
+    if ignored:
+        err.write(
+            f"The {server} uses its own devices file and InfluxDB options "
+            "(SIGHUP makes it re-read its --devices or --config file): "
+            f"{', '.join('--' + name for name in ignored)} not used.\n"
+        )
+    file = JournalFile(directory, create=False)
+    try:
+        ids = [q.entry.id for q in chosen(file, options)]
+        if not ids:
+            err.write("Nothing in quarantine to replay.\n")
+            return 0
+        now_ns = time.time_ns()
+        file.request_replay(
+            ids,
+            f"weather replay asked the {server} to decode it again at {utc(now_ns)} UTC; "
+            "it waits for the server to take it up (at its next SIGHUP or start)",
+            now_ns,
+        )
+        try:
+            signal_server(pid, signal.SIGHUP)
+        except OSError as e:
+            err.write(
+                f"weather: cannot signal the {server}: {e.strerror}; the "
+                f"{counted(len(ids), 'packet')} {stay(len(ids))} in the journal, marked "
+                f"{REPLAY_REQUESTED}, for it to take up at its next start (or: kill -HUP "
+                f"{pid} as its user)\n"
+            )
+            return 1
+        where = yield _watch(reactor, file, ids, options["timeout"])
+        back = [
+            q
+            for q in file.quarantined()
+            if where.get(q.entry.id, REPLAY_REQUESTED) != REPLAY_REQUESTED
+        ]
+    except sqlite3.Error as e:
+        err.write(f"weather: {journal_error(directory, e)}\n")
+        return 1
+    finally:
+        file.close()
+    waiting = sorted(i for i, reason in where.items() if reason == REPLAY_REQUESTED)
+    if len(waiting) == len(ids):
+        err.write(
+            f"The {server} did not take up the replay within "
+            f"{min(REPLAY_TAKE_WAIT, options['timeout']):g} s (an older version?): the "
+            f"{counted(len(ids), 'packet')} {stay(len(ids))} in the journal, marked "
+            f"{REPLAY_REQUESTED}, and it takes them up at its next start or SIGHUP.\n"
+        )
+        return 1
+    delivered = len(ids) - len(where)
+    pending = sum(1 for reason in where.values() if reason is None)
+    still = len(back)
+    parts = [
+        f"Replayed {counted(delivered, 'packet')} into InfluxDB through the {server}",
+        f"{still} {stay(still)} in quarantine",
+    ]
+    if pending:
+        parts.append(
+            f"{pending} handed to it, waiting for InfluxDB in its journal (safe there)"
+        )
+    if waiting:
+        parts.append(f"{len(waiting)} not yet taken up (it takes them up later)")
+    err.write("; ".join(parts) + ".\n")
+    for q in back:
+        err.write(f"  packet {q.entry.id}: {q.quarantine.reason}: {q.quarantine.detail}\n")
+    return 0 if not where else 1
+
+
+@inlineCallbacks
+def _watch(reactor: Any, file: JournalFile, ids: list[int], timeout: float) -> Any:
+    """
+    Where the packets C{ids} are (L{JournalFile.reasons}) once none is
+    requested nor pending, or at C{timeout}, or after L{REPLAY_TAKE_WAIT}
+    seconds with none taken up.
+    """
+    started = reactor.seconds()
+    while True:
+        where = file.reasons(ids)
+        waiting = [r for r in where.values() if r == REPLAY_REQUESTED or r is None]
+        elapsed = reactor.seconds() - started
+        untaken = len(where) == len(ids) and all(
+            r == REPLAY_REQUESTED for r in where.values()
+        )
+        if not waiting or elapsed >= timeout or (untaken and elapsed >= REPLAY_TAKE_WAIT):
+            return where
+        yield deferLater(reactor, REPLAY_POLL_INTERVAL, lambda: None)
 
 
 def show_points(

@@ -990,7 +990,8 @@ class ReplayThroughServerTests(SynchronousTestCase, JournalFixture):
         self.assertEqual(
             err,
             f"The server running on {self.directory} (pid 4242) did not take up the "
-            "replay within 5 s (an older version?): the 3 packets stay in the journal, "
+            "replay within 5 s (an older version, or one whose packets wait for its "
+            "clock, --clock-sync: see its log): the 3 packets stay in the journal, "
             "marked replay-requested, and it takes them up at its next start or "
             "SIGHUP.\n",
         )

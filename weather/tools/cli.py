@@ -1187,7 +1187,8 @@ def through_server(
     if len(waiting) == len(ids):
         err.write(
             f"The {server} did not take up the replay within "
-            f"{min(REPLAY_TAKE_WAIT, options['timeout']):g} s (an older version?): the "
+            f"{min(REPLAY_TAKE_WAIT, options['timeout']):g} s (an older version, or one "
+            "whose packets wait for its clock, --clock-sync: see its log): the "
             f"{counted(len(ids), 'packet')} {stay(len(ids))} in the journal, marked "
             f"{REPLAY_REQUESTED}, and it takes them up at its next start or SIGHUP.\n"
         )

@@ -3,7 +3,8 @@ The database the server writes into, against a real influxd 1.6 and a real
 VictoriaMetrics, with C{twistd -n weather} as a process:
 
   - influxd without the database: the server creates it at start and a
-    station's packet lands in it;
+    station's packet lands in it; influxd started after the server (at boot):
+    the first write that finds the database missing has it created;
   - authentication on and a user who may only write: one line naming what an
     admin runs, no traceback; the packet waits in the journal and lands once
     the admin has made the database;
@@ -22,7 +23,12 @@ import urllib.parse
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration.daemon import Daemon, wait_until
-from tests.integration.influxd import InfluxServer, free_port, start_influxd
+from tests.integration.influxd import (
+    InfluxServer,
+    free_port,
+    require_influxd,
+    start_influxd,
+)
 from tests.integration.victoria import start_victoria_metrics
 from tests.support import reference_devices_toml, reference_packet
 from weather.server.protocol import ACK
@@ -47,6 +53,14 @@ def query(influx: InfluxServer, q: str, user: tuple[str, str] | None = None) -> 
     if status != 200 or b'"error"' in body:
         raise RuntimeError(f"{q!r} answered {status}: {body!r}")
     return body
+
+
+def readings(influx: InfluxServer) -> int:
+    """How many temperatures the database holds (none while it is missing)."""
+    try:
+        return len(influx.points("temperature", DATABASE))
+    except RuntimeError:  # database not found
+        return 0
 
 
 def databases(influx: InfluxServer, user: tuple[str, str] | None = None) -> bytes:
@@ -107,6 +121,22 @@ class InfluxDBTests(DatabaseTestCase):
             lambda: len(influx.points("temperature", DATABASE)) == 30, what="30 readings"
         )
         self.assertNotIn("write failed", server.log())
+        self.assertClean(server)
+
+    def test_influxdLater(self) -> None:
+        """
+        At boot, influxd not up yet: the server starts all the same; the first
+        write that finds the database missing has it created, and lands.
+        """
+        influx = InfluxServer(require_influxd(self), http_port=free_port())
+        self.addCleanup(influx.stop)
+        server = self.start(f"http://127.0.0.1:{influx.fixed_http_port}")
+        wait_until(lambda: "Cannot create InfluxDB database" in server.log(), what="try")
+        self.upload()
+        influx.start()
+        wait_until(lambda: readings(influx) == 30, timeout=30, what="30 readings")
+        self.assertIn("it is created before the next try", server.log())
+        self.assertIn(CREATED, server.log())
         self.assertClean(server)
 
     def test_userMayOnlyWrite(self) -> None:

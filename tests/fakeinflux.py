@@ -7,8 +7,8 @@
 * InfluxDB 2.x ``POST /api/v2/write?org=ORG&bucket=NAME[&precision=..]``,
 * InfluxDB 3's ``POST /api/v3/write_lp?db=NAME[&precision=..][&accept_partial=..]``,
 * ``GET``/``HEAD /ping``,
-* InfluxDB 1.x ``POST /query`` with ``q=CREATE DATABASE "NAME"`` (and nothing
-  else),
+* InfluxDB 1.x ``POST /query`` with ``q=CREATE DATABASE "NAME"`` or ``SHOW
+  DATABASES`` (and nothing else),
 
 validates the line protocol the way InfluxDB does, stores accepted points in
 ``fake.points`` (nanosecond timestamps, as the server stores them) and answers
@@ -717,12 +717,18 @@ class FakeInfluxDB(resource.Resource):
         raise _Reply(204, b"", self._v1_headers())
 
     def _query_v1(self, args: Mapping[str, list[str]], headers: Mapping[str, str]) -> None:
-        """1.x's /query, for CREATE DATABASE only (q in the URL or the form)."""
+        """1.x's /query: CREATE DATABASE, SHOW DATABASES (q in the URL or form)."""
         self._check_v1_auth(args, headers)
         query = (args.get("q") or [""])[0]
+        if query.strip().upper() == "SHOW DATABASES":  # the user has rights on all
+            series: dict[str, object] = {"name": "databases", "columns": ["name"]}
+            if self.databases:
+                series["values"] = [[name] for name in sorted(self.databases)]
+            document = {"results": [{"statement_id": 0, "series": [series]}]}
+            raise _Reply(200, _go_json(document) + b"\n", self._v1_headers())
         match = _CREATE_DATABASE.match(query)
         if match is None:
-            raise self._v1_error(400, f"the fake serves CREATE DATABASE only: {query!r}")
+            raise self._v1_error(400, f"the fake serves no such query: {query!r}")
         name = match["name"]
         if name.startswith('"'):
             name = re.sub(r"\\(.)", r"\1", name[1:-1])

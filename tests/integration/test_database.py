@@ -7,7 +7,7 @@ VictoriaMetrics, with C{twistd -n weather} as a process:
     the first write that finds the database missing has it created;
   - authentication on and a user who may only write: one line naming what an
     admin runs, no traceback; the packet waits in the journal and lands once
-    the admin has made the database;
+    the admin has made the database; started again, no warning;
   - C{--no-create-database}: nothing is created, the write's line says what to run;
   - VictoriaMetrics (no databases): no warning, no error, the packet lands.
 """
@@ -173,6 +173,16 @@ class InfluxDBTests(DatabaseTestCase):
         query(influx, 'GRANT WRITE ON "weather" TO writer', ADMIN)
         wait_until(lambda: "InfluxDB writes work again" in server.log(), what="delivery")
         self.assertEqual(server.log().count("Cannot create"), 1)
+        self.assertClean(server)
+        server.stop()
+
+        # Started again, now that it exists: no warning.
+        server = self.start(
+            influx.url, "--username", WRITER[0], "--password-file", password
+        )
+        exists = "it exists; this user may not create databases, and need not"
+        wait_until(lambda: exists in server.log(), what="the database found")
+        self.assertNotIn("#warn]", server.log())
         self.assertClean(server)
 
     def test_noCreateDatabase(self) -> None:

@@ -26,6 +26,7 @@ from weather.server.database import (
     UNREACHABLE,
     create_command,
     create_statement,
+    listed,
     missing_database,
     read_answer,
 )
@@ -119,6 +120,21 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual(read_answer(200, b"<html>").outcome, DECLINED)
         self.assertEqual(read_answer(404, b"404 page not found\n").outcome, DECLINED)
 
+    def test_listed(self) -> None:
+        """SHOW DATABASES' answer, as influxd 1.6 gives it, with and without any."""
+        body = (
+            b'{"results":[{"statement_id":0,"series":[{"name":"databases",'
+            b'"columns":["name"],"values":[["weather"],["_internal"]]}]}]}\n'
+        )
+        self.assertEqual(listed(200, body), {"weather", "_internal"})
+        none = (
+            b'{"results":[{"statement_id":0,"series":[{"name":"databases",'
+            b'"columns":["name"]}]}]}'
+        )
+        self.assertEqual(listed(200, none), set())
+        self.assertEqual(listed(401, b'{"error":"authorization failed"}'), set())
+        self.assertEqual(listed(200, b"[]"), set())
+
     def test_unreachable(self) -> None:
         self.assertEqual(read_answer(503, b"busy").outcome, UNREACHABLE)
 
@@ -191,7 +207,10 @@ class AtStartTests(CreationTestCase):
         written = self.writer.write([line(1)])
         for _ in range(5):
             self.clock.advance(60)
-        self.assertEqual(len(self.queries()), 1)
+        self.assertEqual(  # asked once, never again
+            [kwargs["data"]["q"] for _, kwargs in self.queries()],
+            ['CREATE DATABASE "weather"', "SHOW DATABASES"],
+        )
         self.assertNoResult(written)
         failures = [text for text in self.lines(LogLevel.warn) if "write failed" in text]
         self.assertIn(
@@ -200,6 +219,26 @@ class AtStartTests(CreationTestCase):
         fake.databases.add("weather")  # the admin did
         self.clock.advance(60)
         self.successResultOf(written)
+
+    def test_notAdminButThere(self) -> None:
+        """
+        403, but SHOW DATABASES lists it (a user sees those it has rights on):
+        no warning, and a write needs nothing more.
+        """
+        fake = FakeInfluxDB(username="writer", password="s3cret", admin=False)
+        self.build(USER, fake=fake, create_database=True)
+        self.writer.startService()
+        self.assertEqual(
+            [kwargs["data"]["q"] for _, kwargs in self.queries()],
+            ['CREATE DATABASE "weather"', "SHOW DATABASES"],
+        )
+        self.assertEqual(
+            self.lines(),
+            [
+                "InfluxDB database weather is ready (it exists; this user may not "
+                "create databases, and need not)"
+            ],
+        )
 
     def test_wrongPassword(self) -> None:
         fake = FakeInfluxDB(username="writer", password="other")

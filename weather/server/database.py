@@ -10,7 +10,8 @@ sent with the writes' credentials.  What influxd 1.6 answers:
   - 403 C{error authorizing query: USER not authorized to execute statement
     'CREATE DATABASE name', requires admin privilege} (403 C{create admin user
     first or disable authentication} when no user exists), 401 for a wrong
-    user name or password: L{REFUSED};
+    user name or password: L{REFUSED}, unless C{SHOW DATABASES} lists it
+    (a user sees the databases it has rights on): then it exists, L{READY};
   - VictoriaMetrics, which has no databases, answers any C{/query} with 200 and
     its list of databases, and other stores 4xx: L{DECLINED}, nothing to do.
 
@@ -114,23 +115,53 @@ def create_database(
     Ask InfluxDB 1.x for C{target}'s database with treq-like C{client}, as
     C{target}'s user; the result never fails (a failure is L{UNREACHABLE}).
     """
-    headers = {}
-    if target.authorization is not None:
-        headers["Authorization"] = [target.authorization]
-    request = maybeDeferred(
-        client.post,
-        target.base_url.rstrip("/") + "/query",
-        data={"q": create_statement(target.database)},
-        headers=headers,
-    )
-    request.addCallback(
-        lambda response: response.content().addCallback(lambda body: (response.code, body))
-    )
-    request.addTimeout(timeout, clock)
-    request.addCallbacks(
-        lambda answer: read_answer(*answer), _unreachable, errbackArgs=(timeout,)
-    )
-    return request
+
+    def ask(statement: str) -> Deferred[tuple[int, bytes]]:
+        headers = {}
+        if target.authorization is not None:
+            headers["Authorization"] = [target.authorization]
+        request = maybeDeferred(
+            client.post,
+            target.base_url.rstrip("/") + "/query",
+            data={"q": statement},
+            headers=headers,
+        )
+        request.addCallback(
+            lambda response: response.content().addCallback(
+                lambda body: (response.code, body)
+            )
+        )
+        return request.addTimeout(timeout, clock)
+
+    def listed_anyway(creation: Creation) -> Creation | Deferred[Creation]:
+        """Refused: it may exist all the same (a user sees what it has rights on)."""
+        if creation.outcome != REFUSED:
+            return creation
+        shown = ask("SHOW DATABASES").addCallback(lambda answer: listed(*answer))
+        shown.addCallback(
+            lambda names: Creation(READY, EXISTS) if target.database in names else creation
+        )
+        return shown.addErrback(lambda _: creation)
+
+    request = ask(create_statement(target.database))
+    request.addCallback(lambda answer: read_answer(*answer))
+    request.addCallback(listed_anyway)
+    return request.addErrback(_unreachable, timeout)
+
+
+#: Why a database this user may not create is ready all the same.
+EXISTS = "it exists; this user may not create databases, and need not"
+
+
+def listed(status: int, body: bytes) -> set[str]:
+    """The databases an answer to C{SHOW DATABASES} lists (none: not such an answer)."""
+    if status != 200:
+        return set()
+    try:
+        [series] = json.loads(body.decode("utf-8"))["results"][0]["series"]
+        return {str(row[0]) for row in series.get("values", [])}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+        return set()
 
 
 def read_answer(status: int, body: bytes) -> Creation:
@@ -153,7 +184,7 @@ def read_answer(status: int, body: bytes) -> Creation:
         return Creation(
             DECLINED, "it answers with a list of databases: a store without any"
         )
-    return Creation(READY)
+    return Creation(READY, "created if it was missing")
 
 
 def _unreachable(failure: Failure, timeout: float) -> Creation:

@@ -548,8 +548,9 @@ class PointWriter(Service):
             self._creation_log.emit(
                 LogLevel.info,
                 READY,
-                "InfluxDB database {database} is ready (created if it was missing)",
+                "InfluxDB database {database} is ready ({why})",
                 database=database,
+                why=creation.why,
             )
         elif creation.outcome == REFUSED:
             self._may_create = False  # a person must: the write lines say how

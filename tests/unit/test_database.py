@@ -240,6 +240,15 @@ class AtStartTests(CreationTestCase):
             ],
         )
 
+    def test_stopped(self) -> None:
+        """Stopped with nothing to write, the request is cancelled, quietly."""
+        self.build(create_database=True)
+        self.gate.closed = True
+        self.writer.startService()
+        self.successResultOf(self.writer.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.lines(), [])
+
     def test_wrongPassword(self) -> None:
         fake = FakeInfluxDB(username="writer", password="other")
         self.build(USER, fake=fake, create_database=True)

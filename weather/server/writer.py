@@ -352,6 +352,8 @@ class PointWriter(Service):
             self._backoff_call.cancel()
             self._backoff_call = None
         if not self.pending:
+            if self._creating and self._request is not None:
+                self._request.cancel()  # no write waits for it
             return succeed(None)
         self.log.info(
             "Writing {points} before stopping (at most {timeout} s)",
@@ -537,7 +539,7 @@ class PointWriter(Service):
     def _created(self, creation: Creation) -> None:
         self._creating = False
         self._request = None
-        if not self._gave_up:
+        if not self._gave_up and not (self._stopping and not self.pending):
             self._say(creation)
         self._schedule()
 

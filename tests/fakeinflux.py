@@ -7,6 +7,8 @@
 * InfluxDB 2.x ``POST /api/v2/write?org=ORG&bucket=NAME[&precision=..]``,
 * InfluxDB 3's ``POST /api/v3/write_lp?db=NAME[&precision=..][&accept_partial=..]``,
 * ``GET``/``HEAD /ping``,
+* InfluxDB 1.x ``POST /query`` with ``q=CREATE DATABASE "NAME"`` or ``SHOW
+  DATABASES`` (and nothing else),
 
 validates the line protocol the way InfluxDB does, stores accepted points in
 ``fake.points`` (nanosecond timestamps, as the server stores them) and answers
@@ -25,12 +27,17 @@ with Retry-After, 429, ...) and ``fake.requests`` records every request.
 Differences from the real servers, on purpose: field types are remembered per
 database (or bucket) and measurement, where InfluxDB remembers them per shard
 (one week of data by default), so the fake can only be stricter; there is
-one user (1.x) and one token (2.x), both with every permission; InfluxQL
-queries are not served.  On ``/api/v3/write_lp``, a line that does not parse
+one user (1.x, an admin unless ``admin=False``) and one token (2.x), the
+token with every permission; InfluxQL queries other than ``CREATE DATABASE``
+are not served (influxd 1.6 answers that 200 ``{"results":[{"statement_id":0}]}``,
+and for a user who is not an admin 403 ``error authorizing query: USER not
+authorized to execute statement 'CREATE DATABASE NAME', requires admin
+privilege``).  On ``/api/v3/write_lp``, a line that does not parse
 is described in 1.x's words (InfluxDB 3's parser words it differently), the
 ``original_line`` of a type conflict is the line as sent (InfluxDB 3 writes it
 out again from what it parsed), and a write creates its database, as InfluxDB 3
-Core does.
+Core does (with ``v3_creates=False`` it answers 404 ``database not found:
+"NAME"`` instead, in 1.x's words: InfluxDB 3 Core has no such answer).
 """
 
 from __future__ import annotations
@@ -103,6 +110,9 @@ _FLOAT_NO_EXPONENT_DIGITS = re.compile(r"-?(?:\d+\.?\d*|\.\d+)[eE][+-]?")
 _INTEGER = re.compile(r"-?\d+i")
 _UNSIGNED = re.compile(r"\d+u")
 _TIMESTAMP = re.compile(r"-?\d+")
+_CREATE_DATABASE = re.compile(
+    r'\s*CREATE\s+DATABASE\s+(?P<name>"(?:[^"\\]|\\.)*"|\w+)\s*;?\s*\Z', re.IGNORECASE
+)
 
 
 class Point(NamedTuple):
@@ -380,7 +390,8 @@ class FakeInfluxDB(resource.Resource):
     ``databases`` are the 1.x databases; ``buckets`` the 2.x buckets of each
     org in ``orgs`` (default: the same names as ``databases``).  Setting
     ``username`` turns on 1.x authentication (Basic auth or u/p
-    parameters); setting ``token`` requires ``Authorization: Token ...``
+    parameters), an admin's unless ``admin=False`` (a user who may write
+    but not create databases); setting ``token`` requires ``Authorization: Token ...``
     (or ``Bearer``) on 2.x writes, which otherwise take any or no token.
     Bodies larger than ``max_body_size`` bytes (after gzip) get a 413.
     ``clock`` gives the time in ns for points that carry none.
@@ -406,6 +417,8 @@ class FakeInfluxDB(resource.Resource):
         clock: Callable[[], int] = time.time_ns,
         v1_version: str = "1.6.7~rc0",
         v2_version: str = "v2.7.11",
+        admin: bool = True,
+        v3_creates: bool = True,
     ):
         super().__init__()
         self.databases: set[str] = set(databases)
@@ -419,6 +432,8 @@ class FakeInfluxDB(resource.Resource):
         self.clock = clock
         self.v1_version = v1_version
         self.v2_version = v2_version
+        self.admin = admin
+        self.v3_creates = v3_creates
         self.points: list[Point] = []
         self.points_by_target: dict[str, list[Point]] = {}
         self.requests: list[RecordedRequest] = []
@@ -494,6 +509,8 @@ class FakeInfluxDB(resource.Resource):
                 if method != "POST":
                     self._plain_405("POST, OPTIONS")
                 self._write_v1(args, headers, body)
+            elif path == "/query":
+                self._query_v1(args, headers)
             elif path == "/api/v2/write":
                 if method != "POST":
                     raise self._v2_error(405, "method not allowed", "method not allowed")
@@ -699,6 +716,31 @@ class FakeInfluxDB(resource.Resource):
             raise self._v1_error(400, f"partial write: {parse_error} dropped=0")
         raise _Reply(204, b"", self._v1_headers())
 
+    def _query_v1(self, args: Mapping[str, list[str]], headers: Mapping[str, str]) -> None:
+        """1.x's /query: CREATE DATABASE, SHOW DATABASES (q in the URL or form)."""
+        self._check_v1_auth(args, headers)
+        query = (args.get("q") or [""])[0]
+        if query.strip().upper() == "SHOW DATABASES":  # the user has rights on all
+            series: dict[str, object] = {"name": "databases", "columns": ["name"]}
+            if self.databases:
+                series["values"] = [[name] for name in sorted(self.databases)]
+            document = {"results": [{"statement_id": 0, "series": [series]}]}
+            raise _Reply(200, _go_json(document) + b"\n", self._v1_headers())
+        match = _CREATE_DATABASE.match(query)
+        if match is None:
+            raise self._v1_error(400, f"the fake serves no such query: {query!r}")
+        name = match["name"]
+        if name.startswith('"'):
+            name = re.sub(r"\\(.)", r"\1", name[1:-1])
+        if self.username is not None and not self.admin:
+            raise self._v1_error(
+                403,
+                f"error authorizing query: {self.username} not authorized to execute "
+                f"statement 'CREATE DATABASE {name}', requires admin privilege",
+            )
+        self.databases.add(name)
+        raise _Reply(200, b'{"results":[{"statement_id":0}]}\n', self._v1_headers())
+
     # -- InfluxDB 2.x --------------------------------------------------
 
     def _v2_headers(self) -> dict[str, str]:
@@ -807,6 +849,8 @@ class FakeInfluxDB(resource.Resource):
             data = self._decode_body(headers, body)
         except ValueError as e:
             raise _Reply(400, f"error decoding gzip stream: {e}".encode(), {}) from None
+        if db not in self.databases and not self.v3_creates:
+            raise self._v3_error(404, f'database not found: "{db}"')
         self.databases.add(db)  # InfluxDB 3 Core creates a database on first write
         now = self.clock()
         stored, types = len(self.points), {k: dict(v) for k, v in self.field_types.items()}

@@ -233,7 +233,15 @@ class ReplayTests(ServerMixin, TestCase):
         proxy, proxy_url = self.lost_answers(vm.url)
         data_dir = self.mktemp()
         target = ("--database", "weather", "--data-dir", data_dir)
-        first = self.build("--influx-url", proxy_url, *target, "--flush-interval", "60")
+        # The writes alone through the proxy: the answer it loses is the write's.
+        first = self.build(
+            "--influx-url",
+            proxy_url,
+            *target,
+            "--flush-interval",
+            "60",
+            "--no-create-database",
+        )
         sent = yield self.send_plan(first, two_hours_ago())
         yield first.stopService()
         self.assertEqual(proxy.answered, [204] * POINTS, "VictoriaMetrics took the write")

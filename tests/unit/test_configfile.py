@@ -89,6 +89,13 @@ class ValuesTests(ConfigTestCase):
         self.assertEqual(result.journal_max_bytes, 2 << 30)
         self.assertEqual(result.grace, 5.0)  # not in the file: the default
 
+    def test_noCreateDatabase(self) -> None:
+        """The flag --no-create-database, from the file: true, or false (the default)."""
+        on = settings("--config", self.config("no-create-database = true\n"))
+        self.assertFalse(on.create_database)
+        off = settings("--config", self.config("no-create-database = false\n"))
+        self.assertTrue(off.create_database)
+
     def test_oneValueOfARepeatableOption(self) -> None:
         result = settings("--config", self.config('allow = "10.0.0.0/8"\n'))
         self.assertEqual(result.allow, (parse_network("10.0.0.0/8"),))

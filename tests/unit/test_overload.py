@@ -389,7 +389,15 @@ class ServiceOverloadTests(SynchronousTestCase):
         #: What the journal's file system has free, as the journal sees it.
         self.free = 1 << 40
         self.patch(journalservice, "_free_bytes", lambda directory: self.free)
-        self.start("--max-pending", "1000", "--flush-interval", "600", "--max-backoff", "4")
+        self.start(
+            "--max-pending",
+            "1000",
+            "--flush-interval",
+            "600",
+            "--max-backoff",
+            "4",
+            "--no-create-database",  # the writes alone reach InfluxDB
+        )
 
     def start(self, *args: str) -> None:
         self.fake = FakeInfluxDB(clock=lambda: 0)

@@ -100,8 +100,9 @@ class PortInUseReactor(MemoryReactorClock):
 
 
 class ServiceTestCase(SynchronousTestCase):
-    #: A flush interval long enough that no timer flush happens in a test.
-    ARGS = ("--flush-interval", "600")
+    #: A flush interval long enough that no timer flush happens in a test;
+    #: the writes alone reach InfluxDB (test_writer tests CREATE DATABASE).
+    ARGS = ("--flush-interval", "600", "--no-create-database")
 
     def setUp(self) -> None:
         self.build()

@@ -111,6 +111,7 @@ class DefaultTests(SettingsTestCase):
                 verify_tls=True,
                 ca_pem=None,
                 batch_size=5000,
+                create_database=True,
                 flush_interval=1.0,
                 request_timeout=30.0,
                 max_backoff=60.0,
@@ -996,6 +997,11 @@ class TlsTests(SettingsTestCase):
         self.assertEqual(
             result.warnings, ("--insecure has no effect: --influx-url is not https://",)
         )
+
+    def test_noCreateDatabase(self) -> None:
+        """The database is created unless --no-create-database says not to."""
+        self.assertTrue(settings().create_database)
+        self.assertFalse(settings("--no-create-database").create_database)
 
     def test_insecureWithHttps(self) -> None:
         result = settings("--insecure", "--influx-url", "https://influx.example:8086")

@@ -388,6 +388,12 @@ TOPICS = (
         INFLUX
         + (
             Option(
+                "no-create-database",
+                "Do not create a missing InfluxDB 1.x --database at start (creating "
+                "needs an admin user; without one, the log says what to run).",
+                flag=True,
+            ),
+            Option(
                 "flush-interval",
                 "Write to InfluxDB once the oldest point has waited this many "
                 "seconds, even if fewer than --batch-size wait.",

@@ -64,6 +64,8 @@ class Settings:
     verify_tls: bool
     ca_pem: bytes | None
     batch_size: int
+    #: Create a missing InfluxDB 1.x database (not --no-create-database).
+    create_database: bool
     flush_interval: float
     request_timeout: float
     max_backoff: float
@@ -235,6 +237,7 @@ def settings_from_options(options: Mapping, environ: Mapping[str, str]) -> Setti
         profiles=profiles,
         devices_file=devices_file,
         verify_tls=not insecure,
+        create_database=not given.pop("no_create_database"),
         data_dir=data_dir(given.pop("data_dir"), environ),
         warnings=tuple(warnings),
         config_file=config.path if config is not None else None,

@@ -159,6 +159,7 @@ def build_service(
         shutdown_timeout=settings.shutdown_timeout,
         max_pending=settings.max_pending,
         wall=wall,
+        create_database=settings.create_database,
     )
     journal = Journal(
         settings.data_dir,

@@ -64,11 +64,16 @@ class InfluxV1:
         return params
 
     @property
-    def headers(self) -> dict[str, list[str]]:
+    def authorization(self) -> str | None:
+        """The C{Authorization} of every request (writes, C{CREATE DATABASE})."""
         if self.username is None:
-            return _headers(None)
+            return None
         token = f"{self.username}:{self.password or ''}".encode()
-        return _headers("Basic " + base64.b64encode(token).decode())
+        return "Basic " + base64.b64encode(token).decode()
+
+    @property
+    def headers(self) -> dict[str, list[str]]:
+        return _headers(self.authorization)
 
     def describe(self) -> str:
         user = f" as user {self.username}" if self.username else ""

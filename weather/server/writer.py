@@ -9,6 +9,10 @@ a capped exponential backoff with jitter (or the server's C{Retry-After}, if
 longer; hand-written rather than L{twisted.application.internet.backoffPolicy},
 which knows neither C{Retry-After} nor the shorter waits of a stopping writer).
 VictoriaMetrics' 400 for a path it does not serve counts as InfluxDB's 404.
+With C{create_database}, an InfluxDB 1.x database is made at start and
+again before the retry of a write that found it missing (a 404 C{database
+not found}: L{weather.server.database}); where it is not made, that write's
+log line says what to run.
 413 halves the batch (and the batch size from then on).  A 400 or 422
 that names the refused lines (InfluxDB 3's partial write; 1.x/2.x parse errors
 and type conflicts: L{read_refusal}) refuses just those, and the other points
@@ -39,10 +43,20 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from weather.core.dump import counted
+from weather.server.database import (
+    DECLINED,
+    READY,
+    REFUSED,
+    Creation,
+    creatable,
+    create_command,
+    create_database,
+    missing_database,
+)
 from weather.server.influx import (
     IWriteTarget,
     Refusal,
@@ -59,6 +73,8 @@ MAX_RETRY_AFTER = 3600.0
 STOPPING_BACKOFF = 1.0
 #: Below this fraction of C{max_pending}, an overloaded writer takes points again.
 RESUME_FRACTION = 0.8
+#: Seconds between two log lines of one outcome of making the database.
+CREATION_LOG_PERIOD = 3600.0
 
 
 @dataclass(slots=True)
@@ -198,7 +214,8 @@ class PointWriter(Service):
     Batch points and write them to an L{IWriteTarget} with a treq-like
     C{client} (anything with treq's C{post}), timing everything on C{clock};
     C{wall} is the wall clock, for an HTTP date in C{Retry-After} (default:
-    C{clock.seconds}).
+    C{clock.seconds}).  With C{create_database}, an InfluxDB 1.x target's
+    database is made when missing, before any write is sent.
     """
 
     log = Logger()
@@ -218,6 +235,7 @@ class PointWriter(Service):
         initial_backoff: float = 1.0,
         rng: random.Random | None = None,
         wall: Callable[[], float] | None = None,
+        create_database: bool = False,
     ) -> None:
         self.target = target
         self.client = client
@@ -259,6 +277,12 @@ class PointWriter(Service):
         self._drained: Deferred | None = None
         #: How long the last successful request took, in seconds.
         self.last_write_seconds: float | None = None
+        #: Whether to make the database when missing (cleared once refused).
+        self._may_create = create_database and creatable(target)
+        #: Ask for the database before the next write.
+        self._create_first = self._may_create
+        self._creating = False
+        self._creation_log = RateLimitedLog(self.log, clock, period=CREATION_LOG_PERIOD)
 
     # -- the interface -----------------------------------------------------
 
@@ -308,6 +332,11 @@ class PointWriter(Service):
             + (self._sending.points if self._sending is not None else 0)
         )
 
+    def startService(self) -> None:
+        """Make the database now, if it is for this writer to make."""
+        super().startService()
+        self._schedule()
+
     def flush(self) -> None:
         """Send what is queued now rather than at the end of the flush interval."""
         self._due = True
@@ -323,6 +352,8 @@ class PointWriter(Service):
             self._backoff_call.cancel()
             self._backoff_call = None
         if not self.pending:
+            if self._creating and self._request is not None:
+                self._request.cancel()  # no write waits for it
             return succeed(None)
         self.log.info(
             "Writing {points} before stopping (at most {timeout} s)",
@@ -347,7 +378,10 @@ class PointWriter(Service):
             # The oldest queued point's wait starts now, even if a request
             # or a backoff keeps it from being sent yet.
             self._flush_call = self.clock.callLater(self.flush_interval, self._flush_due)
-        if self._sending is not None or self._backoff_call is not None:
+        if self._sending is not None or self._backoff_call is not None or self._creating:
+            return
+        if self._create_first:
+            self._create()
             return
         if self._drained is not None and not self._drained.called and not self.pending:
             self._drained.callback(None)
@@ -460,6 +494,13 @@ class PointWriter(Service):
             self._split(batch)
         elif refused or too_large(status, message):
             self._refuse(batch, status, message)
+        elif missing_database(status, message):
+            if self._may_create:
+                self._create_first = True
+                hint = "it is created before the next try"
+            else:
+                hint = f"create it: {create_command(self.target)}"
+            self._failed(batch, f"HTTP {status}: {message}; {hint}", delay)
         else:
             self._failed(batch, f"HTTP {status}: {message}", delay)
         self._schedule()
@@ -481,6 +522,77 @@ class PointWriter(Service):
         if self._sending is batch:
             self._done()
             self._failed(batch, "internal error", None)
+
+    # -- the database ----------------------------------------------------------
+
+    def _create(self) -> None:
+        """Ask for the database; writes wait for the answer."""
+        self._create_first = False
+        self._creating = True
+        request = create_database(
+            self.target, self.client, self.clock, self.request_timeout
+        )
+        self._request = request
+        request.addCallback(self._created)
+        request.addErrback(self._bug_creating)
+
+    def _created(self, creation: Creation) -> None:
+        self._creating = False
+        self._request = None
+        if not self._gave_up and not (self._stopping and not self.pending):
+            self._say(creation)
+        self._schedule()
+
+    def _say(self, creation: Creation) -> None:
+        """One line for what came of it (the same again at most hourly)."""
+        database = self.target.database
+        if creation.outcome == READY:
+            self._creation_log.emit(
+                LogLevel.info,
+                READY,
+                "InfluxDB database {database} is ready ({why})",
+                database=database,
+                why=creation.why,
+            )
+        elif creation.outcome == REFUSED:
+            self._may_create = False  # a person must: the write lines say how
+            self._creation_log.warn(
+                REFUSED,
+                "Cannot create InfluxDB database {database}{user} ({why}): if it does "
+                "not exist yet, an admin creates it with: {command} (or pass "
+                "--no-create-database if it exists and this user may only write); "
+                "packets wait in the journal until it does",
+                database=database,
+                user=f" as user {self.target.username}" if self.target.username else "",
+                why=creation.why,
+                command=create_command(self.target),
+            )
+        elif creation.outcome == DECLINED:
+            self._creation_log.emit(
+                LogLevel.info,
+                DECLINED,
+                "InfluxDB at {url} did not create database {database} ({why}); "
+                "writing into it as it is",
+                url=self.target.base_url,
+                database=database,
+                why=creation.why,
+            )
+        else:
+            self._creation_log.emit(
+                LogLevel.info,
+                creation.outcome,
+                "Cannot create InfluxDB database {database} yet ({why}); it is "
+                "created when a write finds it missing",
+                database=database,
+                why=creation.why,
+            )
+
+    def _bug_creating(self, failure: Failure) -> None:
+        """A mistake in this module: log it, write as if the database were there."""
+        self.log.failure("Unexpected error creating the InfluxDB database", failure)
+        self._creating = False
+        self._request = None
+        self._schedule()
 
     # -- outcomes ------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Uses the InfluxDB answering at http://localhost:8086 if there is one; else
 starts a private one (Debian's C{influxd}) on 127.0.0.1:8086 with its data in
 C{./weather-data/influxdb}; else runs anyway and says where readings wait.
 The server's journal is in C{./weather-data/journal}; its status page on
-L{STATUS_PORT} and its self-statistics are on.  Extra arguments go to
+L{STATUS_PORT} and its self-statistics are on.  The server creates its
+database itself, as it does wherever it runs.  Extra arguments go to
 C{twistd weather} (C{make run ARGS="--devices devices.toml"}), and win over
 these.
 """
@@ -37,12 +38,6 @@ def answers(url: str) -> bool:
             return response.status == 204
     except (OSError, urllib.error.URLError):
         return False
-
-
-def create_database(url: str, name: str) -> None:
-    body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{name}"'}).encode()
-    with urllib.request.urlopen(url + "/query", data=body, timeout=10):
-        pass
 
 
 def given(argv: list[str], option: str) -> bool:
@@ -95,8 +90,6 @@ def main(argv: list[str]) -> int:
             "wait in its journal (weather-data/journal), retried until InfluxDB "
             f"answers at {URL}, and sent at the next start if the server stops first."
         )
-    if url is not None:
-        create_database(url, DATABASE)
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
     command = [
         twistd,

@@ -45,13 +45,14 @@ class PortsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         options = parse(["--", "--devices", "d.toml"])
         self.assertEqual(
-            (options.port, options.status_port, options.influx_port), (8266, 9266, 8086)
+            (options.port, options.status_port, options.influx_port), ("8266", 9266, 8086)
         )
         self.assertEqual(options.args, ["--devices", "d.toml"])
         self.assertEqual(influx_url(options.influx_port), "http://localhost:8086")
 
     def test_otherPorts(self) -> None:
         options = parse(["--port=8267", "--status-port=9267", "--influx-port=8087", "--"])
+        self.assertIn("--port 8267", next_steps([], "tcp:8267:interface=127.0.0.1"))
         self.assertEqual(options.args, [])
         self.assertEqual(influx_url(options.influx_port), "http://localhost:8087")
         self.assertEqual(

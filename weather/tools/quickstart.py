@@ -67,7 +67,7 @@ def influx_url(port: int) -> str:
 def parse(argv: list[str]) -> argparse.Namespace:
     """make run's own options, then C{--} and the server's (C{args})."""
     parser = argparse.ArgumentParser(prog="make run")
-    parser.add_argument("--port", type=int, default=PORT)
+    parser.add_argument("--port", default=str(PORT), help="a number or an endpoint")
     parser.add_argument("--status-port", type=int, default=STATUS_PORT)
     parser.add_argument("--influx-port", type=int, default=urllib.parse.urlsplit(URL).port)
     parser.add_argument("args", nargs="*", help="twistd weather's options, after --")
@@ -84,14 +84,17 @@ def defaults(argv: list[str], status_port: int = STATUS_PORT) -> list[str]:
     return extra
 
 
-def next_steps(argv: list[str], port: int = PORT, status_port: int = STATUS_PORT) -> str:
+def next_steps(
+    argv: list[str], port: str = str(PORT), status_port: int = STATUS_PORT
+) -> str:
     """What to try once the server runs, in another terminal."""
+    number = port.split(":")[1] if port.startswith("tcp") else port
     bin_dir = os.path.relpath(os.path.dirname(sys.executable))
     lines = [
         "",
         "Next, in another terminal:",
         f"  . {bin_dir}/activate        # puts the weather command on PATH",
-        f"  weather simulate --port {port}   # one station's hourly upload",
+        f"  weather simulate --port {number}   # one station's hourly upload",
         "  weather journal status         # finds this server's journal",
     ]
     if not given(argv, "metrics-port"):
@@ -130,7 +133,7 @@ def main(arguments: list[str]) -> int:
         "--pidfile=",
         "weather",
         "--port",
-        str(options.port),
+        options.port,
         "--influx-url",
         url,
         "--database",

@@ -1,5 +1,6 @@
 # make run   set up a virtualenv and run the server (private InfluxDB if influxd is installed);
-#            ARGS="--devices devices.toml" passes server options
+#            ARGS="--devices devices.toml" passes server options; PORT, STATUS_PORT
+#            and INFLUX_PORT (make run PORT=8267) replace the ports 8266, 9266 and 8086
 # make test       set up a virtualenv and run the whole test suite (lint, unit, integration)
 # make test-unit  the fast tier only (fakes, in-process, no real processes)
 
@@ -17,8 +18,16 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard weather/*.py weather/*/*.py twiste
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
+# Empty: quickstart's defaults.  Not taken from the environment (no ?=): a
+# PORT set for something else must not move the server.
+PORT =
+STATUS_PORT =
+INFLUX_PORT =
+
 run: $(STAMP)
-	$(BIN)/python -m weather.tools.quickstart $(ARGS)
+	$(BIN)/python -m weather.tools.quickstart $(addprefix --port=,$(PORT)) \
+	  $(addprefix --status-port=,$(STATUS_PORT)) $(addprefix --influx-port=,$(INFLUX_PORT)) \
+	  -- $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,7 +1,8 @@
 """
 docs/raspberry-pi.md, followed as written, so that the page cannot rot.
 
-Every C{```sh} block of the page has a marker on the line before it:
+Every C{```sh} block of the page has a marker on the line before it
+(L{tests.integration.docwalk}):
 
     <!-- test: run -->                              run here, as written
     <!-- test: skip (REASON) -->                    not here (apt, systemd, Grafana)
@@ -44,26 +45,29 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import urllib.parse
-from dataclasses import dataclass
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration.daemon import Daemon, environment, free_listening_port
+from tests.integration.docwalk import (
+    Block,
+    blocks,
+    copy_source,
+    read,
+    run_script,
+    shim,
+    substitute,
+)
 from tests.integration.influxd import InfluxServer, free_port, start_influxd
 from tests.integration.test_contrib import exec_start, replace_option
 from tests.support import ROOT, unavailable
 
 PAGE = os.path.join(ROOT, "docs", "raspberry-pi.md")
-#: The system's directories the page writes to, each made a scratch directory.
-SYSTEM = ("etc", "opt", "var", "usr/local", "root", "srv", "mnt", "media")
-#: The absolute paths outside the scratch directory a block may name.
-ALLOWED = ("/dev/null", "/dev/urandom", "/bin/sh")
 #: The directories Debian's packages would have made.
 PACKAGED = (
     "etc/influxdb",
@@ -75,64 +79,28 @@ PACKAGED = (
 )
 #: Debian's configuration file, which the page edits.
 INFLUXDB_CONF = "/etc/influxdb/influxdb.conf"
-MARKER = re.compile(r"<!-- test: (?:(run)|skip \(([^)]+)\)(?:, instead: ([a-z-]+))?) -->")
-#: An absolute path in a shell block (not a URL's //, not a sed expression's /.../).
-ABSOLUTE = r"(?<![\w.~$}:/\\-])/"
-TIMEOUT = 900
 
 
-@dataclass(frozen=True)
-class Block:
-    line: int
-    run: bool
-    reason: str | None
-    instead: str | None
-    text: str
-
-
-def blocks(page: str) -> list[Block]:
-    """
-    The page's shell blocks with their markers.
-
-    @raise AssertionError: a block has no marker, or a marker no block.
-    """
-    lines = page.splitlines()
-    found: list[Block] = []
-    for number, line in enumerate(lines):
-        marker = MARKER.fullmatch(line.strip())
-        if line.strip() == "```sh":
-            above = MARKER.fullmatch(lines[number - 1].strip()) if number else None
-            if above is None:
-                raise AssertionError(f"raspberry-pi.md:{number + 1}: no test marker")
-            end = lines.index("```", number + 1)
-            run, reason, instead = above.groups()
-            text = "\n".join(lines[number + 1 : end]) + "\n"
-            found.append(Block(number + 1, bool(run), reason, instead, text))
-        elif marker and (number + 1 >= len(lines) or lines[number + 1] != "```sh"):
-            raise AssertionError(f"raspberry-pi.md:{number + 1}: a marker without a block")
-    return found
-
-
-def read(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+def page_blocks() -> list[Block]:
+    return blocks(read(PAGE), "raspberry-pi.md")
 
 
 class MarkerTests(SynchronousTestCase):
     """The page as the walk reads it: no process runs here."""
 
     def test_everyBlockMarked(self) -> None:
-        found = blocks(read(PAGE))
+        found = page_blocks()
         self.assertGreaterEqual(sum(b.run for b in found), 12)
+        self.assertEqual({(b.kind, b.needs) for b in found}, {("run", None), (None, None)})
         self.assertEqual(
             {b.instead for b in found} - {None}, set(RaspberryPiDocTests.STAND_INS)
         )
 
     def test_unmarkedBlockFound(self) -> None:
         with self.assertRaises(AssertionError):
-            blocks("Text\n\n```sh\necho hi\n```\n")
+            blocks("Text\n\n```sh\necho hi\n```\n", "page")
         with self.assertRaises(AssertionError):
-            blocks("<!-- test: run -->\nText\n```sh\necho hi\n```\n")
+            blocks("<!-- test: run -->\nText\n```sh\necho hi\n```\n", "page")
 
 
 class RaspberryPiDocTests(SynchronousTestCase):
@@ -154,26 +122,16 @@ class RaspberryPiDocTests(SynchronousTestCase):
         shutil.copy(INFLUXDB_CONF, self.system(INFLUXDB_CONF))
         self.home = os.path.join(self.scratch, "home")
         os.mkdir(self.home)
-        ignored = [
-            line.strip().rstrip("/")
-            for line in read(os.path.join(ROOT, ".gitignore")).splitlines()
-            if line.strip() and not line.startswith(("#", "!"))
-        ]
-        shutil.copytree(
-            ROOT,
-            os.path.join(self.home, "weather"),
-            symlinks=True,
-            ignore=shutil.ignore_patterns(".git", *ignored),
-        )
+        copy_source(os.path.join(self.home, "weather"))
         self.influx_dir = os.path.join(self.scratch, "influxdb")
         self.influx = start_influxd(self, base_dir=self.influx_dir)
         self.ports = {8266: free_listening_port(), 9266: free_port()}
         self.bin = os.path.join(self.scratch, "bin")
         os.mkdir(self.bin)
         # sudo [-u USER] COMMAND: COMMAND, as the test's user.
-        self.shim("sudo", '[ "$1" = -u ] && shift 2', 'exec "$@"')
+        shim(self.bin, "sudo", '[ "$1" = -u ] && shift 2', 'exec "$@"')
         port = self.influx.http_port
-        self.shim("influx", f'exec {influx} -host 127.0.0.1 -port {port} "$@"')
+        shim(self.bin, "influx", f'exec {influx} -host 127.0.0.1 -port {port} "$@"')
         self.environ = environment(self.home)
         self.environ["PATH"] = f"{self.bin}:{self.environ['PATH']}"
         # trial -j sets PYTHONPATH to its own path: pip in the page's new
@@ -187,42 +145,13 @@ class RaspberryPiDocTests(SynchronousTestCase):
         """Where the system's C{path} is, in the scratch directory."""
         return os.path.join(self.scratch, path.lstrip("/"))
 
-    def shim(self, name: str, *lines: str) -> None:
-        path = os.path.join(self.bin, name)
-        with open(path, "w") as f:
-            f.write("#!/bin/sh\n" + "\n".join(lines) + "\n")
-        os.chmod(path, 0o755)
-
     def here(self, text: str) -> str:
         """C{text} with the substitutions of the module's docstring."""
-        for port, here in self.ports.items():
-            text = re.sub(rf"(?<!\d){port}(?!\d)", str(here), text)
-        roots = "|".join(re.escape(root) for root in SYSTEM)
-        text = re.sub(
-            rf"{ABSOLUTE}(?=(?:{roots})(?:/|\b))", lambda _: self.scratch + "/", text
-        )
-        text = re.sub(r"(\binstall\b.*?) -o \S+ -g \S+", r"\1", text)
-        for path in re.findall(rf"{ABSOLUTE}[\w.*-]+(?:/[\w.*-]*)*", text):
-            if not path.startswith(self.scratch + "/") and path not in ALLOWED:
-                raise AssertionError(f"the test would touch {path}:\n{text}")
-        return text
+        return substitute(text, self.scratch, self.ports)
 
     def run_block(self, block: Block) -> None:
-        script = self.here(block.text)
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=self.home,
-            env=self.environ,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
-        self.assertEqual(
-            done.returncode,
-            0,
-            f"raspberry-pi.md:{block.line} exited {done.returncode}:\n{script}\n"
-            f"--- output:\n{done.stdout[-3000:]}\n--- errors:\n{done.stderr[-3000:]}",
-        )
+        where = f"raspberry-pi.md:{block.line}"
+        run_script(self, where, self.here(block.text), self.home, self.environ)
 
     # -- what the skipped blocks would do -------------------------------------
 
@@ -277,7 +206,7 @@ class RaspberryPiDocTests(SynchronousTestCase):
     # -- the walk -------------------------------------------------------------
 
     def test_followThePage(self) -> None:
-        for block in blocks(read(PAGE)):
+        for block in page_blocks():
             if block.run:
                 self.run_block(block)
             elif block.instead is not None:

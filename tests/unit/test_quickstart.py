@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from weather.tools.quickstart import STATUS_PORT, defaults, next_steps
+from weather.tools.quickstart import (
+    STATUS_PORT,
+    defaults,
+    influx_url,
+    next_steps,
+    parse,
+)
 
 
 class DefaultsTests(SynchronousTestCase):
@@ -31,3 +37,27 @@ class DefaultsTests(SynchronousTestCase):
         self.assertIn("weather simulate --port 8266", steps)
         self.assertIn(f"http://127.0.0.1:{STATUS_PORT}/", steps)
         self.assertNotIn("Status page", next_steps(["--metrics-port", "tcp:9000"]))
+
+
+class PortsTests(SynchronousTestCase):
+    """make run PORT=... STATUS_PORT=... INFLUX_PORT=...: the Makefile's variables."""
+
+    def test_defaults(self) -> None:
+        options = parse(["--", "--devices", "d.toml"])
+        self.assertEqual(
+            (options.port, options.status_port, options.influx_port), ("8266", 9266, 8086)
+        )
+        self.assertEqual(options.args, ["--devices", "d.toml"])
+        self.assertEqual(influx_url(options.influx_port), "http://localhost:8086")
+
+    def test_otherPorts(self) -> None:
+        options = parse(["--port=8267", "--status-port=9267", "--influx-port=8087", "--"])
+        self.assertIn("--port 8267", next_steps([], "tcp:8267:interface=127.0.0.1"))
+        self.assertEqual(options.args, [])
+        self.assertEqual(influx_url(options.influx_port), "http://localhost:8087")
+        self.assertEqual(
+            defaults([], options.status_port)[1], "tcp:9267:interface=127.0.0.1"
+        )
+        steps = next_steps([], options.port, options.status_port)
+        self.assertIn("weather simulate --port 8267", steps)
+        self.assertIn("http://127.0.0.1:9267/", steps)

@@ -286,6 +286,9 @@ class InfluxServer:
             cwd=self.base_dir,
             env=self._environment(),
             preexec_fn=die_with_parent,
+            # Not in the terminal's process group: Ctrl-C stops make run's
+            # server, which still writes to this one as it stops.
+            start_new_session=True,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

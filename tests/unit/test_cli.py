@@ -255,6 +255,12 @@ class ReplayTests(SynchronousTestCase, JournalFixture):
         # The pending packet is the server's business, not the replay's.
         self.assertEqual(len(JournalFile(self.directory).pending()), 1)
 
+    def test_nothingToReplay(self) -> None:
+        """An empty choice says so, sends nothing and succeeds."""
+        code, _, err = self.replay("--reason", "refused")
+        self.assertEqual((code, err), (0, "Nothing in quarantine to replay.\n"))
+        self.assertEqual(self.influx.points_in("weather"), [])
+
     def test_stillUnknownStaysWithNewReason(self) -> None:
         devices = self.devices_file(**{"1": "balcony"})
         code, _, err = self.replay("--devices", devices, "--reason", "unknown_device")

@@ -1052,6 +1052,9 @@ def replay(
     file = JournalFile(directory, create=False)
     try:
         kept = chosen(file, options)
+        if not kept:
+            err.write("Nothing in quarantine to replay.\n")
+            return 0
         encoder = LineEncoder()
         ready: list[tuple[QuarantinedPacket, PacketPoints]] = []
         still: dict[int, Quarantine] = {}

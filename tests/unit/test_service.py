@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -295,6 +296,25 @@ class StartTests(ServiceTestCase):
         )
         error = self.assertRaises(JournalLocked, other.startService)
         self.assertIn(self.settings.data_dir, str(error))
+
+    def test_interruptedWhileStarting(self) -> None:
+        """
+        Ctrl-C while the journal opens (before the reactor runs, so Python's
+        KeyboardInterrupt) stops the start with one line, not a traceback.
+        """
+
+        def interrupted() -> None:
+            raise KeyboardInterrupt
+
+        self.service.journal.startService = interrupted
+        with capturedLogs() as events:
+            error = self.assertRaises(SystemExit, self.service.startService)
+        self.assertEqual(error.code, 1)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["Interrupted while starting: stopped before taking any packet"],
+        )
+        self.assertFalse(self.service.listener.running)
 
     def test_cannotListen(self) -> None:
         """An endpoint whose listen fails at once: CannotListen, saying why."""

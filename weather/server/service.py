@@ -403,7 +403,13 @@ class WeatherService(MultiService):
             hook(parent)
 
     def startService(self) -> None:
-        super().startService()
+        try:
+            super().startService()
+        except KeyboardInterrupt:
+            # twistd starts the services before the reactor runs and takes
+            # over SIGINT: Ctrl-C while the journal opens is Python's own.
+            self.log.info("Interrupted while starting: stopped before taking any packet")
+            raise SystemExit(1) from None
         if self.journal.full:  # full already: the listener was not running to hear it
             self.listener.pause(True)
 

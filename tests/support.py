@@ -221,6 +221,9 @@ def writer_options(**overrides: Any) -> dict[str, Any]:
         "max_backoff": defaults.max_backoff,
         "shutdown_timeout": defaults.shutdown_timeout,
         "max_pending": defaults.max_pending,
+        # Not the default: these tests count the writes alone (test_database
+        # and test_writer's creation tests pass True).
+        "create_database": False,
         **overrides,
     }
 

@@ -304,6 +304,25 @@ class AtStartTests(CreationTestCase):
         self.clock.advance(1)
         self.successResultOf(written)
 
+    def test_declinedThenMissing(self) -> None:
+        """
+        A store that made none (an answer that is not InfluxDB 1.x's, such
+        as 2.x's compatible API) is not asked again: a missing database's
+        line says what to run, not that it is made before the next try.
+        """
+        fake = FakeInfluxDB(databases=())
+        fake.fail_next(200, VICTORIA, path="/query")
+        self.build(fake=fake, create_database=True)
+        self.writer.startService()
+        self.writer.write([line(1)])
+        self.clock.advance(1)
+        self.clock.advance(self.next_try())
+        self.assertEqual(len(self.queries()), 1)
+        failures = self.lines(LogLevel.warn)
+        self.assertTrue(failures)
+        for failure in failures:
+            self.assertIn("create it: influx -host influx.test", failure)
+
     def test_notAsked(self) -> None:
         """--no-create-database: no query; a missing database's line says what to run."""
         fake = FakeInfluxDB(databases=())

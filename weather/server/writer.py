@@ -232,10 +232,10 @@ class PointWriter(Service):
         max_backoff: float,
         shutdown_timeout: float,
         max_pending: int,
+        create_database: bool,
         initial_backoff: float = 1.0,
         rng: random.Random | None = None,
         wall: Callable[[], float] | None = None,
-        create_database: bool = False,
     ) -> None:
         self.target = target
         self.client = client
@@ -568,6 +568,7 @@ class PointWriter(Service):
                 command=create_command(self.target),
             )
         elif creation.outcome == DECLINED:
+            self._may_create = False  # it makes none: a missing one is a person's to make
             self._creation_log.emit(
                 LogLevel.info,
                 DECLINED,

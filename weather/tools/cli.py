@@ -1283,6 +1283,7 @@ def _send(reactor, settings, ready, options, err, client) -> Any:
         max_backoff=REPLAY_MAX_BACKOFF,
         shutdown_timeout=REPLAY_SHUTDOWN_TIMEOUT,
         max_pending=settings.max_pending,
+        create_database=settings.create_database,
     )
     writer.startService()
     delivered: list[int] = []

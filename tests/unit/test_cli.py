@@ -906,8 +906,8 @@ class ReplayThroughServerTests(SynchronousTestCase, JournalFixture):
         self.journal = Journal(
             self.directory, self.clock, ImmediateDiskWorker(), **journal_options()
         )
-        self.journal.pid = lambda: 4242
         self.journal.startService()
+        self.journal.publish_pid()
         self.addCleanup(self.journal.stopService)
         self.pipeline = PacketPipeline(
             parse_devices(reference_devices_toml(**{"1": "balcony"})),
@@ -957,11 +957,11 @@ class ReplayThroughServerTests(SynchronousTestCase, JournalFixture):
         ]
         file.close()
         code, _, err = self.replay("--reason", "unknown_device")
-        self.assertEqual(self.signals, [(4242, signal.SIGHUP)])
+        self.assertEqual(self.signals, [(os.getpid(), signal.SIGHUP)])
         self.assertEqual(
             err,
             f"Replayed 2 packets into InfluxDB through the server running on "
-            f"{self.directory} (pid 4242); 0 stay in quarantine.\n",
+            f"{self.directory} (pid {os.getpid()}); 0 stay in quarantine.\n",
         )
         self.assertEqual(code, 0)
         self.assertEqual([lines for lines, _ in self.writer.writes][1:], expected)
@@ -983,7 +983,7 @@ class ReplayThroughServerTests(SynchronousTestCase, JournalFixture):
         self.assertEqual(code, 1)
         self.assertIn(
             "Replayed 0 packets into InfluxDB through the server running on "
-            f"{self.directory} (pid 4242); 0 stay in quarantine; 2 handed to it, "
+            f"{self.directory} (pid {os.getpid()}); 0 stay in quarantine; 2 handed to it, "
             "waiting for InfluxDB in its journal (safe there).\n",
             err,
         )
@@ -995,9 +995,10 @@ class ReplayThroughServerTests(SynchronousTestCase, JournalFixture):
         self.assertEqual(code, 1)
         self.assertEqual(
             err,
-            f"The server running on {self.directory} (pid 4242) did not take up the "
-            "replay within 5 s (an older version, or one whose packets wait for its "
-            "clock, --clock-sync: see its log): the 3 packets stay in the journal, "
+            f"The server running on {self.directory} (pid {os.getpid()}) did not "
+            "take up the replay within 5 s (an older version, or one whose "
+            "packets wait for its clock, --clock-sync: see its log): the 3 "
+            "packets stay in the journal, "
             "marked replay-requested, and it takes them up at its next start or "
             "SIGHUP.\n",
         )
@@ -1013,7 +1014,7 @@ class ReplayThroughServerTests(SynchronousTestCase, JournalFixture):
         code, _, err = self.replay("--id", "1", signal_server=refuse)
         self.assertEqual(code, 1)
         self.assertIn(
-            f"cannot signal the server running on {self.directory} (pid 4242): "
+            f"cannot signal the server running on {self.directory} (pid {os.getpid()}): "
             "Operation not permitted; the 1 packet stays in the journal",
             err,
         )
@@ -1032,9 +1033,9 @@ class ReplayThroughServerTests(SynchronousTestCase, JournalFixture):
         self.assertEqual(code, 0)
         self.assertTrue(
             err.startswith(
-                f"The server running on {self.directory} (pid 4242) uses its own devices "
-                "file and InfluxDB options (SIGHUP makes it re-read its --devices or "
-                "--config file): --devices, --influx-url not used.\n"
+                f"The server running on {self.directory} (pid {os.getpid()}) uses its "
+                "own devices file and InfluxDB options (SIGHUP makes it re-read "
+                "its --devices or --config file): --devices, --influx-url not used.\n"
             ),
             err,
         )

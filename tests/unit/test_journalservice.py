@@ -671,10 +671,13 @@ class ServerPidTests(SynchronousTestCase):
         journal = Journal(
             self.mktemp(), Clock(), ImmediateDiskWorker(), **journal_options()
         )
-        journal.pid = lambda: 4242
         self.assertIsNone(server_pid(journal.directory))
         journal.startService()
-        self.assertEqual(server_pid(journal.directory), 4242)
+        # Not before SIGHUP is handled: its default action ends the process.
+        self.assertIsNone(server_pid(journal.directory))
+        self.assertTrue(server_running(journal.directory))
+        journal.publish_pid()
+        self.assertEqual(server_pid(journal.directory), os.getpid())
         journal.stopService()
         # Gone with its lock, whatever the file still says.
         self.assertIsNone(server_pid(journal.directory))
@@ -687,6 +690,45 @@ class ServerPidTests(SynchronousTestCase):
             fcntl.flock(held.fileno(), fcntl.LOCK_EX)
             self.assertTrue(server_running(directory))
             self.assertIsNone(server_pid(directory))
+
+    def test_anotherNamespacesId(self) -> None:
+        """
+        A server in a container writes its own namespace's id (often 1):
+        the process signalled is the lock's holder as this machine numbers
+        it, which has the file open, not whatever process here has that id.
+        """
+        journal = Journal(
+            self.mktemp(), Clock(), ImmediateDiskWorker(), **journal_options()
+        )
+        journal.pid = lambda: 1
+        journal.startService()
+        self.addCleanup(journal.stopService)
+        journal.publish_pid()
+        with open(os.path.join(journal.directory, LOCKNAME)) as f:
+            self.assertEqual(f.read(), "1\n")
+        self.assertEqual(server_pid(journal.directory), os.getpid())
+
+    def test_holderNotHere(self) -> None:
+        """
+        No process here holds the lock (a server on another machine, through
+        a network file system; no /proc/locks): None, nothing to signal.
+        """
+        journal = Journal(
+            self.mktemp(), Clock(), ImmediateDiskWorker(), **journal_options()
+        )
+        journal.startService()
+        self.addCleanup(journal.stopService)
+        journal.publish_pid()
+        proc = self.mktemp()
+        os.makedirs(proc)
+        self.assertIsNone(server_pid(journal.directory, proc))
+        with open(os.path.join(proc, "locks"), "w") as f:
+            f.write(f"1: FLOCK  ADVISORY  WRITE {os.getpid()} fe:00:1 0 EOF\n")
+        self.assertIsNone(server_pid(journal.directory, proc))  # another inode
+        inode = os.stat(os.path.join(journal.directory, LOCKNAME)).st_ino
+        with open(os.path.join(proc, "locks"), "w") as f:
+            f.write(f"1: FLOCK  ADVISORY  WRITE 99999999 fe:00:{inode} 0 EOF\n")
+        self.assertIsNone(server_pid(journal.directory, proc))  # not its file open
 
     def test_stalePidNotRead(self) -> None:
         """

@@ -169,6 +169,38 @@ class HangupServiceTests(SynchronousTestCase):
         service.hangup(signal.SIGHUP, None)  # after it ran: another
         self.assertEqual(len(reactor.calls), 2)
 
+    def test_handledOnceInstalled(self) -> None:
+        """
+        C{handled} (the server's pid written for weather replay) is called
+        at start, once SIGHUP has its handler, not before.
+        """
+        reactor = FakeReactor()
+        seen: list[object] = []
+        service = HangupService(
+            reactor, handled=lambda: seen.append(signal.getsignal(signal.SIGHUP))
+        )
+        self.addCleanup(service.restore)
+        self.assertEqual(seen, [])
+        service.startService()
+        self.assertEqual(seen, [service.hangup])
+
+    def test_installedBeforeStart(self) -> None:
+        """
+        Installed before the services start (twistd opens the journal before
+        its reactor runs): a SIGHUP then runs the actions once the reactor
+        runs, when the service does.
+        """
+        reactor = FakeReactor()
+        actions: list[str] = []
+        service = HangupService(reactor, lambda: actions.append("reload"))
+        service.install()
+        self.addCleanup(service.restore)
+        os.kill(os.getpid(), signal.SIGHUP)
+        service.startService()
+        [queued] = reactor.calls
+        queued()
+        self.assertEqual(actions, ["reload"])
+
     def test_reloadThenReplay(self) -> None:
         """The actions run in order: the devices file first, then the replays."""
         reactor = FakeReactor()

@@ -105,18 +105,38 @@ class HangupService(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, *actions: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        *actions: Callable[[], object],
+        handled: Callable[[], object] | None = None,
+    ) -> None:
+        """
+        @param handled: called once SIGHUP is handled and the service runs
+            (the server then says where to send it: L{Journal.publish_pid}).
+        """
         self.reactor = reactor
         self.actions = actions
+        self.handled = handled
         self._previous: Any = None
         self._installed = False
         self._pending = False
 
-    def startService(self) -> None:
-        super().startService()
+    def install(self) -> None:
+        """
+        Handle SIGHUP from now on, before the service runs (twistd starts the
+        services, opening the journal, before its reactor runs): a SIGHUP
+        then is handled once the reactor runs, rather than ending the process.
+        """
         if not self._installed:
             self._previous = signal.signal(signal.SIGHUP, self.hangup)
             self._installed = True
+
+    def startService(self) -> None:
+        super().startService()
+        self.install()
+        if self.handled is not None:
+            self.handled()
 
     def restore(self) -> None:
         """Give SIGHUP back to the handler it had before."""

@@ -468,9 +468,15 @@ def makeService(options: Options) -> IService:
         check_listeners(listeners(service))
     except ConfigurationError as e:
         raise SystemExit(f"weather: {e}") from None
-    service.add_monitoring(
-        HangupService(reactor, service.reloader.reload, service.pipeline.take_replays)
+    hangup = HangupService(
+        reactor,
+        service.reloader.reload,
+        service.pipeline.take_replays,
+        handled=service.journal.publish_pid,
     )
+    if twistd_options is not None:  # twistd's process, ours to set up
+        hangup.install()
+    service.add_monitoring(hangup)
     service.add_monitoring(QuietRepeatedStop(reactor))
     service.add_monitoring(
         RecordService(

@@ -203,8 +203,8 @@ class Journal(Service):
         self._count_wait = 0.0
         #: What the journal's counts are timed with (seconds, never stepped).
         self.count_timer: Callable[[], float] = time.monotonic
-        #: The process id written into the lock file, for C{weather replay}
-        #: to signal (L{server_pid}).
+        #: The process id L{publish_pid} writes into the lock file, for
+        #: C{weather replay} to signal (L{server_pid}).
         self.pid: Callable[[], int] = os.getpid
         #: Packets C{weather replay} left for the server to take up, at start.
         self.replay_requested_at_start = 0
@@ -219,7 +219,6 @@ class Journal(Service):
         """
         self._lock = _lock(self.directory)
         try:
-            _write_pid(self._lock, self.pid())
             self.file = JournalFile(self.directory)
             self._next_id = self.file.next_id()
             self._stations = self.file.stations()
@@ -248,6 +247,15 @@ class Journal(Service):
         if self._over_water:
             self._schedule_measure()
         self._commit_next()  # anything appended before the start
+
+    def publish_pid(self) -> None:
+        """
+        Write this process's id into the lock file, for C{weather replay} to
+        send SIGHUP to: only once SIGHUP is handled (its default action ends
+        the process), so not at L{startService}.
+        """
+        if self._lock is not None:
+            _write_pid(self._lock, self.pid())
 
     def stopService(self) -> Deferred[None]:
         """Commit what is left (retrying until C{shutdown_timeout}), then close."""
@@ -736,11 +744,19 @@ def server_running(directory: str) -> bool:
     return False
 
 
-def server_pid(directory: str) -> int | None:
+def server_pid(directory: str, proc: str = "/proc") -> int | None:
     """
-    The process id of the server holding C{directory}'s lock, as it wrote
-    it there; None when no server holds it (or one that wrote none: an
-    older version, or one just starting).  Creates nothing.
+    The process id, as this machine numbers it, of the server holding
+    C{directory}'s lock; None when no server holds it, or one that wrote no
+    id (an older version, one still starting), or none here has the lock
+    file open (a server on another machine, through a network file system).
+    Creates nothing.
+
+    The id the server wrote says only that it takes replays: the id
+    returned is the lock's holder in C{/proc/locks}, which numbers
+    processes as this one sees them, checked to have the file open (a
+    server in a container wrote its own namespace's id, often 1, which here
+    is another process: signalling it would end it, or reload systemd).
     """
     try:
         fd = os.open(os.path.join(directory, LOCKNAME), os.O_RDONLY)
@@ -751,10 +767,51 @@ def server_pid(directory: str) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
             text = os.read(fd, 32).decode("ascii", "replace").strip()
-            return int(text) if text.isdigit() else None
+            if not text.isdigit():
+                return None
+            lock = os.fstat(fd)
+            for pid in _lock_holders(lock, proc):
+                if _has_open(pid, lock, proc):
+                    return pid
         return None
     finally:
         os.close(fd)
+
+
+def _lock_holders(lock: os.stat_result, proc: str) -> list[int]:
+    """The processes /proc/locks names as holding an exclusive flock on C{lock}'s inode."""
+    try:
+        with open(os.path.join(proc, "locks"), encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    holders = []
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 15217 fe:00:2146812 0 EOF"; "->": waiting.
+        fields = line.split()
+        if len(fields) < 6 or fields[1:4] != ["FLOCK", "ADVISORY", "WRITE"]:
+            continue
+        pid, inode = fields[4], fields[5].rpartition(":")[2]
+        if pid.isdigit() and inode.isdigit() and int(inode) == lock.st_ino:
+            holders.append(int(pid))
+    return holders
+
+
+def _has_open(pid: int, lock: os.stat_result, proc: str) -> bool:
+    """Whether process C{pid} has C{lock}'s file open."""
+    fds = os.path.join(proc, str(pid), "fd")
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            st = os.stat(os.path.join(fds, name))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (lock.st_dev, lock.st_ino):
+            return True
+    return False
 
 
 def _write_pid(fd: int, pid: int) -> None:

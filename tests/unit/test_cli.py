@@ -46,7 +46,12 @@ from weather.core.devices import parse_devices
 from weather.core.lineprotocol import LineEncoder
 from weather.core.packet import Packet, PacketRejected, Reason
 from weather.core.timing import TimingInputs
-from weather.journal.service import ImmediateDiskWorker, Journal
+from weather.journal.service import (
+    ImmediateDiskWorker,
+    Journal,
+    server_running,
+    take_lock,
+)
 from weather.journal.store import Changes, JournalEntry, JournalFile, Quarantine
 from weather.ops.stations import StationBook
 from weather.server.pipeline import REFUSED, PacketPipeline
@@ -275,6 +280,38 @@ class ReplayTests(SynchronousTestCase, JournalFixture):
         self.assertEqual(
             [q.entry.id for q in JournalFile(self.directory).quarantined()], [1, 4]
         )
+
+    def test_lockHeldWhileReplaying(self) -> None:
+        """
+        With no server, the replay holds the journal's lock: a server that
+        starts meanwhile cannot take up the same packets and write them too.
+        """
+        seen: list[bool] = []
+        real_send = cli._send
+
+        def send(*args):
+            seen.append(server_running(self.directory))
+            return real_send(*args)
+
+        self.patch(cli, "_send", send)
+        devices = self.devices_file(**{"7": "shed"})
+        self.replay("--devices", devices)
+        self.assertEqual(seen, [True])
+        self.assertFalse(server_running(self.directory))
+
+    def test_heldByAnotherProcess(self) -> None:
+        """
+        The lock held by a process that wrote no id (a server starting, an
+        older one, a salvage): nothing replayed, one line saying why.
+        """
+        held = take_lock(self.directory)
+        self.addCleanup(os.close, held)
+        devices = self.devices_file(**{"7": "shed"})
+        code, _, err = self.replay("--devices", devices)
+        self.assertEqual(code, 1)
+        self.assertIn(f"{self.directory} is in use by a process", err)
+        self.assertEqual(len(JournalFile(self.directory).quarantined()), 3)
+        self.assertEqual(self.influx.points_in("weather"), [])
 
     def test_refusedPointsStayWithInfluxMessage(self) -> None:
         """A type conflict: the packet stays, with InfluxDB's words and the lines."""

@@ -32,10 +32,10 @@ from weather.journal.service import (
     ImmediateDiskWorker,
     Journal,
     JournalLocked,
-    _lock,
     check_lock,
     server_pid,
     server_running,
+    take_lock,
 )
 from weather.journal.store import (
     Changes,
@@ -739,7 +739,7 @@ class ServerPidTests(SynchronousTestCase):
         check_lock(directory)
         with open(os.path.join(directory, LOCKNAME), "w") as f:
             f.write("4242\n")
-        held = _lock(directory)
+        held = take_lock(directory)
         self.addCleanup(os.close, held)
         self.assertTrue(server_running(directory))
         self.assertIsNone(server_pid(directory))

@@ -27,7 +27,7 @@ from weather.core.timing import StationState, TimingInputs
 from weather.journal import salvage as salvaging
 from weather.journal.pages import Pages, page_size, record, varint
 from weather.journal.salvage import DEVICE, PACKET, fit, salvage
-from weather.journal.service import _lock
+from weather.journal.service import take_lock
 from weather.journal.store import (
     FILENAME,
     MARKER,
@@ -298,7 +298,7 @@ class CheckTests(DamagedTestCase):
 
     def test_serverRunning(self) -> None:
         fill(self.directory, count=5)
-        lock = _lock(self.directory)
+        lock = take_lock(self.directory)
         self.addCleanup(os.close, lock)
         for command in ("check", "salvage"):
             code, _, err = run("journal", command, "--data-dir", self.directory)

@@ -36,7 +36,7 @@ from typing import BinaryIO
 from weather.journal.pages import HEADER_SIZE, Pages, page_size
 
 # The server's own lock on the directory: held, no server starts meanwhile.
-from weather.journal.service import JournalLocked, _lock
+from weather.journal.service import JournalLocked, take_lock
 from weather.journal.store import (
     FILENAME,
     SALVAGING,
@@ -213,7 +213,7 @@ def _stopped(directory: str, doing: str) -> Iterator[None]:
     if not os.path.isdir(directory):
         raise JournalError(f"no journal in {directory} (is --data-dir right?)")
     try:
-        lock = _lock(directory)
+        lock = take_lock(directory)
     except JournalLocked:
         raise JournalError(
             f"a weather server is using {directory}: stop it first"

@@ -217,7 +217,7 @@ class Journal(Service):
         Open the journal (at start-up the event loop may wait: a small file
         is read).  @raise JournalError: it cannot be used.
         """
-        self._lock = _lock(self.directory)
+        self._lock = take_lock(self.directory)
         try:
             self.file = JournalFile(self.directory)
             self._next_id = self.file.next_id()
@@ -822,10 +822,10 @@ def _write_pid(fd: int, pid: int) -> None:
 
 def check_lock(directory: str) -> None:
     """@raise JournalError: the directory is unusable or another server holds it."""
-    os.close(_lock(directory))
+    os.close(take_lock(directory))
 
 
-def _lock(directory: str) -> int:
+def take_lock(directory: str) -> int:
     """
     Hold C{directory}'s lock file: one server per journal.
 

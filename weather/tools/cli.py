@@ -80,7 +80,7 @@ from weather.core.packet import HEADER_SIZE, PacketRejected, Reason
 from weather.core.timing import PLAUSIBLE_RATIO, TimingInputs
 from weather.journal.backup import backup_journal
 from weather.journal.salvage import Reading, check, salvage
-from weather.journal.service import server_pid, server_running
+from weather.journal.service import JournalLocked, server_pid, server_running, take_lock
 from weather.journal.store import (
     FILENAME,
     REPLAY_REQUESTED,
@@ -1042,14 +1042,30 @@ def replay(
                 reactor, options, directory, pid, err, signal_server
             )
             return handed
-        if server_running(directory):
-            err.write(
-                f"A server uses {directory} but has not written its process id "
-                "(an older version): replaying directly; its status page will "
-                "not show these readings.\n"
-            )
     settings = options.settings()
-    file = JournalFile(directory, create=False)
+    #: Held while replaying with no server: one that starts meanwhile must
+    #: not take up the same packets (replay requests) and write them too.
+    lock: int | None = None
+    if not options["dry-run"]:
+        try:
+            lock = take_lock(directory) if os.path.isdir(directory) else None
+        except JournalLocked:
+            err.write(
+                f"weather: {directory} is in use by a process this command cannot "
+                "hand packets to (a server still starting or of an older version, "
+                "'weather journal salvage', or a server on another machine): run "
+                "weather replay where that server runs, or once it has started\n"
+            )
+            return 1
+        except JournalError as e:
+            err.write(f"weather: {e}\n")
+            return 1
+    try:
+        file = JournalFile(directory, create=False)
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
     try:
         kept = chosen(file, options)
         if not kept:
@@ -1102,6 +1118,8 @@ def replay(
         return 1
     finally:
         file.close()
+        if lock is not None:
+            os.close(lock)
     undelivered = len(ready) - len(delivered) - len(stored) - len(refused)
     why = (
         f"{settings.target.describe()} failed every request for "

@@ -46,6 +46,7 @@ S = 1_000_000_000
 T0 = 1_700_000_000 * S
 
 TWO_STATIONS = parse_devices(reference_devices_toml(**{"1": "balcony", "2": "garden"}))
+SHED = parse_devices(reference_devices_toml(**{"1": "balcony", "7": "shed"}))
 
 
 def times(lines: list[bytes]) -> list[int]:
@@ -869,7 +870,9 @@ class ClockWaitTests(SynchronousTestCase):
         self.writer = RecordingWriter()
         self.directory = self.mktemp()
 
-    def start(self, boot_id: str = "boot-2", wait: bool = True) -> PacketPipeline:
+    def start(
+        self, boot_id: str = "boot-2", wait: bool = True, profiles=TWO_STATIONS
+    ) -> PacketPipeline:
         journal = Journal(
             self.directory,
             self.clock,
@@ -880,7 +883,7 @@ class ClockWaitTests(SynchronousTestCase):
         self.addCleanup(lambda: journal.running and journal.stopService())
         gate = ClockGate(self.status, self.clock, lambda: self.boot_ns, boot_id, wait=wait)
         pipeline = PacketPipeline(
-            TWO_STATIONS, journal, self.writer, self.clock, clock_gate=gate
+            profiles, journal, self.writer, self.clock, clock_gate=gate
         )
         with capturedLogs():
             pipeline.startService()
@@ -956,6 +959,33 @@ class ClockWaitTests(SynchronousTestCase):
         self.assertEqual([lines for lines, _ in self.writer.writes], written)
         self.assertEqual(pipeline.stats.packets_clock_rebased, 0)
 
+    def test_replayRequestRebased(self) -> None:
+        """
+        A packet quarantined (unknown device) while the clock waited, then
+        replayed through the server once it is synchronized: stamped on the
+        synchronized clock, as the backlog reader stamps packets, and journaled
+        so: a restart before InfluxDB has them writes the same lines.
+        """
+        pipeline = self.start()
+        with capturedLogs():
+            self.receive(pipeline, numbered_packet(range(30), device_id=7))
+        self.synchronize()
+        self.assertEqual(self.writer.writes, [])
+        pipeline.set_profiles(SHED)
+        pipeline.journal.file.request_replay([1], "asked", T0)
+        with capturedLogs():
+            pipeline.take_replays()
+        [(lines, _)] = self.writer.writes
+        self.assertEqual(times(lines)[-1], T0 + self.STEP)
+        [pending] = pipeline.journal.file.pending()
+        self.assertEqual(pending.packet.arrival_ns, T0 + self.STEP)
+        self.stop(pipeline)
+        self.writer = RecordingWriter()
+        self.advance(600 * S)
+        with capturedLogs():
+            self.start(profiles=SHED)
+        self.assertEqual([written for written, _ in self.writer.writes], [lines])
+
     def test_heldAcrossReboot(self) -> None:
         """
         A packet held when the machine rebooted cannot be rebased: it is
@@ -996,9 +1026,6 @@ class ClockWaitTests(SynchronousTestCase):
         self.assertEqual(len(self.writer.writes), 1)
         self.assertEqual(times(self.writer.writes[0][0])[-1], T0)
         self.assertEqual(pipeline.clock_waiting, 0)
-
-
-SHED = parse_devices(reference_devices_toml(**{"1": "balcony", "7": "shed"}))
 
 
 class ReplayRequestTests(SynchronousTestCase):

@@ -652,7 +652,14 @@ class PacketPipeline(Service):
         """
         Decode a packet taken from a replay request as C{weather replay}
         decodes it: pending again, its points sent, or back in quarantine.
+        One that arrived while the wall clock waited to be synchronized is
+        stamped on the synchronized clock first, and journaled so, as the
+        backlog reader would (a restart then decodes it at the same time).
         """
+        if self.clock_gate is not None and self.clock_gate.wait:
+            [entry], arrivals = self._rebased([entry])
+            if arrivals:
+                self.journal.rebase(arrivals)  # committed with or before C{taken}
         try:
             decoded, lines, skipped = self._decode(entry)
         except PacketRejected as error:

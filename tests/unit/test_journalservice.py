@@ -185,6 +185,29 @@ class GroupCommitTests(SynchronousTestCase):
         self.assertEqual(len(JournalFile(self.journal.directory).pending()), 1)
 
 
+class ReplayReadTests(SynchronousTestCase):
+    """Reading replay requests under steady traffic: the disk never idle."""
+
+    def test_readAfterTheChangesSoFar(self) -> None:
+        """
+        The read waits for the changes made before it, not for a moment
+        with nothing to commit, which packets arriving all the time never
+        leave.
+        """
+        worker = ManualDiskWorker()
+        journal = started_journal(self, Clock(), worker)
+        journal.append(packet())  # committing
+        journal.append(packet(arrival_ns=T0 + S))  # waits for that commit
+        reading = journal.replay_requested(0, 10)
+        worker.step()  # the first commit; the second, with the read's waiter, starts
+        journal.append(packet(arrival_ns=T0 + 2 * S))  # traffic goes on
+        worker.step()  # the second commit: the read is handed to the worker
+        self.assertNoResult(reading)
+        worker.step()
+        self.assertEqual(self.successResultOf(reading), [])
+        self.assertTrue(worker.waiting)  # the third commit, still to run
+
+
 class StatusCountTests(SynchronousTestCase):
     """The counts for /metrics: bounded in the disk worker's time."""
 

@@ -425,8 +425,18 @@ class Journal(Service):
         return self._after_commits(self._file().count_replay_requested)
 
     def _after_commits(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
-        """Call C{f} on the worker once the changes made so far are committed."""
-        return self._when_idle().addCallback(lambda _: self.worker.run(f, *args))
+        """
+        Call C{f} on the worker once the changes made so far are committed.
+        The worker runs calls in order, after any commit in progress, so only
+        changes not yet handed to it are waited for: not a moment with nothing
+        to commit, which steady traffic may never leave.
+        """
+        if not self._changes:
+            return self.worker.run(f, *args)
+        committed: Deferred[JournalEntry | None] = Deferred()
+        self._waiters.append((committed, None))
+        self._commit_next()
+        return committed.addCallback(lambda _: self.worker.run(f, *args))
 
     def taken(self, entry_id: int) -> None:
         """

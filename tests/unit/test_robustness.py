@@ -340,7 +340,7 @@ class UnknownDeviceTests(PipelineTestCase):
         with capturedLogs() as named:
             self.receive(self.unknown(11), T0 * S)
         self.assertIn(
-            "in /etc/weather/devices.toml, reload it (SIGHUP), then run 'weather "
+            "in /etc/weather/devices.toml, then run 'weather "
             f"replay --data-dir {self.journal.directory} --devices "
             "/etc/weather/devices.toml'",
             formatEvent(self.warnings(named)[0]),

@@ -755,15 +755,16 @@ class PacketPipeline(Service):
             self.log.warn(
                 "Device {device} (from {peer}) is not in the devices file: its "
                 "packets are kept in quarantine in {data_dir}. Describe it as "
-                "[devices.{device}] in {where}, {reload}, then run "
-                "'weather replay --data-dir {data_dir} --devices {devices}' to store them",
+                "[devices.{device}] in {where}, {reload}then run "
+                "'weather replay --data-dir {data_dir} --devices {devices}' to store them "
+                "(while this server runs, it has it re-read its devices file and store them)",
                 peer=packet.peer,
                 device=packet.device_id,
                 data_dir=self.journal.directory,
                 where=self.devices_file or "a devices file",
-                reload="reload it (SIGHUP)"
+                reload=""
                 if self.devices_file
-                else "restart the server with --devices FILE",
+                else "restart the server with --devices FILE, ",
                 devices=devices,
                 reason=error.reason,
             )

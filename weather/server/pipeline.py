@@ -756,8 +756,9 @@ class PacketPipeline(Service):
                 "Device {device} (from {peer}) is not in the devices file: its "
                 "packets are kept in quarantine in {data_dir}. Describe it as "
                 "[devices.{device}] in {where}, {reload}then run "
-                "'weather replay --data-dir {data_dir} --devices {devices}' to store them "
-                "(while this server runs, it has it re-read its devices file and store them)",
+                "'weather replay --data-dir {data_dir} --devices {devices}' to store "
+                "them (while this server runs, the replay has it re-read its devices "
+                "file and store them)",
                 peer=packet.peer,
                 device=packet.device_id,
                 data_dir=self.journal.directory,

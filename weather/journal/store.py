@@ -682,23 +682,11 @@ class JournalFile:
         (L{REPLAY_REQUESTED}, with C{detail}), in one transaction; a packet
         no longer in quarantine is left alone.  The number marked.
         """
-        db = self.connection
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            marked = sum(
-                db.execute(
-                    "UPDATE packet SET reason = ?, detail = ?, quarantined_ns = ? "
-                    "WHERE id = ? AND reason IS NOT NULL",
-                    (REPLAY_REQUESTED, detail, now_ns, i),
-                ).rowcount
-                for i in ids
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return marked
+        return self._each_in_quarantine(
+            "UPDATE packet SET reason = ?, detail = ?, quarantined_ns = ? "
+            "WHERE id = ? AND reason IS NOT NULL",
+            ((REPLAY_REQUESTED, detail, now_ns, i) for i in ids),
+        )
 
     def drop_quarantined(self, ids: Iterable[int]) -> int:
         """
@@ -707,22 +695,29 @@ class JournalFile:
         Safe while a server uses the journal: it never holds a quarantined
         packet it could lose.  The number deleted.
         """
+        deleted = self._each_in_quarantine(
+            "DELETE FROM packet WHERE id = ? AND reason IS NOT NULL",
+            ((i,) for i in ids),
+        )
+        self.reclaim()
+        return deleted
+
+    def _each_in_quarantine(self, statement: str, rows: Iterable[tuple]) -> int:
+        """
+        C{statement}, which touches only packets in quarantine, for each of
+        C{rows}, in one transaction (a server may be writing the journal
+        too); the number of packets it changed.
+        """
         db = self.connection
         db.execute("BEGIN IMMEDIATE")
         try:
-            deleted = sum(
-                db.execute(
-                    "DELETE FROM packet WHERE id = ? AND reason IS NOT NULL", (i,)
-                ).rowcount
-                for i in ids
-            )
+            changed = sum(db.execute(statement, row).rowcount for row in rows)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        self.reclaim()
-        return deleted
+        return changed
 
 
 def _version(db: sqlite3.Connection) -> int:

@@ -357,15 +357,19 @@ class WhileRunningTests(CreationTestCase):
         self.assertEqual([p.timestamp for p in fake.points_in("weather")], [1, 2])
         self.assertEqual(len(self.queries()), 2)
 
-    def test_bucket(self) -> None:
-        """InfluxDB 2.x: no bucket made, the line says how."""
-        fake = FakeInfluxDB(buckets=(), token="t0k3n")
-        self.build(V2, fake=fake, create_database=True)
+    def missing(self, target, fake: FakeInfluxDB) -> str:
+        """One write into a store without the database: nothing made, its one line."""
+        self.build(target, fake=fake, create_database=True)
         self.writer.startService()
         self.writer.write([line(1)])
         self.clock.advance(1)
         self.assertEqual(self.queries(), [])
         [failure] = self.lines(LogLevel.warn)
+        return failure
+
+    def test_bucket(self) -> None:
+        """InfluxDB 2.x: no bucket made, the line says how."""
+        failure = self.missing(V2, FakeInfluxDB(buckets=(), token="t0k3n"))
         self.assertIn(
             'HTTP 404: bucket "weather" not found; create it: influx bucket create '
             "--host http://influx.test:8086 --name weather --org weather",
@@ -375,12 +379,7 @@ class WhileRunningTests(CreationTestCase):
     def test_influxdb3(self) -> None:
         """InfluxDB 3 that makes no database on a write: the line says how."""
         fake = FakeInfluxDB(databases=(), token="t0k3n", v3_creates=False)
-        self.build(V3, fake=fake, create_database=True)
-        self.writer.startService()
-        self.writer.write([line(1)])
-        self.clock.advance(1)
-        self.assertEqual(self.queries(), [])
-        [failure] = self.lines(LogLevel.warn)
+        failure = self.missing(V3, fake)
         self.assertIn(
             'database not found: "weather"; create it: influxdb3 create database '
             "--host http://influx.test:8181 --token ADMIN-TOKEN weather",

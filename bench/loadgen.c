@@ -10,8 +10,9 @@
  *
  * Packet number `seq` (from --seq-start) comes from device
  * first_device + seq % devices; its last record carries the sequence number:
- * lux = seq & 0xffff, temperature code = (seq % 16384) << 2 (a code with its two
- * low bits cleared, as the SI7021 sends).  The other records are constant.
+ * lux = seq & 0xffff, temperature code = (seq % 16383) << 2 (a code with its two
+ * low bits cleared, as the SI7021 sends; never 0xfffc = 16383 << 2, its failure
+ * code, which the server does not store).  The other records are constant.
  *
  * Modes: as fast as possible (--rate 0) or at a fixed rate, for --seconds
  * and/or --count packets.  At the end one JSON line on stdout: packets sent
@@ -91,7 +92,7 @@ static void build_packet(unsigned char *p, uint64_t seq, int device) {
         if (i == RECORDS - 1) {
             put16(r, (unsigned)(seq & 0xffff));
             put16(r + 2, 30000);
-            put16(r + 4, (unsigned)((seq % 16384) << 2));
+            put16(r + 4, (unsigned)((seq % 16383) << 2));
         } else {
             put16(r, 100 + i);
             put16(r + 2, 30000 + 4 * i);

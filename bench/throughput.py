@@ -73,8 +73,9 @@ from weather.tools.localinflux import InfluxServer, free_port  # noqa: E402
 DATABASE = "weather"
 RECORDS = 30
 POINTS_PER_PACKET = 3 * RECORDS
-#: The sender puts (seq % SEQ_CODES) << 2 in the last record's temperature code.
-SEQ_CODES = 16384
+#: The sender puts (seq % SEQ_CODES) << 2 in the last record's temperature code
+#: (not 16384: 16383 << 2 is 0xfffc, the SI7021's failure code, never stored).
+SEQ_CODES = 16383
 MEASUREMENTS = ("light", "humidity", "temperature")
 NS = 1_000_000_000
 
@@ -635,7 +636,7 @@ class Poller:
 
     The sender writes "seq device t_ns" for each packet once its last byte is
     written; the packet's last record carries seq: temperature code
-    (seq % 16384) << 2.  Every --poll-interval the poller asks InfluxDB for the
+    (seq % SEQ_CODES) << 2.  Every --poll-interval the poller asks InfluxDB for the
     temperature points stamped since the oldest packet not yet found (less a
     margin: the server stamps a packet with the arrival of its last byte, after
     the sender wrote it), and a packet's latency is the time the answer that
@@ -650,7 +651,7 @@ class Poller:
         self.influx = influx
         self.times_path = times_path
         self.interval = interval
-        #: (device, seq % 16384) -> (seq, sent_ns), packets sent and not yet found.
+        #: (device, seq % SEQ_CODES) -> (seq, sent_ns), packets sent and not yet found.
         self.unseen: dict[tuple[int, int], tuple[int, int]] = {}
         #: Points found before the sender's line for them was read.
         self.early: dict[tuple[int, int], int] = {}
@@ -1069,6 +1070,13 @@ def report(
             + f"; writer held {o['writer_pending_points']:,.0f} points at the end; "
             f"peak RSS {o['hwm_kib'] / 1024:.1f} MiB; every point arrived: "
             f"{'yes' if o['counts_ok'] and o['all_written'] else 'NO'}"
+            + (
+                ""
+                if o["counts_ok"] and o["all_written"]
+                else f" (stored {'/'.join(map(str, o['counts'].values()))} of "
+                f"{o['received'] * RECORDS:,} each; pointsWrittenOK "
+                f"{'reached' if o['all_written'] else 'did not reach'} the expected count)"
+            )
         )
         checks.append(
             "overload: weather journal status after: "
